@@ -1,0 +1,60 @@
+# kvbench: isolated KV-cache reuse benchmarks (vLLM + Mooncake), one fresh stack per scenario.
+# Every target installs what it needs (venv, Docker engine, compose v2, images) when missing.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+KVBENCH  := $(VENV)/bin/kvbench
+CONFIG   ?= configs/test_config.yaml
+STACK    ?= cpu
+SCENARIO ?= long_context_high_reuse
+RUN      ?=
+PYTEST_ARGS ?=
+
+.PHONY: help venv docker images wheelhouse bench bench-all report clean test test-fast
+
+help:
+	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
+	@echo "make bench-all            every default scenario, each on its own fresh stack"
+	@echo "make report RUN=dir       aggregate a run directory into report.md"
+	@echo "make clean                remove leftover stacks of crashed runs (by label)"
+	@echo "make test                 the whole test suite (installs Docker/images when missing)"
+	@echo "make docker / images / wheelhouse   set-up steps, idempotent"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+docker:
+	@bash scripts/ensure_docker.sh
+
+wheelhouse:
+	@bash scripts/make_wheelhouse.sh engine
+	@bash scripts/make_wheelhouse.sh master
+
+images: venv docker
+	$(PY) -m harness.images $(STACK)
+
+bench: images
+	$(KVBENCH) bench --config $(CONFIG) --scenario $(SCENARIO)
+
+bench-all: images
+	$(KVBENCH) bench-all --config $(CONFIG)
+
+report: venv
+	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run_id>" >&2; exit 2; }
+	$(KVBENCH) report $(RUN)
+
+clean: venv docker
+	$(KVBENCH) clean
+
+# Unit + stub tests only: no Docker needed.
+test-fast: venv
+	$(PY) -m pytest -q -m "not docker and not stack" $(PYTEST_ARGS)
+
+test: images
+	$(PY) -m pytest -q $(PYTEST_ARGS)

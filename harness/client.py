@@ -1,0 +1,151 @@
+"""Streaming OpenAI-compatible client that times one request on a monotonic clock.
+
+TTFT is send -> first chunk carrying non-empty generated text. vLLM's first chat
+chunk holds only `{"role": "assistant", "content": ""}`: it is not a token and
+does not stop the TTFT clock. Token counts come from the server's `usage`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+Api = Literal["completions", "chat"]
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    model: str
+    api: Api = "completions"
+    max_tokens: int = 16
+    temperature: float = 0.0
+    timeout: float = 120.0
+    ignore_eos: bool = True  # fixed output length, so rounds compare like with like
+
+
+@dataclass
+class RequestResult:
+    """One request as it went; becomes one `requests.csv` row."""
+
+    ok: bool = False
+    http_status: int | None = None
+    error_class: str = ""
+    error_message: str = ""
+    send_time: float = 0.0  # perf_counter seconds
+    ttft_ms: float | None = None
+    e2e_ms: float | None = None
+    itl_ms: list[float] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    text: str = ""
+
+    @property
+    def tpot_ms(self) -> float | None:
+        """Time per output token after the first."""
+        if self.ttft_ms is None or self.e2e_ms is None or not self.completion_tokens:
+            return None
+        if self.completion_tokens < 2:
+            return None
+        return (self.e2e_ms - self.ttft_ms) / (self.completion_tokens - 1)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class StreamError(Exception):
+    """The server reported an error inside an otherwise 200 stream."""
+
+
+class IncompleteStream(Exception):
+    """The stream ended without its final `[DONE]` event."""
+
+
+def request_body(prompt: str | list[dict], s: RequestSettings) -> tuple[str, dict]:
+    body: dict = {
+        "model": s.model,
+        "max_tokens": s.max_tokens,
+        "temperature": s.temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if s.ignore_eos:
+        body["ignore_eos"] = True
+    if s.api == "chat":
+        return "/v1/chat/completions", {**body, "messages": prompt}
+    return "/v1/completions", {**body, "prompt": prompt}
+
+
+def _chunk_text(chunk: dict) -> str:
+    choices = chunk.get("choices") or []
+    if not choices:
+        return ""
+    c = choices[0]
+    if "text" in c:
+        return c.get("text") or ""
+    delta = c.get("delta") or {}
+    return (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+
+
+async def send(client: httpx.AsyncClient, prompt: str | list[dict], s: RequestSettings) -> RequestResult:
+    """Send one streaming request; never raises for server or network faults."""
+    res = RequestResult()
+    path, body = request_body(prompt, s)
+    res.send_time = time.perf_counter()
+    try:
+        async with asyncio.timeout(s.timeout):
+            await _stream(client, path, body, res)
+        res.ok = True
+    except TimeoutError:
+        res.error_class, res.error_message = "Timeout", f"no complete response within {s.timeout:g} s"
+    except (httpx.HTTPError, SSEError, StreamError, IncompleteStream, json.JSONDecodeError) as e:
+        res.error_class, res.error_message = type(e).__name__, (str(e) or repr(e))[:300]
+    if res.e2e_ms is None:  # failed: time until the failure
+        res.e2e_ms = (time.perf_counter() - res.send_time) * 1e3
+    return res
+
+
+async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: RequestResult) -> None:
+    t0 = res.send_time
+    last_token_t: float | None = None
+    async with aconnect_sse(client, "POST", path, json=body) as source:
+        res.http_status = source.response.status_code
+        if source.response.status_code != 200:
+            detail = (await source.response.aread()).decode(errors="replace")[:300]
+            raise httpx.HTTPStatusError(f"HTTP {res.http_status}: {detail}", request=source.response.request,
+                                        response=source.response)
+        done = False
+        async for event in source.aiter_sse():
+            now = time.perf_counter()
+            if event.data.strip() == "[DONE]":
+                done = True
+                break
+            chunk = json.loads(event.data)
+            if "error" in chunk:
+                raise StreamError(json.dumps(chunk["error"])[:300])
+            text = _chunk_text(chunk)
+            if text:
+                if last_token_t is None:
+                    res.ttft_ms = (now - t0) * 1e3
+                else:
+                    res.itl_ms.append((now - last_token_t) * 1e3)
+                last_token_t = now
+                res.text += text
+            if chunk.get("usage"):
+                _read_usage(chunk["usage"], res)
+        if not done:
+            raise IncompleteStream("stream closed before [DONE]")
+    res.e2e_ms = (time.perf_counter() - t0) * 1e3
+
+
+def _read_usage(usage: dict, res: RequestResult) -> None:
+    res.prompt_tokens = usage.get("prompt_tokens")
+    res.completion_tokens = usage.get("completion_tokens")
+    details = usage.get("prompt_tokens_details") or {}
+    res.cached_tokens = details.get("cached_tokens")

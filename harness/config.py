@@ -1,0 +1,207 @@
+"""Suite configuration: YAML -> validated pydantic models.
+
+Everything is validated before any container starts or any request is sent.
+Errors become a ConfigError carrying one line that names the file and the field;
+the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+NAME_RE = re.compile(r"^[a-z0-9_-]{1,48}$")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class ConfigError(Exception):
+    """Invalid configuration; str() is a single line naming file and field."""
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """Names end up in paths and compose project names: keep them boring."""
+    if not NAME_RE.match(value):
+        raise ValueError(f"{what} {value!r} must match [a-z0-9_-]{{1,48}}")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Targets(Strict):
+    ttft_reduction_percent: float = 60.0
+    throughput_increase_percent: float = 150.0
+
+
+class _ScenarioBase(Strict):
+    description: str = ""
+    max_tokens: PositiveInt | None = None  # overrides the suite's max_tokens
+    # Scenarios with the same prefix_seed (and length) get an identical shared
+    # prefix; used to provoke cross-scenario pollution on purpose.
+    prefix_seed: int | None = None
+
+
+class DocumentQA(_ScenarioBase):
+    """One long document + one of N questions (RAG / document QA)."""
+
+    kind: Literal["document_qa"]
+    num_requests: PositiveInt
+    context_length: PositiveInt
+    num_questions: PositiveInt = 5
+    question_length: PositiveInt = 24
+
+
+class CodeGeneration(_ScenarioBase):
+    """One code-base context + one of N tasks."""
+
+    kind: Literal["code_generation"]
+    num_requests: PositiveInt
+    context_length: PositiveInt
+    num_tasks: PositiveInt = 4
+    task_length: PositiveInt = 32
+
+
+class BatchProcessing(_ScenarioBase):
+    """A shared instruction + a short text unique to each request."""
+
+    kind: Literal["batch_processing"]
+    num_requests: PositiveInt
+    instruction_length: PositiveInt
+    text_length: PositiveInt = 200
+
+
+class MultiTurn(_ScenarioBase):
+    """Conversations whose history grows each turn, with the model's real replies."""
+
+    kind: Literal["multi_turn"]
+    num_conversations: PositiveInt
+    turns: PositiveInt
+    system_length: PositiveInt = 500
+    user_length: PositiveInt = 100
+
+
+class ColdStart(_ScenarioBase):
+    """Unique content per request, no prefix shared between requests."""
+
+    kind: Literal["cold_start"]
+    num_requests: PositiveInt
+    prompt_length: PositiveInt
+
+
+Scenario = Annotated[
+    Union[DocumentQA, CodeGeneration, BatchProcessing, MultiTurn, ColdStart],
+    Field(discriminator="kind"),
+]
+
+
+class StackConfig(Strict):
+    """How each fresh stack is brought up (compose/base.yaml + compose/<overlay>.yaml)."""
+
+    overlay: str = "cpu"
+    bind_address: str = "127.0.0.1"
+    vllm_port: int = Field(default=0, ge=0, le=65535)  # 0 = pick a free port
+    master_metrics_port: int = Field(default=0, ge=0, le=65535)
+    ready_timeout: PositiveInt = 300
+    teardown_timeout: PositiveInt = 5
+    model: str = "/models/tiny"
+    served_model_name: str = "tiny"
+    max_model_len: PositiveInt = 32768
+    enable_prefix_caching: bool = False
+    kvcache_space_gib: PositiveInt = 1
+    pythonhashseed: int = 0
+    client_ttl: PositiveInt = 5
+    global_segment_size: str = "1GB"
+    local_buffer_size: str = "256MB"
+    extra_vllm_args: list[str] = []
+
+    _check_overlay = field_validator("overlay")(lambda v: check_name(v, "overlay"))
+
+
+class Config(Strict):
+    # scenarios first: default_scenarios is checked against them (pydantic
+    # validates fields in declaration order).
+    scenarios: dict[str, Scenario]
+    default_scenarios: list[str]
+    rounds: PositiveInt = 2
+    concurrency: PositiveInt = 4
+    request_rate: Annotated[float, Field(gt=0)] | None = None  # Poisson; None = as fast as allowed
+    wait_between_rounds: NonNegFloat = 1.0
+    request_timeout: Annotated[float, Field(gt=0)] = 120.0
+    max_tokens: PositiveInt = 16
+    temperature: NonNegFloat = 0.0
+    api: Literal["completions", "chat"] = "completions"
+    seed: int = 1234
+    run_name: str | None = None
+    targets: Targets = Targets()
+    stack: StackConfig = StackConfig()
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v, "run_name")
+
+    @field_validator("scenarios")
+    @classmethod
+    def _scenario_names(cls, v: dict[str, Scenario]) -> dict[str, Scenario]:
+        if not v:
+            raise ValueError("at least one scenario is required")
+        for name in v:
+            check_name(name, "scenario name")
+        return v
+
+    @field_validator("default_scenarios")
+    @classmethod
+    def _selection(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if not v:
+            raise ValueError("no scenario selected")
+        known = info.data.get("scenarios")
+        for name in v:
+            if known is not None and name not in known:
+                raise ValueError(f"unknown scenario {name!r} (known: {', '.join(sorted(known))})")
+        return v
+
+    def selected(self) -> dict[str, Scenario]:
+        return {name: self.scenarios[name] for name in self.default_scenarios}
+
+
+def _one_line(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-after", "tagged-union")))
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{path}: {loc or '<root>'}: {msg}".replace("\n", " ")
+
+
+def load_config(
+    path: str | Path,
+    *,
+    scenarios: list[str] | None = None,
+    rounds: int | None = None,
+    concurrency: int | None = None,
+) -> Config:
+    """Read, apply command-line overrides, validate. Raises ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError(f"{path}: invalid YAML at {where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: <root>: expected a mapping, got {type(raw).__name__}")
+    overrides = {"default_scenarios": scenarios, "rounds": rounds, "concurrency": concurrency}
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_one_line(path, e)) from None

@@ -1,0 +1,124 @@
+"""Results on disk: results/<run_id>/<scenario>/{requests,rounds}.csv + manifest.json.
+
+Rows are appended and flushed as each request finishes, so an interruption
+never loses a completed request. Nothing is ever overwritten: run ids are a UTC
+timestamp plus a random suffix and directories are created exclusively.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import secrets
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import __version__
+from .config import check_name
+
+REQUEST_COLUMNS = [
+    "scenario", "round", "index", "prompt_id", "session_id", "turn", "api",
+    "ok", "http_status", "error_class", "error_message",
+    "send_s", "ttft_ms", "tpot_ms", "e2e_ms", "itl_ms", "n_itl",
+    "prompt_tokens", "completion_tokens", "cached_tokens",
+    "expected_prompt_tokens", "shared_prefix_tokens", "output_chars",
+]
+
+
+def new_run_id(name: str | None = None) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%Sz")
+    rid = f"{stamp}-{secrets.token_hex(3)}"
+    return f"{rid}-{check_name(name, 'run_name')}" if name else rid
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RequestLog:
+    """Append-only requests.csv; one flushed line per finished request."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        new = not path.exists()
+        self._fh = path.open("a", newline="")
+        self._w = csv.DictWriter(self._fh, fieldnames=REQUEST_COLUMNS, extrasaction="ignore")
+        if new:
+            self._w.writeheader()
+            self._fh.flush()
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._w.writerow(row)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@dataclass
+class RunDir:
+    root: Path
+    run_id: str
+
+    @classmethod
+    def create(cls, results_root: Path, run_name: str | None = None) -> "RunDir":
+        results_root.mkdir(parents=True, exist_ok=True)
+        run_id = new_run_id(run_name)
+        root = results_root / run_id
+        root.mkdir(exist_ok=False)
+        return cls(root, run_id)
+
+    def scenario_dir(self, scenario: str) -> Path:
+        d = self.root / check_name(scenario, "scenario")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def write_manifest(self, manifest: dict) -> None:
+        tmp = self.root / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        tmp.replace(self.root / "manifest.json")
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def write_rounds(path: Path, table: pd.DataFrame) -> None:
+    table.to_csv(path, index=False, float_format="%.4f")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def host_info() -> dict:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(),
+            "python": platform.python_version(), "cpus": os.cpu_count()}
+
+
+def base_manifest(run_id: str, config: dict, command: list[str]) -> dict:
+    return {
+        "run_id": run_id,
+        "harness_version": __version__,
+        "git_commit": git_commit(),
+        "host": host_info(),
+        "command": command,
+        "started_at": utc_now(),
+        "finished_at": None,
+        "config": config,
+        "scenarios": {},
+    }

@@ -1,0 +1,162 @@
+"""Run one scenario's rounds against an endpoint and record every request.
+
+Round 1 is cold, rounds 2+ replay the same sessions (warm). Each round gets its
+own connection pool so no round inherits another's connections. Requests are
+admitted by a semaphore (not fixed batches), optionally paced by Poisson
+arrivals; conversations send their turns in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import pandas as pd
+
+from .client import RequestResult, RequestSettings, send
+from .config import Config
+from .results import RequestLog, write_rounds
+from .stats import rounds_table
+from .workload import Prompt, Session, Workload
+
+# Called after each round with (round number, phase) - e.g. to scrape counters.
+RoundHook = Callable[[int, str], None]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    model: str
+
+
+@dataclass
+class RoundProgress:
+    """Minimal progress sink; the CLI plugs a rich progress bar in."""
+
+    start: Callable[[int, int], None] = lambda rnd, total: None
+    advance: Callable[[bool], None] = lambda ok: None
+    stop: Callable[[], None] = lambda: None
+
+
+class Pacer:
+    """Poisson arrivals at `rate` requests/s across the whole round (None = no pacing)."""
+
+    def __init__(self, rate: float | None, seed: str) -> None:
+        self._rate = rate
+        self._rng = random.Random(seed)
+        self._next = time.perf_counter()
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self._rate:
+            return
+        async with self._lock:
+            self._next = max(self._next, time.perf_counter()) + self._rng.expovariate(self._rate)
+            delay = self._next - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+@dataclass
+class RoundContext:
+    scenario: str
+    round: int
+    settings: RequestSettings
+    log: RequestLog
+    t0: float
+    sem: asyncio.Semaphore
+    pacer: Pacer
+    progress: RoundProgress
+    index: list[int] = field(default_factory=lambda: [0])
+
+    def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> dict:
+        i = self.index[0]
+        self.index[0] += 1
+        tpot = res.tpot_ms
+        return {
+            "scenario": self.scenario, "round": self.round, "index": i,
+            "prompt_id": prompt.prompt_id, "session_id": session.session_id, "turn": turn,
+            "api": self.settings.api, "ok": res.ok, "http_status": res.http_status,
+            "error_class": res.error_class, "error_message": res.error_message,
+            "send_s": round(res.send_time - self.t0, 6) if res.send_time else None,
+            "ttft_ms": _r(res.ttft_ms), "tpot_ms": _r(tpot), "e2e_ms": _r(res.e2e_ms),
+            "itl_ms": " ".join(f"{x:.3f}" for x in res.itl_ms), "n_itl": len(res.itl_ms),
+            "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+            "cached_tokens": res.cached_tokens, "expected_prompt_tokens": prompt.prompt_tokens,
+            "shared_prefix_tokens": prompt.shared_prefix_tokens, "output_chars": len(res.text),
+        }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Session) -> None:
+    replies: list[str] = []
+    for turn in range(session.turns):
+        # Later turns tokenize their history: off the event loop, so that other
+        # streams' chunks are still read (and timed) promptly.
+        prompt = session.build(turn, replies) if turn == 0 else await asyncio.to_thread(session.build, turn, replies)
+        if len(replies) < turn:  # an earlier turn failed: the history cannot be built honestly
+            res = RequestResult(error_class="PreviousTurnFailed", error_message="an earlier turn of this session failed",
+                                send_time=time.perf_counter(), e2e_ms=0.0)
+        else:
+            await ctx.pacer.wait()
+            async with ctx.sem:
+                res = await send(client, prompt.body, ctx.settings)
+            if res.ok:
+                replies.append(res.text)
+        ctx.log.append(ctx.row(session, turn, prompt, res))
+        ctx.progress.advance(res.ok)
+
+
+async def run_round(workload: Workload, rnd: int, cfg: Config, endpoint: Endpoint, log: RequestLog,
+                    t0: float, progress: RoundProgress) -> None:
+    settings = RequestSettings(model=endpoint.model, api=cfg.api, max_tokens=cfg.max_tokens,
+                               temperature=cfg.temperature, timeout=cfg.request_timeout)
+    ctx = RoundContext(workload.scenario, rnd, settings, log, t0, asyncio.Semaphore(cfg.concurrency),
+                       Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"), progress)
+    limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+    timeout = httpx.Timeout(cfg.request_timeout, connect=min(10.0, cfg.request_timeout))
+    progress.start(rnd, workload.num_requests)
+    try:
+        async with httpx.AsyncClient(base_url=endpoint.base_url, limits=limits, timeout=timeout) as client:
+            await asyncio.gather(*(_run_session(ctx, client, s) for s in workload.sessions))
+    finally:
+        progress.stop()
+
+
+def _prebuild_first_turns(workload: Workload) -> None:
+    """Tokenize every first turn before any timing starts (later turns depend on replies)."""
+    for s in workload.sessions:
+        s.build(0, [])
+
+
+def run_rounds(workload: Workload, cfg: Config, endpoint: Endpoint, out_dir: Path,
+               progress: RoundProgress | None = None, before_round: RoundHook | None = None,
+               after_round: RoundHook | None = None) -> pd.DataFrame:
+    """All rounds of one scenario -> requests.csv (live) and rounds.csv; returns the rounds table."""
+    progress = progress or RoundProgress()
+    _prebuild_first_turns(workload)
+    log = RequestLog(out_dir / "requests.csv")
+    t0 = time.perf_counter()
+    try:
+        for rnd in range(1, cfg.rounds + 1):
+            phase = "cold" if rnd == 1 else "warm"
+            if rnd > 1 and cfg.wait_between_rounds:
+                time.sleep(cfg.wait_between_rounds)  # configured pause, not a synchronisation
+            if before_round:
+                before_round(rnd, phase)
+            asyncio.run(run_round(workload, rnd, cfg, endpoint, log, t0, progress))
+            if after_round:
+                after_round(rnd, phase)
+    finally:
+        log.close()
+    table = rounds_table(pd.read_csv(out_dir / "requests.csv"), cfg.targets)
+    write_rounds(out_dir / "rounds.csv", table)
+    return table

@@ -1,0 +1,116 @@
+"""Per-round statistics from request rows, and round-over-round gains.
+
+Percentiles are numpy's default (linear interpolation). Durations are measured
+from the round's first send to its last response end, on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import Targets
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def _nums(df: pd.DataFrame, col: str) -> np.ndarray:
+    return pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(dtype=float)
+
+
+def _itls(df: pd.DataFrame) -> list[float]:
+    out: list[float] = []
+    for cell in df["itl_ms"].dropna():
+        out.extend(float(x) for x in str(cell).split())
+    return out
+
+
+def round_summary(rows: pd.DataFrame) -> dict:
+    """Summary of one round's rows (all requests, failed ones included)."""
+    ok = rows[rows["ok"].astype(str).str.lower() == "true"]
+    ttft, tpot, e2e = _nums(ok, "ttft_ms"), _nums(ok, "tpot_ms"), _nums(ok, "e2e_ms")
+    itl = _itls(ok)
+    start = _nums(rows, "send_s").min() if len(rows) else math.nan
+    end = (_nums(rows, "send_s") + _nums(rows, "e2e_ms") / 1e3).max() if len(rows) else math.nan
+    duration = float(end - start) if len(rows) else math.nan
+    prompt = _nums(ok, "prompt_tokens").sum()
+    completion = _nums(ok, "completion_tokens").sum()
+    cached = _nums(ok, "cached_tokens").sum()
+    per_s = (lambda x: x / duration) if duration and duration > 0 else (lambda x: math.nan)
+    return {
+        "requests": int(len(rows)),
+        "successes": int(len(ok)),
+        "failures": int(len(rows) - len(ok)),
+        "ttft_mean_ms": _mean(ttft),
+        "ttft_p50_ms": _pct(ttft, 50),
+        "ttft_p90_ms": _pct(ttft, 90),
+        "ttft_p99_ms": _pct(ttft, 99),
+        "tpot_mean_ms": _mean(tpot),
+        "tpot_p50_ms": _pct(tpot, 50),
+        "itl_p50_ms": _pct(itl, 50),
+        "itl_p99_ms": _pct(itl, 99),
+        "e2e_mean_ms": _mean(e2e),
+        "e2e_p90_ms": _pct(e2e, 90),
+        "duration_s": duration,
+        "req_per_s": per_s(len(ok)),
+        "output_tok_per_s": per_s(completion),
+        "total_tok_per_s": per_s(prompt + completion),
+        "prompt_tokens": int(prompt),
+        "completion_tokens": int(completion),
+        "cached_tokens": int(cached),
+        "cached_token_ratio": float(cached / prompt) if prompt else math.nan,
+    }
+
+
+def gains(first: dict, later: dict, targets: Targets) -> dict:
+    """Round-over-round change of a warm round against the cold round 1."""
+    ttft_red = _reduction(first["ttft_mean_ms"], later["ttft_mean_ms"])
+    tput_inc = _increase(first["req_per_s"], later["req_per_s"])
+    return {
+        "ttft_reduction_pct": ttft_red,
+        "ttft_p50_reduction_pct": _reduction(first["ttft_p50_ms"], later["ttft_p50_ms"]),
+        "throughput_improvement_pct": tput_inc,
+        "ttft_target_met": bool(ttft_red >= targets.ttft_reduction_percent) if not math.isnan(ttft_red) else False,
+        "throughput_target_met": bool(tput_inc >= targets.throughput_increase_percent)
+        if not math.isnan(tput_inc) else False,
+    }
+
+
+def _reduction(before: float, after: float) -> float:
+    if not before or math.isnan(before) or math.isnan(after):
+        return math.nan
+    return (1.0 - after / before) * 100.0
+
+
+def _increase(before: float, after: float) -> float:
+    if not before or math.isnan(before) or math.isnan(after):
+        return math.nan
+    return (after / before - 1.0) * 100.0
+
+
+def rounds_table(requests: pd.DataFrame, targets: Targets) -> pd.DataFrame:
+    """One row per round of one scenario; rounds 2+ carry their gains over round 1."""
+    out: list[dict] = []
+    first: dict | None = None
+    for rnd, rows in sorted(requests.groupby("round"), key=lambda kv: int(kv[0])):
+        s = {"round": int(rnd), "phase": "cold" if int(rnd) == 1 else "warm", **round_summary(rows)}
+        if first is None:
+            first = s
+        else:
+            s.update(gains(first, s, targets))
+        out.append(s)
+    return pd.DataFrame(out)
+
+
+def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return {f"p{q:g}": _pct(vals, q) for q in qs}

@@ -1,0 +1,229 @@
+"""Deterministic workloads with lengths exact in the served model's tokens.
+
+A workload is a list of sessions. A session is a sequence of turns sent one
+after the other (a conversation); independent requests are one-turn sessions.
+Sessions run concurrently. Every round replays the same sessions, so a prompt
+keeps its `prompt_id` across rounds and round 2+ can reuse round 1's KV blocks.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from .config import (
+    BatchProcessing,
+    CodeGeneration,
+    ColdStart,
+    DocumentQA,
+    MultiTurn,
+    Scenario,
+)
+from .tokenizer import Tokenizer
+
+Api = Literal["completions", "chat"]
+Style = Literal["prose", "code", "instruction", "question", "task", "chat"]
+
+_WORDS = {
+    "prose": (
+        "the report market growth quarter revenue analysis customer region model policy data "
+        "system results increase decrease forecast team product service value risk cost impact "
+        "strategy section figure table summary review notes annual plan supply demand price "
+        "of and to in for with on by from at as is was are were be this that which"
+    ).split(),
+    "code": (
+        "def class return self import from if else elif for while in not and or None True False "
+        "try except raise with as yield lambda async await config value result items key list "
+        "dict int str len range print append update get set data index count name path node"
+    ).split(),
+    "instruction": (
+        "classify summarize extract label each item text following output format json field "
+        "category sentiment positive negative neutral reason short answer must should only "
+        "include exclude rules example input note keep concise language tone entity date"
+    ).split(),
+}
+_WORDS["question"] = _WORDS["prose"]
+_WORDS["task"] = _WORDS["code"]
+_WORDS["chat"] = _WORDS["prose"] + _WORDS["instruction"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request body's prompt, with its exact size in the server's tokens."""
+
+    prompt_id: str
+    body: str | list[dict]  # completions: text; chat: messages
+    prompt_tokens: int
+    # Leading tokens another request of the same round already sent (document,
+    # instruction, conversation history): reusable even in round 1.
+    shared_prefix_tokens: int
+
+
+@dataclass
+class Session:
+    """Turns sent sequentially. `build(turn, replies)` makes turn `turn` from the replies so far."""
+
+    session_id: str
+    turns: int
+    build: Callable[[int, list[str]], Prompt]
+
+
+@dataclass
+class Workload:
+    scenario: str
+    sessions: list[Session]
+    num_requests: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_requests = sum(s.turns for s in self.sessions)
+
+
+class TextMaker:
+    """Seeded text of an exact token length (as the server tokenizes it standalone)."""
+
+    def __init__(self, tokenizer: Tokenizer, seed: str) -> None:
+        self._tok = tokenizer
+        self._seed = seed
+
+    def make(self, n_tokens: int, style: Style, key: str) -> str:
+        rng = random.Random(f"{self._seed}:{style}:{key}")
+        words = self._words(rng, style, n_tokens * 2 + 16)
+        # Byte-level BPE does not merge across word boundaries, so the count
+        # grows monotonically with the number of words: binary search it.
+        lo, hi = 0, len(words)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._tok.count(" ".join(words[:mid])) <= n_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        text = " ".join(words[:lo])
+        return self._pad(text, n_tokens)
+
+    def _pad(self, text: str, n_tokens: int) -> str:
+        # Close the last 0-3 token gap with one-token fillers where possible.
+        for _ in range(8):
+            have = self._tok.count(text)
+            if have >= n_tokens:
+                break
+            for filler in (" .", ".", " a", "a"):
+                if self._tok.count(text + filler) <= n_tokens:
+                    text += filler
+                    break
+            else:
+                break
+        return text
+
+    @staticmethod
+    def _words(rng: random.Random, style: Style, n: int) -> list[str]:
+        vocab = _WORDS[style]
+        out: list[str] = []
+        for i in range(n):
+            w = rng.choice(vocab)
+            if style == "code" and i % 9 == 8:
+                w += ":\n   "
+            elif i % 13 == 12:
+                w += "."
+            out.append(w)
+        return out
+
+
+class _Builder:
+    def __init__(self, scenario: str, cfg: Scenario, tok: Tokenizer, api: Api, seed: int) -> None:
+        self.scenario = scenario
+        self.cfg = cfg
+        self.tok = tok
+        self.api = api
+        self.text = TextMaker(tok, f"{seed}:{scenario}")
+        # A shared prefix_seed makes scenarios share their prefix on purpose.
+        prefix_seed = f"prefix:{cfg.prefix_seed}" if cfg.prefix_seed is not None else f"{seed}:{scenario}"
+        self.prefix_text = TextMaker(tok, prefix_seed)
+
+    def prompt(self, pid: str, prefix: str, rest: str) -> Prompt:
+        """prefix + rest as one user turn; `prefix` is what other requests share."""
+        if self.api == "chat":
+            body: str | list[dict] = [{"role": "user", "content": prefix + rest}]
+        else:
+            body = prefix + rest
+        shared = self.tok.count(prefix) if prefix else 0
+        return Prompt(pid, body, self.tok.count_prompt(body), shared)
+
+
+def _static(prompts: list[Prompt]) -> list[Session]:
+    return [Session(p.prompt_id, 1, (lambda p: lambda turn, replies: p)(p)) for p in prompts]
+
+
+def _shared_prefix(b: _Builder, n: int, prefix_len: int, prefix_style: Style, variants: list[str],
+                   label: str) -> list[Session]:
+    prefix = b.prefix_text.make(prefix_len, prefix_style, "prefix") + "\n\n"
+    prompts = [b.prompt(f"{b.scenario}-{i:04d}", prefix, f"{label}: {variants[i % len(variants)]}\n")
+               for i in range(n)]
+    return _static(prompts)
+
+
+def _document_qa(b: _Builder, c: DocumentQA) -> list[Session]:
+    qs = [b.text.make(c.question_length, "question", f"q{i}") for i in range(c.num_questions)]
+    return _shared_prefix(b, c.num_requests, c.context_length, "prose", qs, "Question")
+
+
+def _code_generation(b: _Builder, c: CodeGeneration) -> list[Session]:
+    tasks = [b.text.make(c.task_length, "task", f"t{i}") for i in range(c.num_tasks)]
+    return _shared_prefix(b, c.num_requests, c.context_length, "code", tasks, "Task")
+
+
+def _batch(b: _Builder, c: BatchProcessing) -> list[Session]:
+    texts = [b.text.make(c.text_length, "prose", f"x{i}") for i in range(c.num_requests)]
+    return _shared_prefix(b, c.num_requests, c.instruction_length, "instruction", texts, "Text")
+
+
+def _cold_start(b: _Builder, c: ColdStart) -> list[Session]:
+    # A distinct first line per request: no two prompts share even a first block.
+    prompts = []
+    for i in range(c.num_requests):
+        head = f"[{b.scenario} {i:04d}]\n"
+        body = b.text.make(max(1, c.prompt_length - b.tok.count(head)), "prose", f"u{i}")
+        prompts.append(b.prompt(f"{b.scenario}-{i:04d}", "", head + body))
+    return _static(prompts)
+
+
+def _multi_turn(b: _Builder, c: MultiTurn) -> list[Session]:
+    sessions = []
+    for conv in range(c.num_conversations):
+        system = b.text.make(c.system_length, "instruction", f"sys{conv}")
+        users = [b.text.make(c.user_length, "chat", f"c{conv}u{t}") for t in range(c.turns)]
+        sessions.append(Session(f"{b.scenario}-c{conv:03d}", c.turns, _conversation(b, conv, system, users)))
+    return sessions
+
+
+def _conversation(b: _Builder, conv: int, system: str, users: list[str]) -> Callable[[int, list[str]], Prompt]:
+    def build(turn: int, replies: list[str]) -> Prompt:
+        msgs = [{"role": "system", "content": system}]
+        for t in range(turn):
+            msgs += [{"role": "user", "content": users[t]}, {"role": "assistant", "content": replies[t]}]
+        history = _render(msgs, b.api) if turn else None
+        msgs.append({"role": "user", "content": users[turn]})
+        body = msgs if b.api == "chat" else _render(msgs, "completions") + "Assistant:"
+        shared = 0 if history is None else (
+            b.tok.count_prompt(msgs[:-1]) if b.api == "chat" else b.tok.count(history))
+        return Prompt(f"{b.scenario}-c{conv:03d}-t{turn:02d}", body, b.tok.count_prompt(body), shared)
+
+    return build
+
+
+def _render(msgs: list[dict], api: Api) -> str:
+    return "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in msgs)
+
+
+_KINDS = {
+    DocumentQA: _document_qa,
+    CodeGeneration: _code_generation,
+    BatchProcessing: _batch,
+    ColdStart: _cold_start,
+    MultiTurn: _multi_turn,
+}
+
+
+def build_workload(scenario: str, cfg: Scenario, tokenizer: Tokenizer, *, api: Api, seed: int) -> Workload:
+    b = _Builder(scenario, cfg, tokenizer, api, seed)
+    return Workload(scenario, _KINDS[type(cfg)](b, cfg))

@@ -1,0 +1,159 @@
+"""STUB OpenAI-style streaming server - a test double, not vLLM.
+
+It exists only to provoke what a real server will not do on demand: an empty
+role chunk long before the first token, an error event mid-stream, a dropped
+connection, a stall past the client's timeout. The behaviour is chosen by the
+first path segment of the base URL (`http://127.0.0.1:PORT/<mode>`):
+
+  ok        role chunk, then `tokens` text chunks, usage, [DONE]
+  role200   empty role chunk at once, first content 200 ms later
+  http500   HTTP 500 with a JSON error body
+  error500  one token, then `data: {"error": {"code": 500, ...}}`, then close
+  drop      one token, then the TCP connection is closed mid-body
+  hang      role chunk, then silence (the client must time out)
+  stamp     like ok, each chunk carries `server_t` = time.perf_counter() just
+            before it is written (CLOCK_MONOTONIC: comparable across processes)
+
+Runs in a thread (`StubServer`) for tests or as a process for benchmarks:
+`python tests/stub_server.py` prints its port on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+
+ROLE = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+
+
+def _chunk(text: str, chat: bool, **extra: object) -> dict:
+    choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
+    return {"choices": [choice], **extra}
+
+
+def _usage(prompt_tokens: int, completion: int) -> dict:
+    return {"choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                                     "total_tokens": prompt_tokens + completion,
+                                     "prompt_tokens_details": {"cached_tokens": 0}}}
+
+
+class _Conn:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.w = writer
+
+    async def head(self, status: int = 200, ctype: str = "text/event-stream") -> None:
+        self.w.write(f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ntransfer-encoding: chunked\r\n\r\n".encode())
+        await self.w.drain()
+
+    async def raw(self, data: bytes) -> None:
+        self.w.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await self.w.drain()
+
+    async def event(self, obj: dict | str) -> None:
+        await self.raw(f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode())
+
+    async def end(self) -> None:
+        self.w.write(b"0\r\n\r\n")
+        await self.w.drain()
+
+
+async def _respond(mode: str, body: dict, c: _Conn, tokens: int) -> bool:
+    """Write one response; return False when the connection must close."""
+    chat = "messages" in body
+    n = int(body.get("max_tokens") or tokens)
+    if mode == "http500":
+        await c.head(500, "application/json")
+        await c.raw(json.dumps({"error": {"message": "stub internal error", "code": 500}}).encode())
+        await c.end()
+        return True
+    await c.head()
+    if mode == "stamp":
+        for i in range(n):
+            await c.event(_chunk(f" t{i}", chat, server_t=time.perf_counter()))
+    else:
+        if chat or mode in ("role200", "hang"):
+            await c.event(ROLE)
+        if mode == "hang":
+            await asyncio.sleep(3600)
+        if mode == "role200":
+            await asyncio.sleep(0.2)
+        await c.event(_chunk("Hello", chat))
+        if mode == "error500":
+            await c.event({"error": {"object": "error", "message": "stub: engine died", "code": 500}})
+            return False
+        if mode == "drop":
+            return False
+        for i in range(1, n):
+            await c.event(_chunk(f" w{i}", chat))
+    await c.event(_usage(int(body.get("_prompt_tokens", 10)), n))
+    await c.event("[DONE]")
+    await c.end()
+    return True
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            path = lines[0].split()[1]
+            length = next((int(l.split(":", 1)[1]) for l in lines if l.lower().startswith("content-length:")), 0)
+            body = json.loads(await reader.readexactly(length)) if length else {}
+            mode = path.strip("/").split("/")[0] or "ok"
+            if not await _respond(mode, body, _Conn(writer), tokens):
+                break
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+class StubServer:
+    """Run the stub on 127.0.0.1 in a background thread: `with StubServer() as s: s.url('drop')`."""
+
+    def __init__(self, tokens: int = 4) -> None:
+        self.tokens = tokens
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(lambda r, w: _handle(r, w, self.tokens), "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def url(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{mode}"
+
+    def __enter__(self) -> "StubServer":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("stub server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        def shutdown() -> None:
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()  # e.g. a "hang" response still sleeping
+            self._loop.call_later(0.1, self._loop.stop)
+
+        self._loop.call_soon_threadsafe(shutdown)
+        self._thread.join(5)
+
+
+async def _serve_forever(tokens: int) -> None:
+    server = await asyncio.start_server(lambda r, w: _handle(r, w, tokens), "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve_forever(int(sys.argv[1]) if len(sys.argv) > 1 else 4))

@@ -1,0 +1,111 @@
+"""Client timing and fault handling against the STUB server (tests/stub_server.py).
+
+A real vLLM will not stall, drop a connection or die mid-stream on demand; the
+stub does. Everything else is tested against the real engine elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from harness.client import RequestSettings, send
+from harness.config import Config
+from harness.results import RequestLog
+from harness.runner import Endpoint, run_round
+from harness.workload import Prompt, Session, Workload
+
+from .stub_server import StubServer
+
+
+@pytest.fixture(scope="module")
+def stub():
+    with StubServer(tokens=4) as s:
+        yield s
+
+
+def _send(url: str, api: str = "completions", timeout: float = 5.0, prompt="hi"):
+    async def go():
+        async with httpx.AsyncClient(base_url=url, timeout=timeout) as c:
+            return await send(c, [{"role": "user", "content": prompt}] if api == "chat" else prompt,
+                              RequestSettings(model="stub", api=api, max_tokens=4, timeout=timeout))
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_empty_role_chunk_is_not_the_first_token(stub, api):
+    r = _send(stub.url("role200"), api)
+    assert r.ok, r.error_message
+    # The role chunk arrives at once; the first content 200 ms later.
+    assert 195 <= r.ttft_ms <= 400, r.ttft_ms
+    assert r.text.startswith("Hello")
+    assert r.completion_tokens == 4 and r.prompt_tokens == 10 and r.cached_tokens == 0
+    assert len(r.itl_ms) == 3  # 4 content chunks -> 3 gaps
+
+
+def test_ok_stream_timings_are_ordered(stub):
+    r = _send(stub.url("ok"))
+    assert r.ok and r.http_status == 200
+    assert 0 < r.ttft_ms <= r.e2e_ms
+    assert r.tpot_ms is not None and r.tpot_ms >= 0
+
+
+@pytest.mark.parametrize(
+    "mode,error_class",
+    [("http500", "HTTPStatusError"), ("error500", "StreamError"), ("drop", "RemoteProtocolError"),
+     ("hang", "Timeout")],
+)
+def test_faults_become_failed_results(stub, mode, error_class):
+    r = _send(stub.url(mode), timeout=1.0)
+    assert not r.ok
+    assert r.error_class == error_class, (r.error_class, r.error_message)
+    assert r.error_message
+    assert r.e2e_ms is not None and r.e2e_ms >= 0
+
+
+def _workload(n: int) -> Workload:
+    prompts = [Prompt(f"p{i}", f"prompt {i}", 3, 0) for i in range(n)]
+    return Workload("stubbed", [Session(p.prompt_id, 1, (lambda p: lambda t, r: p)(p)) for p in prompts])
+
+
+def _cfg(**kw) -> Config:
+    return Config.model_validate({"default_scenarios": ["x"], "request_timeout": 1.0, "concurrency": 3,
+                                  "scenarios": {"x": {"kind": "cold_start", "num_requests": 1, "prompt_length": 5}},
+                                  **kw})
+
+
+@pytest.mark.parametrize("mode", ["http500", "error500", "drop", "hang"])
+def test_round_completes_and_records_every_request(stub, tmp_path: Path, mode):
+    log = RequestLog(tmp_path / "requests.csv")
+    from harness.runner import RoundProgress
+    import time
+
+    asyncio.run(run_round(_workload(5), 1, _cfg(), Endpoint(stub.url(mode), "stub"), log, time.perf_counter(),
+                          RoundProgress()))
+    log.close()
+    df = pd.read_csv(tmp_path / "requests.csv")
+    assert len(df) == 5
+    assert not df["ok"].any()
+    assert df["error_class"].nunique() == 1
+    assert sorted(df["prompt_id"]) == [f"p{i}" for i in range(5)]
+
+
+def test_concurrency_is_a_semaphore_not_batches(stub, tmp_path: Path):
+    """With 3 slots and 6 requests that each take ~200 ms, a 4th request starts as soon
+    as one finishes (~200 ms), and the whole round takes ~2 x 200 ms."""
+    import time
+    from harness.runner import RoundProgress
+
+    log = RequestLog(tmp_path / "requests.csv")
+    t0 = time.perf_counter()
+    asyncio.run(run_round(_workload(6), 1, _cfg(), Endpoint(stub.url("role200"), "stub"), log, t0, RoundProgress()))
+    log.close()
+    df = pd.read_csv(tmp_path / "requests.csv").sort_values("send_s")
+    assert df["ok"].all()
+    starts = df["send_s"].to_numpy()
+    assert starts[2] - starts[0] < 0.1  # first three together
+    assert 0.18 < starts[3] - starts[0] < 0.4  # the fourth waits for a free slot
