@@ -11,6 +11,8 @@ from .progress import console, round_progress, say
 from .report import write_report
 from .results import RunDir, base_manifest, utc_now, write_json
 from .runner import Endpoint, run_rounds
+from .stack import COMPOSE_DIR, PortInUse, check_port, force_remove, install_signal_handlers, leftovers
+from .suite import Suite, SuiteOptions
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
 
@@ -35,9 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenarios", nargs="+", help="override default_scenarios")
     _add_suite_args(run)
 
+    bench = sub.add_parser("bench", help="one scenario on a fresh vLLM + Mooncake stack")
+    bench.add_argument("--scenario", required=True)
+    _add_suite_args(bench)
+    _add_stack_args(bench)
+
+    bench_all = sub.add_parser("bench-all", help="every default scenario, each on its own fresh stack")
+    bench_all.add_argument("--scenarios", nargs="+", help="override default_scenarios")
+    _add_suite_args(bench_all)
+    _add_stack_args(bench_all)
+
+    clean = sub.add_parser("clean", help="remove leftovers of crashed runs (containers, volumes, networks by label)")
+    clean.add_argument("--all", action="store_true", help="also remove stacks of harness runs that are still alive")
+
     rep = sub.add_parser("report", help="aggregate a run directory into report.md and print it")
     rep.add_argument("run_dir", type=Path)
     return parser
+
+
+def _add_stack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compose-dir", type=Path, default=COMPOSE_DIR, help="compose files (default: %(default)s)")
+    p.add_argument("--compose-file", type=Path, action="append", default=[],
+                   help="extra compose overlay applied last (repeatable)")
 
 
 def _load(args: argparse.Namespace, scenarios: list[str] | None) -> Config:
@@ -76,6 +97,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _images(overlay: str) -> dict[str, str]:
+    from .images import ensure_images
+
+    return ensure_images(overlay, echo=lambda line: console.print(line, markup=False))
+
+
+def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
+    cfg = _load(args, scenarios)
+    for f in args.compose_file:
+        if not f.is_file():
+            raise ConfigError(f"--compose-file: {f}: file not found")
+    overlay = args.compose_dir / f"{cfg.stack.overlay}.yaml"
+    if not overlay.is_file():
+        raise ConfigError(f"{args.config}: stack.overlay: no compose file {overlay}")
+    for field_name in ("vllm_port", "master_metrics_port"):
+        if getattr(cfg.stack, field_name):  # a fixed port must be free before anything starts
+            check_port(cfg.stack.bind_address, getattr(cfg.stack, field_name), field_name)
+    left = leftovers()
+    if left:
+        print(f"kvbench: leftovers of an earlier run are still present ({left.describe()}); "
+              "remove them with `kvbench clean` (or `make clean`)", file=sys.stderr)
+        return EXIT_USAGE
+    install_signal_handlers()
+    opts = SuiteOptions(Path(args.results), args.compose_dir, tuple(args.compose_file))
+    suite = Suite(cfg, _images, opts, sys.argv)
+    return 0 if suite.run_all(cfg.default_scenarios) else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    return _bench(args, [args.scenario])
+
+
+def cmd_bench_all(args: argparse.Namespace) -> int:
+    return _bench(args, args.scenarios)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    found = leftovers(include_live=args.all)
+    if not found:
+        say("nothing to clean")
+        return 0
+    say(f"removing {found.describe()}")
+    force_remove(found)
+    rest = leftovers(include_live=args.all)
+    if rest:
+        print(f"kvbench: could not remove {rest.describe()}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _round_line(name: str, table) -> str:
     parts = [f"r{int(r['round'])} TTFT p50 {r['ttft_p50_ms']:.1f} ms cached {r['cached_token_ratio']:.2f}"
              for _, r in table.iterrows()]
@@ -92,7 +163,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report}
+COMMANDS = {"run": cmd_run, "bench": cmd_bench, "bench-all": cmd_bench_all, "clean": cmd_clean,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ConfigError as e:
         print(f"kvbench: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except PortInUse as e:
+        print(f"kvbench: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("kvbench: interrupted", file=sys.stderr)

@@ -139,6 +139,8 @@ class Config(Strict):
     api: Literal["completions", "chat"] = "completions"
     seed: int = 1234
     run_name: str | None = None
+    # What to do when a scenario's cold round finds a warm cache (cold-state gate).
+    on_contamination: Literal["warn", "fail"] = "warn"
     targets: Targets = Targets()
     stack: StackConfig = StackConfig()
 

@@ -20,13 +20,10 @@ import pandas as pd
 
 from .client import RequestResult, RequestSettings, send
 from .config import Config
+from .probes import Probe, deltas
 from .results import RequestLog, write_rounds
 from .stats import rounds_table
 from .workload import Prompt, Session, Workload
-
-# Called after each round with (round number, phase) - e.g. to scrape counters.
-RoundHook = Callable[[int, str], None]
-
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -138,25 +135,29 @@ def _prebuild_first_turns(workload: Workload) -> None:
 
 
 def run_rounds(workload: Workload, cfg: Config, endpoint: Endpoint, out_dir: Path,
-               progress: RoundProgress | None = None, before_round: RoundHook | None = None,
-               after_round: RoundHook | None = None) -> pd.DataFrame:
-    """All rounds of one scenario -> requests.csv (live) and rounds.csv; returns the rounds table."""
+               progress: RoundProgress | None = None, probe: Probe | None = None) -> pd.DataFrame:
+    """All rounds of one scenario -> requests.csv (live) and rounds.csv; returns the rounds table.
+
+    With a probe, the servers' cache counters are scraped around every round and
+    their deltas become columns of rounds.csv."""
     progress = progress or RoundProgress()
     _prebuild_first_turns(workload)
     log = RequestLog(out_dir / "requests.csv")
     t0 = time.perf_counter()
+    counters: dict[int, dict] = {}
     try:
         for rnd in range(1, cfg.rounds + 1):
-            phase = "cold" if rnd == 1 else "warm"
             if rnd > 1 and cfg.wait_between_rounds:
                 time.sleep(cfg.wait_between_rounds)  # configured pause, not a synchronisation
-            if before_round:
-                before_round(rnd, phase)
+            before = probe.snapshot() if probe else None
             asyncio.run(run_round(workload, rnd, cfg, endpoint, log, t0, progress))
-            if after_round:
-                after_round(rnd, phase)
+            if probe and before:
+                counters[rnd] = deltas(before, probe.snapshot())
     finally:
         log.close()
     table = rounds_table(pd.read_csv(out_dir / "requests.csv"), cfg.targets)
+    if counters:
+        extra = pd.DataFrame([{"round": r, **c} for r, c in counters.items()])
+        table = table.merge(extra, on="round", how="left")
     write_rounds(out_dir / "rounds.csv", table)
     return table

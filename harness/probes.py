@@ -1,0 +1,151 @@
+"""Cache counters from vLLM `/metrics` and the Mooncake master's `:9003/metrics`.
+
+Scraped before and after every round with prometheus_client's text parser.
+A metric the server does not expose stays missing (None), never 0: "no hits"
+and "could not tell" must not look the same in a results file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+# Counters (wire name without `_total`) recorded per round as deltas.
+VLLM_COUNTERS = {
+    "prompt_tokens": ("vllm:prompt_tokens", {}),
+    "prefix_cache_queries": ("vllm:prefix_cache_queries", {}),
+    "local_hits": ("vllm:prefix_cache_hits", {}),
+    "external_queries": ("vllm:external_prefix_cache_queries", {}),
+    "external_hits": ("vllm:external_prefix_cache_hits", {}),
+    "tokens_local_compute": ("vllm:prompt_tokens_by_source", {"source": "local_compute"}),
+    "tokens_local_cache_hit": ("vllm:prompt_tokens_by_source", {"source": "local_cache_hit"}),
+    "tokens_external_kv_transfer": ("vllm:prompt_tokens_by_source", {"source": "external_kv_transfer"}),
+    "prompt_tokens_cached": ("vllm:prompt_tokens_cached", {}),
+}
+MOONCAKE_OPS = ("lookup_exists", "save_exists", "save_put", "load_get")
+for _op in MOONCAKE_OPS:
+    VLLM_COUNTERS[f"mc_{_op}_ops"] = ("vllm:mooncake_store_operation", {"operation": _op})
+    VLLM_COUNTERS[f"mc_{_op}_keys"] = ("vllm:mooncake_store_operation_keys", {"operation": _op})
+    VLLM_COUNTERS[f"mc_{_op}_bytes"] = ("vllm:mooncake_store_operation_bytes", {"operation": _op})
+    VLLM_COUNTERS[f"mc_{_op}_failed_keys"] = ("vllm:mooncake_store_operation_failed_keys", {"operation": _op})
+
+MASTER_GAUGES = {
+    "master_key_count": "master_key_count",
+    "master_allocated_bytes": "master_allocated_bytes",
+}
+MASTER_COUNTERS = {
+    "master_put_start_requests": "master_put_start_requests",
+    "master_get_replica_list_requests": "master_get_replica_list_requests",
+}
+
+
+def parse(text: str) -> Sample:
+    out: Sample = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name.endswith("_created"):
+                continue
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def total(sample: Sample, name: str, match: dict[str, str] | None = None) -> float | None:
+    """Sum of a metric over all label sets that contain `match`; None if absent.
+
+    Counters are looked up under both `name_total` and `name` (the parser keeps
+    the suffix on samples)."""
+    match = match or {}
+    found = False
+    acc = 0.0
+    for (n, labels), v in sample.items():
+        if n not in (name, f"{name}_total"):
+            continue
+        ld = dict(labels)
+        if all(ld.get(k) == want for k, want in match.items()):
+            found = True
+            acc += v
+    return acc if found else None
+
+
+def label_value(sample: Sample, name: str, label: str) -> str | None:
+    for (n, labels), _ in sample.items():
+        if n == name:
+            return dict(labels).get(label)
+    return None
+
+
+@dataclass
+class Snapshot:
+    vllm: Sample
+    master: Sample | None
+
+    def counters(self) -> dict[str, float | None]:
+        out = {k: total(self.vllm, n, m) for k, (n, m) in VLLM_COUNTERS.items()}
+        for k, n in {**MASTER_GAUGES, **MASTER_COUNTERS}.items():
+            out[k] = total(self.master, n) if self.master is not None else None
+        return out
+
+
+class Probe:
+    """Scrapes both servers of one stack."""
+
+    def __init__(self, vllm_url: str, master_metrics_url: str | None, timeout: float = 10.0) -> None:
+        self._c = httpx.Client(timeout=timeout)
+        self.vllm_url = vllm_url.rstrip("/")
+        self.master_url = master_metrics_url.rstrip("/") if master_metrics_url else None
+
+    def close(self) -> None:
+        self._c.close()
+
+    def snapshot(self) -> Snapshot:
+        vllm = parse(self._get(f"{self.vllm_url}/metrics"))
+        master = parse(self._get(f"{self.master_url}/metrics")) if self.master_url else None
+        return Snapshot(vllm, master)
+
+    def block_size(self) -> int | None:
+        v = label_value(parse(self._get(f"{self.vllm_url}/metrics")), "vllm:cache_config_info", "block_size")
+        return int(v) if v and v.isdigit() else None
+
+    def master_ready(self) -> bool:
+        if not self.master_url:
+            return False
+        r = self._c.get(f"{self.master_url}/health")
+        return bool(r.status_code == 200 and r.json().get("service_ready"))
+
+    def _get(self, url: str) -> str:
+        r = self._c.get(url)
+        r.raise_for_status()
+        return r.text
+
+
+def deltas(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
+    """Per-round counter deltas, plus master gauges at round start and end."""
+    b, a = before.counters(), after.counters()
+    out: dict[str, float | None] = {}
+    for k in a:
+        if k in MASTER_GAUGES:
+            out[f"{k}_start"], out[f"{k}_end"] = b[k], a[k]
+        else:
+            out[k] = None if a[k] is None or b[k] is None else a[k] - b[k]
+    return out
+
+
+def cold_state(snap: Snapshot) -> tuple[bool, str]:
+    """Before round 1: the store is empty and nothing has ever hit. Missing metrics fail the gate."""
+    c = snap.counters()
+    checks = {
+        "master_key_count": c["master_key_count"],
+        "local_hits": c["local_hits"],
+        "external_hits": c["external_hits"],
+    }
+    missing = [k for k, v in checks.items() if v is None]
+    if missing:
+        return False, f"cannot verify: missing {', '.join(missing)}"
+    nonzero = {k: v for k, v in checks.items() if v}
+    if nonzero:
+        return False, "not cold: " + ", ".join(f"{k}={v:g}" for k, v in nonzero.items())
+    return True, "master_key_count=0, local_hits=0, external_hits=0"

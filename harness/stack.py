@@ -1,0 +1,354 @@
+"""One fresh Docker Compose stack (vLLM + Mooncake master) per scenario run.
+
+Isolation is a property of container lifetime: a stack is created for one
+scenario, torn down with its volumes, and then checked by label until nothing
+of it is left. Teardown runs from `finally`, from SIGINT/SIGTERM and from
+`atexit`; a second Ctrl-C makes it kill instead of stop, never skip.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+import yaml
+from python_on_whales import DockerClient, DockerException, docker
+
+from .config import StackConfig
+
+COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
+MANAGED_LABEL = "io.kvbench.managed=true"
+OWNER_LABEL = "io.kvbench.owner"
+PROJECT_LABEL = "com.docker.compose.project"
+ENGINE_SERVICES = ["vllm"]  # stopped before the master: killing the master first garbles vLLM
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up; `.logs_dir` holds what it said."""
+
+
+class PortInUse(ValueError):
+    pass
+
+
+def project_name(run_id: str, scenario: str) -> str:
+    """Compose project names allow [a-z0-9_-], starting with a letter or digit."""
+    raw = f"kvb-{run_id}-{scenario}".lower()
+    name = re.sub(r"[^a-z0-9_-]", "-", raw)[:63].rstrip("-_")
+    return name
+
+
+def free_port(bind: str) -> int:
+    with socket.socket() as s:
+        s.bind((bind, 0))
+        return s.getsockname()[1]
+
+
+def check_port(bind: str, port: int, field_name: str) -> int:
+    """0 -> a free port; a fixed port must be free now (clear error instead of a compose failure)."""
+    if port == 0:
+        return free_port(bind)
+    with socket.socket() as s:
+        try:
+            s.bind((bind, port))
+        except OSError:
+            raise PortInUse(f"stack.{field_name}: {bind}:{port} is already in use (set it to 0 to pick a free port)")
+    return port
+
+
+@dataclass
+class Ports:
+    vllm: int
+    master_metrics: int
+
+
+@dataclass
+class StackSpec:
+    project: str
+    run_id: str
+    scenario: str
+    files: list[Path]
+    env: dict[str, str]
+    ports: Ports
+    bind: str
+
+    @property
+    def vllm_url(self) -> str:
+        return f"http://{self.bind}:{self.ports.vllm}"
+
+    @property
+    def master_metrics_url(self) -> str:
+        return f"http://{self.bind}:{self.ports.master_metrics}"
+
+
+def vllm_command(s: StackConfig) -> list[str]:
+    args = [s.model, "--served-model-name", s.served_model_name, "--host", "0.0.0.0", "--port", "8000",
+            "--max-model-len", str(s.max_model_len), "--enable-prompt-tokens-details",
+            "--kv-transfer-config", json.dumps({"kv_connector": "MooncakeStoreConnector", "kv_role": "kv_both"}),
+            "--enable-prefix-caching" if s.enable_prefix_caching else "--no-enable-prefix-caching"]
+    if s.overlay == "cpu":
+        args.append("--enforce-eager")  # ~17 s to healthy instead of 25-50 s; the compile cache does not reload
+    return args + list(s.extra_vllm_args)
+
+
+def mooncake_client_config(s: StackConfig) -> dict:
+    return {
+        "metadata_server": "http://mooncake-master:8080/metadata",
+        "master_server_address": "mooncake-master:50051",
+        "protocol": "tcp",
+        "device_name": "",
+        "mode": "embedded",
+        "global_segment_size": s.global_segment_size,
+        "local_buffer_size": s.local_buffer_size,
+    }
+
+
+def prepare(s: StackConfig, run_id: str, scenario: str, workdir: Path, images: dict[str, str],
+            compose_dir: Path = COMPOSE_DIR, extra_files: list[Path] | None = None) -> StackSpec:
+    """Write the generated overlay + Mooncake config into `workdir` and assemble the compose call."""
+    ports = Ports(check_port(s.bind_address, s.vllm_port, "vllm_port"),
+                  check_port(s.bind_address, s.master_metrics_port, "master_metrics_port"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    mc = workdir / "mooncake.json"
+    mc.write_text(json.dumps(mooncake_client_config(s), indent=2))
+    generated = workdir / "compose.generated.yaml"
+    generated.write_text(yaml.safe_dump({"services": {"vllm": {"command": vllm_command(s)}}}, sort_keys=False))
+    files = [compose_dir / "base.yaml", compose_dir / f"{s.overlay}.yaml", generated, *(extra_files or [])]
+    env = {
+        "KVB_RUN_ID": run_id,
+        "KVB_OWNER": owner_id(),
+        "KVB_SCENARIO": scenario,
+        "KVB_BIND_ADDRESS": s.bind_address,
+        "KVB_VLLM_PORT": str(ports.vllm),
+        "KVB_MASTER_METRICS_PORT": str(ports.master_metrics),
+        "KVB_MOONCAKE_CONFIG": str(mc.resolve()),
+        "KVB_PYTHONHASHSEED": str(s.pythonhashseed),
+        "KVB_KVCACHE_SPACE": str(s.kvcache_space_gib),
+        "KVB_CLIENT_TTL": str(s.client_ttl),
+        "KVB_ENGINE_IMAGE": images.get("engine", ""),
+        "KVB_MASTER_IMAGE": images.get("master", ""),
+    }
+    return StackSpec(project_name(run_id, scenario), run_id, scenario, files, env, ports, s.bind_address)
+
+
+def write_env_file(spec: StackSpec, path: Path) -> Path:
+    # Only KVB_* values go here; secrets (HF_TOKEN) stay in the process environment.
+    path.write_text("".join(f"{k}={v}\n" for k, v in sorted(spec.env.items())))
+    return path
+
+
+@dataclass
+class Leftovers:
+    containers: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.containers or self.volumes or self.networks)
+
+    def describe(self) -> str:
+        return (f"{len(self.containers)} containers, {len(self.volumes)} volumes, "
+                f"{len(self.networks)} networks")
+
+
+def find_resources(label: str, keep: Callable[[dict], bool] = lambda labels: True) -> Leftovers:
+    f = [("label", label)]
+    return Leftovers(
+        [c.name for c in docker.container.list(all=True, filters=f) if keep(c.config.labels or {})],
+        [v.name for v in docker.volume.list(filters=f) if keep(v.labels or {})],
+        [n.name for n in docker.network.list(filters=f) if keep(n.labels or {})],
+    )
+
+
+def owner_id() -> str:
+    """Who created a stack: lets `clean` tell a crashed run's leftovers from a live run."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_dead(labels: dict) -> bool:
+    host, _, pid = labels.get(OWNER_LABEL, "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # unknown owner: a leftover
+    try:
+        os.kill(int(pid), 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+
+
+def leftovers(include_live: bool = False) -> Leftovers:
+    """Harness resources whose owning process is gone (or all of them)."""
+    return find_resources(MANAGED_LABEL, (lambda labels: True) if include_live else _owner_dead)
+
+
+def force_remove(found: Leftovers) -> None:
+    """Last resort when compose down could not finish: remove by name."""
+    for name in found.containers:
+        _quiet(["docker", "rm", "-f", "-v", name])
+    for name in found.volumes:
+        _quiet(["docker", "volume", "rm", "-f", name])
+    for name in found.networks:
+        _quiet(["docker", "network", "rm", name])
+
+
+def _quiet(argv: list[str]) -> None:
+    subprocess.run(argv, capture_output=True, timeout=60, check=False)
+
+
+@dataclass
+class TeardownResult:
+    verified: bool
+    seconds: float
+    leftovers: str = ""
+    attempts: int = 0
+
+
+class Stack:
+    """A compose project for one scenario run; use as a context manager."""
+
+    def __init__(self, spec: StackSpec, workdir: Path, ready_timeout: int, stop_timeout: int) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        env_file = write_env_file(spec, workdir / "stack.env")
+        self.client = DockerClient(compose_files=spec.files, compose_project_name=spec.project,
+                                   compose_env_files=[env_file], compose_project_directory=spec.files[0].parent)
+        self.teardown: TeardownResult | None = None
+        self._fast = False
+
+    @property
+    def label(self) -> str:
+        return f"{PROJECT_LABEL}={self.spec.project}"
+
+    def up(self) -> None:
+        _REGISTRY.add(self)
+        try:
+            self.client.compose.up(detach=True, wait=True, wait_timeout=self.ready_timeout, quiet=True,
+                                   pull="never")
+        except DockerException as e:
+            self.save_logs()
+            raise StackError(f"stack {self.spec.project} did not become healthy within "
+                             f"{self.ready_timeout} s: {_last_line(e)}") from None
+
+    def engine_container_ids(self) -> list[str]:
+        return sorted(c.id for c in self.client.compose.ps(services=ENGINE_SERVICES))
+
+    def save_logs(self) -> Path:
+        d = self.workdir / "logs"
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            (d / "compose.log").write_text(self.client.compose.logs(timestamps=True))
+            ps = [{"name": c.name, "image": c.config.image, "status": c.state.status,
+                   "health": c.state.health.status if c.state.health else None, "exit_code": c.state.exit_code}
+                  for c in self.client.compose.ps(all=True)]
+            (d / "ps.json").write_text(json.dumps(ps, indent=2))
+        except DockerException as e:
+            (d / "logs-error.txt").write_text(str(e))
+        return d
+
+    def down(self) -> TeardownResult:
+        """Stop engines, then everything; remove volumes and networks; verify by label."""
+        if self.teardown is not None:
+            return self.teardown
+        t = time.perf_counter()
+        attempts = 0
+        with _shielded(self):
+            for attempts in range(1, 4):
+                try:
+                    timeout = 0 if self._fast else self.stop_timeout
+                    self.client.compose.stop(services=ENGINE_SERVICES, timeout=timeout)
+                    self.client.compose.down(volumes=True, remove_orphans=True, timeout=timeout, quiet=True)
+                except DockerException:
+                    pass  # e.g. the compose call itself was hit by a Ctrl-C; check and retry
+                if not find_resources(self.label):
+                    break
+            left = find_resources(self.label)
+            if left:
+                force_remove(left)
+                left = find_resources(self.label)
+        self.teardown = TeardownResult(not left, round(time.perf_counter() - t, 3), left.describe() if left else "",
+                                       attempts)
+        _REGISTRY.discard(self)
+        return self.teardown
+
+    def kill_now(self) -> None:
+        """Second Ctrl-C: SIGKILL the containers; down() still removes everything."""
+        self._fast = True
+        subprocess.Popen(["docker", "compose", "-p", self.spec.project, "kill"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def _last_line(e: DockerException) -> str:
+    text = (e.stderr or e.stdout or str(e)).strip().splitlines()
+    return text[-1] if text else str(e)
+
+
+class _Registry:
+    """Live stacks, for signal handlers and atexit."""
+
+    def __init__(self) -> None:
+        self.stacks: list[Stack] = []
+        self.tearing_down: Stack | None = None
+
+    def add(self, s: Stack) -> None:
+        if s not in self.stacks:
+            self.stacks.append(s)
+
+    def discard(self, s: Stack) -> None:
+        if s in self.stacks:
+            self.stacks.remove(s)
+
+    def down_all(self) -> None:
+        for s in list(self.stacks):
+            s.down()
+
+
+_REGISTRY = _Registry()
+atexit.register(_REGISTRY.down_all)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so the same `finally` blocks run."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    s = _REGISTRY.tearing_down
+    if s is not None:  # already tearing down: go faster, but do not abort the teardown
+        s.kill_now()
+        return
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def install_signal_handlers() -> None:
+    """SIGINT and SIGTERM raise `Interrupted` (a KeyboardInterrupt) outside teardown."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+class _shielded:
+    def __init__(self, s: Stack) -> None:
+        self.s = s
+
+    def __enter__(self) -> None:
+        _REGISTRY.tearing_down = self.s
+
+    def __exit__(self, *exc: object) -> None:
+        _REGISTRY.tearing_down = None
+

@@ -1,0 +1,73 @@
+"""Round statistics checked against numpy on generated rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.config import Targets
+from harness.stats import gains, round_summary, rounds_table
+
+
+def _rows(n: int, rng: np.random.Generator, rnd: int = 1, fail: int = 0) -> pd.DataFrame:
+    ttft = rng.lognormal(4, 0.5, n)
+    e2e = ttft + rng.uniform(50, 200, n)
+    send = np.sort(rng.uniform(0, 2, n))
+    ok = np.array([True] * (n - fail) + [False] * fail)
+    itl = [" ".join(f"{x:.3f}" for x in rng.uniform(1, 9, 5)) for _ in range(n)]
+    return pd.DataFrame({
+        "round": rnd, "ok": ok, "ttft_ms": ttft, "e2e_ms": e2e, "send_s": send,
+        "tpot_ms": (e2e - ttft) / 15, "itl_ms": itl, "prompt_tokens": 1000, "completion_tokens": 16,
+        "cached_tokens": rng.integers(0, 1000, n),
+    })
+
+
+def test_round_summary_matches_numpy():
+    rng = np.random.default_rng(7)
+    df = _rows(200, rng, fail=10)
+    s = round_summary(df)
+    ok = df[df["ok"]]
+    assert s["requests"] == 200 and s["successes"] == 190 and s["failures"] == 10
+    for q in (50, 90, 99):
+        assert s[f"ttft_p{q}_ms"] == pytest.approx(np.percentile(ok["ttft_ms"], q))
+    assert s["ttft_mean_ms"] == pytest.approx(ok["ttft_ms"].mean())
+    assert s["tpot_p50_ms"] == pytest.approx(np.median(ok["tpot_ms"]))
+    assert s["e2e_p90_ms"] == pytest.approx(np.percentile(ok["e2e_ms"], 90))
+    itl = np.concatenate([np.array(c.split(), dtype=float) for c in ok["itl_ms"]])
+    assert s["itl_p99_ms"] == pytest.approx(np.percentile(itl, 99))
+    duration = (df["send_s"] + df["e2e_ms"] / 1e3).max() - df["send_s"].min()
+    assert s["duration_s"] == pytest.approx(duration)
+    assert s["req_per_s"] == pytest.approx(190 / duration)
+    assert s["output_tok_per_s"] == pytest.approx(190 * 16 / duration)
+    assert s["cached_token_ratio"] == pytest.approx(ok["cached_tokens"].sum() / (190 * 1000))
+
+
+def test_all_failed_round_gives_nan_not_zero():
+    rng = np.random.default_rng(1)
+    s = round_summary(_rows(5, rng, fail=5))
+    assert s["successes"] == 0 and math.isnan(s["ttft_p50_ms"]) and math.isnan(s["cached_token_ratio"])
+
+
+def test_gains_and_targets():
+    first = {"ttft_mean_ms": 100.0, "ttft_p50_ms": 90.0, "req_per_s": 2.0}
+    warm = {"ttft_mean_ms": 30.0, "ttft_p50_ms": 45.0, "req_per_s": 6.0}
+    g = gains(first, warm, Targets(ttft_reduction_percent=60, throughput_increase_percent=150))
+    assert g["ttft_reduction_pct"] == pytest.approx(70.0)
+    assert g["ttft_p50_reduction_pct"] == pytest.approx(50.0)
+    assert g["throughput_improvement_pct"] == pytest.approx(200.0)
+    assert g["ttft_target_met"] and g["throughput_target_met"]
+    g = gains(first, {**warm, "ttft_mean_ms": 50.0}, Targets())
+    assert not g["ttft_target_met"]
+
+
+def test_rounds_table_has_one_row_per_round_and_gains_from_round_two():
+    rng = np.random.default_rng(3)
+    df = pd.concat([_rows(20, rng, 1), _rows(20, rng, 2), _rows(20, rng, 3)])
+    t = rounds_table(df, Targets())
+    assert list(t["round"]) == [1, 2, 3] and list(t["phase"]) == ["cold", "warm", "warm"]
+    assert math.isnan(t.loc[0, "ttft_reduction_pct"])
+    r1, r3 = t.loc[0], t.loc[2]
+    assert t.loc[2, "ttft_reduction_pct"] == pytest.approx((1 - r3["ttft_mean_ms"] / r1["ttft_mean_ms"]) * 100)
