@@ -16,7 +16,7 @@ Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 # Counters (wire name without `_total`) recorded per round as deltas.
 VLLM_COUNTERS = {
-    "prompt_tokens": ("vllm:prompt_tokens", {}),
+    "vllm_prompt_tokens": ("vllm:prompt_tokens", {}),
     "prefix_cache_queries": ("vllm:prefix_cache_queries", {}),
     "local_hits": ("vllm:prefix_cache_hits", {}),
     "external_queries": ("vllm:external_prefix_cache_queries", {}),
@@ -129,8 +129,11 @@ def deltas(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
     for k in a:
         if k in MASTER_GAUGES:
             out[f"{k}_start"], out[f"{k}_end"] = b[k], a[k]
+        elif a[k] is None:
+            out[k] = None  # not exposed by this server: unknown, not zero
         else:
-            out[k] = None if a[k] is None or b[k] is None else a[k] - b[k]
+            # Labelled counters appear on first use: absent before the round means 0 then.
+            out[k] = a[k] - (b[k] or 0.0)
     return out
 
 
