@@ -37,7 +37,7 @@ wheelhouse:
 	@bash scripts/make_wheelhouse.sh master
 
 images: venv docker
-	$(PY) -m harness.images $(STACK)
+	$(PY) -m harness.images --stack $(STACK)
 
 bench: images
 	$(KVBENCH) bench --config $(CONFIG) --scenario $(SCENARIO)

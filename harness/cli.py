@@ -98,8 +98,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _images(overlay: str) -> dict[str, str]:
-    from .images import ensure_images
+    """Locally built images for the CPU stack; other overlays name their own (public) images."""
+    from .images import STACKS, ensure_images
 
+    if overlay not in STACKS:
+        return {}
     return ensure_images(overlay, echo=lambda line: console.print(line, markup=False))
 
 

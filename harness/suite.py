@@ -61,30 +61,6 @@ def service_start_seconds(stack: Stack) -> float | None:
     return None
 
 
-class SuiteOptions:
-    results_root: Path = Path("results")
-    compose_dir: Path = COMPOSE_DIR
-    extra_compose_files: tuple[Path, ...] = ()
-
-
-def _health_timings(stack: Stack) -> dict[str, float]:
-    """Seconds from the first container start to each service's first passing healthcheck."""
-    out: dict[str, float] = {}
-    try:
-        containers = stack.client.compose.ps(all=True)
-        starts = [c.state.started_at for c in containers if c.state.started_at]
-        t0 = min(starts) if starts else None
-        for c in containers:
-            h = c.state.health
-            ok = [r for r in (h.log or []) if r.exit_code == 0] if h else []
-            if t0 and ok:
-                service = c.config.labels.get("com.docker.compose.service", c.name)
-                out[service] = round((ok[0].end - t0).total_seconds(), 3)
-    except Exception:  # timings are evidence, not a reason to fail the scenario
-        pass
-    return out
-
-
 class Suite:
     def __init__(self, cfg: Config, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> None:
         self.cfg = cfg

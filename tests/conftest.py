@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.stack import find_resources, MANAGED_LABEL
+
+REPO = Path(__file__).resolve().parent.parent
+LIGHT_COMPOSE = REPO / "tests" / "compose"
+
+
+def _docker_ok() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0 and \
+        subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_ready():
+    """`make test` installs and starts Docker first; running pytest alone without it fails loudly."""
+    if not _docker_ok():
+        pytest.fail("no Docker engine / compose v2: run `make docker` (make test does it for you)")
+
+
+@pytest.fixture(scope="session")
+def light_image(docker_ready) -> str:
+    from harness.images import DEFAULT_BASE_IMAGE, ensure_base_image
+
+    ensure_base_image(DEFAULT_BASE_IMAGE, print)
+    return DEFAULT_BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def stack_images(docker_ready) -> dict[str, str]:
+    from harness.images import ensure_images
+
+    return ensure_images("cpu")
+
+
+@pytest.fixture
+def no_harness_leftovers(docker_ready):
+    """Every docker test must leave nothing with the harness label behind."""
+    yield
+    left = find_resources(MANAGED_LABEL)
+    assert not left, f"harness resources left behind: {left}"

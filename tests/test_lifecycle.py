@@ -1,0 +1,134 @@
+"""Stack lifecycle on a real Docker engine, with the LIGHT test stack (tests/compose).
+
+The light stack has the real stack's shape (two services, user network, named
+volume, healthchecks, labels) but starts in a second; what it cannot do is
+serve an OpenAI API, which the real-stack tests cover.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from python_on_whales import docker
+
+from harness.config import StackConfig
+from harness.stack import Stack, find_resources, leftovers, prepare
+
+from .conftest import LIGHT_COMPOSE, REPO
+
+pytestmark = pytest.mark.docker
+KVBENCH = [sys.executable, "-m", "harness"]
+
+
+def _light_stack(tmp_path: Path, run_id: str, scenario: str = "s1", overlay: str = "light", **env) -> Stack:
+    cfg = StackConfig(overlay=overlay, ready_timeout=60)
+    spec = prepare(cfg, run_id, scenario, tmp_path / run_id, {}, compose_dir=LIGHT_COMPOSE)
+    spec.env.update(env)
+    return Stack(spec, tmp_path / run_id, cfg.ready_timeout, cfg.teardown_timeout)
+
+
+def _running(stack: Stack) -> list[str]:
+    return [c.name for c in docker.container.list(filters=[("label", stack.label)])]
+
+
+def test_up_down_removes_containers_volume_and_network(tmp_path, light_image, no_harness_leftovers):
+    stack = _light_stack(tmp_path, "t-updown")
+    with stack:
+        stack.up()
+        found = find_resources(stack.label)
+        assert len(found.containers) == 2 and len(found.volumes) == 1 and len(found.networks) == 1
+        vol = docker.volume.inspect(found.volumes[0])
+        assert vol.labels["io.kvbench.managed"] == "true" and vol.labels["io.kvbench.run"] == "t-updown"
+        # the stack answers on the published loopback port
+        with socket.create_connection(("127.0.0.1", stack.spec.ports.vllm), timeout=5):
+            pass
+    td = stack.teardown
+    assert td is not None and td.verified, td
+    assert td.seconds < 5.0
+    assert not find_resources(stack.label)
+
+
+def test_two_runs_at_once_do_not_touch_each_other(tmp_path, light_image, no_harness_leftovers):
+    a, b = _light_stack(tmp_path, "t-run-a"), _light_stack(tmp_path, "t-run-b")
+    assert a.spec.project != b.spec.project
+    assert a.spec.ports.vllm != b.spec.ports.vllm
+    with a, b:
+        a.up()
+        b.up()
+        # Both owners (this process) are alive: neither is a leftover, and clean leaves them alone.
+        assert not leftovers()
+        out = subprocess.run([*KVBENCH, "clean"], capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert out.returncode == 0 and "nothing to clean" in out.stderr
+        assert len(_running(a)) == 2 and len(_running(b)) == 2
+        assert a.down().verified
+        assert len(_running(b)) == 2 and find_resources(b.label).volumes
+    assert b.teardown and b.teardown.verified
+
+
+def test_bench_refuses_over_leftovers_and_clean_removes_them(tmp_path, light_image, no_harness_leftovers):
+    dead = _light_stack(tmp_path, "t-crashed", KVB_OWNER=f"{socket.gethostname()}:{2**22 + 1}")
+    try:
+        dead.up()
+        assert leftovers()
+        out = subprocess.run([*KVBENCH, "bench", "--scenario", "cold_start", "--results", str(tmp_path / "r")],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert out.returncode == 2
+        assert "kvbench clean" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "r").exists()
+        out = subprocess.run([*KVBENCH, "clean"], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert not find_resources(dead.label)
+    finally:
+        dead.down()
+
+
+def _suite_config(tmp_path: Path, overlay: str, names: list[str], **stack) -> Path:
+    cfg = {
+        "default_scenarios": names,
+        "stack": {"overlay": overlay, "ready_timeout": 6, **stack},
+        "scenarios": {n: {"kind": "cold_start", "num_requests": 2, "prompt_length": 50} for n in names},
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_unhealthy_stack_fails_scenario_saves_logs_and_next_runs(tmp_path, light_image, no_harness_leftovers):
+    config = _suite_config(tmp_path, "unhealthy", ["first", "second"])
+    out = subprocess.run([*KVBENCH, "bench-all", "--config", str(config), "--compose-dir", str(LIGHT_COMPOSE),
+                          "--results", str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO,
+                         timeout=240)
+    assert out.returncode == 1, out.stderr
+    (run_dir,) = (tmp_path / "results").iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for name in ("first", "second"):  # the second ran although the first failed
+        entry = manifest["scenarios"][name]
+        assert entry["status"] == "failed"
+        assert "did not become healthy" in entry["reason"]
+        assert entry["teardown_verified"] is True
+        logs = run_dir / name / "logs"
+        assert (logs / "compose.log").is_file()
+        ps = json.loads((logs / "ps.json").read_text())
+        assert [p["health"] for p in ps if "vllm" in p["name"]] in (["unhealthy"], ["starting"])
+    assert (run_dir / "report.md").is_file()
+
+
+def test_busy_fixed_port_is_a_clear_error_before_anything_starts(tmp_path, light_image, no_harness_leftovers):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        config = _suite_config(tmp_path, "light", ["only"], vllm_port=port)
+        out = subprocess.run([*KVBENCH, "bench-all", "--config", str(config), "--compose-dir", str(LIGHT_COMPOSE),
+                              "--results", str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO,
+                             timeout=60)
+    assert out.returncode == 2
+    assert f"stack.vllm_port: 127.0.0.1:{port} is already in use" in out.stderr
+    assert not (tmp_path / "results").exists()

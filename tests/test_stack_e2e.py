@@ -1,0 +1,142 @@
+"""End-to-end on the REAL CPU stack: vLLM (CPU) + MooncakeStoreConnector + mooncake_master.
+
+Images are built on first use (minutes) and cached; each scenario brings up its
+own stack (~30 s). These are the tests that show isolation really holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.stack import find_resources
+
+from .conftest import REPO
+
+pytestmark = [pytest.mark.docker, pytest.mark.stack]
+E2E = REPO / "tests" / "configs" / "e2e.yaml"
+KVBENCH = [sys.executable, "-m", "harness"]
+
+
+def _only_run(results: Path) -> Path:
+    (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def bench_all(tmp_path_factory, stack_images):
+    results = tmp_path_factory.mktemp("results")
+    t = time.perf_counter()
+    out = subprocess.run([*KVBENCH, "bench-all", "--config", str(E2E), "--results", str(results)],
+                         capture_output=True, text=True, cwd=REPO, timeout=900)
+    wall = time.perf_counter() - t
+    run_dir = _only_run(results)
+    print(out.stdout[-3000:], f"\nbench-all wall time {wall:.1f} s", file=sys.stderr)
+    return out, run_dir, json.loads((run_dir / "manifest.json").read_text())
+
+
+def test_bench_all_succeeds_and_writes_csvs(bench_all):
+    out, run_dir, manifest = bench_all
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("long_context_high_reuse", "cold_start"):
+        assert manifest["scenarios"][name]["status"] == "ok"
+        req = pd.read_csv(run_dir / name / "requests.csv")
+        assert len(req) == 2 * {"long_context_high_reuse": 10, "cold_start": 6}[name]
+        assert req["ok"].all()
+        # usage.prompt_tokens is what the workload measured with the server's tokenizer
+        assert (req["prompt_tokens"] == req["expected_prompt_tokens"]).all()
+        assert (run_dir / name / "rounds.csv").is_file()
+    assert (run_dir / "report.md").is_file() and (run_dir / "summary.csv").is_file()
+
+
+def test_each_scenario_ran_on_its_own_fresh_stack(bench_all):
+    _, _, manifest = bench_all
+    scen = manifest["scenarios"].values()
+    projects = [s["project"] for s in scen]
+    engines = [tuple(s["engine_container_ids"]) for s in scen]
+    assert len(set(projects)) == len(projects) == 2
+    assert len(set(engines)) == 2 and all(engines)
+    for s in scen:
+        assert s["cold_verified"] is True, s.get("cold_detail")
+        assert s["teardown_verified"] is True
+        assert not find_resources(f"com.docker.compose.project={s['project']}")
+
+
+def test_store_is_empty_before_every_cold_round(bench_all):
+    _, run_dir, _ = bench_all
+    for name in ("long_context_high_reuse", "cold_start"):
+        r1 = pd.read_csv(run_dir / name / "rounds.csv").set_index("round").loc[1]
+        assert r1["master_key_count_start"] == 0
+        assert r1["master_key_count_end"] > 0  # round 1 did fill the store
+
+
+def test_warm_round_is_served_from_mooncake(bench_all):
+    _, run_dir, manifest = bench_all
+    bs = manifest["scenarios"]["long_context_high_reuse"]["block_size"]
+    req = pd.read_csv(run_dir / "long_context_high_reuse" / "requests.csv")
+    rounds = pd.read_csv(run_dir / "long_context_high_reuse" / "rounds.csv").set_index("round")
+    r2 = req[req["round"] == 2]
+    # Full blocks of each prompt; the block holding the last token is always recomputed.
+    reusable = sum(((int(n) - 1) // bs) * bs for n in r2["prompt_tokens"])
+    assert rounds.loc[2, "external_hits"] >= 0.9 * reusable
+    assert rounds.loc[2, "local_hits"] == 0  # prefix caching is off: every hit is Mooncake's
+    assert rounds.loc[2, "ttft_p50_ms"] < rounds.loc[1, "ttft_p50_ms"]
+    # the per-request view agrees with the engine's counters
+    assert math.isclose(r2["cached_tokens"].sum(), rounds.loc[2, "external_hits"], rel_tol=0.01)
+
+
+def test_cold_start_has_no_reuse_in_its_cold_round(bench_all):
+    _, run_dir, _ = bench_all
+    rounds = pd.read_csv(run_dir / "cold_start" / "rounds.csv").set_index("round")
+    assert rounds.loc[1, "external_hits"] == 0 and rounds.loc[1, "cached_tokens"] == 0
+    assert rounds.loc[2, "external_hits"] > 0
+
+
+def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "bench exited early"
+        if path.exists():
+            rows = sum(1 for _ in path.open()) - 1
+            if rows >= n:
+                return rows
+        time.sleep(0.2)  # polling the file the harness writes, bounded by the deadline
+    raise AssertionError(f"fewer than {n} rows in {path} after {timeout} s")
+
+
+def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images, no_harness_leftovers):
+    results = tmp_path / "results"
+    proc = subprocess.Popen([*KVBENCH, "bench", "--config", str(E2E), "--scenario", "long_batch",
+                             "--concurrency", "1", "--results", str(results)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not results.exists() or not any(results.iterdir()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        run_dir = _only_run(results)
+        csv = run_dir / "long_batch" / "requests.csv"
+        _wait_for_rows(csv, 5, proc, timeout=300)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 130, proc.stderr.read()[-2000:] if proc.stderr else code
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    entry = manifest["scenarios"]["long_batch"]
+    assert entry["status"] == "interrupted"
+    assert entry["teardown_verified"] is True
+    assert entry["timings"]["teardown_s"] < 10
+    assert not find_resources(f"io.kvbench.run={manifest['run_id']}")
+    rows = pd.read_csv(csv)
+    assert len(rows) >= 5 and rows["ok"].all()  # every completed row is on disk and intact
