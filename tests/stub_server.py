@@ -11,8 +11,9 @@ first path segment of the base URL (`http://127.0.0.1:PORT/<mode>`):
   error500  one token, then `data: {"error": {"code": 500, ...}}`, then close
   drop      one token, then the TCP connection is closed mid-body
   hang      role chunk, then silence (the client must time out)
-  stamp     like ok, each chunk carries `server_t` = time.perf_counter() just
-            before it is written (CLOCK_MONOTONIC: comparable across processes)
+  stamp     like ok, but each chunk's text is `<server_t>`: time.perf_counter()
+            just before the write (CLOCK_MONOTONIC: comparable across processes);
+            `stamp_F_I` waits F ms before the first chunk and I ms between chunks
 
 Runs in a thread (`StubServer`) for tests or as a process for benchmarks:
 `python tests/stub_server.py` prints its port on stdout.
@@ -70,9 +71,12 @@ async def _respond(mode: str, body: dict, c: _Conn, tokens: int) -> bool:
         await c.end()
         return True
     await c.head()
-    if mode == "stamp":
+    if mode.startswith("stamp"):  # stamp[_<first ms>_<inter-token ms>]
+        first_ms, itl_ms = (mode.split("_") + ["0", "0"])[1:3]
+        first_s, itl_s = float(first_ms) / 1e3, float(itl_ms) / 1e3
         for i in range(n):
-            await c.event(_chunk(f" t{i}", chat, server_t=time.perf_counter()))
+            await asyncio.sleep(first_s if i == 0 else itl_s)
+            await c.event(_chunk(f"<{time.perf_counter():.9f}>", chat))
     else:
         if chat or mode in ("role200", "hang"):
             await c.event(ROLE)
