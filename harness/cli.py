@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_stack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--isolation", choices=["fresh", "shared", "both"], default="fresh",
+                   help="fresh: one stack per scenario (default); shared: one stack for all scenarios, as an "
+                        "unisolated script would (shows the pollution); both: run both, report side by side")
+    p.add_argument("--repeats", type=int, default=1, help="run each scenario N times, each on its own fresh stack")
     p.add_argument("--compose-dir", type=Path, default=COMPOSE_DIR, help="compose files (default: %(default)s)")
     p.add_argument("--compose-file", type=Path, action="append", default=[],
                    help="extra compose overlay applied last (repeatable)")
@@ -122,10 +126,13 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
         print(f"kvbench: leftovers of an earlier run are still present ({left.describe()}); "
               "remove them with `kvbench clean` (or `make clean`)", file=sys.stderr)
         return EXIT_USAGE
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats: must be >= 1, got {args.repeats}")
     install_signal_handlers()
     opts = SuiteOptions(Path(args.results), args.compose_dir, tuple(args.compose_file))
     suite = Suite(cfg, _images, opts, sys.argv)
-    return 0 if suite.run_all(cfg.default_scenarios) else 1
+    isolation = ("fresh", "shared") if args.isolation == "both" else (args.isolation,)
+    return 0 if suite.run_all(cfg.default_scenarios, isolation, args.repeats) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ REQUEST_COLUMNS = [
     "ok", "http_status", "error_class", "error_message",
     "send_s", "ttft_ms", "tpot_ms", "e2e_ms", "itl_ms", "n_itl",
     "prompt_tokens", "completion_tokens", "cached_tokens",
-    "expected_prompt_tokens", "shared_prefix_tokens", "output_chars",
+    "expected_prompt_tokens", "shared_prefix_tokens", "prefix_key", "provides_prefix_key", "output_chars",
 ]
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from .client import RequestResult, RequestSettings, send
 from .config import Config
 from .probes import Probe, deltas
+from .reuse import reuse_by_round, ttft_speedups
 from .results import RequestLog, write_rounds
 from .stats import rounds_table
 from .workload import Prompt, Session, Workload
@@ -85,7 +86,8 @@ class RoundContext:
             "itl_ms": " ".join(f"{x:.3f}" for x in res.itl_ms), "n_itl": len(res.itl_ms),
             "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
             "cached_tokens": res.cached_tokens, "expected_prompt_tokens": prompt.prompt_tokens,
-            "shared_prefix_tokens": prompt.shared_prefix_tokens, "output_chars": len(res.text),
+            "shared_prefix_tokens": prompt.shared_prefix_tokens, "prefix_key": prompt.prefix_key,
+            "provides_prefix_key": prompt.provides_prefix_key, "output_chars": len(res.text),
         }
 
 
@@ -135,7 +137,8 @@ def _prebuild_first_turns(workload: Workload) -> None:
 
 
 def run_rounds(workload: Workload, cfg: Config, endpoint: Endpoint, out_dir: Path,
-               progress: RoundProgress | None = None, probe: Probe | None = None) -> pd.DataFrame:
+               progress: RoundProgress | None = None, probe: Probe | None = None,
+               labels: dict | None = None) -> pd.DataFrame:
     """All rounds of one scenario -> requests.csv (live) and rounds.csv; returns the rounds table.
 
     With a probe, the servers' cache counters are scraped around every round and
@@ -155,9 +158,14 @@ def run_rounds(workload: Workload, cfg: Config, endpoint: Endpoint, out_dir: Pat
                 counters[rnd] = deltas(before, probe.snapshot())
     finally:
         log.close()
-    table = rounds_table(pd.read_csv(out_dir / "requests.csv"), cfg.targets)
-    if counters:
-        extra = pd.DataFrame([{"round": r, **c} for r, c in counters.items()])
-        table = table.merge(extra, on="round", how="left")
+    requests = pd.read_csv(out_dir / "requests.csv")
+    table = rounds_table(requests, cfg.targets)
+    block = probe.block_size() if probe else None
+    for extra in (reuse_by_round(requests, block), ttft_speedups(requests),
+                  pd.DataFrame([{"round": r, **c} for r, c in counters.items()])):
+        if not extra.empty and "round" in extra:
+            table = table.merge(extra, on="round", how="left")
+    for i, (k, v) in enumerate((labels or {}).items()):  # identity columns first
+        table.insert(i, k, v)
     write_rounds(out_dir / "rounds.csv", table)
     return table

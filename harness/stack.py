@@ -233,13 +233,36 @@ class Stack:
 
     def up(self) -> None:
         _REGISTRY.add(self)
+        deadline = time.monotonic() + self.ready_timeout
         try:
             self.client.compose.up(detach=True, wait=True, wait_timeout=self.ready_timeout, quiet=True,
                                    pull="never")
-        except DockerException as e:
+            # Seen on compose 2.40: `up --wait` returning while a service was still
+            # "starting". Readiness is checked here too, on the containers' own health.
+            self._wait_healthy(deadline)
+        except (DockerException, StackError) as e:
             self.save_logs()
+            why = _last_line(e) if isinstance(e, DockerException) else str(e)
             raise StackError(f"stack {self.spec.project} did not become healthy within "
-                             f"{self.ready_timeout} s: {_last_line(e)}") from None
+                             f"{self.ready_timeout} s: {why}") from None
+
+    def health(self) -> dict[str, str]:
+        """Service -> "healthy" / "starting" / "unhealthy" / "running" (no healthcheck) / "exited" ..."""
+        out = {}
+        for c in self.client.compose.ps(all=True):
+            service = (c.config.labels or {}).get("com.docker.compose.service", c.name)
+            out[service] = c.state.health.status if c.state.running and c.state.health else c.state.status
+        return out
+
+    def _wait_healthy(self, deadline: float) -> None:
+        while True:
+            states = self.health()
+            bad = {s: st for s, st in states.items() if st not in ("healthy", "running")}
+            if states and not bad:
+                return
+            if time.monotonic() >= deadline or any(st in ("unhealthy", "exited", "dead") for st in bad.values()):
+                raise StackError(", ".join(f"{s} is {st}" for s, st in sorted(bad.items())) or "no containers")
+            time.sleep(0.5)  # polling container health until the readiness deadline
 
     def engine_container_ids(self) -> list[str]:
         return sorted(c.id for c in self.client.compose.ps(services=ENGINE_SERVICES))

@@ -114,3 +114,28 @@ def rounds_table(requests: pd.DataFrame, targets: Targets) -> pd.DataFrame:
 def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return {f"p{q:g}": _pct(vals, q) for q in qs}
+
+
+def bootstrap_ci(cold: Sequence[float], warm: Sequence[float], n: int = 2000, seed: int = 0,
+                 level: float = 95.0) -> tuple[float, float]:
+    """CI of the mean-TTFT reduction % (warm vs cold), resampling requests within each round."""
+    c, w = np.asarray(cold, dtype=float), np.asarray(warm, dtype=float)
+    if len(c) < 2 or len(w) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    cm = rng.choice(c, (n, len(c))).mean(axis=1)
+    wm = rng.choice(w, (n, len(w))).mean(axis=1)
+    red = (1.0 - wm / cm) * 100.0
+    lo = (100.0 - level) / 2
+    return float(np.percentile(red, lo)), float(np.percentile(red, 100.0 - lo))
+
+
+def bootstrap_mean_ci(values: Sequence[float], n: int = 2000, seed: int = 0,
+                      level: float = 95.0) -> tuple[float, float]:
+    """CI of a mean over independent repeats (e.g. per-repeat throughput gain)."""
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) < 2:
+        return math.nan, math.nan
+    means = np.random.default_rng(seed).choice(v, (n, len(v))).mean(axis=1)
+    lo = (100.0 - level) / 2
+    return float(np.percentile(means, lo)), float(np.percentile(means, 100.0 - lo))

@@ -16,13 +16,13 @@ from typing import Callable
 
 from python_on_whales import docker
 
-from .config import Config, Scenario
+from .config import Config
 from .probes import Probe, cold_state
 from .progress import console, round_progress, say, step
 from .report import write_report
 from .results import RunDir, base_manifest, utc_now
 from .runner import Endpoint, run_rounds
-from .stack import COMPOSE_DIR, Stack, StackError, prepare
+from .stack import COMPOSE_DIR, Stack, StackError, StackSpec, prepare
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
 
@@ -62,26 +62,34 @@ def service_start_seconds(stack: Stack) -> float | None:
 
 
 class Suite:
+    """One run: scenarios x repeats in `fresh` isolation and/or all scenarios on one `shared` stack."""
+
     def __init__(self, cfg: Config, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> None:
         self.cfg = cfg
         self.images = images
         self.opts = opts
         self.run = RunDir.create(opts.results_root, cfg.run_name)
         self.manifest = base_manifest(self.run.run_id, cfg.model_dump(mode="json"), command)
-        self.manifest.update(mode="fresh-stack-per-scenario", isolation="fresh")
         self.run.write_manifest(self.manifest)
+        self.image_tags: dict[str, str] = {}
 
-    def run_all(self, names: list[str]) -> bool:
-        """True when every scenario succeeded."""
+    def run_all(self, names: list[str], isolation: tuple[str, ...] = ("fresh",), repeats: int = 1) -> bool:
+        """True when every scenario succeeded (in shared mode contamination is expected, not a failure)."""
         say(f"run [bold]{self.run.run_id}[/bold] -> {self.run.root}")
-        image_tags = self.images(self.cfg.stack.overlay)
-        self.manifest["images"] = image_tags
+        self.manifest.update(isolation=list(isolation), repeats=repeats)
+        self.image_tags = self.images(self.cfg.stack.overlay)
+        self.manifest["images"] = self.image_tags
         ok = True
         try:
-            for name in names:
-                ok &= self._scenario(name, self.cfg.scenarios[name], image_tags)
+            for mode in isolation:
+                if mode == "shared":
+                    ok &= self._shared(names)
+                    continue
+                for name in names:
+                    for rep in range(1, repeats + 1):
+                        ok &= self._fresh(name, rep)
         except KeyboardInterrupt as e:
-            self.manifest["interrupted"] = type(e).__name__ if not str(e) else str(e)
+            self.manifest["interrupted"] = str(e) or type(e).__name__
             raise
         finally:
             self.manifest["finished_at"] = utc_now()
@@ -91,65 +99,114 @@ class Suite:
             say(f"report: {path}")
         return ok
 
-    def _scenario(self, name: str, scen: Scenario, images: dict[str, str]) -> bool:
-        out = self.run.scenario_dir(name)
-        entry: dict = {"status": "running", "timings": {}}
-        self.manifest["scenarios"][name] = entry
-        timings = entry["timings"]
+    def _entry(self, key: str, name: str, mode: str, rep: int) -> dict:
+        entry = {"scenario": name, "isolation": mode, "repeat": rep, "status": "pending", "timings": {}}
+        self.manifest["scenarios"][key] = entry
+        return entry
+
+    def _fresh(self, name: str, rep: int) -> bool:
+        key = name if rep == 1 else f"{name}/repeat-{rep}"
+        entry = self._entry(key, name, "fresh", rep)
+        label = name if rep == 1 else f"{name}-r{rep}"
+        self._with_stack(label, self.run.root / key, [entry],
+                         lambda spec, stack: self._measure(name, spec, self.run.root / key, entry, "fresh", rep))
+        return entry["status"] == "ok"
+
+    def _shared(self, names: list[str]) -> bool:
+        """All scenarios back to back on one stack, as the users' old script did: pollution on purpose."""
+        entries = {n: self._entry(f"shared/{n}", n, "shared", 1) for n in names}
+
+        def body(spec: StackSpec, stack: Stack) -> None:
+            for n in names:
+                try:
+                    self._measure(n, spec, self.run.root / "shared" / n, entries[n], "shared", 1)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # the shared stack goes on with the next scenario
+                    entries[n].update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
+                    console.print(f"[red]shared/{n} failed: {entries[n]['reason']}[/red]")
+
+        stack_entry = self._with_stack("shared", self.run.root / "shared", list(entries.values()), body)
+        self.manifest["shared_stack"] = stack_entry
+        return all(e["status"] in ("ok", "contaminated") for e in entries.values())
+
+    def _with_stack(self, label: str, workdir: Path, entries: list[dict],
+                    body: Callable[[StackSpec, Stack], None]) -> dict:
+        """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries`."""
         t_all = time.perf_counter()
-        spec = prepare(self.cfg.stack, self.run.run_id, name, out, images, self.opts.compose_dir,
+        timings: dict = {}
+        spec = prepare(self.cfg.stack, self.run.run_id, label, workdir, self.image_tags, self.opts.compose_dir,
                        list(self.opts.extra_compose_files))
-        entry.update(project=spec.project, ports={"vllm": spec.ports.vllm, "master_metrics": spec.ports.master_metrics})
+        info = {"project": spec.project, "ports": {"vllm": spec.ports.vllm, "master_metrics": spec.ports.master_metrics},
+                "timings": timings}
+        for e in entries:
+            e.update(project=spec.project, ports=info["ports"], status="running")
         self.run.write_manifest(self.manifest)
-        console.rule(f"{name}  (stack {spec.project})")
-        stack = Stack(spec, out, self.cfg.stack.ready_timeout, self.cfg.stack.teardown_timeout)
+        console.rule(f"{label}  (stack {spec.project})")
+        stack = Stack(spec, workdir, self.cfg.stack.ready_timeout, self.cfg.stack.teardown_timeout)
         try:
             with step("bring-up (compose up --wait)", timings, "up_s"):
                 stack.up()
             timings["service_start_s"] = service_start_seconds(stack)
-            entry["engine_container_ids"] = stack.engine_container_ids()
-            self._measure(name, scen, spec, out, entry)
+            info["engine_container_ids"] = stack.engine_container_ids()
+            for e in entries:
+                e["engine_container_ids"] = info["engine_container_ids"]
+            body(spec, stack)
         except StackError as e:
-            entry.update(status="failed", reason=str(e), logs=str(out / "logs"))
-            console.print(f"[red]{name}: {e}[/red]")
+            self._fail(entries, str(e), logs=str(workdir / "logs"))
         except (KeyboardInterrupt, SystemExit):
-            entry.update(status="interrupted", reason="interrupted during the scenario")
             stack.save_logs()
+            for e in entries:
+                if e["status"] == "running":
+                    e.update(status="interrupted", reason="interrupted during the scenario")
             raise
         except Exception as e:  # any fault: keep the rows, save logs, tear down, go on
-            entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500], logs=str(stack.save_logs()))
-            console.print(f"[red]{name} failed: {entry['reason']}[/red]")
+            self._fail(entries, f"{type(e).__name__}: {e}"[:500], logs=str(stack.save_logs()))
         finally:
             with step("teardown (down -v, verify)", timings, "teardown_s"):
                 td = stack.down()
-            entry.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
             timings["total_s"] = round(time.perf_counter() - t_all, 3)
             if timings.get("service_start_s") is not None:
                 timings["harness_overhead_s"] = round(
                     timings["up_s"] + timings["teardown_s"] - timings["service_start_s"], 3)
-            if not td.verified:
-                entry.update(status="failed", reason=(entry.get("reason") or "") + f"; teardown left {td.leftovers}")
+            info.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
+            for e in entries:
+                e.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
+                e["timings"].update({k: v for k, v in timings.items() if k not in e["timings"]})
+                if not td.verified:
+                    e.update(status="failed", reason=(e.get("reason") or "") + f"; teardown left {td.leftovers}")
             self.run.write_manifest(self.manifest)
             say(f"  teardown verified: {td.verified} ({td.seconds:.1f} s)")
-        return entry["status"] == "ok"
+        return info
 
-    def _measure(self, name: str, scen: Scenario, spec, out: Path, entry: dict) -> None:
+    @staticmethod
+    def _fail(entries: list[dict], reason: str, logs: str) -> None:
+        for e in entries:
+            if e["status"] in ("running", "pending"):
+                e.update(status="failed", reason=reason, logs=logs)
+        console.print(f"[red]{reason}[/red]")
+
+    def _measure(self, name: str, spec: StackSpec, out: Path, entry: dict, mode: str, rep: int) -> None:
         timings = entry["timings"]
+        out.mkdir(parents=True, exist_ok=True)
         probe = Probe(spec.vllm_url, spec.master_metrics_url)
         try:
             cold, detail = cold_state(probe.snapshot())
             entry.update(cold_verified=cold, cold_detail=detail, block_size=probe.block_size())
-            say(f"  cold state: {'verified' if cold else 'NOT verified'} ({detail})")
+            say(f"  {name}: cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
             if not cold and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
             endpoint = Endpoint(spec.vllm_url, self.cfg.stack.served_model_name)
             with ServerTokenizer(endpoint.base_url, endpoint.model) as tok:
                 with step("workload (exact token lengths via /tokenize)", timings, "workload_s"):
-                    wl = build_workload(name, scen, tok, api=self.cfg.api, seed=self.cfg.seed)
+                    wl = build_workload(name, self.cfg.scenarios[name], tok, api=self.cfg.api, seed=self.cfg.seed)
                 t = time.perf_counter()
-                table = run_rounds(wl, self.cfg, endpoint, out, progress=round_progress(name), probe=probe)
+                table = run_rounds(wl, self.cfg, endpoint, out, progress=round_progress(name), probe=probe,
+                                   labels={"scenario": name, "isolation": mode, "repeat": rep})
                 timings["rounds_s"] = round(time.perf_counter() - t, 3)
-            entry["status"] = "ok" if cold else "contaminated"
+            foreign = table.loc[table["round"] == 1, "foreign_hit_tokens"] if "foreign_hit_tokens" in table else None
+            entry["foreign_hit_tokens_round1"] = int(foreign.iloc[0]) if foreign is not None and len(foreign) else None
+            entry["status"] = "ok" if cold and not entry["foreign_hit_tokens_round1"] else "contaminated"
             for _, r in table.iterrows():
                 say(f"  round {int(r['round'])}: TTFT p50 {r['ttft_p50_ms']:.1f} ms, "
                     f"cached ratio {r['cached_token_ratio']:.2f}, ok {int(r['successes'])}/{int(r['requests'])}")

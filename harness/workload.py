@@ -55,9 +55,12 @@ class Prompt:
     prompt_id: str
     body: str | list[dict]  # completions: text; chat: messages
     prompt_tokens: int
-    # Leading tokens another request of the same round already sent (document,
-    # instruction, conversation history): reusable even in round 1.
+    # Leading tokens another request of the same scenario also sends (document,
+    # instruction, conversation history): reusable even in round 1 ...
     shared_prefix_tokens: int
+    # ... once a request that provides `prefix_key` has been prefilled.
+    prefix_key: str = ""
+    provides_prefix_key: str = ""
 
 
 @dataclass
@@ -141,13 +144,18 @@ class _Builder:
         self.prefix_text = TextMaker(tok, prefix_seed)
 
     def prompt(self, pid: str, prefix: str, rest: str) -> Prompt:
-        """prefix + rest as one user turn; `prefix` is what other requests share."""
+        """prefix + rest as one user turn; `prefix` is what the scenario's requests share."""
         if self.api == "chat":
             body: str | list[dict] = [{"role": "user", "content": prefix + rest}]
         else:
             body = prefix + rest
-        shared = self.tok.count(prefix) if prefix else 0
-        return Prompt(pid, body, self.tok.count_prompt(body), shared)
+        if not prefix:
+            return Prompt(pid, body, self.tok.count_prompt(body), 0)
+        # Completions: as the request starts (BOS included). Chat: the text alone,
+        # a few header tokens short - conservative, and only whole blocks count.
+        shared = self.tok.count_prompt(prefix) if self.api == "completions" else self.tok.count(prefix)
+        key = f"{self.scenario}:prefix"
+        return Prompt(pid, body, self.tok.count_prompt(body), shared, key, key)
 
 
 def _static(prompts: list[Prompt]) -> list[Session]:
@@ -197,21 +205,25 @@ def _multi_turn(b: _Builder, c: MultiTurn) -> list[Session]:
 
 
 def _conversation(b: _Builder, conv: int, system: str, users: list[str]) -> Callable[[int, list[str]], Prompt]:
-    def build(turn: int, replies: list[str]) -> Prompt:
+    def body(turn: int, replies: list[str]) -> str | list[dict]:
         msgs = [{"role": "system", "content": system}]
         for t in range(turn):
             msgs += [{"role": "user", "content": users[t]}, {"role": "assistant", "content": replies[t]}]
-        history = _render(msgs, b.api) if turn else None
         msgs.append({"role": "user", "content": users[turn]})
-        body = msgs if b.api == "chat" else _render(msgs, "completions") + "Assistant:"
-        shared = 0 if history is None else (
-            b.tok.count_prompt(msgs[:-1]) if b.api == "chat" else b.tok.count(history))
-        return Prompt(f"{b.scenario}-c{conv:03d}-t{turn:02d}", body, b.tok.count_prompt(body), shared)
+        return msgs if b.api == "chat" else _render(msgs) + "Assistant:"
+
+    def build(turn: int, replies: list[str]) -> Prompt:
+        me = f"{b.scenario}-c{conv:03d}-t{turn:02d}"
+        # The previous turn's whole prompt is this turn's prefix (its reply follows it).
+        prev = b.tok.count_prompt(body(turn - 1, replies)) if turn else 0
+        prev_key = f"{b.scenario}-c{conv:03d}-t{turn - 1:02d}" if turn else ""
+        this = body(turn, replies)
+        return Prompt(me, this, b.tok.count_prompt(this), prev, prev_key, me)
 
     return build
 
 
-def _render(msgs: list[dict], api: Api) -> str:
+def _render(msgs: list[dict]) -> str:
     return "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in msgs)
 
 
