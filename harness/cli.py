@@ -9,9 +9,10 @@ from pathlib import Path
 from .config import Config, ConfigError, load_config
 from .progress import console, round_progress, say
 from .report import write_report
-from .results import RunDir, base_manifest, utc_now, write_json
+from .results import RunDir, base_manifest, utc_now
 from .runner import Endpoint, run_rounds
-from .stack import COMPOSE_DIR, PortInUse, check_port, force_remove, install_signal_handlers, leftovers
+from .stack import force_remove, install_signal_handlers, leftovers
+from .stackspec import COMPOSE_DIR, PortInUse, check_port
 from .suite import Suite, SuiteOptions
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
@@ -60,6 +61,9 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
                    help="fresh: one stack per scenario (default); shared: one stack for all scenarios, as an "
                         "unisolated script would (shows the pollution); both: run both, report side by side")
     p.add_argument("--repeats", type=int, default=1, help="run each scenario N times, each on its own fresh stack")
+    p.add_argument("--mode", choices=["with-cache", "baseline", "both"],
+                   help="with-cache: vLLM with the KV connector; baseline: the same stack without it; "
+                        "both: each scenario in both modes, compared in one report (default: the config's mode)")
     p.add_argument("--compose-dir", type=Path, default=COMPOSE_DIR, help="compose files (default: %(default)s)")
     p.add_argument("--compose-file", type=Path, action="append", default=[],
                    help="extra compose overlay applied last (repeatable)")
@@ -115,9 +119,9 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
     for f in args.compose_file:
         if not f.is_file():
             raise ConfigError(f"--compose-file: {f}: file not found")
-    overlay = args.compose_dir / f"{cfg.stack.overlay}.yaml"
-    if not overlay.is_file():
-        raise ConfigError(f"{args.config}: stack.overlay: no compose file {overlay}")
+    for name in cfg.stack.overlays:
+        if not (args.compose_dir / f"{name}.yaml").is_file():
+            raise ConfigError(f"{args.config}: stack.overlay: no compose file {args.compose_dir / name}.yaml")
     for field_name in ("vllm_port", "master_metrics_port"):
         if getattr(cfg.stack, field_name):  # a fixed port must be free before anything starts
             check_port(cfg.stack.bind_address, getattr(cfg.stack, field_name), field_name)
@@ -132,7 +136,8 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
     opts = SuiteOptions(Path(args.results), args.compose_dir, tuple(args.compose_file))
     suite = Suite(cfg, _images, opts, sys.argv)
     isolation = ("fresh", "shared") if args.isolation == "both" else (args.isolation,)
-    return 0 if suite.run_all(cfg.default_scenarios, isolation, args.repeats) else 1
+    modes = ("with-cache", "baseline") if args.mode == "both" else ((args.mode,) if args.mode else None)
+    return 0 if suite.run_all(cfg.default_scenarios, isolation, args.repeats, modes) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,48}$")
 
@@ -101,10 +101,23 @@ Scenario = Annotated[
 ]
 
 
-class StackConfig(Strict):
-    """How each fresh stack is brought up (compose/base.yaml + compose/<overlay>.yaml)."""
+class GpuConfig(Strict):
+    """Settings used by the GPU overlays (compose/gpu.yaml, compose/gpu-lmcache.yaml)."""
 
-    overlay: str = "cpu"
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"  # pin the tag you validated
+    mooncake_image: str = "kvcacheai/mooncake:v0.3.7"
+    devices: Annotated[int, Field(gt=0)] | Literal["all"] | list[str] = 1  # a count, "all", or device ids
+    tensor_parallel_size: PositiveInt = 1
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # A named volume (a bare name) or an absolute host path holding the Hugging Face cache.
+    model_cache: str = "hf-cache"
+    rdma_devices: list[str] = []  # e.g. ["/dev/infiniband"]; used with protocol: rdma
+
+
+class StackConfig(Strict):
+    """How each fresh stack is brought up (compose/base.yaml + the overlays, in order)."""
+
+    overlay: str | list[str] = "cpu"
     bind_address: str = "127.0.0.1"
     vllm_port: int = Field(default=0, ge=0, le=65535)  # 0 = pick a free port
     master_metrics_port: int = Field(default=0, ge=0, le=65535)
@@ -120,8 +133,44 @@ class StackConfig(Strict):
     global_segment_size: str = "1GB"
     local_buffer_size: str = "256MB"
     extra_vllm_args: list[str] = []
+    connector: Literal["mooncake_store", "lmcache"] = "mooncake_store"
+    # cross-instance: two engines share one master; round 1 goes to engine A, rounds 2+ to B.
+    topology: Literal["single", "cross-instance"] = "single"
+    # One cpuset per engine (CPU stack, cross-instance: ["0", "1"] - one shared CPU stalls KV loads).
+    engine_cpusets: list[str] = []
+    protocol: Literal["tcp", "rdma"] = "tcp"
+    device_name: str = ""  # RDMA NIC(s) for Mooncake, e.g. "mlx5_0"
+    gpu: GpuConfig = GpuConfig()
 
-    _check_overlay = field_validator("overlay")(lambda v: check_name(v, "overlay"))
+    @field_validator("overlay")
+    @classmethod
+    def _overlay_names(cls, v: str | list[str]) -> str | list[str]:
+        for name in [v] if isinstance(v, str) else v:
+            check_name(name, "overlay")
+        if not v:
+            raise ValueError("at least one overlay is required")
+        return v
+
+    @model_validator(mode="after")
+    def _connector_matches_overlay(self) -> "StackConfig":
+        if ("gpu-lmcache" in self.overlays) != (self.connector == "lmcache"):
+            raise ValueError("connector: 'lmcache' goes with the gpu-lmcache overlay (and only with it)")
+        if self.protocol == "rdma" and not self.gpu.rdma_devices:
+            raise ValueError("gpu.rdma_devices: protocol 'rdma' needs the RDMA devices, e.g. ['/dev/infiniband']")
+        return self
+
+    @property
+    def overlays(self) -> list[str]:
+        return [self.overlay] if isinstance(self.overlay, str) else list(self.overlay)
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(o.startswith("gpu") for o in self.overlays)
+
+    @property
+    def engines(self) -> list[str]:
+        """Engine services, stopped before the master (killing the master first garbles vLLM)."""
+        return ["vllm", "vllm-b"] if self.topology == "cross-instance" else ["vllm"]
 
 
 class Config(Strict):
@@ -139,6 +188,8 @@ class Config(Strict):
     api: Literal["completions", "chat"] = "completions"
     seed: int = 1234
     run_name: str | None = None
+    # with-cache: vLLM with the KV connector; baseline: the same stack without it.
+    mode: Literal["with-cache", "baseline"] = "with-cache"
     # What to do when a scenario's cold round finds a warm cache (cold-state gate).
     on_contamination: Literal["warn", "fail"] = "warn"
     targets: Targets = Targets()
@@ -180,15 +231,8 @@ def _one_line(path: Path, err: ValidationError) -> str:
     return f"{path}: {loc or '<root>'}: {msg}".replace("\n", " ")
 
 
-def load_config(
-    path: str | Path,
-    *,
-    scenarios: list[str] | None = None,
-    rounds: int | None = None,
-    concurrency: int | None = None,
-) -> Config:
-    """Read, apply command-line overrides, validate. Raises ConfigError."""
-    path = Path(path)
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """YAML mapping; `extends: other.yaml` (relative to this file) is deep-merged underneath."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -201,6 +245,34 @@ def load_config(
         raise ConfigError(f"{path}: invalid YAML at {where}: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: <root>: expected a mapping, got {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a file name")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen:
+        raise ConfigError(f"{path}: extends: cycle through {parent_path}")
+    return _merge(_read_yaml(parent_path, (*seen, path.resolve())), raw)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(
+    path: str | Path,
+    *,
+    scenarios: list[str] | None = None,
+    rounds: int | None = None,
+    concurrency: int | None = None,
+) -> Config:
+    """Read, apply command-line overrides, validate. Raises ConfigError."""
+    path = Path(path)
+    raw = _read_yaml(path)
     overrides = {"default_scenarios": scenarios, "rounds": rounds, "concurrency": concurrency}
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -25,7 +25,7 @@ from . import __version__
 from .config import check_name
 
 REQUEST_COLUMNS = [
-    "scenario", "round", "index", "prompt_id", "session_id", "turn", "api",
+    "scenario", "round", "index", "prompt_id", "prompt_hash", "session_id", "turn", "api",
     "ok", "http_status", "error_class", "error_message",
     "send_s", "ttft_ms", "tpot_ms", "e2e_ms", "itl_ms", "n_itl",
     "prompt_tokens", "completion_tokens", "cached_tokens",

@@ -1,16 +1,19 @@
 """What reuse a scenario can expect from itself, and what it actually got.
 
-A request can reuse KV blocks only for a prefix that an *earlier* request of
-the same scenario already computed: the same prompt (`prompt_id`) or the shared
-part (`prefix_key`: document, instruction, conversation history). Only whole
-blocks count, and the block holding the last prompt token is always recomputed.
-"Earlier" means sent earlier: the engine looks the cache up when it schedules a
-request, which may be after an earlier request's prefill even if both were sent
-together, so the expectation is an upper bound - and the scenario's very first
-request can never expect anything.
+A request can reuse KV blocks only for a prefix that another request of the
+same scenario computed before it: the same prompt (same text, or the same
+`prompt_id` in an earlier round) or the shared part (`prefix_key`: document,
+instruction, conversation history). Only whole blocks count, and the block
+holding the last prompt token is always recomputed.
+
+"Before" is prefill order, taken as the order of first tokens: the engine looks
+the cache up when it schedules a request, and requests sent together are not
+scheduled in send order. Within a group of requests that share a prefix, the
+first one prefilled must compute it, so it can expect nothing - which is what
+exposes a polluted cold round.
 
 Hits beyond that are foreign: they came from outside the scenario, i.e. from a
-cache that was not cold. That is the contamination a shared stack causes.
+cache that was not cold.
 """
 
 from __future__ import annotations
@@ -27,23 +30,25 @@ def _full_blocks(tokens: float, block: int) -> int:
 
 def expected_reuse(requests: pd.DataFrame, block: int) -> pd.Series:
     """Reusable tokens per request (index aligned with `requests`), from the scenario's own history."""
-    df = requests
-    ready_prompt: dict[str, float] = {}  # prompt_id -> earliest send time
-    ready_prefix: dict[str, float] = {}
-    out = pd.Series(0, index=df.index, dtype=int)
-    for idx, r in df.sort_values("send_s").iterrows():
-        whole = _full_blocks(max(int(r["prompt_tokens"] or r["expected_prompt_tokens"]) - 1, 0), block)
-        shared = _full_blocks(r.get("shared_prefix_tokens") or 0, block)
+    first_token = requests["send_s"] + requests["ttft_ms"].fillna(np.inf) / 1e3
+    order = requests.assign(_ft=first_token).sort_values(["round", "_ft", "send_s"]).index
+    seen_prompts: set[str] = set()
+    seen_prefixes: set[str] = set()
+    out = pd.Series(0, index=requests.index, dtype=int)
+    for idx in order:
+        r = requests.loc[idx]
+        tokens = r["prompt_tokens"] if pd.notna(r["prompt_tokens"]) else r["expected_prompt_tokens"]
+        whole = _full_blocks(max(int(tokens) - 1, 0), block)
+        prompt_keys = {str(r["prompt_id"]), str(r.get("prompt_hash", ""))} - {"", "nan"}
         key = r.get("prefix_key")
-        if ready_prompt.get(r["prompt_id"], math.inf) < r["send_s"]:
+        if prompt_keys & seen_prompts:
             out[idx] = whole
-        elif isinstance(key, str) and key and ready_prefix.get(key, math.inf) < r["send_s"]:
-            out[idx] = min(shared, whole)
-        t = r["send_s"]
-        ready_prompt[r["prompt_id"]] = min(ready_prompt.get(r["prompt_id"], math.inf), t)
-        own_key = r.get("provides_prefix_key")
-        if isinstance(own_key, str) and own_key:
-            ready_prefix[own_key] = min(ready_prefix.get(own_key, math.inf), t)
+        elif isinstance(key, str) and key in seen_prefixes:
+            out[idx] = min(_full_blocks(r.get("shared_prefix_tokens") or 0, block), whole)
+        seen_prompts |= prompt_keys
+        provides = r.get("provides_prefix_key")
+        if isinstance(provides, str) and provides:
+            seen_prefixes.add(provides)
     return out
 
 

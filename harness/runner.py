@@ -78,7 +78,7 @@ class RoundContext:
         tpot = res.tpot_ms
         return {
             "scenario": self.scenario, "round": self.round, "index": i,
-            "prompt_id": prompt.prompt_id, "session_id": session.session_id, "turn": turn,
+            "prompt_id": prompt.prompt_id, "prompt_hash": prompt.prompt_hash, "session_id": session.session_id, "turn": turn,
             "api": self.settings.api, "ok": res.ok, "http_status": res.http_status,
             "error_class": res.error_class, "error_message": res.error_message,
             "send_s": round(res.send_time - self.t0, 6) if res.send_time else None,
@@ -136,13 +136,18 @@ def _prebuild_first_turns(workload: Workload) -> None:
         s.build(0, [])
 
 
-def run_rounds(workload: Workload, cfg: Config, endpoint: Endpoint, out_dir: Path,
-               progress: RoundProgress | None = None, probe: Probe | None = None,
-               labels: dict | None = None) -> pd.DataFrame:
+Route = tuple[Endpoint, Probe | None]
+
+
+def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], out_dir: Path,
+               progress: RoundProgress | None = None, labels: dict | None = None) -> pd.DataFrame:
     """All rounds of one scenario -> requests.csv (live) and rounds.csv; returns the rounds table.
 
-    With a probe, the servers' cache counters are scraped around every round and
+    Round r goes to routes[min(r, len) - 1] (the users' `endpoints_per_round`).
+    With a probe, that server's cache counters are scraped around the round and
     their deltas become columns of rounds.csv."""
+    if isinstance(routes, Endpoint):
+        routes = [(routes, None)]
     progress = progress or RoundProgress()
     _prebuild_first_turns(workload)
     log = RequestLog(out_dir / "requests.csv")
@@ -152,14 +157,16 @@ def run_rounds(workload: Workload, cfg: Config, endpoint: Endpoint, out_dir: Pat
         for rnd in range(1, cfg.rounds + 1):
             if rnd > 1 and cfg.wait_between_rounds:
                 time.sleep(cfg.wait_between_rounds)  # configured pause, not a synchronisation
+            endpoint, probe = routes[min(rnd, len(routes)) - 1]
             before = probe.snapshot() if probe else None
             asyncio.run(run_round(workload, rnd, cfg, endpoint, log, t0, progress))
             if probe and before:
-                counters[rnd] = deltas(before, probe.snapshot())
+                counters[rnd] = {"engine_url": endpoint.base_url, **deltas(before, probe.snapshot())}
     finally:
         log.close()
     requests = pd.read_csv(out_dir / "requests.csv")
     table = rounds_table(requests, cfg.targets)
+    probe = routes[0][1]
     block = probe.block_size() if probe else None
     for extra in (reuse_by_round(requests, block), ttft_speedups(requests),
                   pd.DataFrame([{"round": r, **c} for r, c in counters.items()])):

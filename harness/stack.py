@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -19,130 +18,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-import yaml
+
 from python_on_whales import DockerClient, DockerException, docker
 
-from .config import StackConfig
+from .stackspec import StackSpec, write_env_file
 
-COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
 MANAGED_LABEL = "io.kvbench.managed=true"
 OWNER_LABEL = "io.kvbench.owner"
 PROJECT_LABEL = "com.docker.compose.project"
-ENGINE_SERVICES = ["vllm"]  # stopped before the master: killing the master first garbles vLLM
 
 
 class StackError(RuntimeError):
-    """The stack could not be brought up; `.logs_dir` holds what it said."""
-
-
-class PortInUse(ValueError):
-    pass
-
-
-def project_name(run_id: str, scenario: str) -> str:
-    """Compose project names allow [a-z0-9_-], starting with a letter or digit."""
-    raw = f"kvb-{run_id}-{scenario}".lower()
-    name = re.sub(r"[^a-z0-9_-]", "-", raw)[:63].rstrip("-_")
-    return name
-
-
-def free_port(bind: str) -> int:
-    with socket.socket() as s:
-        s.bind((bind, 0))
-        return s.getsockname()[1]
-
-
-def check_port(bind: str, port: int, field_name: str) -> int:
-    """0 -> a free port; a fixed port must be free now (clear error instead of a compose failure)."""
-    if port == 0:
-        return free_port(bind)
-    with socket.socket() as s:
-        try:
-            s.bind((bind, port))
-        except OSError:
-            raise PortInUse(f"stack.{field_name}: {bind}:{port} is already in use (set it to 0 to pick a free port)")
-    return port
-
-
-@dataclass
-class Ports:
-    vllm: int
-    master_metrics: int
-
-
-@dataclass
-class StackSpec:
-    project: str
-    run_id: str
-    scenario: str
-    files: list[Path]
-    env: dict[str, str]
-    ports: Ports
-    bind: str
-
-    @property
-    def vllm_url(self) -> str:
-        return f"http://{self.bind}:{self.ports.vllm}"
-
-    @property
-    def master_metrics_url(self) -> str:
-        return f"http://{self.bind}:{self.ports.master_metrics}"
-
-
-def vllm_command(s: StackConfig) -> list[str]:
-    args = [s.model, "--served-model-name", s.served_model_name, "--host", "0.0.0.0", "--port", "8000",
-            "--max-model-len", str(s.max_model_len), "--enable-prompt-tokens-details",
-            "--kv-transfer-config", json.dumps({"kv_connector": "MooncakeStoreConnector", "kv_role": "kv_both"}),
-            "--enable-prefix-caching" if s.enable_prefix_caching else "--no-enable-prefix-caching"]
-    if s.overlay == "cpu":
-        args.append("--enforce-eager")  # ~17 s to healthy instead of 25-50 s; the compile cache does not reload
-    return args + list(s.extra_vllm_args)
-
-
-def mooncake_client_config(s: StackConfig) -> dict:
-    return {
-        "metadata_server": "http://mooncake-master:8080/metadata",
-        "master_server_address": "mooncake-master:50051",
-        "protocol": "tcp",
-        "device_name": "",
-        "mode": "embedded",
-        "global_segment_size": s.global_segment_size,
-        "local_buffer_size": s.local_buffer_size,
-    }
-
-
-def prepare(s: StackConfig, run_id: str, scenario: str, workdir: Path, images: dict[str, str],
-            compose_dir: Path = COMPOSE_DIR, extra_files: list[Path] | None = None) -> StackSpec:
-    """Write the generated overlay + Mooncake config into `workdir` and assemble the compose call."""
-    ports = Ports(check_port(s.bind_address, s.vllm_port, "vllm_port"),
-                  check_port(s.bind_address, s.master_metrics_port, "master_metrics_port"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    mc = workdir / "mooncake.json"
-    mc.write_text(json.dumps(mooncake_client_config(s), indent=2))
-    generated = workdir / "compose.generated.yaml"
-    generated.write_text(yaml.safe_dump({"services": {"vllm": {"command": vllm_command(s)}}}, sort_keys=False))
-    files = [compose_dir / "base.yaml", compose_dir / f"{s.overlay}.yaml", generated, *(extra_files or [])]
-    env = {
-        "KVB_RUN_ID": run_id,
-        "KVB_OWNER": owner_id(),
-        "KVB_SCENARIO": scenario,
-        "KVB_BIND_ADDRESS": s.bind_address,
-        "KVB_VLLM_PORT": str(ports.vllm),
-        "KVB_MASTER_METRICS_PORT": str(ports.master_metrics),
-        "KVB_MOONCAKE_CONFIG": str(mc.resolve()),
-        "KVB_PYTHONHASHSEED": str(s.pythonhashseed),
-        "KVB_KVCACHE_SPACE": str(s.kvcache_space_gib),
-        "KVB_CLIENT_TTL": str(s.client_ttl),
-        "KVB_ENGINE_IMAGE": images.get("engine", ""),
-        "KVB_MASTER_IMAGE": images.get("master", ""),
-    }
-    return StackSpec(project_name(run_id, scenario), run_id, scenario, files, env, ports, s.bind_address)
-
-
-def write_env_file(spec: StackSpec, path: Path) -> Path:
-    # Only KVB_* values go here; secrets (HF_TOKEN) stay in the process environment.
-    path.write_text("".join(f"{k}={v}\n" for k, v in sorted(spec.env.items())))
-    return path
+    """The stack could not be brought up (its logs are saved in the scenario's logs/)."""
 
 
 @dataclass
@@ -166,11 +53,6 @@ def find_resources(label: str, keep: Callable[[dict], bool] = lambda labels: Tru
         [v.name for v in docker.volume.list(filters=f) if keep(v.labels or {})],
         [n.name for n in docker.network.list(filters=f) if keep(n.labels or {})],
     )
-
-
-def owner_id() -> str:
-    """Who created a stack: lets `clean` tell a crashed run's leftovers from a live run."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _owner_dead(labels: dict) -> bool:
@@ -221,9 +103,9 @@ class Stack:
         self.workdir = workdir
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
-        env_file = write_env_file(spec, workdir / "stack.env")
         self.client = DockerClient(compose_files=spec.files, compose_project_name=spec.project,
-                                   compose_env_files=[env_file], compose_project_directory=spec.files[0].parent)
+                                   compose_env_files=[write_env_file(spec, workdir / "stack.env")],
+                                   compose_project_directory=spec.files[0].parent)
         self.teardown: TeardownResult | None = None
         self._fast = False
 
@@ -265,7 +147,7 @@ class Stack:
             time.sleep(0.5)  # polling container health until the readiness deadline
 
     def engine_container_ids(self) -> list[str]:
-        return sorted(c.id for c in self.client.compose.ps(services=ENGINE_SERVICES))
+        return sorted(c.id for c in self.client.compose.ps(services=self.spec.engines))
 
     def save_logs(self) -> Path:
         d = self.workdir / "logs"
@@ -290,7 +172,8 @@ class Stack:
             for attempts in range(1, 4):
                 try:
                     timeout = 0 if self._fast else self.stop_timeout
-                    self.client.compose.stop(services=ENGINE_SERVICES, timeout=timeout)
+                    # engines first: killing the master first garbles vLLM
+                    self.client.compose.stop(services=self.spec.engines, timeout=timeout)
                     self.client.compose.down(volumes=True, remove_orphans=True, timeout=timeout, quiet=True)
                 except DockerException:
                     pass  # e.g. the compose call itself was hit by a Ctrl-C; check and retry

@@ -22,7 +22,8 @@ from .progress import console, round_progress, say, step
 from .report import write_report
 from .results import RunDir, base_manifest, utc_now
 from .runner import Endpoint, run_rounds
-from .stack import COMPOSE_DIR, Stack, StackError, StackSpec, prepare
+from .stack import Stack, StackError
+from .stackspec import COMPOSE_DIR, StackSpec, prepare
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
 
@@ -73,21 +74,25 @@ class Suite:
         self.run.write_manifest(self.manifest)
         self.image_tags: dict[str, str] = {}
 
-    def run_all(self, names: list[str], isolation: tuple[str, ...] = ("fresh",), repeats: int = 1) -> bool:
+    def run_all(self, names: list[str], isolation: tuple[str, ...] = ("fresh",), repeats: int = 1,
+                modes: tuple[str, ...] | None = None) -> bool:
         """True when every scenario succeeded (in shared mode contamination is expected, not a failure)."""
         say(f"run [bold]{self.run.run_id}[/bold] -> {self.run.root}")
-        self.manifest.update(isolation=list(isolation), repeats=repeats)
-        self.image_tags = self.images(self.cfg.stack.overlay)
+        modes = modes or (self.cfg.mode,)
+        self.manifest.update(isolation=list(isolation), repeats=repeats, modes=list(modes),
+                             topology=self.cfg.stack.topology)
+        self.image_tags = self.images(self.cfg.stack.overlays[0])
         self.manifest["images"] = self.image_tags
         ok = True
         try:
-            for mode in isolation:
-                if mode == "shared":
-                    ok &= self._shared(names)
-                    continue
-                for name in names:
-                    for rep in range(1, repeats + 1):
-                        ok &= self._fresh(name, rep)
+            for mode in modes:
+                for iso in isolation:
+                    if iso == "shared":
+                        ok &= self._shared(names, mode)
+                        continue
+                    for name in names:
+                        for rep in range(1, repeats + 1):
+                            ok &= self._fresh(name, rep, mode)
         except KeyboardInterrupt as e:
             self.manifest["interrupted"] = str(e) or type(e).__name__
             raise
@@ -99,45 +104,50 @@ class Suite:
             say(f"report: {path}")
         return ok
 
-    def _entry(self, key: str, name: str, mode: str, rep: int) -> dict:
-        entry = {"scenario": name, "isolation": mode, "repeat": rep, "status": "pending", "timings": {}}
+    def _entry(self, name: str, mode: str, iso: str, rep: int) -> tuple[str, dict]:
+        """Result key (= directory under the run): [baseline/][shared/]<scenario>[/repeat-N]."""
+        parts = ([mode] if mode != "with-cache" else []) + (["shared"] if iso == "shared" else []) + [name]
+        key = "/".join(parts + ([f"repeat-{rep}"] if rep > 1 else []))
+        entry = {"scenario": name, "mode": mode, "isolation": iso, "repeat": rep, "status": "pending", "timings": {}}
         self.manifest["scenarios"][key] = entry
-        return entry
+        return key, entry
 
-    def _fresh(self, name: str, rep: int) -> bool:
-        key = name if rep == 1 else f"{name}/repeat-{rep}"
-        entry = self._entry(key, name, "fresh", rep)
-        label = name if rep == 1 else f"{name}-r{rep}"
-        self._with_stack(label, self.run.root / key, [entry],
-                         lambda spec, stack: self._measure(name, spec, self.run.root / key, entry, "fresh", rep))
+    def _fresh(self, name: str, rep: int, mode: str) -> bool:
+        key, entry = self._entry(name, mode, "fresh", rep)
+        self._with_stack(key.replace("/", "-"), self.run.root / key, [entry], mode,
+                         lambda spec, stack: self._measure(name, spec, self.run.root / key, entry))
         return entry["status"] == "ok"
 
-    def _shared(self, names: list[str]) -> bool:
+    def _shared(self, names: list[str], mode: str) -> bool:
         """All scenarios back to back on one stack, as the users' old script did: pollution on purpose."""
-        entries = {n: self._entry(f"shared/{n}", n, "shared", 1) for n in names}
+        keyed = [self._entry(n, mode, "shared", 1) for n in names]
+        entries = {e["scenario"]: (k, e) for k, e in keyed}
+        shared_dir = self.run.root / Path(keyed[0][0]).parent
 
         def body(spec: StackSpec, stack: Stack) -> None:
             for n in names:
+                key, entry = entries[n]
                 try:
-                    self._measure(n, spec, self.run.root / "shared" / n, entries[n], "shared", 1)
+                    self._measure(n, spec, self.run.root / key, entry)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as e:  # the shared stack goes on with the next scenario
-                    entries[n].update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
-                    console.print(f"[red]shared/{n} failed: {entries[n]['reason']}[/red]")
+                    entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
+                    console.print(f"[red]{key} failed: {entry['reason']}[/red]")
 
-        stack_entry = self._with_stack("shared", self.run.root / "shared", list(entries.values()), body)
-        self.manifest["shared_stack"] = stack_entry
-        return all(e["status"] in ("ok", "contaminated") for e in entries.values())
+        label = str(shared_dir.relative_to(self.run.root)).replace("/", "-")
+        stack_info = self._with_stack(label, shared_dir, [e for _, e in keyed], mode, body)
+        self.manifest.setdefault("shared_stacks", {})[mode] = stack_info
+        return all(e["status"] in ("ok", "contaminated") for _, e in keyed)
 
-    def _with_stack(self, label: str, workdir: Path, entries: list[dict],
+    def _with_stack(self, label: str, workdir: Path, entries: list[dict], mode: str,
                     body: Callable[[StackSpec, Stack], None]) -> dict:
         """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries`."""
         t_all = time.perf_counter()
         timings: dict = {}
         spec = prepare(self.cfg.stack, self.run.run_id, label, workdir, self.image_tags, self.opts.compose_dir,
-                       list(self.opts.extra_compose_files))
-        info = {"project": spec.project, "ports": {"vllm": spec.ports.vllm, "master_metrics": spec.ports.master_metrics},
+                       list(self.opts.extra_compose_files), with_connector=mode != "baseline")
+        info = {"project": spec.project, "ports": {**spec.engine_ports, "master_metrics": spec.master_metrics_port},
                 "timings": timings}
         for e in entries:
             e.update(project=spec.project, ports=info["ports"], status="running")
@@ -186,23 +196,26 @@ class Suite:
                 e.update(status="failed", reason=reason, logs=logs)
         console.print(f"[red]{reason}[/red]")
 
-    def _measure(self, name: str, spec: StackSpec, out: Path, entry: dict, mode: str, rep: int) -> None:
+    def _measure(self, name: str, spec: StackSpec, out: Path, entry: dict) -> None:
+        """Cold-state gate, workload, rounds. Round 1 goes to the first engine, rounds 2+ to the last
+        (cross-instance: engine B must get its warm hits from Mooncake)."""
         timings = entry["timings"]
         out.mkdir(parents=True, exist_ok=True)
-        probe = Probe(spec.vllm_url, spec.master_metrics_url)
+        probes = [Probe(spec.engine_url(e), spec.master_metrics_url) for e in spec.engines]
         try:
-            cold, detail = cold_state(probe.snapshot())
-            entry.update(cold_verified=cold, cold_detail=detail, block_size=probe.block_size())
+            cold, detail = self._cold_gate(probes)
+            entry.update(cold_verified=cold, cold_detail=detail, block_size=probes[0].block_size())
             say(f"  {name}: cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
             if not cold and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
-            endpoint = Endpoint(spec.vllm_url, self.cfg.stack.served_model_name)
-            with ServerTokenizer(endpoint.base_url, endpoint.model) as tok:
+            model = self.cfg.stack.served_model_name
+            routes = [(Endpoint(spec.engine_url(e), model), p) for e, p in zip(spec.engines, probes)]
+            with ServerTokenizer(routes[0][0].base_url, model) as tok:
                 with step("workload (exact token lengths via /tokenize)", timings, "workload_s"):
                     wl = build_workload(name, self.cfg.scenarios[name], tok, api=self.cfg.api, seed=self.cfg.seed)
                 t = time.perf_counter()
-                table = run_rounds(wl, self.cfg, endpoint, out, progress=round_progress(name), probe=probe,
-                                   labels={"scenario": name, "isolation": mode, "repeat": rep})
+                labels = {k: entry[k] for k in ("scenario", "mode", "isolation", "repeat")}
+                table = run_rounds(wl, self.cfg, routes, out, progress=round_progress(name), labels=labels)
                 timings["rounds_s"] = round(time.perf_counter() - t, 3)
             foreign = table.loc[table["round"] == 1, "foreign_hit_tokens"] if "foreign_hit_tokens" in table else None
             entry["foreign_hit_tokens_round1"] = int(foreign.iloc[0]) if foreign is not None and len(foreign) else None
@@ -211,4 +224,12 @@ class Suite:
                 say(f"  round {int(r['round'])}: TTFT p50 {r['ttft_p50_ms']:.1f} ms, "
                     f"cached ratio {r['cached_token_ratio']:.2f}, ok {int(r['successes'])}/{int(r['requests'])}")
         finally:
-            probe.close()
+            for p in probes:
+                p.close()
+
+    @staticmethod
+    def _cold_gate(probes: list[Probe]) -> tuple[bool, str]:
+        results = [cold_state(p.snapshot()) for p in probes]
+        if len(results) == 1:
+            return results[0]
+        return all(ok for ok, _ in results), "; ".join(f"engine {i + 1}: {d}" for i, (_, d) in enumerate(results))

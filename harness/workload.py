@@ -8,6 +8,8 @@ keeps its `prompt_id` across rounds and round 2+ can reuse round 1's KV blocks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Literal
@@ -61,6 +63,11 @@ class Prompt:
     # ... once a request that provides `prefix_key` has been prefilled.
     prefix_key: str = ""
     provides_prefix_key: str = ""
+
+    @property
+    def prompt_hash(self) -> str:
+        """Identifies the exact prompt text: identical prompts can reuse each other whole."""
+        return hashlib.sha256(json.dumps(self.body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -47,3 +47,12 @@ def no_harness_leftovers(docker_ready):
     yield
     left = find_resources(MANAGED_LABEL)
     assert not left, f"harness resources left behind: {left}"
+
+
+def cold_prompts_got_faster(requests) -> bool:
+    """The prompts that really were cold in round 1 (no cached tokens: the first request of
+    each prefix; later ones already reuse it within the round) have a lower TTFT in round 2."""
+    r1 = requests[(requests["round"] == 1) & (requests["cached_tokens"] == 0)].set_index("prompt_id")["ttft_ms"]
+    r2 = requests[requests["round"] == 2].set_index("prompt_id")["ttft_ms"]
+    pairs = r1.to_frame("cold").join(r2.rename("warm"), how="inner")
+    return len(pairs) > 0 and bool((pairs["warm"] < pairs["cold"]).all())

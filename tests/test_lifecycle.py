@@ -8,7 +8,6 @@ serve an OpenAI API, which the real-stack tests cover.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,8 @@ import yaml
 from python_on_whales import docker
 
 from harness.config import StackConfig
-from harness.stack import Stack, find_resources, leftovers, prepare
+from harness.stack import Stack, find_resources, leftovers
+from harness.stackspec import prepare
 
 from .conftest import LIGHT_COMPOSE, REPO
 
@@ -47,7 +47,7 @@ def test_up_down_removes_containers_volume_and_network(tmp_path, light_image, no
         vol = docker.volume.inspect(found.volumes[0])
         assert vol.labels["io.kvbench.managed"] == "true" and vol.labels["io.kvbench.run"] == "t-updown"
         # the stack answers on the published loopback port
-        with socket.create_connection(("127.0.0.1", stack.spec.ports.vllm), timeout=5):
+        with socket.create_connection(("127.0.0.1", stack.spec.engine_ports['vllm']), timeout=5):
             pass
     td = stack.teardown
     assert td is not None and td.verified, td
@@ -58,7 +58,7 @@ def test_up_down_removes_containers_volume_and_network(tmp_path, light_image, no
 def test_two_runs_at_once_do_not_touch_each_other(tmp_path, light_image, no_harness_leftovers):
     a, b = _light_stack(tmp_path, "t-run-a"), _light_stack(tmp_path, "t-run-b")
     assert a.spec.project != b.spec.project
-    assert a.spec.ports.vllm != b.spec.ports.vllm
+    assert a.spec.engine_ports != b.spec.engine_ports
     with a, b:
         a.up()
         b.up()

@@ -1,0 +1,213 @@
+"""Several runs side by side (with-cache vs baseline, fresh vs shared, two configs): tables of display strings
+and figures; `report.write_comparison` writes them out.
+
+Rows are matched by scenario and round (and by isolation too when a run holds both
+modes); repeats are averaged. Deltas are against the first run ("A").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from . import plots as P
+from .report_data import RunData, col, evidence, ok_requests, reductions
+
+METRICS = [("ttft_mean_ms", "TTFT mean ms", 1), ("ttft_p50_ms", "TTFT p50 ms", 1), ("ttft_p90_ms", "TTFT p90 ms", 1),
+           ("e2e_mean_ms", "E2E mean ms", 1), ("req_per_s", "req/s", 2), ("total_tok_per_s", "total tok/s", 0),
+           ("cached_token_ratio", "cached ratio", 3)]
+PLOT_NAMES = ("compare_ttft", "compare_ttft_reduction", "compare_throughput_gain", "compare_ttft_cdf")
+
+
+@dataclass
+class Comparison:
+    datas: list[RunData]
+    labels: list[str]
+    key: list[str]  # columns that match rows across runs
+    runs: pd.DataFrame
+    config_diff: pd.DataFrame
+    metrics: pd.DataFrame
+    reductions: pd.DataFrame
+    evidence: pd.DataFrame
+    raw_means: pd.DataFrame  # numeric: key + run + metric columns
+    raw_red: pd.DataFrame  # numeric reductions with a run column
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(v: float, nd: int = 1, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:+,.{nd}f}" if signed else f"{v:,.{nd}f}"
+
+
+def _flatten(d: object, prefix: str = "") -> dict[str, str]:
+    if isinstance(d, dict):
+        out: dict[str, str] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: json.dumps(d, default=str)}
+
+
+def _config_diff(datas: list[RunData], labels: list[str]) -> pd.DataFrame:
+    flat = [_flatten({"config": (d.manifest or {}).get("config"), "images": (d.manifest or {}).get("images"),
+                      "isolation": sorted(d.dirs["isolation"].unique().tolist()) if len(d.dirs) else []})
+            for d in datas]
+    keys = sorted(set().union(*flat))
+    rows = [{"key": k, **{lab: f.get(k, "(absent)") for lab, f in zip(labels, flat)}}
+            for k in keys if len({f.get(k, "(absent)") for f in flat}) > 1]
+    return pd.DataFrame(rows, columns=["key", *labels])
+
+
+def _runs(datas: list[RunData], labels: list[str]) -> pd.DataFrame:
+    rows = []
+    for lab, d in zip(labels, datas):
+        st = d.dirs["status"].value_counts().to_dict() if len(d.dirs) else {}
+        rows.append({"run": lab, "run id": d.name, "path": str(d.run_dir),
+                     "isolation": ", ".join(sorted(d.dirs["isolation"].unique())) if len(d.dirs) else "n/a",
+                     "scenarios": ", ".join(dict.fromkeys(d.dirs["scenario"])) if len(d.dirs) else "none",
+                     "status": ", ".join(f"{k} {v}" for k, v in st.items()) or "n/a"})
+    return pd.DataFrame(rows)
+
+
+def build(datas: list[RunData]) -> Comparison:
+    labels = [string.ascii_uppercase[i] if i < 26 else f"R{i + 1}" for i in range(len(datas))]
+    single_iso = all(d.rounds.empty or d.rounds["isolation"].nunique() <= 1 for d in datas)
+    key = ["scenario", "round"] if single_iso else ["scenario", "isolation", "round"]
+    means = []
+    for lab, d in zip(labels, datas):
+        if d.rounds.empty:
+            continue
+        vals = pd.DataFrame({c: col(d.rounds, c) for c, _, _ in METRICS})
+        vals[key] = d.rounds[key]
+        means.append(vals.groupby(key, sort=False).mean().reset_index().assign(run=lab))
+    raw = pd.concat(means, ignore_index=True) if means else pd.DataFrame(columns=[*key, "run"])
+    reds = []
+    for lab, d in zip(labels, datas):
+        r = reductions(d)
+        if not r.empty:
+            reds.append(r.assign(run=lab))
+    raw_red = pd.concat(reds, ignore_index=True) if reds else pd.DataFrame()
+    ev = [evidence(d).assign(run=lab) for lab, d in zip(labels, datas)]
+    ev_df = pd.concat(ev, ignore_index=True) if ev else pd.DataFrame()
+    if not ev_df.empty:
+        ev_df = ev_df[["run", *[c for c in ev_df.columns if c != "run"]]]
+    notes = [f"{lab} ({d.name}): {n}" for lab, d in zip(labels, datas) for n in d.notes]
+    return Comparison(datas, labels, key, _runs(datas, labels), _config_diff(datas, labels),
+                      _metrics(raw, key, labels), _reductions(raw_red, key, labels), ev_df, raw, raw_red, notes)
+
+
+def _metrics(raw: pd.DataFrame, key: list[str], labels: list[str]) -> pd.DataFrame:
+    if raw.empty:
+        return pd.DataFrame()
+    rows = []
+    base = labels[0]
+    for k, g in raw.groupby(key, sort=False):
+        by_run = g.set_index("run")
+        for c, head, nd in METRICS:
+            row = dict(zip(key, (str(x) for x in k)))
+            row["metric"] = head
+            ref = by_run[c].get(base, math.nan) if c in by_run else math.nan
+            for lab in labels:
+                v = float(by_run[c].get(lab, math.nan)) if c in by_run else math.nan
+                row[lab] = _fmt(v, nd)
+                if lab != base:
+                    row[f"{lab} vs {base}"] = (_fmt((v / ref - 1) * 100, 1, True) + " %"
+                                               if ref and math.isfinite(ref) and math.isfinite(v) else "n/a")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _reductions(raw_red: pd.DataFrame, key: list[str], labels: list[str]) -> pd.DataFrame:
+    if raw_red.empty or "ttft_reduction_pct" not in raw_red.columns:
+        return pd.DataFrame()
+    r2 = raw_red[raw_red["round"] == 2]
+    k = [c for c in key if c != "round"]
+    base = labels[0]
+    rows = []
+    for kv, g in r2.groupby(k, sort=False):
+        by = g.set_index("run")
+        row = dict(zip(k, (str(x) for x in (kv if isinstance(kv, tuple) else (kv,)))))
+        for lab in labels:
+            if lab not in by.index:
+                row[f"{lab} TTFT -%"] = row[f"{lab} thrpt +%"] = "n/a"
+                continue
+            x = by.loc[lab]
+            row[f"{lab} TTFT -%"] = f"{_fmt(x['ttft_reduction_pct'])} ({x['ttft_verdict']})"
+            row[f"{lab} thrpt +%"] = f"{_fmt(x['throughput_gain_pct'])} ({x['tput_verdict']})"
+            if lab != base and base in by.index:
+                row[f"{lab} vs {base} TTFT pp"] = _fmt(x["ttft_reduction_pct"] - by.loc[base, "ttft_reduction_pct"],
+                                                       1, True)
+                row[f"{lab} vs {base} thrpt pp"] = _fmt(x["throughput_gain_pct"] - by.loc[base, "throughput_gain_pct"],
+                                                        1, True)
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("n/a")
+
+
+def _group_name(row: pd.Series, key: list[str]) -> str:
+    iso = f" [{row['isolation']}]" if "isolation" in key and row["isolation"] != "fresh" else ""
+    return f"{row['scenario']}{iso}" + (f"\nr{int(row['round'])}" if "round" in key else "")
+
+
+def plots(cmp: Comparison) -> list[P.Plot]:
+    labels, key = cmp.labels, cmp.key
+    out = []
+    raw = cmp.raw_means
+    if raw.empty:
+        wide = pd.DataFrame()
+    else:
+        wide = raw.assign(group=raw.apply(_group_name, axis=1, key=key)).pivot_table(
+            index="group", columns="run", values="ttft_mean_ms", sort=False, dropna=False)
+    out.append(P.compare_bars(wide, labels, "TTFT", "Mean TTFT per scenario and round", "TTFT mean (ms)",
+                              "compare_ttft"))
+    red = cmp.raw_red
+    red2 = red[red["round"] == 2] if not red.empty and "round" in red.columns else pd.DataFrame()
+    for c, title, ylabel, name in (("ttft_reduction_pct", "TTFT reduction, round 2 vs round 1", "TTFT reduction %",
+                                    "compare_ttft_reduction"),
+                                   ("throughput_gain_pct", "Throughput gain, round 2 vs round 1",
+                                    "throughput gain %", "compare_throughput_gain")):
+        w = (red2.assign(group=red2.apply(_group_name, axis=1, key=[k for k in key if k != "round"]))
+             .pivot_table(index="group", columns="run", values=c, sort=False, dropna=False)
+             if not red2.empty else pd.DataFrame())
+        out.append(P.compare_bars(w, labels, c, title, ylabel, name))
+    reqs = []
+    for lab, d in zip(labels, cmp.datas):
+        rq = ok_requests(d)
+        if len(rq):
+            lbl = (d.dirs["scenario"] if "isolation" not in key else d.dirs["label"]).to_numpy()
+            reqs.append(pd.DataFrame({"run": lab, "label": lbl[rq["dir"].to_numpy(dtype=int)],
+                                      "round": rq["round"].to_numpy(), "ttft_ms": rq["ttft_ms"].to_numpy()}))
+    out.append(P.compare_cdf(pd.concat(reqs, ignore_index=True) if reqs else pd.DataFrame(
+        columns=["run", "label", "round", "ttft_ms"]), labels))
+    return out
+
+
+def console(cmp: Comparison) -> str:
+    """Compact side-by-side table for the terminal: round-2 TTFT mean and the reductions per run."""
+    raw, labels, key = cmp.raw_means, cmp.labels, cmp.key
+    if raw.empty:
+        return "no scenario results in any run"
+    k = [c for c in key if c != "round"]
+    rows = []
+    red = cmp.raw_red
+    for kv, g in raw[raw["round"] == 2].groupby(k, sort=False):
+        kv = kv if isinstance(kv, tuple) else (kv,)
+        row = dict(zip(k, kv))
+        by = g.set_index("run")["ttft_mean_ms"]
+        for lab in labels:
+            row[f"{lab} r2 TTFT ms"] = _fmt(float(by.get(lab, np.nan)))
+            m = red[(red["run"] == lab) & (red["round"] == 2)] if not red.empty else red
+            for c, v in zip(k, kv):
+                m = m[m[c] == v] if len(m) else m
+            row[f"{lab} TTFT -%"] = _fmt(float(m["ttft_reduction_pct"].iloc[0])) if len(m) else "n/a"
+        rows.append(row)
+    runs = "  ".join(f"{lab} = {d.name}" for lab, d in zip(labels, cmp.datas))
+    table = tabulate(pd.DataFrame(rows), headers="keys", tablefmt="simple", showindex=False, disable_numparse=True) \
+        if rows else "no scenario has a round 2 in any run"
+    return f"{runs}\n{table}"

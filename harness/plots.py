@@ -1,0 +1,260 @@
+"""Report figures as PNG bytes (matplotlib, Agg canvas, no pyplot state).
+
+Each function takes an already aggregated frame and returns a `Plot`: PNG bytes, or
+no bytes and the reason why (so the report says what is missing). Large inputs are
+reduced before drawing: a CDF is drawn through 400 quantiles, a box from its
+percentiles, so a million requests plot as fast as a hundred.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+CDF_POINTS = 400
+ROUND_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#7f7f7f"]
+RUN_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#c0392b", "#7f7f7f"]
+SOURCE_COLORS = {"tokens_local_compute": "#9e9e9e", "tokens_local_cache_hit": "#4a90d9",
+                 "tokens_external_kv_transfer": "#2e8540"}
+SOURCE_NAMES = {"tokens_local_compute": "computed (prefill)", "tokens_local_cache_hit": "local prefix-cache hit",
+                "tokens_external_kv_transfer": "external KV transfer (Mooncake)"}
+
+
+@dataclass
+class Plot:
+    name: str  # file stem: plots/<name>.png
+    title: str
+    caption: str
+    png: bytes | None = None
+    missing: str = ""  # why there is no figure
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _grid(fig: Figure, n: int, cols: int = 3) -> list:
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    return [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+
+
+def _cdf(ax, values: np.ndarray, **kw: object) -> None:
+    q = np.linspace(0, 1, min(CDF_POINTS, len(values)))
+    ax.plot(np.quantile(values, q), q, drawstyle="steps-post" if len(values) < CDF_POINTS else "default", **kw)
+
+
+def _log_if_wide(ax, values: np.ndarray) -> None:
+    pos = values[values > 0]
+    if len(pos) and pos.max() / pos.min() > 30:
+        ax.set_xscale("log")
+
+
+def ttft_cdf(req: pd.DataFrame) -> Plot:
+    """TTFT CDF per scenario, one line per round (round 1 cold, 2+ warm). `req`: label, round, ttft_ms."""
+    plot = Plot("ttft_cdf", "TTFT distribution: cold round 1 vs warm rounds",
+                "Cumulative share of successful requests by time to first token, per scenario (repeats pooled). "
+                "Further left is faster.")
+    if req.empty:
+        plot.missing = "no successful requests with a TTFT (requests.csv missing or every request failed)"
+        return plot
+    labels = list(dict.fromkeys(req["label"]))
+    fig = _figure(min(15, 5 * len(labels)), 3.6 * math.ceil(len(labels) / 3))
+    groups = dict(tuple(req.groupby(["label", "round"])))
+    for ax, label in zip(_grid(fig, len(labels)), labels):
+        allv = []
+        for rnd in sorted(r for lab, r in groups if lab == label):
+            v = groups[(label, rnd)]["ttft_ms"].to_numpy(dtype=float)
+            allv.append(v)
+            _cdf(ax, v, color=ROUND_COLORS[min(int(rnd) - 1, len(ROUND_COLORS) - 1)], lw=2,
+                 label=f"round {rnd} ({'cold' if rnd == 1 else 'warm'}, n={len(v):,})")
+        _log_if_wide(ax, np.concatenate(allv))
+        ax.set_title(label, fontsize=11)
+        ax.set_xlabel("TTFT (ms)")
+        ax.set_ylabel("share of requests")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    plot.png = _png(fig)
+    return plot
+
+
+def _bars_with_ci(ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float,
+                  title: str) -> None:
+    y = np.arange(len(labels))
+    colors = ["#2e8540" if v >= target else "#d9822b" for v in np.nan_to_num(vals, nan=-np.inf)]
+    ax.barh(y, np.nan_to_num(vals), color=colors, height=0.6)
+    has = np.isfinite(lo) & np.isfinite(hi)
+    if has.any():
+        err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])[:, has]
+        ax.errorbar(vals[has], y[has], xerr=err, fmt="none", ecolor="black", capsize=4, lw=1.2, label="95 % CI")
+    for yi, v in zip(y, vals):
+        ax.annotate("n/a" if math.isnan(v) else f"{v:+.1f} %", (0 if math.isnan(v) else v, yi),
+                    xytext=(4, 8), textcoords="offset points", fontsize=8)
+    ax.axvline(target, color="#c0392b", ls="--", lw=1.2, label=f"target {target:g} %")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("% vs round 1")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def gains(red: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
+    """TTFT reduction and throughput gain per scenario (warm round 2), with 95 % CI whiskers."""
+    plot = Plot("gains", "TTFT reduction and throughput gain (round 2 vs round 1)",
+                "Bars: mean over repeats; whiskers: 95 % bootstrap CI (over repeats when there are several, "
+                "else TTFT over requests; throughput has no CI with one repeat). Green: target met.")
+    r2 = red[red["round"] == 2] if not red.empty and "round" in red.columns else pd.DataFrame()
+    if r2.empty or (r2["ttft_reduction_pct"].isna().all() and r2["throughput_gain_pct"].isna().all()):
+        plot.missing = "no scenario has both a round 1 and a round 2"
+        return plot
+    labels = r2["label"].tolist()
+    fig = _figure(13, 1.2 + 0.55 * len(labels))
+    a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    f = lambda c: r2[c].to_numpy(dtype=float)  # noqa: E731
+    _bars_with_ci(a, labels, f("ttft_reduction_pct"), f("ttft_ci_lo"), f("ttft_ci_hi"), ttft_target,
+                  "TTFT reduction (mean TTFT)")
+    _bars_with_ci(b, labels, f("throughput_gain_pct"), f("tput_ci_lo"), f("tput_ci_hi"), tput_target,
+                  "Throughput gain (req/s)")
+    b.set_yticks(np.arange(len(labels)), [""] * len(labels))
+    fig.tight_layout()
+    plot.png = _png(fig)
+    return plot
+
+
+def token_sources(src: pd.DataFrame) -> Plot:
+    """Stacked bars: prompt tokens by source per scenario and round."""
+    plot = Plot("token_sources", "Prompt tokens by source, per round",
+                "Where each round's prompt tokens came from, from the engine's counters (mean over repeats): "
+                "computed, local prefix-cache hits, or transferred from the external KV store.")
+    if src.empty:
+        plot.missing = "the server exposed no prompt_tokens_by_source counters (columns absent or empty)"
+        return plot
+    names = [f"{lab}\nr{int(r)}" for lab, r in zip(src["label"], src["round"])]
+    fig = _figure(max(6.0, 0.9 * len(names) + 2), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    bottom = np.zeros(len(src))
+    for c, color in SOURCE_COLORS.items():
+        v = np.nan_to_num(src[c].to_numpy(dtype=float)) if c in src.columns else np.zeros(len(src))
+        ax.bar(names, v, bottom=bottom, color=color, label=SOURCE_NAMES[c], width=0.65)
+        bottom += v
+    ax.set_ylabel("prompt tokens")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    plot.png = _png(fig)
+    return plot
+
+
+def speedups(pairs: pd.DataFrame) -> Plot:
+    """Per-request paired TTFT speed-up (round-1 TTFT / warm TTFT of the same prompt), one box per scenario."""
+    plot = Plot("speedups", "Per-request TTFT speed-up (same prompt, cold / warm)",
+                "Each request's round-1 TTFT divided by its warm-round TTFT. Box: 25-75 %, line: median, "
+                "whiskers: 5-95 %. Above 1x: the warm request was faster.")
+    if pairs.empty:
+        plot.missing = "no prompt answered successfully in both round 1 and a warm round"
+        return plot
+    multi = pairs["round"].nunique() > 1
+    stats, names = [], []
+    for (label, rnd), g in pairs.groupby(["label", "round"], sort=False):
+        p = np.percentile(g["speedup"].to_numpy(dtype=float), [5, 25, 50, 75, 95])
+        stats.append({"whislo": p[0], "q1": p[1], "med": p[2], "q3": p[3], "whishi": p[4], "fliers": []})
+        names.append(f"{label}\nr{rnd} (n={len(g):,})" if multi else f"{label}\n(n={len(g):,})")
+    fig = _figure(max(6.0, 1.4 * len(stats) + 2), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bxp(stats, showfliers=False, patch_artist=True, boxprops={"facecolor": "#cfe2f3"},
+           medianprops={"color": "#c0392b", "lw": 2})
+    ax.set_xticks(np.arange(1, len(names) + 1), names, fontsize=8)
+    for i, s in enumerate(stats, start=1):
+        ax.annotate(f"{s['med']:.2f}x", (i, s["med"]), xytext=(14, 2), textcoords="offset points", fontsize=8)
+    ax.axhline(1, color="black", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylabel("speed-up (cold TTFT / warm TTFT)")
+    ax.grid(axis="y", alpha=0.3, which="both")
+    fig.tight_layout()
+    plot.png = _png(fig)
+    return plot
+
+
+# ------------------------------------------------------------------ comparison of runs
+
+
+def compare_bars(wide: pd.DataFrame, runs: list[str], metric: str, title: str, ylabel: str, name: str) -> Plot:
+    """Grouped bars: one group per row of `wide` (its index), one bar per run (`wide` columns = runs)."""
+    plot = Plot(name, title, f"{ylabel}, one bar per run (mean over repeats).")
+    if wide.empty or wide.isna().all().all():
+        plot.missing = f"no {metric} values in any run"
+        return plot
+    groups = [str(i) for i in wide.index]
+    x = np.arange(len(groups))
+    w = 0.8 / len(runs)
+    fig = _figure(max(6.0, 1.1 * len(groups) * max(1, len(runs) / 2) + 2), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for k, run in enumerate(runs):
+        v = wide[run].to_numpy(dtype=float) if run in wide.columns else np.full(len(groups), np.nan)
+        ax.bar(x - 0.4 + w * (k + 0.5), np.nan_to_num(v), width=w, color=RUN_COLORS[k % len(RUN_COLORS)], label=run)
+    ax.set_xticks(x, groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plot.png = _png(fig)
+    return plot
+
+
+def compare_cdf(req: pd.DataFrame, runs: list[str]) -> Plot:
+    """TTFT CDFs of every run per scenario: colour = run, solid = round 1, dashed = round 2. `req`: run, label,
+    round, ttft_ms."""
+    plot = Plot("compare_ttft_cdf", "TTFT distributions side by side",
+                "Per scenario: solid lines round 1 (cold), dashed round 2 (warm); one colour per run.")
+    req = req[req["round"] <= 2] if not req.empty else req
+    if req.empty:
+        plot.missing = "no successful requests in any run"
+        return plot
+    labels = list(dict.fromkeys(req["label"]))
+    fig = _figure(min(15, 5 * len(labels)), 3.6 * math.ceil(len(labels) / 3))
+    groups = dict(tuple(req.groupby(["label", "run", "round"])))
+    for ax, label in zip(_grid(fig, len(labels)), labels):
+        allv = []
+        for k, run in enumerate(runs):
+            for rnd in (1, 2):
+                g = groups.get((label, run, rnd))
+                if g is None:
+                    continue
+                v = g["ttft_ms"].to_numpy(dtype=float)
+                allv.append(v)
+                _cdf(ax, v, color=RUN_COLORS[k % len(RUN_COLORS)], lw=2, ls="-" if rnd == 1 else "--",
+                     label=f"{run} r{rnd}")
+        if allv:
+            _log_if_wide(ax, np.concatenate(allv))
+        ax.set_title(label, fontsize=11)
+        ax.set_xlabel("TTFT (ms)")
+        ax.set_ylabel("share of requests")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    plot.png = _png(fig)
+    return plot

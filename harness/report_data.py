@@ -1,0 +1,342 @@
+"""What a report is made of, loaded defensively: a run's manifest, rounds.csv and requests.csv.
+
+Per-round statistics come from rounds.csv (written by the runner); requests.csv is
+read only for what needs single requests - TTFT distributions, paired speed-ups,
+request-level bootstrap CIs, failure counts - and only four of its columns, so a
+run of a million requests loads in seconds. Anything missing (no manifest, a
+failed scenario without CSVs, an interrupted one without rounds.csv, no round 2,
+empty counter columns) becomes a note in `RunData.notes`, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Targets
+from .stats import bootstrap_ci, bootstrap_mean_ci, rounds_table
+
+REQUEST_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms")
+TOKEN_SOURCES = ("tokens_local_compute", "tokens_local_cache_hit", "tokens_external_kv_transfer")
+READ_ERRORS = (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError)
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    manifest: dict | None
+    dirs: pd.DataFrame  # one row per scenario directory, index = dir id used by `requests["dir"]`
+    rounds: pd.DataFrame  # rounds.csv rows + identity (dir, scenario, isolation, repeat, label)
+    requests: pd.DataFrame  # dir, round, pid (prompt id code within its dir), ok, ttft_ms
+    targets: Targets
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+
+def truthy(s: pd.Series) -> pd.Series:
+    """CSV booleans ("True"/"False", 1/0, or already bool) as a bool Series; anything else is False."""
+    if s.dtype == bool:
+        return s
+    return s.astype(str).str.strip().str.lower().isin(("true", "1", "1.0", "yes"))
+
+
+def _label(scenario: str, isolation: str) -> str:
+    return scenario if isolation == "fresh" else f"{scenario} [{isolation}]"
+
+
+def _path_identity(rel: str) -> dict:
+    parts = rel.split("/")
+    rep = next((int(p.split("-", 1)[1]) for p in parts if p.startswith("repeat-") and p[7:].isdigit()), 1)
+    names = [p for p in parts if p != "shared" and not p.startswith("repeat-")]
+    return {"scenario": names[0] if names else rel, "isolation": "shared" if parts[0] == "shared" else "fresh",
+            "repeat": rep}
+
+
+def _read_manifest(run_dir: Path, notes: list[str]) -> dict | None:
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        notes.append("manifest.json is missing: no stack project, container ids, cold or teardown "
+                     "verification for any scenario (evidence columns say 'unknown').")
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError) as e:
+        notes.append(f"manifest.json could not be read ({type(e).__name__}: {e}); evidence columns say 'unknown'.")
+        return None
+
+
+def _targets(manifest: dict | None) -> Targets:
+    raw = ((manifest or {}).get("config") or {}).get("targets") or {}
+    try:
+        return Targets(**raw)
+    except (TypeError, ValueError):
+        return Targets()
+
+
+def _read_csv(path: Path, notes: list[str], rel: str, **kw: object) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path, on_bad_lines="skip", **kw)  # a torn last line of a killed run is skipped
+    except pd.errors.EmptyDataError:
+        notes.append(f"{rel}: {path.name} is empty.")
+    except READ_ERRORS as e:
+        notes.append(f"{rel}: {path.name} could not be read ({type(e).__name__}: {str(e)[:120]}).")
+    return None
+
+
+def _discover(run_dir: Path, manifest: dict | None) -> list[str]:
+    rels = list((manifest or {}).get("scenarios", {}) or {})
+    for name in ("rounds.csv", "requests.csv"):
+        for p in sorted(run_dir.rglob(name)):
+            rel = p.parent.relative_to(run_dir).as_posix()
+            if rel not in rels and rel != ".":
+                rels.append(rel)
+    return rels
+
+
+def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | None:
+    df = _read_csv(path, notes, rel, usecols=lambda c: c in REQUEST_COLUMNS,
+                   dtype={"prompt_id": "category"}, low_memory=False)
+    if df is None:
+        return None
+    missing = [c for c in ("round", "ttft_ms") if c not in df.columns]
+    if missing:
+        notes.append(f"{rel}: requests.csv has no {', '.join(missing)} column: request rows ignored.")
+        return None
+    out = pd.DataFrame({
+        "round": pd.to_numeric(df["round"], errors="coerce"),
+        "pid": (df["prompt_id"].cat.codes.to_numpy(np.int32) if "prompt_id" in df.columns
+                else np.arange(len(df), dtype=np.int32)),  # without prompt ids nothing pairs up
+        "ok": truthy(df["ok"]) if "ok" in df.columns else True,
+        "ttft_ms": pd.to_numeric(df["ttft_ms"], errors="coerce"),
+    })
+    out = out[out["round"].notna()]
+    return out.astype({"round": np.int16})
+
+
+def _recompute_rounds(path: Path, rel: str, targets: Targets, notes: list[str]) -> pd.DataFrame | None:
+    """An interrupted scenario has request rows but no rounds.csv: compute its statistics from them."""
+    df = _read_csv(path, notes, rel)
+    if df is None or df.empty or "round" not in df.columns:
+        return None
+    try:
+        table = rounds_table(df[pd.to_numeric(df["round"], errors="coerce").notna()], targets)
+    except (KeyError, ValueError, TypeError) as e:
+        notes.append(f"{rel}: rounds.csv is missing and its statistics could not be recomputed ({e}).")
+        return None
+    notes.append(f"{rel}: rounds.csv is missing (interrupted?): statistics recomputed from its "
+                 f"{len(df)} request rows; no server counters, expected-reuse or speed-up columns.")
+    return table
+
+
+def load_run(run_dir: Path) -> RunData:
+    run_dir = Path(run_dir)
+    notes: list[str] = []
+    manifest = _read_manifest(run_dir, notes)
+    targets = _targets(manifest)
+    entries = (manifest or {}).get("scenarios", {}) or {}
+    dir_rows, rounds_frames, req_frames = [], [], []
+    for i, rel in enumerate(_discover(run_dir, manifest)):
+        entry = entries.get(rel) or {}
+        ident = _path_identity(rel)
+        d = run_dir / rel
+        rounds = _read_csv(d / "rounds.csv", notes, rel)
+        if rounds is None and (d / "requests.csv").exists():
+            rounds = _recompute_rounds(d / "requests.csv", rel, targets, notes)
+        if rounds is not None and not rounds.empty:
+            ident.update({k: rounds[k].iloc[0] for k in ident if k in rounds.columns and pd.notna(rounds[k].iloc[0])})
+        ident.update({k: entry[k] for k in ident if entry.get(k) is not None})
+        ident["repeat"] = int(ident["repeat"])
+        status = entry.get("status") or ("unknown" if manifest is not None or rounds is None else "no manifest")
+        row = {"dir": rel, **ident, "label": _label(ident["scenario"], ident["isolation"]), "status": status,
+               "reason": entry.get("reason") or "", "entry": entry, "has_rounds": (d / "rounds.csv").exists(),
+               "has_requests": (d / "requests.csv").exists()}
+        dir_rows.append(row)
+        if rounds is not None and not rounds.empty and "round" in rounds.columns:
+            rounds = rounds.drop(columns=[c for c in ("scenario", "isolation", "repeat") if c in rounds.columns])
+            if "prompt_tokens" not in rounds.columns and "prompt_tokens_x" in rounds.columns:
+                rounds = rounds.rename(columns={"prompt_tokens_x": "prompt_tokens"})
+            rounds["round"] = pd.to_numeric(rounds["round"], errors="coerce")
+            rounds = rounds[rounds["round"].notna()].astype({"round": int})
+            rounds.insert(0, "dir", i)
+            for k in ("scenario", "isolation", "repeat", "label"):
+                rounds.insert(len(rounds.columns), k, row[k])
+            rounds_frames.append(rounds)
+        req = _load_requests(d / "requests.csv", rel, notes)
+        if req is not None:
+            req_frames.append(req.assign(dir=np.int16(i)))
+        _note_gaps(rel, row, rounds, req, notes)
+    dirs = pd.DataFrame(dir_rows, columns=["dir", "scenario", "isolation", "repeat", "label", "status", "reason",
+                                           "entry", "has_rounds", "has_requests"])
+    rounds_df = pd.concat(rounds_frames, ignore_index=True) if rounds_frames else pd.DataFrame()
+    req_df = (pd.concat(req_frames, ignore_index=True) if req_frames
+              else pd.DataFrame({"round": [], "pid": [], "ok": [], "ttft_ms": [], "dir": []}))
+    if dirs.empty:
+        notes.append("no scenario results in this directory (no manifest entries, no rounds.csv or requests.csv).")
+    return RunData(run_dir, manifest, dirs, rounds_df, req_df, targets, notes)
+
+
+def _note_gaps(rel: str, row: dict, rounds: pd.DataFrame | None, req: pd.DataFrame | None,
+               notes: list[str]) -> None:
+    status, reason = row["status"], row["reason"]
+    if status not in ("ok", "contaminated", "unknown", "no manifest"):
+        notes.append(f"{rel}: status {status}" + (f" ({reason})" if reason else "") + ": results are partial.")
+    if rounds is None and req is None:
+        notes.append(f"{rel}: no requests.csv and no rounds.csv: nothing measured.")
+        return
+    if req is None:
+        notes.append(f"{rel}: requests.csv is missing: no TTFT distribution or paired speed-ups.")
+    rnds = set(rounds["round"].dropna().astype(int)) if rounds is not None and "round" in rounds.columns else set()
+    if req is not None:
+        rnds |= set(req["round"].unique().tolist())
+    if 1 not in rnds:
+        notes.append(f"{rel}: round 1 (cold) is missing: no baseline, no reductions.")
+    elif not any(r > 1 for r in rnds):
+        notes.append(f"{rel}: round 2 (warm) is missing: no reductions or speed-ups.")
+
+
+# ---------------------------------------------------------------- derived tables
+
+
+def col(df: pd.DataFrame, name: str) -> pd.Series:
+    """A numeric column, or all-NaN when the CSV does not have it."""
+    if name in df.columns:
+        return pd.to_numeric(df[name], errors="coerce")
+    return pd.Series(math.nan, index=df.index, dtype=float)
+
+
+def ok_requests(data: RunData) -> pd.DataFrame:
+    """Successful requests with a TTFT, with their scenario label."""
+    req = data.requests
+    req = req[req["ok"].astype(bool) & np.isfinite(req["ttft_ms"].to_numpy(dtype=float))]
+    return req.assign(label=data.dirs["label"].to_numpy()[req["dir"].to_numpy(dtype=int)]) if len(req) else \
+        req.assign(label=pd.Series(dtype=str))
+
+
+def paired_speedups(data: RunData) -> pd.DataFrame:
+    """Per warm request: round-1 TTFT / this round's TTFT of the same prompt in the same scenario directory."""
+    req = ok_requests(data)
+    first = req.drop_duplicates(["dir", "round", "pid"])
+    cold = first[first["round"] == 1][["dir", "pid", "ttft_ms"]]
+    warm = first[first["round"] > 1][["dir", "pid", "round", "label", "ttft_ms"]]
+    pairs = warm.merge(cold, on=["dir", "pid"], suffixes=("_warm", "_cold"))
+    pairs["speedup"] = pairs["ttft_ms_cold"] / pairs["ttft_ms_warm"]
+    return pairs[np.isfinite(pairs["speedup"]) & (pairs["speedup"] > 0)]
+
+
+def _verdict(met: list[bool]) -> str:
+    if not met:
+        return "n/a"
+    k = sum(met)
+    return "pass" if k == len(met) else ("FAIL" if k == 0 else f"MIXED {k}/{len(met)}")
+
+
+def _met(g: pd.DataFrame, value: str, flag: str, target: float) -> list[bool]:
+    v = col(g, value)
+    if flag in g.columns:
+        flags = truthy(g[flag])
+        return [bool(f) for f, x in zip(flags, v) if not math.isnan(x)]
+    return [bool(x >= target) for x in v if not math.isnan(x)]
+
+
+def reductions(data: RunData) -> pd.DataFrame:
+    """Per scenario, isolation and warm round: mean TTFT reduction and throughput gain over repeats, 95 % CIs,
+    and pass/fail against the targets. A scenario without a warm round gets a row that says so."""
+    rounds, t = data.rounds, data.targets
+    if rounds.empty:
+        return pd.DataFrame()
+    req = ok_requests(data) if len(data.requests) else data.requests
+    by_dir = dict(tuple(req.groupby("dir"))) if len(req) else {}
+    speed = paired_speedups(data).groupby(["label", "round"])["speedup"].median() if len(req) else pd.Series()
+    rows = []
+    for (label, scen, iso), g in rounds.groupby(["label", "scenario", "isolation"], sort=False):
+        warm = g[g["round"] > 1]
+        if warm.empty:
+            rows.append({"label": label, "scenario": scen, "isolation": iso, "round": math.nan,
+                         "repeats": g["repeat"].nunique(), "note": "round 2 missing: no warm round"})
+            continue
+        for rnd, w in warm.groupby("round"):
+            ttft, tput = col(w, "ttft_reduction_pct").dropna(), col(w, "throughput_improvement_pct").dropna()
+            if len(w) >= 2:
+                t_ci, p_ci = bootstrap_mean_ci(ttft.tolist()), bootstrap_mean_ci(tput.tolist())
+            else:
+                rq = by_dir.get(int(w["dir"].iloc[0]))
+                t_ci = (bootstrap_ci(rq.loc[rq["round"] == 1, "ttft_ms"].to_numpy(), rq.loc[rq["round"] == rnd,
+                        "ttft_ms"].to_numpy()) if rq is not None else (math.nan, math.nan))
+                p_ci = (math.nan, math.nan)
+            rows.append({
+                "label": label, "scenario": scen, "isolation": iso, "round": int(rnd), "repeats": len(w),
+                "ttft_reduction_pct": ttft.mean() if len(ttft) else math.nan,
+                "ttft_ci_lo": t_ci[0], "ttft_ci_hi": t_ci[1],
+                "ttft_ci_basis": "repeats" if len(w) >= 2 else "requests",
+                "ttft_verdict": _verdict(_met(w, "ttft_reduction_pct", "ttft_target_met", t.ttft_reduction_percent)),
+                "throughput_gain_pct": tput.mean() if len(tput) else math.nan,
+                "tput_ci_lo": p_ci[0], "tput_ci_hi": p_ci[1],
+                "tput_verdict": _verdict(_met(w, "throughput_improvement_pct", "throughput_target_met",
+                                              t.throughput_increase_percent)),
+                "speedup_p50": float(speed.get((label, rnd), math.nan)), "note": "",
+            })
+    return pd.DataFrame(rows)
+
+
+def _fmt_tokens(v: float) -> str:
+    return "?" if math.isnan(v) else f"{int(v):,}"
+
+
+def evidence(data: RunData) -> pd.DataFrame:
+    """One row per scenario directory: where it ran and what proves it was isolated and clean."""
+    rounds, req = data.rounds, data.requests
+    fails = req[~req["ok"].astype(bool)].groupby("dir").size() if len(req) else pd.Series(dtype=int)
+    rows = []
+    for i, d in data.dirs.iterrows():
+        e: dict = d["entry"]
+        r = rounds[rounds["dir"] == i] if not rounds.empty else rounds
+        foreign = [x for x in [e.get("foreign_hit_tokens_round1"), *col(r, "foreign_hit_tokens").dropna()]
+                   if x is not None and not (isinstance(x, float) and math.isnan(x))]
+        contaminated = d["status"] == "contaminated" or any(float(x) > 0 for x in foreign)
+        hits = "; ".join(f"r{int(x['round'])} {_fmt_tokens(x['achieved'])}/{_fmt_tokens(x['expected'])}"
+                         for x in r.assign(achieved=col(r, "achieved_reuse_tokens"),
+                                           expected=col(r, "expected_reuse_tokens")).to_dict("records")
+                         if not (math.isnan(x["achieved"]) and math.isnan(x["expected"])))
+        n_fail = (int(fails.get(i, 0)) if d["has_requests"] else
+                  (int(col(r, "failures").sum()) if "failures" in r.columns else None))
+        ids = e.get("engine_container_ids") or []
+        rows.append({
+            "scenario": d["dir"], "isolation": d["isolation"], "repeat": d["repeat"], "status": d["status"],
+            "stack project": e.get("project") or "unknown",
+            "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
+            "cold verified": _yes_no(e.get("cold_verified")),
+            "teardown verified": _yes_no(e.get("teardown_verified")),
+            "contamination": ("CONTAMINATED" if contaminated else ("no" if foreign else "unknown"))
+            + (f" ({int(max(float(x) for x in foreign)):,} foreign tokens)" if contaminated and foreign else ""),
+            "reuse achieved/expected tokens": hits or "n/a",
+            "failures": "unknown" if n_fail is None else str(n_fail),
+            "reason": (str(d["reason"]) or "")[:160],
+        })
+    return pd.DataFrame(rows)
+
+
+def _yes_no(v: object) -> str:
+    return "unknown" if v is None else ("yes" if v else "NO")
+
+
+def token_sources(data: RunData) -> pd.DataFrame:
+    """Prompt tokens by source per scenario label and round (mean over repeats); empty when not exposed."""
+    r = data.rounds
+    if r.empty or not any(c in r.columns for c in TOKEN_SOURCES):
+        return pd.DataFrame()
+    vals = pd.DataFrame({c: col(r, c) for c in TOKEN_SOURCES}).assign(label=r["label"], round=r["round"])
+    out = vals.groupby(["label", "round"], sort=False)[list(TOKEN_SOURCES)].mean()
+    return out[out.notna().any(axis=1)].reset_index()

@@ -1,0 +1,228 @@
+"""What a stack is made of: compose files, generated overlay, client configs, ports, env.
+
+Everything config-dependent is rendered into the scenario's directory
+(`compose.generated.yaml`, `mooncake.json`, `lmcache.yaml`, `stack.env`), so the
+results say exactly what ran. Secrets never go there: `HF_TOKEN` reaches the
+GPU engines as a compose secret read from the process environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from python_on_whales import DockerClient
+
+from .config import StackConfig
+
+COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
+MASTER = "mooncake-master"
+CONNECTORS = {"mooncake_store": "MooncakeStoreConnector", "lmcache": "LMCacheConnectorV1"}
+
+
+class PortInUse(ValueError):
+    pass
+
+
+def project_name(run_id: str, label: str) -> str:
+    """Compose project names allow [a-z0-9_-], starting with a letter or digit."""
+    raw = f"kvb-{run_id}-{label}".lower()
+    return re.sub(r"[^a-z0-9_-]", "-", raw)[:63].rstrip("-_")
+
+
+def owner_id() -> str:
+    """Who created a stack: lets `clean` tell a crashed run's leftovers from a live run."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def free_port(bind: str) -> int:
+    with socket.socket() as s:
+        s.bind((bind, 0))
+        return s.getsockname()[1]
+
+
+def check_port(bind: str, port: int, field_name: str) -> int:
+    """0 -> a free port; a fixed port must be free now (clear error instead of a compose failure)."""
+    if port == 0:
+        return free_port(bind)
+    with socket.socket() as s:
+        try:
+            s.bind((bind, port))
+        except OSError:
+            raise PortInUse(f"stack.{field_name}: {bind}:{port} is already in use (set it to 0 to pick a free port)")
+    return port
+
+
+@dataclass
+class StackSpec:
+    project: str
+    run_id: str
+    label: str
+    files: list[Path]
+    env: dict[str, str]
+    bind: str
+    engine_ports: dict[str, int]  # engine service -> published API port
+    master_metrics_port: int
+    engines: list[str] = field(default_factory=lambda: ["vllm"])
+
+    def engine_url(self, service: str = "vllm") -> str:
+        return f"http://{self.bind}:{self.engine_ports[service]}"
+
+    @property
+    def vllm_url(self) -> str:
+        return self.engine_url("vllm")
+
+    @property
+    def master_metrics_url(self) -> str:
+        return f"http://{self.bind}:{self.master_metrics_port}"
+
+
+def vllm_command(s: StackConfig, with_connector: bool = True) -> list[str]:
+    args = [s.model, "--served-model-name", s.served_model_name, "--host", "0.0.0.0", "--port", "8000",
+            "--max-model-len", str(s.max_model_len), "--enable-prompt-tokens-details",
+            "--enable-prefix-caching" if s.enable_prefix_caching else "--no-enable-prefix-caching"]
+    if with_connector:  # baseline mode: the same stack, no KV connector
+        args += ["--kv-transfer-config", json.dumps({"kv_connector": CONNECTORS[s.connector], "kv_role": "kv_both"})]
+    if s.on_gpu:
+        args += ["--tensor-parallel-size", str(s.gpu.tensor_parallel_size),
+                 "--gpu-memory-utilization", str(s.gpu.gpu_memory_utilization)]
+    else:
+        args.append("--enforce-eager")  # ~17 s to healthy instead of 25-50 s; the compile cache does not reload
+    return args + list(s.extra_vllm_args)
+
+
+def mooncake_client_config(s: StackConfig) -> dict:
+    return {
+        "metadata_server": f"http://{MASTER}:8080/metadata",
+        "master_server_address": f"{MASTER}:50051",
+        "protocol": s.protocol,
+        "device_name": s.device_name,
+        "mode": "embedded",
+        "global_segment_size": s.global_segment_size,
+        "local_buffer_size": s.local_buffer_size,
+    }
+
+
+_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+def size_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?B?)\s*", text.upper())
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(m.group(1)) * _UNITS[m.group(2) if m.group(2) != "K" else "KB"]
+
+
+def lmcache_config(s: StackConfig) -> dict:
+    """LMCache with Mooncake as its remote store: the users' original deployment."""
+    return {
+        "chunk_size": 256,
+        "local_cpu": False,
+        "remote_url": f"mooncakestore://{MASTER}:50051/",
+        "remote_serde": "naive",
+        "extra_config": {
+            "local_hostname": "vllm",
+            "metadata_server": f"http://{MASTER}:8080/metadata",
+            "protocol": s.protocol,
+            "device_name": s.device_name,
+            "master_server_address": f"{MASTER}:50051",
+            "global_segment_size": size_bytes(s.global_segment_size),
+            "local_buffer_size": size_bytes(s.local_buffer_size),
+            "transfer_timeout": 1,
+            "save_chunk_meta": False,
+        },
+    }
+
+
+def _engine_overrides(s: StackConfig, with_connector: bool) -> dict:
+    svc: dict = {"command": vllm_command(s, with_connector)}
+    if s.engine_cpusets:
+        svc["cpuset"] = s.engine_cpusets[0]
+    if s.on_gpu:
+        dev = s.gpu.devices
+        reservation = {"driver": "nvidia", "capabilities": ["gpu"]}
+        reservation.update({"device_ids": [str(d) for d in dev]} if isinstance(dev, list) else {"count": dev})
+        svc["deploy"] = {"resources": {"reservations": {"devices": [reservation]}}}
+        # Model cache: a host path is bind-mounted; a bare name is an external volume,
+        # so `down -v` (which removes the stack's KV state) never deletes downloaded weights.
+        kind = "bind" if s.gpu.model_cache.startswith("/") else "volume"
+        svc["volumes"] = [{"type": kind, "source": s.gpu.model_cache, "target": "/models/hf"}]
+    if s.protocol == "rdma":
+        svc["devices"] = list(s.gpu.rdma_devices)
+        svc["cap_add"] = ["IPC_LOCK"]
+    return svc
+
+
+def _top_level(s: StackConfig) -> dict:
+    if s.on_gpu and not s.gpu.model_cache.startswith("/"):
+        return {"volumes": {s.gpu.model_cache: {"external": True}}}
+    return {}
+
+
+def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int) -> dict:
+    """Engine B = engine A as the merged compose model has it, on its own port and cpuset."""
+    merged = DockerClient(compose_files=files, compose_env_files=[env_file],
+                          compose_project_directory=files[0].parent).compose.config(return_json=True)
+    b = copy.deepcopy(merged["services"]["vllm"])
+    for key in ("build", "container_name", "hostname"):
+        b.pop(key, None)
+    b["ports"] = [{"target": 8000, "published": str(port), "host_ip": s.bind_address, "protocol": "tcp"}]
+    if len(s.engine_cpusets) > 1:
+        b["cpuset"] = s.engine_cpusets[1]
+    return b
+
+
+def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict[str, str],
+            compose_dir: Path = COMPOSE_DIR, extra_files: list[Path] | None = None,
+            with_connector: bool = True) -> StackSpec:
+    """Render the stack for one scenario run into `workdir` and assemble the compose call."""
+    ports = {"vllm": check_port(s.bind_address, s.vllm_port, "vllm_port")}
+    if s.topology == "cross-instance":
+        ports["vllm-b"] = free_port(s.bind_address)
+    metrics = check_port(s.bind_address, s.master_metrics_port, "master_metrics_port")
+    workdir.mkdir(parents=True, exist_ok=True)
+    mc, lm = workdir / "mooncake.json", workdir / "lmcache.yaml"
+    mc.write_text(json.dumps(mooncake_client_config(s), indent=2))
+    lm.write_text(yaml.safe_dump(lmcache_config(s), sort_keys=False))
+    generated = workdir / "compose.generated.yaml"
+    overlay = {"services": {"vllm": _engine_overrides(s, with_connector)}, **_top_level(s)}
+    generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
+    files = [compose_dir / "base.yaml", *(compose_dir / f"{o}.yaml" for o in s.overlays), generated,
+             *(extra_files or [])]
+    env = {
+        "KVB_RUN_ID": run_id,
+        "KVB_OWNER": owner_id(),
+        "KVB_SCENARIO": label,
+        "KVB_BIND_ADDRESS": s.bind_address,
+        "KVB_VLLM_PORT": str(ports["vllm"]),
+        "KVB_MASTER_METRICS_PORT": str(metrics),
+        "KVB_MOONCAKE_CONFIG": str(mc.resolve()),
+        "KVB_LMCACHE_CONFIG": str(lm.resolve()),
+        "KVB_PYTHONHASHSEED": str(s.pythonhashseed),
+        "KVB_KVCACHE_SPACE": str(s.kvcache_space_gib),
+        "KVB_CLIENT_TTL": str(s.client_ttl),
+        "KVB_ENGINE_IMAGE": images.get("engine", ""),
+        "KVB_MASTER_IMAGE": images.get("master", ""),
+        "KVB_VLLM_IMAGE": s.gpu.vllm_image,
+        "KVB_MOONCAKE_IMAGE": s.gpu.mooncake_image,
+        "KVB_MODEL_CACHE": s.gpu.model_cache,
+    }
+    spec = StackSpec(project_name(run_id, label), run_id, label, files, env, s.bind_address, ports, metrics,
+                     s.engines)
+    env_file = write_env_file(spec, workdir / "stack.env")
+    if s.topology == "cross-instance":
+        overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"])
+        generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
+    return spec
+
+
+def write_env_file(spec: StackSpec, path: Path) -> Path:
+    # Only KVB_* values go here; secrets (HF_TOKEN) stay in the process environment.
+    path.write_text("".join(f"{k}={v}\n" for k, v in sorted(spec.env.items())))
+    return path
