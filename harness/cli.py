@@ -10,6 +10,7 @@ from .config import Config, ConfigError, load_config
 from .progress import console, round_progress, say
 from .report import write_report
 from .results import RunDir, base_manifest, utc_now
+from .probes import Probe
 from .runner import Endpoint, run_rounds
 from .stack import force_remove, install_signal_handlers, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, check_port
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run scenarios against an already running OpenAI-compatible vLLM")
     run.add_argument("--endpoint", required=True, help="base URL, e.g. http://127.0.0.1:8000")
     run.add_argument("--model", required=True, help="served model name")
+    run.add_argument("--master-metrics", help="Mooncake master metrics URL, e.g. http://127.0.0.1:9003 (optional)")
     run.add_argument("--scenarios", nargs="+", help="override default_scenarios")
     _add_suite_args(run)
 
@@ -77,32 +79,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, args.scenarios)
     run = RunDir.create(Path(args.results), cfg.run_name)
     manifest = base_manifest(run.run_id, cfg.model_dump(mode="json"), sys.argv)
-    manifest.update(mode="external-endpoint", endpoint=args.endpoint)
+    # No stack of ours: nothing isolates these scenarios from each other or from
+    # earlier traffic. Counters are still scraped, so the pollution shows.
+    manifest.update(driver="external-endpoint", endpoint=args.endpoint, isolation=["external"])
     run.write_manifest(manifest)
     say(f"run {run.run_id} -> {run.root}")
     endpoint = Endpoint(args.endpoint.rstrip("/"), args.model)
+    probe = Probe(endpoint.base_url, args.master_metrics)
     failed = False
-    for name, scen in cfg.selected().items():
-        out = run.scenario_dir(name)
-        entry = manifest["scenarios"].setdefault(name, {"status": "running"})
-        try:
-            with ServerTokenizer(endpoint.base_url, endpoint.model) as tok:
-                say(f"[bold]{name}[/bold]: building workload (exact token lengths via /tokenize)")
-                wl = build_workload(name, scen, tok, api=cfg.api, seed=cfg.seed)
-                table = run_rounds(wl, cfg, endpoint, out, progress=round_progress(name))
-            entry["status"] = "ok"
-            say(_round_line(name, table))
-        except Exception as e:  # one scenario's failure must not stop the others
-            failed = True
-            entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
-            console.print(f"[red]{name} failed: {entry['reason']}[/red]")
-        run.write_manifest(manifest)
+    try:
+        for name, scen in cfg.selected().items():
+            entry = manifest["scenarios"].setdefault(name, {"scenario": name, "mode": cfg.mode,
+                                                            "isolation": "external", "repeat": 1})
+            failed |= not _run_external(name, scen, cfg, endpoint, probe, run.scenario_dir(name), entry)
+            run.write_manifest(manifest)
+    finally:
+        probe.close()
     manifest["finished_at"] = utc_now()
     run.write_manifest(manifest)
     path, text = write_report(run.root)
     print(text)
     say(f"report: {path}")
     return 1 if failed else 0
+
+
+def _run_external(name: str, scen, cfg: Config, endpoint: Endpoint, probe: Probe, out: Path, entry: dict) -> bool:
+    try:
+        with ServerTokenizer(endpoint.base_url, endpoint.model) as tok:
+            say(f"[bold]{name}[/bold]: building workload (exact token lengths via /tokenize)")
+            wl = build_workload(name, scen, tok, api=cfg.api, seed=cfg.seed)
+            labels = {k: entry[k] for k in ("scenario", "mode", "isolation", "repeat")}
+            table = run_rounds(wl, cfg, [(endpoint, probe)], out, progress=round_progress(name), labels=labels)
+        entry["status"] = "ok"
+        say(_round_line(name, table))
+        return True
+    except Exception as e:  # one scenario's failure must not stop the others
+        entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
+        console.print(f"[red]{name} failed: {entry['reason']}[/red]")
+        return False
 
 
 def _images(overlay: str) -> dict[str, str]:

@@ -110,16 +110,14 @@ class Probe:
         v = label_value(parse(self._get(f"{self.vllm_url}/metrics")), "vllm:cache_config_info", "block_size")
         return int(v) if v and v.isdigit() else None
 
-    def master_ready(self) -> bool:
-        if not self.master_url:
-            return False
-        r = self._c.get(f"{self.master_url}/health")
-        return bool(r.status_code == 200 and r.json().get("service_ready"))
-
     def _get(self, url: str) -> str:
-        r = self._c.get(url)
-        r.raise_for_status()
-        return r.text
+        """Metrics text, or "" when the server has none: its counters are then missing, not 0."""
+        try:
+            r = self._c.get(url)
+            r.raise_for_status()
+            return r.text
+        except httpx.HTTPError:
+            return ""
 
 
 def deltas(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
