@@ -56,5 +56,8 @@ clean: venv docker
 test-fast: venv
 	$(PY) -m pytest -q -m "not docker and not stack" $(PYTEST_ARGS)
 
-test: images
+chromium:
+	@bash scripts/ensure_chromium.sh
+
+test: images chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 from .progress import console, round_progress, say
-from .report import write_report
+from .report import console_summary, report_main, write_report
 from .results import RunDir, base_manifest, utc_now
 from .probes import Probe
 from .runner import Endpoint, run_rounds
@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove leftovers of crashed runs (containers, volumes, networks by label)")
     clean.add_argument("--all", action="store_true", help="also remove stacks of harness runs that are still alive")
 
-    rep = sub.add_parser("report", help="aggregate a run directory into report.md and print it")
-    rep.add_argument("run_dir", type=Path)
+    rep = sub.add_parser("report", help="report.md + self-contained report.html for a run; several runs: a comparison")
+    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    rep.add_argument("--out", type=Path, help="where to write (default: the (first) run directory)")
     return parser
 
 
@@ -97,9 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         probe.close()
     manifest["finished_at"] = utc_now()
     run.write_manifest(manifest)
-    path, text = write_report(run.root)
-    print(text)
-    say(f"report: {path}")
+    write_report(run.root)
+    print(console_summary(run.root))
     return 1 if failed else 0
 
 
@@ -183,13 +183,7 @@ def _round_line(name: str, table) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if not args.run_dir.is_dir():
-        print(f"kvbench: run_dir: {args.run_dir} is not a directory", file=sys.stderr)
-        return EXIT_USAGE
-    path, text = write_report(args.run_dir)
-    print(text)
-    say(f"report: {path}")
-    return 0
+    return report_main(args.run_dirs, args.out)
 
 
 COMMANDS = {"run": cmd_run, "bench": cmd_bench, "bench-all": cmd_bench_all, "clean": cmd_clean,

@@ -57,7 +57,7 @@ def _flatten(d: object, prefix: str = "") -> dict[str, str]:
 
 def _config_diff(datas: list[RunData], labels: list[str]) -> pd.DataFrame:
     flat = [_flatten({"config": (d.manifest or {}).get("config"), "images": (d.manifest or {}).get("images"),
-                      "isolation": sorted(d.dirs["isolation"].unique().tolist()) if len(d.dirs) else []})
+                      **{c: sorted(d.dirs[c].unique().tolist()) if len(d.dirs) else [] for c in ("mode", "isolation")}})
             for d in datas]
     keys = sorted(set().union(*flat))
     rows = [{"key": k, **{lab: f.get(k, "(absent)") for lab, f in zip(labels, flat)}}
@@ -70,6 +70,7 @@ def _runs(datas: list[RunData], labels: list[str]) -> pd.DataFrame:
     for lab, d in zip(labels, datas):
         st = d.dirs["status"].value_counts().to_dict() if len(d.dirs) else {}
         rows.append({"run": lab, "run id": d.name, "path": str(d.run_dir),
+                     "mode": ", ".join(sorted(d.dirs["mode"].unique())) if len(d.dirs) else "n/a",
                      "isolation": ", ".join(sorted(d.dirs["isolation"].unique())) if len(d.dirs) else "n/a",
                      "scenarios": ", ".join(dict.fromkeys(d.dirs["scenario"])) if len(d.dirs) else "none",
                      "status": ", ".join(f"{k} {v}" for k, v in st.items()) or "n/a"})
@@ -78,8 +79,8 @@ def _runs(datas: list[RunData], labels: list[str]) -> pd.DataFrame:
 
 def build(datas: list[RunData]) -> Comparison:
     labels = [string.ascii_uppercase[i] if i < 26 else f"R{i + 1}" for i in range(len(datas))]
-    single_iso = all(d.rounds.empty or d.rounds["isolation"].nunique() <= 1 for d in datas)
-    key = ["scenario", "round"] if single_iso else ["scenario", "isolation", "round"]
+    dims = [c for c in ("mode", "isolation") if any(not d.rounds.empty and d.rounds[c].nunique() > 1 for d in datas)]
+    key = ["scenario", *dims, "round"]  # a dimension that varies inside a run must match, else runs pair up
     means = []
     for lab, d in zip(labels, datas):
         if d.rounds.empty:
@@ -99,6 +100,11 @@ def build(datas: list[RunData]) -> Comparison:
     if not ev_df.empty:
         ev_df = ev_df[["run", *[c for c in ev_df.columns if c != "run"]]]
     notes = [f"{lab} ({d.name}): {n}" for lab, d in zip(labels, datas) for n in d.notes]
+    present = [set(d.dirs["scenario"]) if len(d.dirs) else set() for d in datas]
+    for scen in dict.fromkeys(x for p in present for x in sorted(p)):
+        missing = [lab for lab, p in zip(labels, present) if scen not in p]
+        if missing:
+            notes.append(f"scenario {scen} is not in run(s) {', '.join(missing)}: no side-by-side values there.")
     return Comparison(datas, labels, key, _runs(datas, labels), _config_diff(datas, labels),
                       _metrics(raw, key, labels), _reductions(raw_red, key, labels), ev_df, raw, raw_red, notes)
 
@@ -150,12 +156,20 @@ def _reductions(raw_red: pd.DataFrame, key: list[str], labels: list[str]) -> pd.
     return pd.DataFrame(rows).fillna("n/a")
 
 
-def _group_name(row: pd.Series, key: list[str]) -> str:
-    iso = f" [{row['isolation']}]" if "isolation" in key and row["isolation"] != "fresh" else ""
-    return f"{row['scenario']}{iso}" + (f"\nr{int(row['round'])}" if "round" in key else "")
+def _group_name(row: pd.Series | dict, key: list[str]) -> str:
+    tags = [str(row[c]) for c in ("mode", "isolation") if c in key and row[c] not in ("with-cache", "fresh")]
+    name = f"{row['scenario']} [{', '.join(tags)}]" if tags else str(row["scenario"])
+    return name + (f"\nr{int(row['round'])}" if "round" in key else "")
 
 
 def plots(cmp: Comparison) -> list[P.Plot]:
+    try:
+        return _plots(cmp)
+    except Exception as e:  # noqa: BLE001 - a figure fault must not cost the comparison its tables
+        return [P.Plot("compare_ttft", "Figures", "", None, f"could not be drawn ({type(e).__name__}: {e})")]
+
+
+def _plots(cmp: Comparison) -> list[P.Plot]:
     labels, key = cmp.labels, cmp.key
     out = []
     raw = cmp.raw_means
@@ -180,7 +194,7 @@ def plots(cmp: Comparison) -> list[P.Plot]:
     for lab, d in zip(labels, cmp.datas):
         rq = ok_requests(d)
         if len(rq):
-            lbl = (d.dirs["scenario"] if "isolation" not in key else d.dirs["label"]).to_numpy()
+            lbl = np.array([_group_name(x, key[:-1]) for x in d.dirs.to_dict("records")], dtype=object)
             reqs.append(pd.DataFrame({"run": lab, "label": lbl[rq["dir"].to_numpy(dtype=int)],
                                       "round": rq["round"].to_numpy(), "ttft_ms": rq["ttft_ms"].to_numpy()}))
     out.append(P.compare_cdf(pd.concat(reqs, ignore_index=True) if reqs else pd.DataFrame(

@@ -15,15 +15,15 @@ import pandas as pd
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; margin: 24px auto;
-       max-width: 1320px; padding: 0 16px; color: #1d2733; background: #fff; line-height: 1.4; }
+       max-width: 1500px; padding: 0 16px; color: #1d2733; background: #fff; line-height: 1.4; }
 h1 { font-size: 26px; margin-bottom: 4px; } h2 { font-size: 20px; margin-top: 34px;
      border-bottom: 2px solid #dde3ea; padding-bottom: 4px; }
 h3 { font-size: 16px; margin: 18px 0 6px; }
 .meta { color: #51606f; font-size: 13px; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 12.5px; }
 th, td { border: 1px solid #ccd4dd; padding: 4px 8px; text-align: right; white-space: nowrap; }
-th { background: #eef2f6; position: sticky; top: 0; }
-td.text, th.text { text-align: left; white-space: normal; max-width: 420px; }
+th { background: #eef2f6; white-space: normal; vertical-align: bottom; }
+td.text, th.text { text-align: left; white-space: normal; overflow-wrap: break-word; max-width: 320px; }
 tr:nth-child(even) td { background: #f8fafc; }
 td.pass { background: #dff3e4 !important; color: #17602a; font-weight: 600; }
 td.fail { background: #fbe3e1 !important; color: #9b1c12; font-weight: 600; }
@@ -54,11 +54,14 @@ def esc(text: object) -> str:
 PASS = {"pass", "yes", "ok"}
 FAIL = {"fail", "contaminated", "failed", "interrupted"}
 WARN = {"mixed", "unknown", "running", "pending"}
+PLAIN_COLS = {"reason", "note", "scenario", "key", "path"}  # free text: never coloured
 
 
 def _cell_class(col: str, text: str) -> str:
     """Colour verdict-like cells: pass / fail / warn (unknown, mixed); "NO" (upper case) is a failed check."""
-    word = text.split(" ")[0].lower() if text else ""
+    if not text or col in PLAIN_COLS:
+        return ""
+    word = text.split(" ")[0].lower()
     if text == "NO" or word in FAIL:
         return "fail"
     if word in PASS or (col == "contamination" and word == "no"):

@@ -20,6 +20,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 CDF_POINTS = 400
 ROUND_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#7f7f7f"]
@@ -40,7 +43,7 @@ class Plot:
 
 
 def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -93,7 +96,6 @@ def ttft_cdf(req: pd.DataFrame) -> Plot:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
     plot.png = _png(fig)
     return plot
 
@@ -106,18 +108,22 @@ def _bars_with_ci(ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: n
     has = np.isfinite(lo) & np.isfinite(hi)
     if has.any():
         err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])[:, has]
-        ax.errorbar(vals[has], y[has], xerr=err, fmt="none", ecolor="black", capsize=4, lw=1.2, label="95 % CI")
-    for yi, v in zip(y, vals):
-        ax.annotate("n/a" if math.isnan(v) else f"{v:+.1f} %", (0 if math.isnan(v) else v, yi),
-                    xytext=(4, 8), textcoords="offset points", fontsize=8)
-    ax.axvline(target, color="#c0392b", ls="--", lw=1.2, label=f"target {target:g} %")
+        ax.errorbar(vals[has], y[has], xerr=err, fmt="none", ecolor="black", capsize=4, lw=1.2)
+    ends = np.where(np.isfinite(hi), np.fmax(vals, hi), vals)
+    starts = np.where(np.isfinite(lo), np.fmin(vals, lo), vals)
+    for yi, v, e, s in zip(y, vals, ends, starts):
+        neg = not math.isnan(v) and v < 0
+        ax.annotate("n/a" if math.isnan(v) else f"{v:+.1f} %", (0 if math.isnan(v) else (s if neg else e), yi),
+                    xytext=(-5 if neg else 5, 0), textcoords="offset points", fontsize=8, va="center",
+                    ha="right" if neg else "left")
+    ax.axvline(target, color="#c0392b", ls="--", lw=1.2)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set_title(title, fontsize=11)
+    ax.margins(x=0.18)
+    ax.set_title(f"{title}, target {target:g} %", fontsize=11)
     ax.set_xlabel("% vs round 1")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
 
 
 def gains(red: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
@@ -130,7 +136,7 @@ def gains(red: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
         plot.missing = "no scenario has both a round 1 and a round 2"
         return plot
     labels = r2["label"].tolist()
-    fig = _figure(13, 1.2 + 0.55 * len(labels))
+    fig = _figure(13, 1.9 + 0.5 * len(labels))
     a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     f = lambda c: r2[c].to_numpy(dtype=float)  # noqa: E731
     _bars_with_ci(a, labels, f("ttft_reduction_pct"), f("ttft_ci_lo"), f("ttft_ci_hi"), ttft_target,
@@ -138,7 +144,10 @@ def gains(red: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
     _bars_with_ci(b, labels, f("throughput_gain_pct"), f("tput_ci_lo"), f("tput_ci_hi"), tput_target,
                   "Throughput gain (req/s)")
     b.set_yticks(np.arange(len(labels)), [""] * len(labels))
-    fig.tight_layout()
+    fig.legend(handles=[Patch(color="#2e8540", label="target met"), Patch(color="#d9822b", label="target missed"),
+                        Line2D([], [], color="#c0392b", ls="--", label="target"),
+                        Line2D([], [], color="black", marker="|", markersize=10, label="95 % CI")],
+               loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     plot.png = _png(fig)
     return plot
 
@@ -151,19 +160,21 @@ def token_sources(src: pd.DataFrame) -> Plot:
     if src.empty:
         plot.missing = "the server exposed no prompt_tokens_by_source counters (columns absent or empty)"
         return plot
-    names = [f"{lab}\nr{int(r)}" for lab, r in zip(src["label"], src["round"])]
-    fig = _figure(max(6.0, 0.9 * len(names) + 2), 4.2)
+    names = [f"{lab}  r{int(r)}" for lab, r in zip(src["label"], src["round"])]
+    fig = _figure(11, 1.9 + 0.38 * len(names))
     ax = fig.add_subplot(1, 1, 1)
-    bottom = np.zeros(len(src))
+    y = np.arange(len(names))
+    left = np.zeros(len(src))
     for c, color in SOURCE_COLORS.items():
         v = np.nan_to_num(src[c].to_numpy(dtype=float)) if c in src.columns else np.zeros(len(src))
-        ax.bar(names, v, bottom=bottom, color=color, label=SOURCE_NAMES[c], width=0.65)
-        bottom += v
-    ax.set_ylabel("prompt tokens")
-    ax.tick_params(axis="x", labelsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
+        ax.barh(y, v, left=left, color=color, label=SOURCE_NAMES[c], height=0.7)
+        left += v
+    ax.set_yticks(y, names, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel("prompt tokens")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     plot.png = _png(fig)
     return plot
 
@@ -181,19 +192,24 @@ def speedups(pairs: pd.DataFrame) -> Plot:
     for (label, rnd), g in pairs.groupby(["label", "round"], sort=False):
         p = np.percentile(g["speedup"].to_numpy(dtype=float), [5, 25, 50, 75, 95])
         stats.append({"whislo": p[0], "q1": p[1], "med": p[2], "q3": p[3], "whishi": p[4], "fliers": []})
-        names.append(f"{label}\nr{rnd} (n={len(g):,})" if multi else f"{label}\n(n={len(g):,})")
-    fig = _figure(max(6.0, 1.4 * len(stats) + 2), 4.2)
+        names.append(f"{label} r{rnd} (n={len(g):,})" if multi else f"{label} (n={len(g):,})")
+    fig = _figure(11, 1.6 + 0.5 * len(stats))
     ax = fig.add_subplot(1, 1, 1)
-    ax.bxp(stats, showfliers=False, patch_artist=True, boxprops={"facecolor": "#cfe2f3"},
+    ax.bxp(stats, showfliers=False, patch_artist=True, orientation="horizontal", boxprops={"facecolor": "#cfe2f3"},
            medianprops={"color": "#c0392b", "lw": 2})
-    ax.set_xticks(np.arange(1, len(names) + 1), names, fontsize=8)
+    ax.set_yticks(np.arange(1, len(names) + 1), names, fontsize=9)
+    ax.invert_yaxis()
     for i, s in enumerate(stats, start=1):
-        ax.annotate(f"{s['med']:.2f}x", (i, s["med"]), xytext=(14, 2), textcoords="offset points", fontsize=8)
-    ax.axhline(1, color="black", ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.set_ylabel("speed-up (cold TTFT / warm TTFT)")
-    ax.grid(axis="y", alpha=0.3, which="both")
-    fig.tight_layout()
+        ax.annotate(f"median {s['med']:.2f}x", (s["whishi"], i), xytext=(6, 0), textcoords="offset points",
+                    fontsize=8, va="center")
+    ax.axvline(1, color="black", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.15)
+    ax.set_xlabel("speed-up (cold TTFT / warm TTFT), log scale")
+    ax.grid(axis="x", alpha=0.3, which="both")
     plot.png = _png(fig)
     return plot
 
@@ -202,25 +218,30 @@ def speedups(pairs: pd.DataFrame) -> Plot:
 
 
 def compare_bars(wide: pd.DataFrame, runs: list[str], metric: str, title: str, ylabel: str, name: str) -> Plot:
-    """Grouped bars: one group per row of `wide` (its index), one bar per run (`wide` columns = runs)."""
-    plot = Plot(name, title, f"{ylabel}, one bar per run (mean over repeats).")
+    """Grouped horizontal bars: one group per row of `wide` (its index), one bar per run (`wide` columns)."""
+    plot = Plot(name, title, f"{ylabel}, one bar per run (mean over repeats); runs as named above.")
     if wide.empty or wide.isna().all().all():
         plot.missing = f"no {metric} values in any run"
         return plot
-    groups = [str(i) for i in wide.index]
-    x = np.arange(len(groups))
-    w = 0.8 / len(runs)
-    fig = _figure(max(6.0, 1.1 * len(groups) * max(1, len(runs) / 2) + 2), 4.2)
+    groups = [str(i).replace("\n", "  ") for i in wide.index]
+    y = np.arange(len(groups))
+    h = 0.8 / len(runs)
+    fig = _figure(11, 1.6 + 0.3 * len(groups) * max(1.5, len(runs)))
     ax = fig.add_subplot(1, 1, 1)
     for k, run in enumerate(runs):
         v = wide[run].to_numpy(dtype=float) if run in wide.columns else np.full(len(groups), np.nan)
-        ax.bar(x - 0.4 + w * (k + 0.5), np.nan_to_num(v), width=w, color=RUN_COLORS[k % len(RUN_COLORS)], label=run)
-    ax.set_xticks(x, groups, fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+        pos = y - 0.4 + h * (k + 0.5)
+        ax.barh(pos, np.nan_to_num(v), height=h, color=RUN_COLORS[k % len(RUN_COLORS)], label=run)
+        for p, x in zip(pos, v):
+            ax.annotate("n/a" if math.isnan(x) else f"{x:,.1f}", (0 if math.isnan(x) else x, p), xytext=(4, 0),
+                        textcoords="offset points", fontsize=7, va="center", ha="left" if x >= 0 else "right")
+    ax.set_yticks(y, groups, fontsize=9)
+    ax.invert_yaxis()
+    ax.margins(x=0.12)
+    ax.set_xlabel(ylabel)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=len(runs), fontsize=8, frameon=False)
     plot.png = _png(fig)
     return plot
 
@@ -255,6 +276,5 @@ def compare_cdf(req: pd.DataFrame, runs: list[str]) -> Plot:
         ax.set_ylabel("share of requests")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     plot.png = _png(fig)
     return plot

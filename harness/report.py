@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from tabulate import tabulate
@@ -32,8 +33,9 @@ TIMINGS = [("up_s", "up s"), ("service_start_s", "vLLM start s"), ("workload_s",
            ("total_s", "total s")]
 STATUS_RANK = ["failed", "interrupted", "contaminated", "running", "pending", "unknown", "no manifest", "ok"]
 PLOT_NAMES = ("ttft_cdf", "gains", "token_sources", "speedups")
-TEXT_COLS = ("scenario", "isolation", "status", "stack project", "engine container", "contamination",
-             "reuse achieved/expected tokens", "reason", "phase", "note", "run", "metric", "key", "value")
+TEXT_COLS = ("scenario", "mode", "isolation", "status", "stack project", "engine container", "contamination",
+             "reuse achieved/expected tokens", "reason", "phase", "note", "run", "metric", "key", "value", "run id",
+             "path", "scenarios")
 
 
 def fmt(v: object, nd: int = 1, signed: bool = False) -> str:
@@ -65,12 +67,19 @@ def stats_table(data: RunData) -> pd.DataFrame:
     r = data.rounds
     if r.empty:
         return pd.DataFrame()
-    out = pd.DataFrame({"scenario": r["scenario"], "isolation": r["isolation"], "rep": r["repeat"],
+    out = pd.DataFrame({"scenario": r["scenario"], "mode": r["mode"], "isolation": r["isolation"], "rep": r["repeat"],
                         "round": r["round"],
                         "phase": r["phase"] if "phase" in r else r["round"].map(lambda x: "cold" if x == 1 else "warm")})
     for c, head, nd in STAT_COLUMNS:
         out[head] = col(r, c).map(lambda v, nd=nd: fmt(v, nd))
-    return out.astype(str)
+    return drop_default_mode(out.astype(str))
+
+
+def drop_default_mode(df: pd.DataFrame) -> pd.DataFrame:
+    """The mode column only matters when some rows are not with-cache (baseline runs)."""
+    if "mode" in df.columns and (df["mode"].astype(str) == "with-cache").all():
+        return df.drop(columns="mode")
+    return df
 
 
 def reductions_table(red: pd.DataFrame, data: RunData) -> pd.DataFrame:
@@ -80,23 +89,23 @@ def reductions_table(red: pd.DataFrame, data: RunData) -> pd.DataFrame:
     rows = []
     for x in red.to_dict("records"):
         if x.get("note"):
-            rows.append({"scenario": x["scenario"], "isolation": x["isolation"], "round": "-",
+            rows.append({"scenario": x["scenario"], "mode": x["mode"], "isolation": x["isolation"], "round": "-",
                          "repeats": str(x["repeats"]), "note": x["note"]})
             continue
         rows.append({
-            "scenario": x["scenario"], "isolation": x["isolation"], "round": str(x["round"]),
+            "scenario": x["scenario"], "mode": x["mode"], "isolation": x["isolation"], "round": str(int(x["round"])),
             "repeats": str(x["repeats"]),
             "TTFT reduction %": fmt(x["ttft_reduction_pct"]),
-            "95 % CI": _ci(x["ttft_ci_lo"], x["ttft_ci_hi"]) + (f" ({x['ttft_ci_basis']})"
+            "TTFT 95 % CI": _ci(x["ttft_ci_lo"], x["ttft_ci_hi"]) + (f" ({x['ttft_ci_basis']})"
                                                                if not math.isnan(x["ttft_ci_lo"]) else ""),
             f"TTFT target >= {t.ttft_reduction_percent:g} %": x["ttft_verdict"],
             "throughput gain %": fmt(x["throughput_gain_pct"]),
-            "95 % CI ": _ci(x["tput_ci_lo"], x["tput_ci_hi"]),
+            "throughput 95 % CI": _ci(x["tput_ci_lo"], x["tput_ci_hi"]),
             f"throughput target >= {t.throughput_increase_percent:g} %": x["tput_verdict"],
             "paired speed-up p50": "n/a" if math.isnan(x["speedup_p50"]) else f"{x['speedup_p50']:.2f}x",
             "note": "",
         })
-    return pd.DataFrame(rows).fillna("")
+    return drop_default_mode(pd.DataFrame(rows).fillna(""))
 
 
 def timings_table(data: RunData) -> pd.DataFrame:
@@ -117,10 +126,34 @@ def isolation_table(data: RunData) -> pd.DataFrame:
     cols = {"ttft_p50_ms": "r1 TTFT p50 ms", "cached_tokens": "r1 cached tokens",
             "external_hits": "r1 Mooncake hits", "foreign_hit_tokens": "r1 foreign hits",
             "master_key_count_start": "keys before r1"}
-    vals = pd.DataFrame({k: col(r1, k) for k in cols}).assign(scenario=r1["scenario"], isolation=r1["isolation"])
+    name = r1["scenario"] + r1["mode"].map(lambda m: "" if m == "with-cache" else f" [{m}]")
+    vals = pd.DataFrame({k: col(r1, k) for k in cols}).assign(scenario=name, isolation=r1["isolation"])
     wide = vals.pivot_table(index="scenario", columns="isolation", values=list(cols), aggfunc="mean", dropna=False)
     wide.columns = [f"{cols[m]} ({iso})" for m, iso in wide.columns]
     return wide.reset_index().map(lambda v: v if isinstance(v, str) else fmt(v))
+
+
+MODE_METRICS = [("ttft_mean_ms", "TTFT mean ms", 1), ("ttft_p50_ms", "TTFT p50 ms", 1), ("req_per_s", "req/s", 2),
+                ("total_tok_per_s", "total tok/s", 0)]
+
+
+def mode_table(data: RunData) -> pd.DataFrame:
+    """With-cache vs baseline (the same stack without the KV connector), per scenario and round: means over
+    repeats and the with-cache change in %."""
+    r = data.rounds
+    if r.empty or set(r["mode"]) < {"with-cache", "baseline"}:
+        return pd.DataFrame()
+    vals = pd.DataFrame({c: col(r, c) for c, _, _ in MODE_METRICS}).assign(
+        scenario=r["scenario"], isolation=r["isolation"], round=r["round"], mode=r["mode"])
+    m = vals.groupby(["scenario", "isolation", "round", "mode"], sort=False).mean().unstack("mode")
+    out = m.index.to_frame(index=False).astype(str)
+    for c, head, nd in MODE_METRICS:
+        base, cache = m[(c, "baseline")].to_numpy(), m[(c, "with-cache")].to_numpy()
+        out[f"{head} baseline"] = [fmt(v, nd) for v in base]
+        out[f"{head} with cache"] = [fmt(v, nd) for v in cache]
+        out[f"{head} change"] = [fmt((w / b - 1) * 100, 1, True) + " %" if b and not math.isnan(b) and
+                                 not math.isnan(w) else "n/a" for b, w in zip(base, cache)]
+    return out
 
 
 def run_info(data: RunData) -> str:
@@ -134,13 +167,23 @@ def run_info(data: RunData) -> str:
 # ------------------------------------------------------------------------ plots
 
 
+def _safe(name: str, title: str, make: Callable[[], P.Plot]) -> P.Plot:
+    """A figure that cannot be drawn from odd data must not cost the report: it says why instead."""
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 - any plotting fault becomes a note in the report
+        return P.Plot(name, title, "", None, f"could not be drawn ({type(e).__name__}: {str(e)[:120]})")
+
+
 def make_plots(data: RunData, red: pd.DataFrame) -> list[P.Plot]:
-    req = ok_requests(data)
     t = data.targets
-    return [P.ttft_cdf(req[["label", "round", "ttft_ms"]]),
-            P.gains(red, t.ttft_reduction_percent, t.throughput_increase_percent),
-            P.token_sources(token_sources(data)),
-            P.speedups(paired_speedups(data))]
+    return [
+        _safe("ttft_cdf", "TTFT distribution", lambda: P.ttft_cdf(ok_requests(data)[["label", "round", "ttft_ms"]])),
+        _safe("gains", "TTFT reduction and throughput gain",
+              lambda: P.gains(red, t.ttft_reduction_percent, t.throughput_increase_percent)),
+        _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(token_sources(data))),
+        _safe("speedups", "Per-request TTFT speed-up", lambda: P.speedups(paired_speedups(data))),
+    ]
 
 
 def save_plots(plots: list[P.Plot], out_dir: Path, known: tuple[str, ...]) -> None:
@@ -177,8 +220,8 @@ def md_plots(plots: list[P.Plot]) -> list[str]:
 
 
 def _sections(data: RunData, red: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    return {"evidence": evidence(data), "reductions": reductions_table(red, data), "stats": stats_table(data),
-            "timings": timings_table(data), "isolation": isolation_table(data)}
+    return {"evidence": drop_default_mode(evidence(data)), "reductions": reductions_table(red, data), "stats": stats_table(data),
+            "timings": timings_table(data), "isolation": isolation_table(data), "mode": mode_table(data)}
 
 
 def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] | None) -> str:
@@ -190,6 +233,8 @@ def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] 
     if plots is not None:
         parts += ["## Figures", "", *md_plots(plots)]
     parts += ["## Per-round statistics", "", md_table(tabs["stats"]), ""]
+    if not tabs["mode"].empty:
+        parts += ["## With cache vs baseline (same stack without the KV connector)", "", md_table(tabs["mode"]), ""]
     if not tabs["isolation"].empty:
         parts += ["## Isolation: fresh stack per scenario vs one shared stack", "", md_table(tabs["isolation"]), ""]
     if not tabs["timings"].empty:
@@ -215,6 +260,9 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
         H.section("Figures", *html_figures(plots)),
         H.section("Per-round statistics", H.table(tabs["stats"], "round-stats", TEXT_COLS)),
     ]
+    if not tabs["mode"].empty:
+        parts.append(H.section("With cache vs baseline (same stack without the KV connector)",
+                               H.table(tabs["mode"], "mode", TEXT_COLS)))
     if not tabs["isolation"].empty:
         parts.append(H.section("Isolation: fresh stack per scenario vs one shared stack",
                                H.table(tabs["isolation"], "isolation", TEXT_COLS)))
@@ -229,12 +277,8 @@ def render(run_dir: Path) -> str:
     return _markdown(data, _sections(data, reductions(data)), None)
 
 
-def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, str]:
-    """report.md, report.html, plots/*.png and summary.csv into `out_dir` (default: the run directory)."""
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir
+def _write(data: RunData, out: Path) -> tuple[Path, str, pd.DataFrame]:
     out.mkdir(parents=True, exist_ok=True)
-    data = load_run(run_dir)
     red = reductions(data)
     tabs = _sections(data, red)
     plots = make_plots(data, red)
@@ -245,7 +289,19 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, str]
     (out / "report.html").write_text(_html(data, tabs, plots))
     if not data.rounds.empty:
         data.rounds.drop(columns=["dir", "label"]).to_csv(out / "summary.csv", index=False, float_format="%.4f")
+    return path, text, red
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, str]:
+    """report.md, report.html, plots/*.png and summary.csv into `out_dir` (default: the run directory)."""
+    run_dir = Path(run_dir)
+    path, text, _ = _write(load_run(run_dir), Path(out_dir) if out_dir else run_dir)
     return path, text
+
+
+def load_rounds(run_dir: Path) -> pd.DataFrame:
+    """Every rounds.csv of the run with its identity columns (recomputed from requests.csv where missing)."""
+    return load_run(Path(run_dir)).rounds
 
 
 # ------------------------------------------------------------------------ console
@@ -260,7 +316,7 @@ def summary_rows(data: RunData, red: pd.DataFrame) -> pd.DataFrame:
     """One compact row per scenario (and isolation): repeats averaged."""
     rows = []
     r = data.rounds
-    for (label, scen, iso), d in data.dirs.groupby(["label", "scenario", "isolation"], sort=False):
+    for label, d in data.dirs.groupby("label", sort=False):
         rr = r[r["label"] == label] if not r.empty else r
         red1 = red[(red["label"] == label) & (red["round"] == 2)] if not red.empty else red
         x = red1.iloc[0].to_dict() if len(red1) else {}
@@ -282,51 +338,71 @@ def _evidence_word(d: pd.DataFrame, key: str) -> str:
     return "yes" if all(vals) else "NO"
 
 
+def _console_table(data: RunData, red: pd.DataFrame) -> str:
+    rows = summary_rows(data, red)
+    table = (tabulate(rows, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
+             if not rows.empty else "no scenario results")
+    return table + (f"\n{len(data.notes)} note(s) on missing data: see the report" if data.notes else "")
+
+
 def console_summary(run_dir: Path) -> str:
-    """Compact table for the terminal + where report.html is (written first when it is not there yet)."""
+    """Compact table for the terminal + where report.html is (the report is written first if it is not there)."""
     run_dir = Path(run_dir)
-    html = run_dir / "report.html"
-    if not html.exists():
-        write_report(run_dir)
     data = load_run(run_dir)
-    rows = summary_rows(data, reductions(data))
-    table = tabulate(rows, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True) \
-        if not rows.empty else "no scenario results"
-    missing = f"\n{len(data.notes)} note(s) on missing data: see the report" if data.notes else ""
-    return f"{table}{missing}\nreport: {html}"
+    html = run_dir / "report.html"
+    red = _write(data, run_dir)[2] if not html.exists() else reductions(data)
+    return f"{_console_table(data, red)}\nreport: {html}"
 
 
 # ------------------------------------------------------------------------ comparison of runs
 
 
-def write_comparison(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[Path, str]:
-    """comparison.md / comparison.html (+ plots/compare_*.png) for several runs; default out: the first run dir."""
-    datas = [load_run(Path(d)) for d in run_dirs]
-    out = Path(out_dir) if out_dir else Path(run_dirs[0])
+def _compare_markdown(cmp: compare.Comparison, plots: list[P.Plot]) -> str:
+    parts = ["# kvbench comparison: " + " vs ".join(cmp.labels), "",
+             " | ".join(f"{lab}: {d.name}" for lab, d in zip(cmp.labels, cmp.datas)), "",
+             "## What is missing", "", *md_notes(cmp.notes),
+             "## Runs", "", md_table(cmp.runs), "",
+             "## Configuration differences", "", md_table(cmp.config_diff), "",
+             "## Reductions side by side (round 2 vs round 1; pp = percentage points vs run A)", "",
+             md_table(cmp.reductions), "",
+             "## Figures", "", *md_plots(plots),
+             "## Metrics side by side (mean over repeats; delta vs run A)", "", md_table(cmp.metrics), "",
+             "## Evidence: isolation and cleanliness", "", md_table(cmp.evidence), ""]
+    return "\n".join(parts) + "\n"
+
+
+def _write_comparison(datas: list[RunData], out: Path) -> tuple[Path, str, compare.Comparison]:
     out.mkdir(parents=True, exist_ok=True)
     cmp = compare.build(datas)
     plots = compare.plots(cmp)
     save_plots(plots, out, compare.PLOT_NAMES)
-    text = compare.markdown(cmp, plots, md_table, md_notes, md_plots)
+    text = _compare_markdown(cmp, plots)
     path = out / "comparison.md"
     path.write_text(text)
     body = [H.notes(cmp.notes),
             H.section("Runs", H.table(cmp.runs, "runs", TEXT_COLS)),
             H.section("Configuration differences", H.table(cmp.config_diff, "config-diff", TEXT_COLS)),
-            H.section("Reductions side by side", H.table(cmp.reductions, "reductions", TEXT_COLS)),
+            H.section("Reductions side by side (round 2 vs round 1; pp = percentage points vs run A)",
+                      H.table(cmp.reductions, "reductions", TEXT_COLS)),
+            H.section("Figures", *html_figures(plots)),
             H.section("Metrics side by side (mean over repeats; delta vs run A)",
                       H.table(cmp.metrics, "metrics", TEXT_COLS)),
-            H.section("Figures", *html_figures(plots)),
             H.section("Evidence: isolation and cleanliness", H.table(cmp.evidence, "evidence", TEXT_COLS))]
-    (out / "comparison.html").write_text(H.page("kvbench comparison: " + " vs ".join(cmp.labels),
-                                                " | ".join(f"{lab}: {d.name}" for lab, d in zip(cmp.labels, datas)),
-                                                body))
+    subtitle = " | ".join(f"{lab}: {d.name}" for lab, d in zip(cmp.labels, datas))
+    (out / "comparison.html").write_text(H.page("kvbench comparison: " + " vs ".join(cmp.labels), subtitle, body))
+    return path, text, cmp
+
+
+def write_comparison(run_dirs: list[Path], out_dir: Path | None = None) -> tuple[Path, str]:
+    """comparison.md / comparison.html (+ plots/compare_*.png) for several runs; default out: the first run dir."""
+    datas = [load_run(Path(d)) for d in run_dirs]
+    path, text, _ = _write_comparison(datas, Path(out_dir) if out_dir else Path(run_dirs[0]))
     return path, text
 
 
 def report_main(run_dirs: list[Path], out: Path | None) -> int:
     """`kvbench report RUN_DIR [RUN_DIR ...] [--out DIR]`: one run -> its report; several -> a comparison.
-    Prints a compact summary and the HTML path; 2 when a run directory does not exist."""
+    Prints a compact summary and the HTML path; returns 2 when a run directory does not exist."""
     if not run_dirs:
         print("kvbench: report: give at least one run directory", file=sys.stderr)
         return 2
@@ -335,16 +411,12 @@ def report_main(run_dirs: list[Path], out: Path | None) -> int:
             print(f"kvbench: run_dir: {d} is not a directory", file=sys.stderr)
             return 2
     if len(run_dirs) == 1:
-        md, _ = write_report(Path(run_dirs[0]), out)
         data = load_run(Path(run_dirs[0]))
-        rows = summary_rows(data, reductions(data))
-        print(tabulate(rows, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
-              if not rows.empty else "no scenario results")
-        if data.notes:
-            print(f"{len(data.notes)} note(s) on missing data: see the report")
-        print(f"report: {md.with_suffix('.html')}")
-        return 0
-    md, _ = write_comparison([Path(d) for d in run_dirs], out)
-    print(compare.console(compare.build([load_run(Path(d)) for d in run_dirs])))
+        md, _, red = _write(data, Path(out) if out else data.run_dir)
+        print(_console_table(data, red))
+    else:
+        datas = [load_run(Path(d)) for d in run_dirs]
+        md, _, cmp = _write_comparison(datas, Path(out) if out else datas[0].run_dir)
+        print(compare.console(cmp))
     print(f"report: {md.with_suffix('.html')}")
     return 0

@@ -23,6 +23,7 @@ from .stats import bootstrap_ci, bootstrap_mean_ci, rounds_table
 
 REQUEST_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms")
 TOKEN_SOURCES = ("tokens_local_compute", "tokens_local_cache_hit", "tokens_external_kv_transfer")
+TRUE_WORDS = ("true", "1", "1.0", "yes")
 READ_ERRORS = (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError)
 
 
@@ -45,19 +46,32 @@ def truthy(s: pd.Series) -> pd.Series:
     """CSV booleans ("True"/"False", 1/0, or already bool) as a bool Series; anything else is False."""
     if s.dtype == bool:
         return s
-    return s.astype(str).str.strip().str.lower().isin(("true", "1", "1.0", "yes"))
+    if isinstance(s.dtype, pd.CategoricalDtype):  # one look-up per category, not per row
+        cats = pd.Index(s.cat.categories).astype(str).str.strip().str.lower().isin(TRUE_WORDS)
+        codes = s.cat.codes.to_numpy()
+        hit = np.zeros(len(s), dtype=bool) if not len(cats) else (codes >= 0) & cats[codes.clip(0)]
+        return pd.Series(hit, index=s.index)
+    return s.astype(str).str.strip().str.lower().isin(TRUE_WORDS)
 
 
-def _label(scenario: str, isolation: str) -> str:
-    return scenario if isolation == "fresh" else f"{scenario} [{isolation}]"
+IDENTITY = ("scenario", "mode", "isolation", "repeat")
+MODES = ("with-cache", "baseline")
+
+
+def _label(scenario: str, mode: str, isolation: str) -> str:
+    tags = [t for t in (mode if mode != "with-cache" else "", isolation if isolation != "fresh" else "") if t]
+    return f"{scenario} [{', '.join(tags)}]" if tags else scenario
 
 
 def _path_identity(rel: str) -> dict:
+    """Identity from the result key: [baseline/][shared/]<scenario>[/repeat-N]."""
     parts = rel.split("/")
     rep = next((int(p.split("-", 1)[1]) for p in parts if p.startswith("repeat-") and p[7:].isdigit()), 1)
-    names = [p for p in parts if p != "shared" and not p.startswith("repeat-")]
-    return {"scenario": names[0] if names else rel, "isolation": "shared" if parts[0] == "shared" else "fresh",
-            "repeat": rep}
+    mode = parts[0] if parts[0] in MODES and len(parts) > 1 else "with-cache"
+    rest = parts[1:] if parts[0] in MODES and len(parts) > 1 else parts
+    names = [p for p in rest if p != "shared" and not p.startswith("repeat-")]
+    return {"scenario": names[0] if names else rel, "mode": mode,
+            "isolation": "shared" if rest and rest[0] == "shared" else "fresh", "repeat": rep}
 
 
 def _read_manifest(run_dir: Path, notes: list[str]) -> dict | None:
@@ -108,7 +122,7 @@ def _discover(run_dir: Path, manifest: dict | None) -> list[str]:
 
 def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | None:
     df = _read_csv(path, notes, rel, usecols=lambda c: c in REQUEST_COLUMNS,
-                   dtype={"prompt_id": "category"}, low_memory=False)
+                   dtype={"prompt_id": "category", "ok": "category"})  # low_memory: parsed in chunks
     if df is None:
         return None
     missing = [c for c in ("round", "ttft_ms") if c not in df.columns]
@@ -160,26 +174,29 @@ def load_run(run_dir: Path) -> RunData:
         ident.update({k: entry[k] for k in ident if entry.get(k) is not None})
         ident["repeat"] = int(ident["repeat"])
         status = entry.get("status") or ("unknown" if manifest is not None or rounds is None else "no manifest")
-        row = {"dir": rel, **ident, "label": _label(ident["scenario"], ident["isolation"]), "status": status,
+        row = {"dir": rel, **ident, "label": _label(ident["scenario"], ident["mode"], ident["isolation"]),
+               "status": status,
                "reason": entry.get("reason") or "", "entry": entry, "has_rounds": (d / "rounds.csv").exists(),
                "has_requests": (d / "requests.csv").exists()}
         dir_rows.append(row)
+        if rounds is not None and not rounds.empty and "round" not in rounds.columns:
+            notes.append(f"{rel}: rounds.csv has no round column: its rows are ignored.")
         if rounds is not None and not rounds.empty and "round" in rounds.columns:
-            rounds = rounds.drop(columns=[c for c in ("scenario", "isolation", "repeat") if c in rounds.columns])
+            rounds = rounds.drop(columns=[c for c in IDENTITY if c in rounds.columns])
             if "prompt_tokens" not in rounds.columns and "prompt_tokens_x" in rounds.columns:
                 rounds = rounds.rename(columns={"prompt_tokens_x": "prompt_tokens"})
             rounds["round"] = pd.to_numeric(rounds["round"], errors="coerce")
             rounds = rounds[rounds["round"].notna()].astype({"round": int})
             rounds.insert(0, "dir", i)
-            for k in ("scenario", "isolation", "repeat", "label"):
+            for k in (*IDENTITY, "label"):
                 rounds.insert(len(rounds.columns), k, row[k])
             rounds_frames.append(rounds)
         req = _load_requests(d / "requests.csv", rel, notes)
         if req is not None:
             req_frames.append(req.assign(dir=np.int16(i)))
         _note_gaps(rel, row, rounds, req, notes)
-    dirs = pd.DataFrame(dir_rows, columns=["dir", "scenario", "isolation", "repeat", "label", "status", "reason",
-                                           "entry", "has_rounds", "has_requests"])
+    dirs = pd.DataFrame(dir_rows, columns=["dir", *IDENTITY, "label", "status", "reason", "entry", "has_rounds",
+                                           "has_requests"])
     rounds_df = pd.concat(rounds_frames, ignore_index=True) if rounds_frames else pd.DataFrame()
     req_df = (pd.concat(req_frames, ignore_index=True) if req_frames
               else pd.DataFrame({"round": [], "pid": [], "ok": [], "ttft_ms": [], "dir": []}))
@@ -261,10 +278,10 @@ def reductions(data: RunData) -> pd.DataFrame:
     by_dir = dict(tuple(req.groupby("dir"))) if len(req) else {}
     speed = paired_speedups(data).groupby(["label", "round"])["speedup"].median() if len(req) else pd.Series()
     rows = []
-    for (label, scen, iso), g in rounds.groupby(["label", "scenario", "isolation"], sort=False):
+    for (label, scen, mode, iso), g in rounds.groupby(["label", "scenario", "mode", "isolation"], sort=False):
         warm = g[g["round"] > 1]
         if warm.empty:
-            rows.append({"label": label, "scenario": scen, "isolation": iso, "round": math.nan,
+            rows.append({"label": label, "scenario": scen, "mode": mode, "isolation": iso, "round": math.nan,
                          "repeats": g["repeat"].nunique(), "note": "round 2 missing: no warm round"})
             continue
         for rnd, w in warm.groupby("round"):
@@ -277,7 +294,7 @@ def reductions(data: RunData) -> pd.DataFrame:
                         "ttft_ms"].to_numpy()) if rq is not None else (math.nan, math.nan))
                 p_ci = (math.nan, math.nan)
             rows.append({
-                "label": label, "scenario": scen, "isolation": iso, "round": int(rnd), "repeats": len(w),
+                "label": label, "scenario": scen, "mode": mode, "isolation": iso, "round": int(rnd), "repeats": len(w),
                 "ttft_reduction_pct": ttft.mean() if len(ttft) else math.nan,
                 "ttft_ci_lo": t_ci[0], "ttft_ci_hi": t_ci[1],
                 "ttft_ci_basis": "repeats" if len(w) >= 2 else "requests",
@@ -311,10 +328,11 @@ def evidence(data: RunData) -> pd.DataFrame:
                                            expected=col(r, "expected_reuse_tokens")).to_dict("records")
                          if not (math.isnan(x["achieved"]) and math.isnan(x["expected"])))
         n_fail = (int(fails.get(i, 0)) if d["has_requests"] else
-                  (int(col(r, "failures").sum()) if "failures" in r.columns else None))
+                  (int(col(r, "failures").sum()) if "failures" in r.columns and len(r) else None))
         ids = e.get("engine_container_ids") or []
         rows.append({
-            "scenario": d["dir"], "isolation": d["isolation"], "repeat": d["repeat"], "status": d["status"],
+            "scenario": d["dir"], "mode": d["mode"], "isolation": d["isolation"], "repeat": d["repeat"],
+            "status": d["status"],
             "stack project": e.get("project") or "unknown",
             "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
             "cold verified": _yes_no(e.get("cold_verified")),
@@ -322,7 +340,7 @@ def evidence(data: RunData) -> pd.DataFrame:
             "contamination": ("CONTAMINATED" if contaminated else ("no" if foreign else "unknown"))
             + (f" ({int(max(float(x) for x in foreign)):,} foreign tokens)" if contaminated and foreign else ""),
             "reuse achieved/expected tokens": hits or "n/a",
-            "failures": "unknown" if n_fail is None else str(n_fail),
+            "failures": "n/a" if n_fail is None else str(n_fail),
             "reason": (str(d["reason"]) or "")[:160],
         })
     return pd.DataFrame(rows)

@@ -40,8 +40,9 @@ def round_summary(rows: pd.DataFrame) -> dict:
     ok = rows[rows["ok"].astype(str).str.lower() == "true"]
     ttft, tpot, e2e = _nums(ok, "ttft_ms"), _nums(ok, "tpot_ms"), _nums(ok, "e2e_ms")
     itl = _itls(ok)
-    start = _nums(rows, "send_s").min() if len(rows) else math.nan
-    end = (_nums(rows, "send_s") + _nums(rows, "e2e_ms") / 1e3).max() if len(rows) else math.nan
+    send = pd.to_numeric(rows["send_s"], errors="coerce")
+    start = send.min() if len(rows) else math.nan  # rows aligned: a row without e2e (torn line) has no end
+    end = (send + pd.to_numeric(rows["e2e_ms"], errors="coerce") / 1e3).max() if len(rows) else math.nan
     duration = float(end - start) if len(rows) else math.nan
     prompt = _nums(ok, "prompt_tokens").sum()
     completion = _nums(ok, "completion_tokens").sum()

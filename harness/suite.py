@@ -19,7 +19,7 @@ from python_on_whales import docker
 from .config import Config
 from .probes import Probe, cold_state
 from .progress import console, round_progress, say, step
-from .report import write_report
+from .report import console_summary, write_report
 from .results import RunDir, base_manifest, utc_now
 from .runner import Endpoint, run_rounds
 from .stack import Stack, StackError
@@ -99,9 +99,8 @@ class Suite:
         finally:
             self.manifest["finished_at"] = utc_now()
             self.run.write_manifest(self.manifest)
-            path, text = write_report(self.run.root)
-            print(text)
-            say(f"report: {path}")
+            write_report(self.run.root)
+            print(console_summary(self.run.root))
         return ok
 
     def _entry(self, name: str, mode: str, iso: str, rep: int) -> tuple[str, dict]:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotently make headless Chromium available for the browser tests
+# (tests/test_report_html.py opens report.html in it). Present: nothing to do.
+# Missing: Debian's `chromium` package is installed (root only); otherwise a clear error.
+set -euo pipefail
+
+log() { printf '[ensure-chromium] %s\n' "$*" >&2; }
+die() { printf '[ensure-chromium] ERROR: %s\n' "$*" >&2; exit 1; }
+
+have() { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
+
+have && exit 0
+[ "$(id -u)" = 0 ] || die "chromium is not installed and this user is not root: install Debian's 'chromium' package (sudo apt-get install chromium)"
+command -v apt-get >/dev/null 2>&1 || die "chromium is not installed and there is no apt-get: install Chromium with this system's package manager"
+log "installing Debian chromium (headless browser for the report tests) ..."
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq chromium >/dev/null
+have || die "apt-get install chromium finished but no chromium binary is on PATH"
+log "chromium: $(command -v chromium || command -v chromium-browser)"

@@ -1,0 +1,244 @@
+"""The report on synthetic run directories: complete, partial, damaged, several runs. Fast, no Docker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.report import console_summary, render, report_main, write_comparison, write_report
+from harness.report_data import load_run, reductions
+from harness.stats import bootstrap_mean_ci
+
+from .report_synth import Scen, make_run, png_size
+
+PLOTS = ("ttft_cdf", "gains", "token_sources", "speedups")
+
+
+def _html(run: Path, name: str = "report.html") -> str:
+    return (run / name).read_text()
+
+
+def _evidence_rows(html: str) -> list[str]:
+    table = re.search(r'<table id="evidence">(.*?)</table>', html, re.S)
+    assert table, "no evidence table"
+    return re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)
+
+
+def _assert_self_contained(html: str) -> None:
+    assert "<link" not in html and "@import" not in html
+    assert not re.search(r'(src|href)="(?!data:)', html), "external resource referenced"
+    for src in re.findall(r'<img[^>]*src="([^"]+)"', html):
+        assert src.startswith("data:image/png;base64,")
+        png_size(base64.b64decode(src.split(",", 1)[1]))
+
+
+def test_complete_run_writes_md_html_plots_and_summary(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_b", speedup=1.5)])
+    md_path, text = write_report(run)
+    assert md_path == run / "report.md" and md_path.read_text() == text
+    for name in PLOTS:
+        w, h = png_size((run / "plots" / f"{name}.png").read_bytes())
+        assert w > 300 and h > 150
+        assert f"plots/{name}.png" in text
+    html = _html(run)
+    _assert_self_contained(html)
+    assert html.count("<img") == len(PLOTS)
+    assert "Complete: every scenario" in html and "Complete: every scenario" in text
+    rows = _evidence_rows(html)
+    assert len(rows) == 3  # header + 2 scenarios
+    manifest = json.loads((run / "manifest.json").read_text())
+    cid = manifest["scenarios"]["rag_a"]["engine_container_ids"][0]
+    assert manifest["scenarios"]["rag_a"]["project"] in rows[1] and cid[:12] in rows[1] and cid[:13] not in rows[1]
+    assert ">yes<" in rows[1] and ">no<" in rows[1]  # cold + teardown verified, not contaminated
+    assert "r1 " in rows[1] and "r2 " in rows[1]  # hits achieved vs expected per round
+    summary = pd.read_csv(run / "summary.csv")
+    assert len(summary) == 4 and {"scenario", "round", "ttft_p99_ms"} <= set(summary.columns)
+    for head in ("TTFT mean ms", "TTFT p99 ms", "TPOT mean ms", "E2E mean ms", "req/s", "total tok/s"):
+        assert head in text and head in html
+    # rag_a: warm 3x faster -> TTFT target met; rag_b 1.5x -> missed. Throughput of the synthetic rows is flat.
+    assert re.search(r"\| rag_a .*\| pass ", text) and re.search(r"\| rag_b .*\| FAIL ", text)
+    assert 'class="pass"' in html and 'class="fail"' in html
+
+
+def test_stats_come_from_rounds_csv(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a")])
+    rounds = pd.read_csv(run / "rag_a" / "rounds.csv")
+    rounds.loc[0, "ttft_p99_ms"] = 12345.678  # the report must show what the runner computed
+    rounds.to_csv(run / "rag_a" / "rounds.csv", index=False)
+    _, text = write_report(run)
+    assert "12,345.7" in text
+
+
+def test_contamination_and_repeats(tmp_path):
+    scens = [Scen("rag_a", repeat=r, speedup=2.5 + r / 4) for r in (1, 2, 3)]
+    scens.append(Scen("rag_b", isolation="shared", status="contaminated", foreign_r1=3968))
+    run = make_run(tmp_path, scens)
+    _, text = write_report(run)
+    html = _html(run)
+    rows = _evidence_rows(html)
+    shared = next(r for r in rows if "shared/rag_b" in r)
+    assert "CONTAMINATED" in shared and "3,968 foreign tokens" in shared and ">NO<" in shared
+    data = load_run(run)
+    red = reductions(data)
+    a = red[(red["scenario"] == "rag_a") & (red["round"] == 2)].iloc[0]
+    assert a["repeats"] == 3 and a["ttft_ci_basis"] == "repeats"
+    per_rep = data.rounds[(data.rounds["scenario"] == "rag_a") & (data.rounds["round"] == 2)]["ttft_reduction_pct"]
+    lo, hi = bootstrap_mean_ci(per_rep.tolist())
+    assert a["ttft_ci_lo"] == pytest.approx(lo) and a["ttft_ci_hi"] == pytest.approx(hi)
+    assert a["ttft_reduction_pct"] == pytest.approx(per_rep.mean())
+    b = red[red["scenario"] == "rag_b"].iloc[0]
+    assert b["ttft_ci_basis"] == "requests" and not pd.isna(b["ttft_ci_lo"])
+    assert "fresh stack per scenario vs one shared stack" in text  # fresh and shared side by side
+
+
+def test_failed_scenario_without_csvs(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a")])
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["scenarios"]["broken"] = {"scenario": "broken", "isolation": "fresh", "repeat": 1, "status": "failed",
+                                       "reason": "StackError: vllm did not become healthy", "timings": {}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    _, text = write_report(run)
+    assert "broken: status failed (StackError: vllm did not become healthy)" in text
+    assert "broken: no requests.csv and no rounds.csv: nothing measured." in text
+    html = _html(run)
+    broken = next(r for r in _evidence_rows(html) if ">broken<" in r)
+    assert ">failed<" in broken and "vllm did not become healthy" in broken
+    assert html.count("<img") == len(PLOTS)  # rag_a still has every figure
+
+
+def test_interrupted_scenario_with_only_some_rows(tmp_path):
+    run = make_run(tmp_path, [Scen("long_batch", status="interrupted", reason="interrupted during the scenario")])
+    d = run / "long_batch"
+    (d / "rounds.csv").unlink()
+    req = pd.read_csv(d / "requests.csv")
+    req[req["round"] == 1].head(7).to_csv(d / "requests.csv", index=False)
+    with (d / "requests.csv").open("a") as fh:
+        fh.write("long_batch,1,7,long_batch-0007,,long_batch-0007,0,completions,True,200,,,0.35,12")  # torn last line
+    _, text = write_report(run)
+    assert "long_batch: status interrupted (interrupted during the scenario): results are partial." in text
+    assert "rounds.csv is missing (interrupted?): statistics recomputed from its" in text
+    assert "round 2 (warm) is missing" in text
+    data = load_run(run)
+    assert list(data.rounds["round"]) == [1] and data.rounds["successes"].iloc[0] >= 7
+    html = _html(run)
+    assert "No figure: no scenario has both a round 1 and a round 2" in html
+    assert "round 2 missing: no warm round" in text
+    assert (run / "plots" / "ttft_cdf.png").exists()  # round 1 alone still has a distribution
+
+
+def test_manifest_missing(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a")])
+    (run / "manifest.json").unlink()
+    _, text = write_report(run)
+    assert "manifest.json is missing" in text
+    row = _evidence_rows(_html(run))[1]
+    assert row.count("unknown") >= 3  # project, container, cold/teardown verification
+    assert "rag_a" in text and "TTFT p50 ms" in text
+
+
+def test_manifest_unreadable_and_empty_csv(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_b")])
+    (run / "manifest.json").write_text('{"run_id": "x", "scenarios": {')  # torn write
+    (run / "rag_b" / "requests.csv").write_text("")
+    _, text = write_report(run)
+    assert "manifest.json could not be read" in text
+    assert "rag_b: requests.csv is empty." in text
+    assert "rag_b: requests.csv is missing: no TTFT distribution" in text
+
+
+def test_round_two_missing(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a", rounds=1), Scen("rag_b")])
+    _, text = write_report(run)
+    assert "rag_a: round 2 (warm) is missing: no reductions or speed-ups." in text
+    red = reductions(load_run(run))
+    assert red[red["scenario"] == "rag_a"]["note"].iloc[0] == "round 2 missing: no warm round"
+    assert _html(run).count("<img") == len(PLOTS)  # rag_b carries the figures
+
+
+def test_nan_columns(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a")])
+    d = run / "rag_a"
+    rounds = pd.read_csv(d / "rounds.csv")
+    for c in ("ttft_reduction_pct", "throughput_improvement_pct", "ttft_target_met", "throughput_target_met",
+              "tokens_local_compute", "tokens_local_cache_hit", "tokens_external_kv_transfer", "tpot_mean_ms",
+              "expected_reuse_tokens", "achieved_reuse_tokens", "foreign_hit_tokens"):
+        rounds[c] = float("nan")
+    rounds.to_csv(d / "rounds.csv", index=False)
+    req = pd.read_csv(d / "requests.csv")
+    req["ttft_ms"] = float("nan")
+    req.to_csv(d / "requests.csv", index=False)
+    _, text = write_report(run)
+    html = _html(run)
+    assert "No figure: the server exposed no prompt_tokens_by_source counters" in html
+    assert "No figure: no successful requests with a TTFT" in html
+    assert "No figure: no scenario has both a round 1 and a round 2" in html
+    assert "n/a" in text
+    assert not (run / "plots" / "token_sources.png").exists()
+
+
+def test_stale_figures_are_removed(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a")])
+    write_report(run)
+    assert (run / "plots" / "speedups.png").exists()
+    (run / "rag_a" / "requests.csv").unlink()
+    write_report(run)
+    assert not (run / "plots" / "speedups.png").exists() and not (run / "plots" / "ttft_cdf.png").exists()
+
+
+def test_empty_run_dir(tmp_path):
+    run = tmp_path / "empty"
+    run.mkdir()
+    md, text = write_report(run)
+    assert "no scenario results in this directory" in text and "manifest.json is missing" in text
+    assert 'id="evidence"' in _html(run)
+    assert "no scenario results" in console_summary(run)
+    assert render(run).startswith("# kvbench report")
+
+
+def test_console_summary_and_report_main(tmp_path, capsys):
+    run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_b")])
+    out = console_summary(run)  # writes the report when it is not there yet
+    assert (run / "report.html").exists() and out.rstrip().endswith(f"report: {run / 'report.html'}")
+    assert "rag_a" in out and "TTFT -%" in out and len(out.splitlines()) <= 8
+    assert report_main([run], None) == 0
+    printed = capsys.readouterr().out
+    assert "rag_b" in printed and f"report: {run / 'report.html'}" in printed
+    alt = tmp_path / "elsewhere"
+    assert report_main([run], alt) == 0 and (alt / "report.html").exists() and (alt / "plots" / "gains.png").exists()
+    assert report_main([tmp_path / "nope"], None) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_comparison_of_two_runs(tmp_path, capsys):
+    a = make_run(tmp_path / "a", [Scen("rag_a", speedup=3.0), Scen("rag_b")], run_id="20260101t000000z-aaaaaa")
+    b = make_run(tmp_path / "b", [Scen("rag_a", mode="baseline", speedup=1.0)], run_id="20260102t000000z-bbbbbb",
+                 seed=1)
+    assert report_main([a, b], None) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {a / 'comparison.html'}" in printed and "A r2 TTFT ms" in printed
+    text = (a / "comparison.md").read_text()
+    html = _html(a, "comparison.html")
+    _assert_self_contained(html)
+    assert "B vs A" in text and "%" in text
+    assert "scenario rag_b is not in run(s) B" in text
+    assert re.search(r"\| mode +\| \[\"with-cache\"\] +\| \[\"baseline\"\]", text)  # configuration differences
+    rows = _evidence_rows(html)
+    assert len(rows) == 4 and ">A<" in rows[1] and ">B<" in rows[3]
+    assert html.count("<img") == 4
+    out = tmp_path / "cmp"
+    md, _ = write_comparison([a, b], out)
+    assert md == out / "comparison.md" and (out / "plots" / "compare_ttft_cdf.png").exists()
+
+
+def test_with_cache_vs_baseline_in_one_run(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_a", mode="baseline", speedup=1.0)])
+    _, text = write_report(run)
+    assert "## With cache vs baseline" in text
+    assert "rag_a [baseline]" in console_summary(run)
+    ev = _evidence_rows(_html(run))
+    assert any("baseline/rag_a" in r for r in ev)
