@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,7 @@ from .reuse import reuse_by_round, ttft_speedups
 from .results import RequestLog, write_rounds
 from .stats import rounds_table
 from .workload import Prompt, Session, Workload
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -70,15 +71,13 @@ class RoundContext:
     sem: asyncio.Semaphore
     pacer: Pacer
     progress: RoundProgress
-    index: list[int] = field(default_factory=lambda: [0])
 
     def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> dict:
-        i = self.index[0]
-        self.index[0] += 1
         tpot = res.tpot_ms
         return {
-            "scenario": self.scenario, "round": self.round, "index": i,
-            "prompt_id": prompt.prompt_id, "prompt_hash": prompt.prompt_hash, "session_id": session.session_id, "turn": turn,
+            "scenario": self.scenario, "round": self.round, "index": session.first_index + turn,
+            "prompt_id": prompt.prompt_id, "prompt_hash": prompt.prompt_hash, "session_id": session.session_id,
+            "turn": turn,
             "api": self.settings.api, "ok": res.ok, "http_status": res.http_status,
             "error_class": res.error_class, "error_message": res.error_message,
             "send_s": round(res.send_time - self.t0, 6) if res.send_time else None,
@@ -98,13 +97,14 @@ def _r(x: float | None) -> float | None:
 async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Session) -> None:
     replies: list[str] = []
     for turn in range(session.turns):
-        # Later turns tokenize their history: off the event loop, so that other
-        # streams' chunks are still read (and timed) promptly.
-        prompt = session.build(turn, replies) if turn == 0 else await asyncio.to_thread(session.build, turn, replies)
         if len(replies) < turn:  # an earlier turn failed: the history cannot be built honestly
+            prompt = session.build(turn, replies + [""] * (turn - len(replies)))  # for the row only, never sent
             res = RequestResult(error_class="PreviousTurnFailed", error_message="an earlier turn of this session failed",
                                 send_time=time.perf_counter(), e2e_ms=0.0)
         else:
+            # Later turns tokenize their history: off the event loop, so that other
+            # streams' chunks are still read (and timed) promptly.
+            prompt = session.build(turn, replies) if turn == 0 else await asyncio.to_thread(session.build, turn, replies)
             await ctx.pacer.wait()
             async with ctx.sem:
                 res = await send(client, prompt.body, ctx.settings)

@@ -77,6 +77,7 @@ class Session:
     session_id: str
     turns: int
     build: Callable[[int, list[str]], Prompt]
+    first_index: int = 0  # position of turn 0 in the workload (request index in every round)
 
 
 @dataclass
@@ -86,7 +87,10 @@ class Workload:
     num_requests: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.num_requests = sum(s.turns for s in self.sessions)
+        self.num_requests = 0
+        for s in self.sessions:
+            s.first_index = self.num_requests
+            self.num_requests += s.turns
 
 
 class TextMaker:

@@ -109,3 +109,21 @@ def test_concurrency_is_a_semaphore_not_batches(stub, tmp_path: Path):
     starts = df["send_s"].to_numpy()
     assert starts[2] - starts[0] < 0.1  # first three together
     assert 0.18 < starts[3] - starts[0] < 0.4  # the fourth waits for a free slot
+
+
+def test_failed_turn_fails_the_rest_of_its_conversation_without_sending(stub, tmp_path: Path):
+    import time
+    from harness.runner import RoundProgress
+
+    def build(turn: int, replies: list[str]) -> Prompt:
+        history = " ".join(replies[:turn])  # needs every earlier reply, as a real conversation does
+        return Prompt(f"c0-t{turn}", f"{history} user {turn}", 3, 0)
+
+    wl = Workload("stubbed", [Session("c0", 3, build)])
+    log = RequestLog(tmp_path / "requests.csv")
+    asyncio.run(run_round(wl, 1, _cfg(), Endpoint(stub.url("http500"), "stub"), log, time.perf_counter(),
+                          RoundProgress()))
+    log.close()
+    df = pd.read_csv(tmp_path / "requests.csv").sort_values("turn")
+    assert list(df["error_class"]) == ["HTTPStatusError", "PreviousTurnFailed", "PreviousTurnFailed"]
+    assert list(df["index"]) == [0, 1, 2] and list(df["prompt_id"]) == ["c0-t0", "c0-t1", "c0-t2"]
