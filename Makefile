@@ -9,13 +9,15 @@ CONFIG   ?= configs/test_config.yaml
 STACK    ?= cpu
 SCENARIO ?= long_context_high_reuse
 RUN      ?=
+ARGS     ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images wheelhouse bench bench-all report clean test test-fast
+.PHONY: help venv docker images wheelhouse chromium bench bench-all report clean test test-fast
 
 help:
 	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
 	@echo "make bench-all            every default scenario, each on its own fresh stack"
+	@echo "   CONFIG=configs/x.yaml  another suite; ARGS='--mode both --isolation both --repeats 3' more kvbench flags"
 	@echo "make report RUN=dir       aggregate a run directory into report.md"
 	@echo "make clean                remove leftover stacks of crashed runs (by label)"
 	@echo "make test                 the whole test suite (installs Docker/images when missing)"
@@ -39,15 +41,16 @@ wheelhouse:
 images: venv docker
 	$(PY) -m harness.images --stack $(STACK)
 
-bench: images
-	$(KVBENCH) bench --config $(CONFIG) --scenario $(SCENARIO)
+# kvbench builds the images the config's stack needs when they are missing (GPU stacks use public ones).
+bench: venv docker
+	$(KVBENCH) bench --config $(CONFIG) --scenario $(SCENARIO) $(ARGS)
 
-bench-all: images
-	$(KVBENCH) bench-all --config $(CONFIG)
+bench-all: venv docker
+	$(KVBENCH) bench-all --config $(CONFIG) $(ARGS)
 
 report: venv
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run_id>" >&2; exit 2; }
-	$(KVBENCH) report $(RUN)
+	$(KVBENCH) report $(RUN) $(ARGS)
 
 clean: venv docker
 	$(KVBENCH) clean
