@@ -12,7 +12,8 @@ from .report import console_summary, report_main, write_report
 from .results import RunDir, base_manifest, utc_now
 from .probes import Probe
 from .runner import Endpoint, run_rounds
-from .stack import force_remove, install_signal_handlers, leftovers
+from . import interrupts
+from .stack import force_remove, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, check_port
 from .suite import Suite, SuiteOptions
 from .tokenizer import ServerTokenizer
@@ -146,7 +147,7 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
         return EXIT_USAGE
     if args.repeats < 1:
         raise ConfigError(f"--repeats: must be >= 1, got {args.repeats}")
-    install_signal_handlers()
+    interrupts.install()
     opts = SuiteOptions(Path(args.results), args.compose_dir, tuple(args.compose_file))
     suite = Suite(cfg, _images, opts, sys.argv)
     isolation = ("fresh", "shared") if args.isolation == "both" else (args.isolation,)

@@ -18,6 +18,7 @@ from typing import Callable
 import httpx
 import pandas as pd
 
+from . import interrupts
 from .client import RequestResult, RequestSettings, send
 from .config import Config
 from .probes import Probe, deltas
@@ -132,13 +133,14 @@ async def run_round(workload: Workload, rnd: int, cfg: Config, endpoint: Endpoin
 
 def _run(coro) -> None:
     """uvloop where available: about 3x less client-side delay on a measured TTFT
-    (benchmarks/client_overhead.py); plain asyncio otherwise."""
+    (benchmarks/client_overhead.py); plain asyncio otherwise. A Ctrl-C cancels the
+    round and surfaces as `Interrupted` here (see interrupts.py)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(coro)
+        asyncio.run(interrupts.cancellable(coro))
     else:
-        uvloop.run(coro)
+        uvloop.run(interrupts.cancellable(coro))
 
 
 def _prebuild_first_turns(workload: Workload) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from typing import Callable
 
 from python_on_whales import DockerClient, DockerException, docker
 
+from . import interrupts
 from .stackspec import StackSpec, write_env_file
 
 MANAGED_LABEL = "io.kvbench.managed=true"
@@ -168,7 +168,7 @@ class Stack:
             return self.teardown
         t = time.perf_counter()
         attempts = 0
-        with _shielded(self):
+        with interrupts.shielded(self.kill_now):  # a second Ctrl-C: kill, but still remove everything
             for attempts in range(1, 4):
                 try:
                     timeout = 0 if self._fast else self.stop_timeout
@@ -207,11 +207,10 @@ def _last_line(e: DockerException) -> str:
 
 
 class _Registry:
-    """Live stacks, for signal handlers and atexit."""
+    """Live stacks, torn down at exit if anything skipped their `finally`."""
 
     def __init__(self) -> None:
         self.stacks: list[Stack] = []
-        self.tearing_down: Stack | None = None
 
     def add(self, s: Stack) -> None:
         if s not in self.stacks:
@@ -228,33 +227,3 @@ class _Registry:
 
 _REGISTRY = _Registry()
 atexit.register(_REGISTRY.down_all)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so the same `finally` blocks run."""
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    s = _REGISTRY.tearing_down
-    if s is not None:  # already tearing down: go faster, but do not abort the teardown
-        s.kill_now()
-        return
-    raise Interrupted(signal.Signals(signum).name)
-
-
-def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM raise `Interrupted` (a KeyboardInterrupt) outside teardown."""
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-
-
-class _shielded:
-    def __init__(self, s: Stack) -> None:
-        self.s = s
-
-    def __enter__(self) -> None:
-        _REGISTRY.tearing_down = self.s
-
-    def __exit__(self, *exc: object) -> None:
-        _REGISTRY.tearing_down = None
-

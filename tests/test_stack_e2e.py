@@ -131,7 +131,9 @@ def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images,
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == 130, proc.stderr.read()[-2000:] if proc.stderr else code
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 130, err[-2000:]
+    assert "Traceback" not in err and "Fatal error" not in err, err[-2000:]  # interrupted cleanly, not crashed
     manifest = json.loads((run_dir / "manifest.json").read_text())
     entry = manifest["scenarios"]["long_batch"]
     assert entry["status"] == "interrupted"
