@@ -172,8 +172,8 @@ class Stack:
             for attempts in range(1, 4):
                 try:
                     timeout = 0 if self._fast else self.stop_timeout
-                    # engines first: killing the master first garbles vLLM
-                    self.client.compose.stop(services=self.spec.engines, timeout=timeout)
+                    # down stops dependents first (depends_on), so the engines stop before
+                    # the master they depend on: killing the master first garbles vLLM.
                     self.client.compose.down(volumes=True, remove_orphans=True, timeout=timeout, quiet=True)
                 except DockerException:
                     pass  # e.g. the compose call itself was hit by a Ctrl-C; check and retry

@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,16 @@ def _running(stack: Stack) -> list[str]:
     return [c.name for c in docker.container.list(filters=[("label", stack.label)])]
 
 
+def _die_order(project: str, since: int) -> list[str]:
+    out = subprocess.run(["docker", "events", "--since", str(since), "--until", str(int(time.time()) + 1),
+                          "--filter", f"label=com.docker.compose.project={project}", "--filter", "event=die",
+                          "--format", "{{index .Actor.Attributes \"com.docker.compose.service\"}}"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.split()
+
+
 def test_up_down_removes_containers_volume_and_network(tmp_path, light_image, no_harness_leftovers):
+    since = int(time.time()) - 1
     stack = _light_stack(tmp_path, "t-updown")
     with stack:
         stack.up()
@@ -53,6 +63,8 @@ def test_up_down_removes_containers_volume_and_network(tmp_path, light_image, no
     assert td is not None and td.verified, td
     assert td.seconds < 5.0
     assert not find_resources(stack.label)
+    # the engine stops before the master it depends on
+    assert _die_order(stack.spec.project, since) == ["vllm", "mooncake-master"]
 
 
 def test_two_runs_at_once_do_not_touch_each_other(tmp_path, light_image, no_harness_leftovers):
