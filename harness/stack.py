@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -48,11 +49,15 @@ class Leftovers:
 
 def find_resources(label: str, keep: Callable[[dict], bool] = lambda labels: True) -> Leftovers:
     f = [("label", label)]
-    return Leftovers(
-        [c.name for c in docker.container.list(all=True, filters=f) if keep(c.config.labels or {})],
-        [v.name for v in docker.volume.list(filters=f) if keep(v.labels or {})],
-        [n.name for n in docker.network.list(filters=f) if keep(n.labels or {})],
+    lookups = (
+        lambda: [c.name for c in docker.container.list(all=True, filters=f) if keep(c.config.labels or {})],
+        lambda: [v.name for v in docker.volume.list(filters=f) if keep(v.labels or {})],
+        lambda: [n.name for n in docker.network.list(filters=f) if keep(n.labels or {})],
     )
+    # Three docker CLI round trips: in parallel they cost one (teardown time is measured).
+    with ThreadPoolExecutor(3) as pool:
+        containers, volumes, networks = pool.map(lambda fn: fn(), lookups)
+    return Leftovers(containers, volumes, networks)
 
 
 def _owner_dead(labels: dict) -> bool:
