@@ -142,3 +142,28 @@ def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images,
     assert not find_resources(f"io.kvbench.run={manifest['run_id']}")
     rows = pd.read_csv(csv)
     assert len(rows) >= 5 and rows["ok"].all()  # every completed row is on disk and intact
+
+
+def test_run_against_an_already_running_server(tmp_path, stack_images, no_harness_leftovers):
+    """The users' old way: `kvbench run` against a server someone else started (here: a stack
+    brought up directly). No isolation of ours, but the same rows, rounds and counters."""
+    from harness.config import load_config
+    from harness.stack import Stack
+    from harness.stackspec import prepare
+
+    cfg = load_config(E2E)
+    spec = prepare(cfg.stack, "t-external", "server", tmp_path / "stack", stack_images)
+    with Stack(spec, tmp_path / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
+        stack.up()
+        out = subprocess.run([*KVBENCH, "run", "--endpoint", spec.vllm_url, "--model", "tiny",
+                              "--master-metrics", spec.master_metrics_url, "--config", str(E2E),
+                              "--scenarios", "cold_start", "--results", str(tmp_path / "results")],
+                             capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run_dir = _only_run(tmp_path / "results")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["driver"] == "external-endpoint" and manifest["scenarios"]["cold_start"]["status"] == "ok"
+    rounds = pd.read_csv(run_dir / "cold_start" / "rounds.csv").set_index("round")
+    assert rounds.loc[1, "master_key_count_start"] == 0 and rounds.loc[2, "external_hits"] > 0
+    assert rounds.loc[1, "isolation"] == "external"
+    assert (run_dir / "report.html").is_file()
