@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
@@ -54,9 +54,6 @@ class RequestResult:
         if self.completion_tokens < 2:
             return None
         return (self.e2e_ms - self.ttft_ms) / (self.completion_tokens - 1)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class StreamError(Exception):

@@ -88,10 +88,6 @@ class RunDir:
         tmp.replace(self.root / "manifest.json")
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str))
-
-
 def write_rounds(path: Path, table: pd.DataFrame) -> None:
     table.to_csv(path, index=False, float_format="%.4f")
 

@@ -7,7 +7,7 @@ from the round's first send to its last response end, on the monotonic clock.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -111,11 +111,6 @@ def rounds_table(requests: pd.DataFrame, targets: Targets) -> pd.DataFrame:
             s.update(gains(first, s, targets))
         out.append(s)
     return pd.DataFrame(out)
-
-
-def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return {f"p{q:g}": _pct(vals, q) for q in qs}
 
 
 # Resampling n requests 2000 times costs n * 2000 draws: past this many requests per round the
