@@ -127,3 +127,20 @@ def test_failed_turn_fails_the_rest_of_its_conversation_without_sending(stub, tm
     df = pd.read_csv(tmp_path / "requests.csv").sort_values("turn")
     assert list(df["error_class"]) == ["HTTPStatusError", "PreviousTurnFailed", "PreviousTurnFailed"]
     assert list(df["index"]) == [0, 1, 2] and list(df["prompt_id"]) == ["c0-t0", "c0-t1", "c0-t2"]
+
+
+def test_request_rate_paces_sends_as_poisson_arrivals(stub, tmp_path: Path):
+    """20 requests at 40 req/s: sends spread over ~0.5 s with exponential gaps, not all at once."""
+    import time
+    import numpy as np
+    from harness.runner import RoundProgress
+
+    log = RequestLog(tmp_path / "requests.csv")
+    cfg = _cfg(request_rate=40.0, concurrency=20)
+    asyncio.run(run_round(_workload(20), 1, cfg, Endpoint(stub.url("ok"), "stub"), log, time.perf_counter(),
+                          RoundProgress()))
+    log.close()
+    sends = np.sort(pd.read_csv(tmp_path / "requests.csv")["send_s"].to_numpy())
+    gaps = np.diff(sends)
+    assert 0.15 < sends[-1] - sends[0] < 2.0  # mean gap 25 ms: ~0.5 s for 19 gaps
+    assert gaps.std() > 0.3 * gaps.mean()  # irregular, as exponential gaps are (std == mean), not a fixed tick
