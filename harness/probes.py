@@ -89,6 +89,12 @@ class Snapshot:
             out[k] = total(self.master, n) if self.master is not None else None
         return out
 
+    @property
+    def block_size(self) -> int | None:
+        """The engine's KV block size, from `vllm:cache_config_info` (None when not exposed)."""
+        v = label_value(self.vllm, "vllm:cache_config_info", "block_size")
+        return int(v) if v and v.isdigit() else None
+
 
 class Probe:
     """Scrapes both servers of one stack."""
@@ -105,10 +111,6 @@ class Probe:
         vllm = parse(self._get(f"{self.vllm_url}/metrics"))
         master = parse(self._get(f"{self.master_url}/metrics")) if self.master_url else None
         return Snapshot(vllm, master)
-
-    def block_size(self) -> int | None:
-        v = label_value(parse(self._get(f"{self.vllm_url}/metrics")), "vllm:cache_config_info", "block_size")
-        return int(v) if v and v.isdigit() else None
 
     def _get(self, url: str) -> str:
         """Metrics text, or "" when the server has none: its counters are then missing, not 0."""

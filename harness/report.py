@@ -299,11 +299,6 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, str]
     return path, text
 
 
-def load_rounds(run_dir: Path) -> pd.DataFrame:
-    """Every rounds.csv of the run with its identity columns (recomputed from requests.csv where missing)."""
-    return load_run(Path(run_dir)).rounds
-
-
 # ------------------------------------------------------------------------ console
 
 

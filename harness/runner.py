@@ -166,12 +166,14 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
     log = RequestLog(out_dir / "requests.csv")
     t0 = time.perf_counter()
     counters: dict[int, dict] = {}
+    block: int | None = None
     try:
         for rnd in range(1, cfg.rounds + 1):
             if rnd > 1 and cfg.wait_between_rounds:
                 time.sleep(cfg.wait_between_rounds)  # configured pause, not a synchronisation
             endpoint, probe = routes[min(rnd, len(routes)) - 1]
             before = probe.snapshot() if probe else None
+            block = block or (before.block_size if before else None)
             _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress))
             if probe and before:
                 counters[rnd] = {"engine_url": endpoint.base_url, **deltas(before, probe.snapshot())}
@@ -179,8 +181,6 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
         log.close()
     requests = pd.read_csv(out_dir / "requests.csv")
     table = rounds_table(requests, cfg.targets)
-    probe = routes[0][1]
-    block = probe.block_size() if probe else None
     for extra in (reuse_by_round(requests, block), ttft_speedups(requests),
                   pd.DataFrame([{"round": r, **c} for r, c in counters.items()])):
         if not extra.empty and "round" in extra:

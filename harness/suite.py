@@ -17,7 +17,7 @@ from typing import Callable
 from python_on_whales import docker
 
 from .config import Config
-from .probes import Probe, cold_state
+from .probes import Probe, Snapshot, cold_state
 from .progress import console, round_progress, say, step
 from .report import console_summary, write_report
 from .results import RunDir, base_manifest, utc_now
@@ -202,8 +202,9 @@ class Suite:
         out.mkdir(parents=True, exist_ok=True)
         probes = [Probe(spec.engine_url(e), spec.master_metrics_url) for e in spec.engines]
         try:
-            cold, detail = self._cold_gate(probes)
-            entry.update(cold_verified=cold, cold_detail=detail, block_size=probes[0].block_size())
+            snapshots = [p.snapshot() for p in probes]
+            cold, detail = self._cold_gate(snapshots)
+            entry.update(cold_verified=cold, cold_detail=detail, block_size=snapshots[0].block_size)
             say(f"  {name}: cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
             if not cold and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
@@ -227,8 +228,8 @@ class Suite:
                 p.close()
 
     @staticmethod
-    def _cold_gate(probes: list[Probe]) -> tuple[bool, str]:
-        results = [cold_state(p.snapshot()) for p in probes]
+    def _cold_gate(snapshots: list[Snapshot]) -> tuple[bool, str]:
+        results = [cold_state(s) for s in snapshots]
         if len(results) == 1:
             return results[0]
         return all(ok for ok, _ in results), "; ".join(f"engine {i + 1}: {d}" for i, (_, d) in enumerate(results))
