@@ -3,20 +3,28 @@
 TTFT is send -> first chunk carrying non-empty generated text. vLLM's first chat
 chunk holds only `{"role": "assistant", "content": ""}`: it is not a token and
 does not stop the TTFT clock. Token counts come from the server's `usage`.
+
+Over plain HTTP the clock points are wire times (see wire.py): send is the first
+write of the request, each chunk is timed by its kernel arrival stamp. Without
+them (https, a non-stamping transport) they are user-space perf_counter() times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import AsyncIterator, Literal
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
+from .wire import stamps_of
+
 Api = Literal["completions", "chat"]
+DRAIN_S = 1.0  # how long to wait for the body's end after [DONE] before dropping the connection
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class RequestResult:
     error_message: str = ""
     send_time: float = 0.0  # perf_counter seconds
     ttft_ms: float | None = None
+    # How long the first token waited in this host before the harness parsed it:
+    # near zero unless the client itself is saturated.
+    first_token_lag_ms: float | None = None
     e2e_ms: float | None = None
     itl_ms: list[float] = field(default_factory=list)
     prompt_tokens: int | None = None
@@ -109,19 +120,25 @@ async def send(client: httpx.AsyncClient, prompt: str | list[dict], s: RequestSe
 
 
 async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: RequestResult) -> None:
-    t0 = res.send_time
     last_token_t: float | None = None
     async with aconnect_sse(client, "POST", path, json=body) as source:
+        wire = stamps_of(source.response)
+        if wire is not None and wire.request_tx is not None:
+            res.send_time = wire.request_tx
+        t0 = res.send_time
         res.http_status = source.response.status_code
         if source.response.status_code != 200:
             detail = (await source.response.aread()).decode(errors="replace")[:300]
             raise httpx.HTTPStatusError(f"HTTP {res.http_status}: {detail}", request=source.response.request,
                                         response=source.response)
-        done = False
-        async for event in source.aiter_sse():
-            now = time.perf_counter()
+        done_t: float | None = None
+        events = source.aiter_sse()
+        async for event in events:
+            seen = time.perf_counter()
+            # The event was completed by the latest read; its arrival stamp is the event's time.
+            now = wire.last_rx if wire is not None and wire.last_rx is not None and wire.last_rx >= t0 else seen
             if event.data.strip() == "[DONE]":
-                done = True
+                done_t = now
                 break
             chunk = json.loads(event.data)
             if "error" in chunk:
@@ -130,15 +147,26 @@ async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: Request
             if text:
                 if last_token_t is None:
                     res.ttft_ms = (now - t0) * 1e3
+                    res.first_token_lag_ms = (seen - now) * 1e3
                 else:
                     res.itl_ms.append((now - last_token_t) * 1e3)
                 last_token_t = now
                 res.text += text
             if chunk.get("usage"):
                 _read_usage(chunk["usage"], res)
-        if not done:
+        if done_t is None:
             raise IncompleteStream("stream closed before [DONE]")
-    res.e2e_ms = (time.perf_counter() - t0) * 1e3
+        await _drain(events)
+    res.e2e_ms = (done_t - t0) * 1e3
+
+
+async def _drain(events: AsyncIterator) -> None:
+    """Read what follows [DONE] (the body's end) so the connection goes back to the
+    pool instead of being closed; the request is complete, so nothing here fails it."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError, SSEError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in events:
+                pass
 
 
 def _read_usage(usage: dict, res: RequestResult) -> None:

@@ -25,6 +25,7 @@ from .probes import Probe, deltas
 from .reuse import reuse_by_round, ttft_speedups
 from .results import RequestLog, write_rounds
 from .stats import rounds_table
+from .wire import stamped_client
 from .workload import Prompt, Session, Workload
 
 
@@ -82,7 +83,7 @@ class RoundContext:
             "api": self.settings.api, "ok": res.ok, "http_status": res.http_status,
             "error_class": res.error_class, "error_message": res.error_message,
             "send_s": round(res.send_time - self.t0, 6) if res.send_time else None,
-            "ttft_ms": _r(res.ttft_ms), "tpot_ms": _r(tpot), "e2e_ms": _r(res.e2e_ms),
+            "ttft_ms": _r(res.ttft_ms), "first_token_lag_ms": _r(res.first_token_lag_ms), "tpot_ms": _r(tpot), "e2e_ms": _r(res.e2e_ms),
             "itl_ms": " ".join(f"{x:.3f}" for x in res.itl_ms), "n_itl": len(res.itl_ms),
             "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
             "cached_tokens": res.cached_tokens, "expected_prompt_tokens": prompt.prompt_tokens,
@@ -125,7 +126,7 @@ async def run_round(workload: Workload, rnd: int, cfg: Config, endpoint: Endpoin
     timeout = httpx.Timeout(cfg.request_timeout, connect=min(10.0, cfg.request_timeout))
     progress.start(rnd, workload.num_requests)
     try:
-        async with httpx.AsyncClient(base_url=endpoint.base_url, limits=limits, timeout=timeout) as client:
+        async with stamped_client(endpoint.base_url, limits, timeout) as client:
             await asyncio.gather(*(_run_session(ctx, client, s) for s in workload.sessions))
     finally:
         progress.stop()

@@ -120,6 +120,7 @@ class StubServer:
 
     def __init__(self, tokens: int = 4) -> None:
         self.tokens = tokens
+        self.connections = 0  # TCP connections accepted so far
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -128,10 +129,14 @@ class StubServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
-            asyncio.start_server(lambda r, w: _handle(r, w, self.tokens), "127.0.0.1", 0))
+            asyncio.start_server(self._accept, "127.0.0.1", 0))
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.connections += 1
+        return _handle(reader, writer, self.tokens)
 
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.port}/{mode}"

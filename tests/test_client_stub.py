@@ -17,6 +17,7 @@ from harness.client import RequestSettings, send
 from harness.config import Config
 from harness.results import RequestLog
 from harness.runner import Endpoint, run_round
+from harness.wire import stamped_client
 from harness.workload import Prompt, Session, Workload
 
 from .stub_server import StubServer
@@ -28,23 +29,52 @@ def stub():
         yield s
 
 
-def _send(url: str, api: str = "completions", timeout: float = 5.0, prompt="hi"):
+def _client(url: str, timeout: float, wire: bool) -> httpx.AsyncClient:
+    """The harness's wire-stamped client, or plain httpx (what https endpoints get)."""
+    return stamped_client(url, httpx.Limits(), timeout) if wire else httpx.AsyncClient(base_url=url, timeout=timeout)
+
+
+def _send(url: str, api: str = "completions", timeout: float = 5.0, prompt="hi", wire: bool = True, busy=None):
+    """Send one request; `busy` is a coroutine run alongside it on the same event loop."""
     async def go():
-        async with httpx.AsyncClient(base_url=url, timeout=timeout) as c:
-            return await send(c, [{"role": "user", "content": prompt}] if api == "chat" else prompt,
-                              RequestSettings(model="stub", api=api, max_tokens=4, timeout=timeout))
+        async with _client(url, timeout, wire) as c:
+            body = [{"role": "user", "content": prompt}] if api == "chat" else prompt
+            settings = RequestSettings(model="stub", api=api, max_tokens=4, timeout=timeout)
+            if busy is None:
+                return await send(c, body, settings)
+            return (await asyncio.gather(send(c, body, settings), busy()))[0]
     return asyncio.run(go())
 
 
+@pytest.mark.parametrize("wire", [True, False], ids=["wire-stamped", "plain-httpx"])
 @pytest.mark.parametrize("api", ["chat", "completions"])
-def test_empty_role_chunk_is_not_the_first_token(stub, api):
-    r = _send(stub.url("role200"), api)
+def test_empty_role_chunk_is_not_the_first_token(stub, api, wire):
+    r = _send(stub.url("role200"), api, wire=wire)
     assert r.ok, r.error_message
     # The role chunk arrives at once; the first content 200 ms later.
     assert 195 <= r.ttft_ms <= 400, r.ttft_ms
     assert r.text.startswith("Hello")
     assert r.completion_tokens == 4 and r.prompt_tokens == 10 and r.cached_tokens == 0
     assert len(r.itl_ms) == 3  # 4 content chunks -> 3 gaps
+
+
+def test_busy_client_does_not_inflate_ttft(stub):
+    """The event loop is blocked from 100 to 400 ms while the first token arrives at
+    ~200 ms: TTFT is still ~200 ms (kernel arrival stamp), and the 200 ms the token
+    waited in the client shows up as first_token_lag_ms instead."""
+    import time
+
+    async def block_loop():
+        await asyncio.sleep(0.1)
+        time.sleep(0.3)  # deliberately blocking: a saturated client
+
+    r = _send(stub.url("role200"), busy=block_loop)
+    assert r.ok, r.error_message
+    assert 195 <= r.ttft_ms <= 280, r.ttft_ms
+    assert 120 <= r.first_token_lag_ms <= 350, r.first_token_lag_ms
+    # The plain client, timing in user space, would have reported >= 400 ms.
+    plain = _send(stub.url("role200"), wire=False, busy=block_loop)
+    assert plain.ttft_ms >= 395, plain.ttft_ms
 
 
 def test_ok_stream_timings_are_ordered(stub):
@@ -109,6 +139,22 @@ def test_concurrency_is_a_semaphore_not_batches(stub, tmp_path: Path):
     starts = df["send_s"].to_numpy()
     assert starts[2] - starts[0] < 0.1  # first three together
     assert 0.18 < starts[3] - starts[0] < 0.4  # the fourth waits for a free slot
+
+
+def test_connections_are_kept_alive_across_requests(tmp_path: Path):
+    """12 requests through 3 slots reuse 3 connections: the stream is read to its
+    end after [DONE], so a connection goes back to the pool instead of being
+    closed and re-opened for every request."""
+    import time
+    from harness.runner import RoundProgress
+
+    with StubServer(tokens=4) as fresh:
+        log = RequestLog(tmp_path / "requests.csv")
+        asyncio.run(run_round(_workload(12), 1, _cfg(), Endpoint(fresh.url("ok"), "stub"), log, time.perf_counter(),
+                              RoundProgress()))
+        log.close()
+        assert pd.read_csv(tmp_path / "requests.csv")["ok"].all()
+        assert fresh.connections <= 3, fresh.connections
 
 
 def test_failed_turn_fails_the_rest_of_its_conversation_without_sending(stub, tmp_path: Path):
