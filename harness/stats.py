@@ -60,6 +60,9 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "tpot_p50_ms": _pct(tpot, 50),
         "itl_p50_ms": _pct(itl, 50),
         "itl_p99_ms": _pct(itl, 99),
+        # How long first tokens waited in the client before it parsed them: TTFT
+        # excludes it (wire stamps), but a large value means a saturated client.
+        "client_lag_p99_ms": _pct(_nums(ok, "first_token_lag_ms"), 99) if "first_token_lag_ms" in ok else math.nan,
         "e2e_mean_ms": _mean(e2e),
         "e2e_p90_ms": _pct(e2e, 90),
         "duration_s": duration,
