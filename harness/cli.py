@@ -15,6 +15,7 @@ from .runner import Endpoint, run_rounds
 from . import interrupts
 from .stack import force_remove, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, check_port
+from .stats import saturation_warning
 from .suite import Suite, SuiteOptions
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
@@ -113,6 +114,9 @@ def _run_external(name: str, scen, cfg: Config, endpoint: Endpoint, probe: Probe
             table = run_rounds(wl, cfg, [(endpoint, probe)], out, progress=round_progress(name), labels=labels)
         entry["status"] = "ok"
         say(_round_line(name, table))
+        for _, r in table.iterrows():
+            if warning := saturation_warning(r):
+                say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
         return True
     except Exception as e:  # one scenario's failure must not stop the others
         entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])

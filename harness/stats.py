@@ -76,6 +76,19 @@ def round_summary(rows: pd.DataFrame) -> dict:
     }
 
 
+def saturation_warning(r: dict | pd.Series) -> str | None:
+    """A one-line warning when the client itself was the bottleneck of a round.
+
+    Chunks are timed by their kernel arrival stamps, so client-side queueing does
+    not enter TTFT; but once first tokens wait in the client for about an
+    inter-token gap, consecutive chunks get read together and share a stamp."""
+    lag, itl = r.get("client_lag_p99_ms", math.nan), r.get("itl_p50_ms", math.nan)
+    if not lag > max(5.0, itl / 2 if itl == itl else 0.0):  # NaN-safe: no lag recorded -> no warning
+        return None
+    return (f"client lag p99 {lag:.1f} ms vs ITL p50 {itl:.1f} ms: the client is saturated and close "
+            f"chunks may share a time stamp; lower the concurrency")
+
+
 def gains(first: dict, later: dict, targets: Targets) -> dict:
     """Round-over-round change of a warm round against the cold round 1."""
     ttft_red = _reduction(first["ttft_mean_ms"], later["ttft_mean_ms"])

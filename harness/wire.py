@@ -8,9 +8,11 @@ about 11 ms p50). Linux stamps each received segment (SO_TIMESTAMPNS); the clien
 times tokens with that stamp, and reports the client-side wait separately
 (`first_token_lag_ms`) so a saturated client stays visible instead of skewing TTFT.
 
-A read that covers several segments carries the stamp of the last one, so a
-stamp is never earlier than the true arrival: when the client lags, a token can
-be stamped as late as the next chunk's arrival, never earlier.
+Sockets are read in the event loop's I/O callback, as soon as they are readable,
+so each chunk normally gets its own stamp. Chunks that arrive before the loop
+gets to poll again are merged by the kernel under the stamp of the last one, so
+a stamp is never earlier than the true arrival: at worst a token is stamped with
+the arrival of a chunk that came right after it.
 
 This is an httpcore network backend for plain-HTTP connections (what the harness
 uses on loopback); https endpoints keep httpx's default transport and user-space

@@ -23,6 +23,7 @@ from .conftest import REPO, cold_prompts_got_faster
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 E2E = REPO / "tests" / "configs" / "e2e.yaml"
+E2E_CHAT = REPO / "tests" / "configs" / "e2e_chat.yaml"
 KVBENCH = [sys.executable, "-m", "harness"]
 
 
@@ -148,6 +149,7 @@ def test_run_against_an_already_running_server(tmp_path, stack_images, no_harnes
     """The users' old way: `kvbench run` against a server someone else started (here: a stack
     brought up directly). No isolation of ours, but the same rows, rounds and counters."""
     from harness.config import load_config
+    from harness.probes import Probe
     from harness.stack import Stack
     from harness.stackspec import prepare
 
@@ -159,7 +161,15 @@ def test_run_against_an_already_running_server(tmp_path, stack_images, no_harnes
                               "--master-metrics", spec.master_metrics_url, "--config", str(E2E),
                               "--scenarios", "cold_start", "--results", str(tmp_path / "results")],
                              capture_output=True, text=True, cwd=REPO, timeout=300)
+        probe = Probe(spec.vllm_url, spec.master_metrics_url)
+        block = probe.snapshot().block_size
+        probe.close()
+        chat = subprocess.run([*KVBENCH, "run", "--endpoint", spec.vllm_url, "--model", "tiny",
+                               "--config", str(E2E_CHAT), "--results", str(tmp_path / "chat")],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert chat.returncode == 0, chat.stderr[-2000:]
+    _check_chat_run(_only_run(tmp_path / "chat"), block)
     run_dir = _only_run(tmp_path / "results")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["driver"] == "external-endpoint" and manifest["scenarios"]["cold_start"]["status"] == "ok"
@@ -167,3 +177,17 @@ def test_run_against_an_already_running_server(tmp_path, stack_images, no_harnes
     assert rounds.loc[1, "master_key_count_start"] == 0 and rounds.loc[2, "external_hits"] > 0
     assert rounds.loc[1, "isolation"] == "external"
     assert (run_dir / "report.html").is_file()
+
+
+def _check_chat_run(run_dir: Path, block: int) -> None:
+    """Multi-turn over /v1/chat/completions on real vLLM: prompt lengths exact in the
+    served tokenizer (chat template included), and every later turn re-uses its
+    conversation's history from the prefix cache."""
+    rows = pd.read_csv(run_dir / "chat_turns" / "requests.csv")
+    assert len(rows) == 2 * 3 * 2 and rows["ok"].all() and set(rows["api"]) == {"chat"}
+    assert (rows["prompt_tokens"] == rows["expected_prompt_tokens"]).all()
+    assert rows["ttft_ms"].gt(0).all() and rows["completion_tokens"].eq(8).all()
+    later = rows[(rows["round"] == 1) & (rows["turn"] > 0)]
+    # vLLM caches full blocks only: at most one partial block of the history is recomputed.
+    assert (later["cached_tokens"] > later["shared_prefix_tokens"] - block).all(), \
+        (block, later[["turn", "cached_tokens", "shared_prefix_tokens"]])

@@ -87,3 +87,19 @@ def test_bootstrap_ci_is_bounded_for_large_rounds():
     alo, ahi = bootstrap_ci(cold[: n + 1], warm[: n + 1])  # first normal-limit case
     assert elo == pytest.approx(alo, abs=0.3) and ehi == pytest.approx(ahi, abs=0.3)
     assert all(math.isnan(x) for x in bootstrap_ci([1.0], [2.0, float("nan")]))
+
+
+@pytest.mark.parametrize("lag,itl,warned", [
+    (2.0, 1.0, False),       # under 5 ms: never a warning
+    (12.0, 40.0, False),     # well under half an inter-token gap
+    (25.0, 40.0, True),      # first tokens wait more than half a gap: chunks start to merge
+    (8.0, float("nan"), True),
+    (float("nan"), 40.0, False),  # runs without the column (older CSVs)
+])
+def test_saturation_warning_when_client_lag_nears_the_token_gap(lag, itl, warned):
+    from harness.stats import saturation_warning
+
+    msg = saturation_warning({"client_lag_p99_ms": lag, "itl_p50_ms": itl})
+    assert (msg is not None) == warned
+    if warned:
+        assert "saturated" in msg and "concurrency" in msg
