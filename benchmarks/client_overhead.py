@@ -9,7 +9,9 @@ perf_counter is CLOCK_MONOTONIC, shared by all processes, so
 is what the harness adds to a TTFT. The harness times chunks by their kernel
 arrival stamp (harness/wire.py); the time a first token then waits in the client
 before Python parses it is printed next to it as "client lag" (what a user-space
-stamp would have added).
+stamp would have added). "shared stamps %" is the share of tokens read together
+with the one before them, "read delay" how long response bytes waited in the
+kernel before the client read them (kvbench warns when both are high).
 
 Two server profiles run by default:
   instant  every chunk sent as fast as the server can: a worst case no LLM server
@@ -42,12 +44,14 @@ STAMP = re.compile(r"<(\d+\.\d+)>")
 PROFILES = ["instant:0:0", "paced:50:20"]
 
 
-async def _measure(url: str, concurrency: int, n: int, tokens: int) -> tuple[list[float], list[float]]:
+async def _measure(url: str, concurrency: int, n: int, tokens: int) -> tuple[list[float], ...]:
     settings = RequestSettings(model="stub", max_tokens=tokens, timeout=30)
     sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     overhead: list[float] = []
     lag: list[float] = []
+    itl: list[float] = []
+    read_delay: list[float] = []
 
     async with stamped_client(url, limits, 30) as client:
         async def one() -> None:
@@ -57,12 +61,16 @@ async def _measure(url: str, concurrency: int, n: int, tokens: int) -> tuple[lis
                 server_t = float(STAMP.search(r.text).group(1))
                 overhead.append((r.send_time + r.ttft_ms / 1e3 - server_t) * 1e3)
                 lag.append(r.first_token_lag_ms)
+                itl.extend(r.itl_ms)
+                read_delay.append(r.read_delay_ms)
 
         await asyncio.gather(*(one() for _ in range(min(n, concurrency * 2))))  # warm the pool
         overhead.clear()
         lag.clear()
+        itl.clear()
+        read_delay.clear()
         await asyncio.gather(*(one() for _ in range(n)))
-    return overhead, lag
+    return overhead, lag, itl, read_delay
 
 
 def _run(loop: str, coro):
@@ -90,12 +98,13 @@ def main() -> int:
             name, first_ms, itl_ms = profile.split(":")
             url = f"http://127.0.0.1:{port}/stamp_{first_ms}_{itl_ms}"
             for c in args.concurrency:
-                overhead, lag = (np.array(x) for x in _run(args.loop, _measure(url, c, args.requests, args.tokens)))
+                overhead, lag, itl, delay = (np.array(x) for x in _run(args.loop, _measure(url, c, args.requests,
+                                                                                    args.tokens)))
                 rows.append([name, c, len(overhead), *np.percentile(overhead, [50, 99]), overhead.max(),
-                             *np.percentile(lag, [50, 99])])
+                             *np.percentile(lag, [50, 99]), 100 * np.mean(itl < 1e-3), np.percentile(delay, 99)])
         print(tabulate(rows, floatfmt=".3f", headers=[
             "server", "concurrency", "requests", "overhead p50 ms", "p99 ms", "max ms",
-            "client lag p50 ms", "p99 ms"]))
+            "client lag p50 ms", "p99 ms", "shared stamps %", "read delay p99 ms"]))
         print("targets at 64: overhead p50 <= 0.3 ms, p99 <= 2 ms")
     finally:
         server.terminate()

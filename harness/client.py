@@ -50,6 +50,9 @@ class RequestResult:
     # How long the first token waited in this host before the harness parsed it:
     # near zero unless the client itself is saturated.
     first_token_lag_ms: float | None = None
+    # Longest time response bytes sat in the kernel before the client read them
+    # (wire-stamped connections only). Small unless the client cannot keep up.
+    read_delay_ms: float | None = None
     e2e_ms: float | None = None
     itl_ms: list[float] = field(default_factory=list)
     prompt_tokens: int | None = None
@@ -156,6 +159,8 @@ async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: Request
                 _read_usage(chunk["usage"], res)
         if done_t is None:
             raise IncompleteStream("stream closed before [DONE]")
+        if wire is not None:
+            res.read_delay_ms = wire.max_read_delay * 1e3
         await _drain(events)
     res.e2e_ms = (done_t - t0) * 1e3
 

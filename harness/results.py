@@ -27,7 +27,7 @@ from .config import check_name
 REQUEST_COLUMNS = [
     "scenario", "round", "index", "prompt_id", "prompt_hash", "session_id", "turn", "api",
     "ok", "http_status", "error_class", "error_message",
-    "send_s", "ttft_ms", "first_token_lag_ms", "tpot_ms", "e2e_ms", "itl_ms", "n_itl",
+    "send_s", "ttft_ms", "first_token_lag_ms", "read_delay_ms", "tpot_ms", "e2e_ms", "itl_ms", "n_itl",
     "prompt_tokens", "completion_tokens", "cached_tokens",
     "expected_prompt_tokens", "shared_prefix_tokens", "prefix_key", "provides_prefix_key", "output_chars",
 ]

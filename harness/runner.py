@@ -84,7 +84,7 @@ class RoundContext:
             "error_class": res.error_class, "error_message": res.error_message,
             "send_s": round(res.send_time - self.t0, 6) if res.send_time else None,
             "ttft_ms": _r(res.ttft_ms), "first_token_lag_ms": _r(res.first_token_lag_ms),
-            "tpot_ms": _r(tpot), "e2e_ms": _r(res.e2e_ms),
+            "read_delay_ms": _r(res.read_delay_ms), "tpot_ms": _r(tpot), "e2e_ms": _r(res.e2e_ms),
             "itl_ms": " ".join(f"{x:.3f}" for x in res.itl_ms), "n_itl": len(res.itl_ms),
             "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
             "cached_tokens": res.cached_tokens, "expected_prompt_tokens": prompt.prompt_tokens,

@@ -86,7 +86,9 @@ class StampedStream(httpcore.AsyncNetworkStream):
     `request_tx`: perf_counter() just before the first write of the current request.
     `last_rx`: arrival time of the bytes returned by the latest read(). httpcore reads
     only when its parser needs more bytes, so when an SSE event comes out of the
-    parser, the latest read is the one that completed it."""
+    parser, the latest read is the one that completed it.
+    `max_read_delay`: longest time, in seconds, bytes of the current request's
+    response sat in the kernel before being read: the client's polling delay."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -94,6 +96,7 @@ class StampedStream(httpcore.AsyncNetworkStream):
         self._loop = asyncio.get_running_loop()
         self.request_tx: float | None = None
         self.last_rx: float | None = None
+        self.max_read_delay = 0.0
         self._writing = False  # a write came after the last read: same request
         self._chunks: deque[tuple[bytes, float]] = deque()  # read ahead: (data, arrival)
         self._buffered = 0
@@ -122,7 +125,9 @@ class StampedStream(httpcore.AsyncNetworkStream):
             self._error = e
         else:
             if data:
-                self._chunks.append((data, arrival_time(ancillary)))
+                arrived = arrival_time(ancillary)
+                self.max_read_delay = max(self.max_read_delay, time.perf_counter() - arrived)
+                self._chunks.append((data, arrived))
                 self._buffered += len(data)
             else:
                 self._eof = True
@@ -167,6 +172,7 @@ class StampedStream(httpcore.AsyncNetworkStream):
         if not self._writing:
             self._writing = True
             self.request_tx = time.perf_counter()
+            self.max_read_delay = 0.0
         view = memoryview(buffer)
         with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
             async with asyncio.timeout(timeout):

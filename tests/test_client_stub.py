@@ -72,6 +72,7 @@ def test_busy_client_does_not_inflate_ttft(stub):
     assert r.ok, r.error_message
     assert 195 <= r.ttft_ms <= 280, r.ttft_ms
     assert 120 <= r.first_token_lag_ms <= 350, r.first_token_lag_ms
+    assert r.read_delay_ms >= 120, r.read_delay_ms  # the blocked loop could not read the socket
     # The plain client, timing in user space, would have reported >= 400 ms.
     plain = _send(stub.url("role200"), wire=False, busy=block_loop)
     assert plain.ttft_ms >= 395, plain.ttft_ms
@@ -81,6 +82,7 @@ def test_ok_stream_timings_are_ordered(stub):
     r = _send(stub.url("ok"))
     assert r.ok and r.http_status == 200
     assert 0 < r.ttft_ms <= r.e2e_ms
+    assert 0 <= r.read_delay_ms < 50  # an idle client reads what arrives at once
     assert r.tpot_ms is not None and r.tpot_ms >= 0
 
 
