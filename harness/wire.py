@@ -5,8 +5,9 @@ Why: one event loop parses every stream of a round. Under load a chunk can sit i
 the socket buffer for milliseconds before Python gets to it, and a TTFT stamped
 in user space would include that queueing (at 64 concurrent streams on 2 cores,
 about 11 ms p50). Linux stamps each received segment (SO_TIMESTAMPNS); the client
-times tokens with that stamp, and reports the client-side wait separately
-(`first_token_lag_ms`) so a saturated client stays visible instead of skewing TTFT.
+times tokens with that stamp, and reports the client-side waits separately
+(`first_token_lag_ms`, `read_delay_ms`) so a saturated client stays visible
+instead of skewing TTFT.
 
 Sockets are read in the event loop's I/O callback, as soon as they are readable,
 so each chunk normally gets its own stamp. Chunks that arrive before the loop
@@ -16,7 +17,7 @@ the arrival of a chunk that came right after it.
 
 This is an httpcore network backend for plain-HTTP connections (what the harness
 uses on loopback); https endpoints keep httpx's default transport and user-space
-stamps. Off Linux the stamps are user-space stamps taken right at the syscall.
+stamps. Off Linux the stamps are user-space times taken when the socket is read.
 """
 
 from __future__ import annotations
