@@ -112,6 +112,9 @@ class GpuConfig(Strict):
     # A named volume (a bare name) or an absolute host path holding the Hugging Face cache.
     model_cache: str = "hf-cache"
     rdma_devices: list[str] = []  # e.g. ["/dev/infiniband"]; used with protocol: rdma
+    # Device ids per engine, in place of `devices`: cross-instance engines must not
+    # share GPUs, e.g. [["0", "1"], ["2", "3"]] with tensor_parallel_size 2.
+    engine_devices: list[Annotated[list[str], Field(min_length=1)]] = []
 
 
 class StackConfig(Strict):
@@ -157,6 +160,9 @@ class StackConfig(Strict):
             raise ValueError("connector: 'lmcache' goes with the gpu-lmcache overlay (and only with it)")
         if self.protocol == "rdma" and not self.gpu.rdma_devices:
             raise ValueError("gpu.rdma_devices: protocol 'rdma' needs the RDMA devices, e.g. ['/dev/infiniband']")
+        if self.gpu.engine_devices and len(self.gpu.engine_devices) != len(self.engines):
+            raise ValueError(f"gpu.engine_devices: one list of device ids per engine ({len(self.engines)} for "
+                             f"topology {self.topology}), got {len(self.gpu.engine_devices)}")
         return self
 
     @property

@@ -23,6 +23,7 @@ from .config import StackConfig
 
 COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
 MASTER = "mooncake-master"
+LMCACHE_TARGET = "/etc/kvbench/lmcache.yaml"  # where compose/gpu-lmcache.yaml mounts the LMCache config
 CONNECTORS = {"mooncake_store": "MooncakeStoreConnector", "lmcache": "LMCacheConnectorV1"}
 
 
@@ -119,15 +120,16 @@ def size_bytes(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2) if m.group(2) != "K" else "KB"]
 
 
-def lmcache_config(s: StackConfig) -> dict:
-    """LMCache with Mooncake as its remote store: the users' original deployment."""
+def lmcache_config(s: StackConfig, hostname: str = "vllm") -> dict:
+    """LMCache with Mooncake as its remote store: the users' original deployment.
+    `hostname`: the engine's compose service, where other stores reach its segment."""
     return {
         "chunk_size": 256,
         "local_cpu": False,
         "remote_url": f"mooncakestore://{MASTER}:50051/",
         "remote_serde": "naive",
         "extra_config": {
-            "local_hostname": "vllm",
+            "local_hostname": hostname,
             "metadata_server": f"http://{MASTER}:8080/metadata",
             "protocol": s.protocol,
             "device_name": s.device_name,
@@ -145,10 +147,7 @@ def _engine_overrides(s: StackConfig, with_connector: bool) -> dict:
     if s.engine_cpusets:
         svc["cpuset"] = s.engine_cpusets[0]
     if s.on_gpu:
-        dev = s.gpu.devices
-        reservation = {"driver": "nvidia", "capabilities": ["gpu"]}
-        reservation.update({"device_ids": [str(d) for d in dev]} if isinstance(dev, list) else {"count": dev})
-        svc["deploy"] = {"resources": {"reservations": {"devices": [reservation]}}}
+        svc["deploy"] = _gpu_reservation(s.gpu.engine_devices[0] if s.gpu.engine_devices else s.gpu.devices)
         # Model cache: a host path is bind-mounted; a bare name is an external volume,
         # so `down -v` (which removes the stack's KV state) never deletes downloaded weights.
         kind = "bind" if s.gpu.model_cache.startswith("/") else "volume"
@@ -159,14 +158,21 @@ def _engine_overrides(s: StackConfig, with_connector: bool) -> dict:
     return svc
 
 
+def _gpu_reservation(devices: int | str | list[str]) -> dict:
+    reservation: dict = {"driver": "nvidia", "capabilities": ["gpu"]}
+    reservation.update({"device_ids": [str(d) for d in devices]} if isinstance(devices, list) else {"count": devices})
+    return {"resources": {"reservations": {"devices": [reservation]}}}
+
+
 def _top_level(s: StackConfig) -> dict:
     if s.on_gpu and not s.gpu.model_cache.startswith("/"):
         return {"volumes": {s.gpu.model_cache: {"external": True}}}
     return {}
 
 
-def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int) -> dict:
-    """Engine B = engine A as the merged compose model has it, on its own port and cpuset."""
+def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int, lmcache_b: Path) -> dict:
+    """Engine B = engine A as the merged compose model has it, on its own port, cpuset,
+    GPUs and (LMCache) hostname."""
     merged = DockerClient(compose_files=files, compose_env_files=[env_file],
                           compose_project_directory=files[0].parent).compose.config(return_json=True)
     b = copy.deepcopy(merged["services"]["vllm"])
@@ -175,6 +181,13 @@ def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int)
     b["ports"] = [{"target": 8000, "published": str(port), "host_ip": s.bind_address, "protocol": "tcp"}]
     if len(s.engine_cpusets) > 1:
         b["cpuset"] = s.engine_cpusets[1]
+    if s.on_gpu and s.gpu.engine_devices:
+        b["deploy"] = _gpu_reservation(s.gpu.engine_devices[1])
+    if s.connector == "lmcache":
+        lmcache_b.write_text(yaml.safe_dump(lmcache_config(s, "vllm-b"), sort_keys=False))
+        for v in b.get("volumes", []):
+            if v.get("target") == LMCACHE_TARGET:
+                v["source"] = str(lmcache_b.resolve())
     return b
 
 
@@ -217,7 +230,7 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
                      s.engines)
     env_file = write_env_file(spec, workdir / "stack.env")
     if s.topology == "cross-instance":
-        overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"])
+        overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"], workdir / "lmcache-b.yaml")
         generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return spec
 

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.config import load_config
 from harness.stackspec import prepare
@@ -29,8 +30,10 @@ COMBOS = [(c, t, m) for c in CONFIGS for t in ("single", "cross-instance") for m
 def _render(tmp_path: Path, config: str, topology: str, mode: str, monkeypatch) -> tuple[dict, str, Path]:
     monkeypatch.setenv("HF_TOKEN", SECRET)
     cfg = load_config(REPO / CONFIGS[config])
-    stack = cfg.stack.model_copy(update={"topology": topology,
-                                         "engine_cpusets": ["0", "1"] if topology == "cross-instance" else []})
+    cross = topology == "cross-instance"
+    gpu = cfg.stack.gpu.model_copy(update={"engine_devices": [["0", "1"], ["2", "3"]] if cross else []})
+    stack = cfg.stack.model_copy(update={"topology": topology, "gpu": gpu,
+                                         "engine_cpusets": ["0", "1"] if cross else []})
     workdir = tmp_path / "scenario"
     spec = prepare(stack, "20261124t000000z-abcdef", "long_context_high_reuse", workdir,
                    {"engine": "kvbench/engine-cpu:x", "master": "kvbench/master-cpu:x"},
@@ -94,6 +97,14 @@ def test_overlay_renders_with_key_fields(tmp_path, monkeypatch, config, topology
         assert vllm["cpuset"] == "0" and b["cpuset"] == "1"
         assert b["environment"]["PYTHONHASHSEED"] == vllm["environment"]["PYTHONHASHSEED"]
         assert b["ports"][0]["published"] != vllm["ports"][0]["published"]
+        if config.startswith("gpu"):  # disjoint GPUs per engine
+            (dev_b,) = b["deploy"]["resources"]["reservations"]["devices"]
+            assert dev_b["device_ids"] == ["2", "3"]
+        if config == "gpu-lmcache":  # B's store registers under B's own hostname
+            (mount,) = [v for v in b["volumes"] if v["target"] == "/etc/kvbench/lmcache.yaml"]
+            assert Path(mount["source"]) == (workdir / "lmcache-b.yaml").resolve()
+            assert yaml.safe_load(Path(mount["source"]).read_text())["extra_config"]["local_hostname"] == "vllm-b"
+            assert yaml.safe_load((workdir / "lmcache.yaml").read_text())["extra_config"]["local_hostname"] == "vllm"
 
     # The token reached neither the rendered model nor anything written for the run.
     assert SECRET not in text

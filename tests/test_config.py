@@ -51,6 +51,8 @@ CASES = [
     ("bad stack overlay name", _mutate(["stack", "overlay"], "../gpu"), "overlay"),
     ("port out of range", _mutate(["stack", "vllm_port"], 70000), "vllm_port"),
     ("bad on_contamination", _mutate(["on_contamination"], "ignore"), "on_contamination"),
+    ("GPUs for 2 engines on 1", _mutate(["stack", "gpu"], {"engine_devices": [["0"], ["1"]]}), "engine_devices"),
+    ("empty device list", _mutate(["stack", "gpu"], {"engine_devices": [[]]}), "engine_devices"),
 ]
 
 
