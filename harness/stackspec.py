@@ -230,7 +230,8 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
                      s.engines)
     env_file = write_env_file(spec, workdir / "stack.env")
     if s.topology == "cross-instance":
-        overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"], workdir / "lmcache-b.yaml")
+        overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"],
+                                                        workdir / "lmcache-b.yaml")
         generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return spec
 
