@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 from tabulate import tabulate
 
-from harness.client import RequestSettings, send
+from harness.client import RequestResult, RequestSettings, send
 from harness.wire import stamped_client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,33 +44,30 @@ STAMP = re.compile(r"<(\d+\.\d+)>")
 PROFILES = ["instant:0:0", "paced:50:20"]
 
 
-async def _measure(url: str, concurrency: int, n: int, tokens: int) -> tuple[list[float], ...]:
+async def _measure(url: str, concurrency: int, n: int, tokens: int) -> list[RequestResult]:
+    """n timed requests (after warming the pool); the ones that got a first token."""
     settings = RequestSettings(model="stub", max_tokens=tokens, timeout=30)
     sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    overhead: list[float] = []
-    lag: list[float] = []
-    itl: list[float] = []
-    read_delay: list[float] = []
-
     async with stamped_client(url, limits, 30) as client:
-        async def one() -> None:
+        async def one() -> RequestResult:
             async with sem:
-                r = await send(client, "x", settings)
-            if r.ok and r.ttft_ms is not None:
-                server_t = float(STAMP.search(r.text).group(1))
-                overhead.append((r.send_time + r.ttft_ms / 1e3 - server_t) * 1e3)
-                lag.append(r.first_token_lag_ms)
-                itl.extend(r.itl_ms)
-                read_delay.append(r.read_delay_ms)
+                return await send(client, "x", settings)
 
         await asyncio.gather(*(one() for _ in range(min(n, concurrency * 2))))  # warm the pool
-        overhead.clear()
-        lag.clear()
-        itl.clear()
-        read_delay.clear()
-        await asyncio.gather(*(one() for _ in range(n)))
-    return overhead, lag, itl, read_delay
+        results = await asyncio.gather(*(one() for _ in range(n)))
+    return [r for r in results if r.ok and r.ttft_ms is not None]
+
+
+def _row(results: list[RequestResult]) -> list[float]:
+    """overhead p50/p99/max, client lag p50/p99, shared stamps %, read delay p99."""
+    overhead = np.array([(r.send_time + r.ttft_ms / 1e3 - float(STAMP.search(r.text).group(1))) * 1e3
+                         for r in results])
+    lag = np.array([r.first_token_lag_ms for r in results])
+    itl = np.array([x for r in results for x in r.itl_ms])
+    delay = np.array([r.read_delay_ms for r in results])
+    return [len(results), *np.percentile(overhead, [50, 99]), overhead.max(), *np.percentile(lag, [50, 99]),
+            100 * np.mean(itl < 1e-3), np.percentile(delay, 99)]
 
 
 def _run(loop: str, coro):
@@ -98,10 +95,7 @@ def main() -> int:
             name, first_ms, itl_ms = profile.split(":")
             url = f"http://127.0.0.1:{port}/stamp_{first_ms}_{itl_ms}"
             for c in args.concurrency:
-                overhead, lag, itl, delay = (np.array(x) for x in _run(args.loop, _measure(url, c, args.requests,
-                                                                                    args.tokens)))
-                rows.append([name, c, len(overhead), *np.percentile(overhead, [50, 99]), overhead.max(),
-                             *np.percentile(lag, [50, 99]), 100 * np.mean(itl < 1e-3), np.percentile(delay, 99)])
+                rows.append([name, c, *_row(_run(args.loop, _measure(url, c, args.requests, args.tokens)))])
         print(tabulate(rows, floatfmt=".3f", headers=[
             "server", "concurrency", "requests", "overhead p50 ms", "p99 ms", "max ms",
             "client lag p50 ms", "p99 ms", "shared stamps %", "read delay p99 ms"]))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
-from .progress import console, round_progress, say
+from .progress import console, round_progress, say, warn_saturation
 from .report import console_summary, report_main, write_report
 from .results import RunDir, base_manifest, utc_now
 from .probes import Probe
@@ -15,7 +15,6 @@ from .runner import Endpoint, run_rounds
 from . import interrupts
 from .stack import force_remove, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, check_port
-from .stats import saturation_warning
 from .suite import Suite, SuiteOptions
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
@@ -114,9 +113,7 @@ def _run_external(name: str, scen, cfg: Config, endpoint: Endpoint, probe: Probe
             table = run_rounds(wl, cfg, [(endpoint, probe)], out, progress=round_progress(name), labels=labels)
         entry["status"] = "ok"
         say(_round_line(name, table))
-        for _, r in table.iterrows():
-            if warning := saturation_warning(r):
-                say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
+        warn_saturation(table)
         return True
     except Exception as e:  # one scenario's failure must not stop the others
         entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])

@@ -6,16 +6,25 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .runner import RoundProgress
+from .stats import saturation_warning
 
 console = Console(stderr=True, highlight=False)
 
 
 def say(msg: str) -> None:
     console.print(msg)
+
+
+def warn_saturation(rounds: pd.DataFrame) -> None:
+    """Say which rounds' times the client itself spoiled (stats.saturation_warning)."""
+    for _, r in rounds.iterrows():
+        if warning := saturation_warning(r):
+            say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
 
 
 @contextmanager

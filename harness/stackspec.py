@@ -183,11 +183,9 @@ def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int,
         b["cpuset"] = s.engine_cpusets[1]
     if s.on_gpu and s.gpu.engine_devices:
         b["deploy"] = _gpu_reservation(s.gpu.engine_devices[1])
-    if s.connector == "lmcache":
-        lmcache_b.write_text(yaml.safe_dump(lmcache_config(s, "vllm-b"), sort_keys=False))
-        for v in b.get("volumes", []):
-            if v.get("target") == LMCACHE_TARGET:
-                v["source"] = str(lmcache_b.resolve())
+    for v in b.get("volumes", []):  # the LMCache overlay's config mount, when present
+        if v.get("target") == LMCACHE_TARGET:
+            v["source"] = str(lmcache_b.resolve())
     return b
 
 
@@ -230,8 +228,9 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
                      s.engines)
     env_file = write_env_file(spec, workdir / "stack.env")
     if s.topology == "cross-instance":
-        overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"],
-                                                        workdir / "lmcache-b.yaml")
+        lm_b = workdir / "lmcache-b.yaml"
+        lm_b.write_text(yaml.safe_dump(lmcache_config(s, "vllm-b"), sort_keys=False))
+        overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"], lm_b)
         generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return spec
 

@@ -29,6 +29,9 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _nums(df: pd.DataFrame, col: str) -> np.ndarray:
+    """The column's numbers; none when the column is absent (CSVs of older runs)."""
+    if col not in df:
+        return np.empty(0)
     return pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(dtype=float)
 
 
@@ -67,9 +70,9 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "itl_p99_ms": _pct(itl, 99),
         # How long first tokens waited in the client before it parsed them (TTFT
         # excludes it), and how many tokens shared a read with the previous one.
-        "client_lag_p99_ms": _pct(_nums(ok, "first_token_lag_ms"), 99) if "first_token_lag_ms" in ok else math.nan,
+        "client_lag_p99_ms": _pct(_nums(ok, "first_token_lag_ms"), 99),
         "shared_stamp_pct": float(100 * np.mean(itl == 0)) if len(itl) else math.nan,
-        "read_delay_p99_ms": _pct(_nums(ok, "read_delay_ms"), 99) if "read_delay_ms" in ok else math.nan,
+        "read_delay_p99_ms": _pct(_nums(ok, "read_delay_ms"), 99),
         "e2e_mean_ms": _mean(e2e),
         "e2e_p90_ms": _pct(e2e, 90),
         "duration_s": duration,

@@ -18,13 +18,12 @@ from python_on_whales import docker
 
 from .config import Config
 from .probes import Probe, Snapshot, cold_state
-from .progress import console, round_progress, say, step
+from .progress import console, round_progress, say, step, warn_saturation
 from .report import console_summary, write_report
 from .results import RunDir, base_manifest, utc_now
 from .runner import Endpoint, run_rounds
 from .stack import Stack, StackError
 from .stackspec import COMPOSE_DIR, StackSpec, prepare
-from .stats import saturation_warning
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
 
@@ -224,8 +223,7 @@ class Suite:
             for _, r in table.iterrows():
                 say(f"  round {int(r['round'])}: TTFT p50 {r['ttft_p50_ms']:.1f} ms, "
                     f"cached ratio {r['cached_token_ratio']:.2f}, ok {int(r['successes'])}/{int(r['requests'])}")
-                if warning := saturation_warning(r):
-                    say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
+            warn_saturation(table)
         finally:
             for p in probes:
                 p.close()

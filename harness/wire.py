@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import select
 import socket
 import struct
@@ -37,7 +38,7 @@ import httpx
 
 # Linux asm-generic value (SO_TIMESTAMPNS_OLD): Python's socket module does not
 # export it. The control message carries a struct timespec of two 64-bit longs.
-_SO_TIMESTAMPNS = 35
+SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("qq")
 KERNEL_STAMPS = sys.platform == "linux" and struct.calcsize("l") == 8
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if KERNEL_STAMPS else 0
@@ -57,7 +58,7 @@ def arrival_time(ancillary: list[tuple[int, int, bytes]]) -> float:
     now = time.perf_counter()
     wall = time.time_ns()
     for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             sec, nsec = _TIMESPEC.unpack_from(data)
             age = wall - (sec * 1_000_000_000 + nsec)
             if 0 <= age < _MAX_AGE_NS:
@@ -239,7 +240,7 @@ class StampingBackend(httpcore.AsyncNetworkBackend):
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if KERNEL_STAMPS:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         for option in socket_options or ():
             sock.setsockopt(*option)
         if local_address:
@@ -306,14 +307,16 @@ class StampedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         i = min(range(len(self._shards)), key=self._busy.__getitem__)
         self._busy[i] += 1
-        release = lambda: self._busy.__setitem__(i, self._busy[i] - 1)  # noqa: E731
         try:
             response = await self._shards[i].handle_async_request(request)
         except BaseException:
-            release()
+            self._release(i)
             raise
         return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
-                              stream=_Released(response.stream, release))
+                              stream=_Released(response.stream, functools.partial(self._release, i)))
+
+    def _release(self, shard: int) -> None:
+        self._busy[shard] -= 1
 
     async def aclose(self) -> None:
         for shard in self._shards:
