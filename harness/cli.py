@@ -14,7 +14,7 @@ from .probes import Probe
 from .runner import Endpoint, run_rounds
 from . import interrupts
 from .stack import force_remove, leftovers
-from .stackspec import COMPOSE_DIR, PortInUse, check_port
+from .stackspec import COMPOSE_DIR, PortInUse, allocate_ports
 from .suite import Suite, SuiteOptions
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
@@ -138,9 +138,9 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
     for name in cfg.stack.overlays:
         if not (args.compose_dir / f"{name}.yaml").is_file():
             raise ConfigError(f"{args.config}: stack.overlay: no compose file {args.compose_dir / name}.yaml")
-    for field_name in ("vllm_port", "master_metrics_port"):
-        if getattr(cfg.stack, field_name):  # a fixed port must be free before anything starts
-            check_port(cfg.stack.bind_address, getattr(cfg.stack, field_name), field_name)
+    # Fixed ports must be free before anything starts.
+    allocate_ports(cfg.stack.bind_address, {"vllm_port": cfg.stack.vllm_port,
+                                            "master_metrics_port": cfg.stack.master_metrics_port})
     left = leftovers()
     if left:
         print(f"kvbench: leftovers of an earlier run are still present ({left.describe()}); "

@@ -160,6 +160,8 @@ class StackConfig(Strict):
             raise ValueError("connector: 'lmcache' goes with the gpu-lmcache overlay (and only with it)")
         if self.protocol == "rdma" and not self.gpu.rdma_devices:
             raise ValueError("gpu.rdma_devices: protocol 'rdma' needs the RDMA devices, e.g. ['/dev/infiniband']")
+        if self.vllm_port and self.vllm_port == self.master_metrics_port:
+            raise ValueError(f"master_metrics_port: {self.master_metrics_port} is also vllm_port")
         if self.gpu.engine_devices and len(self.gpu.engine_devices) != len(self.engines):
             raise ValueError(f"gpu.engine_devices: one list of device ids per engine ({len(self.engines)} for "
                              f"topology {self.topology}), got {len(self.gpu.engine_devices)}")

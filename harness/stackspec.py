@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,22 +43,20 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def free_port(bind: str) -> int:
-    with socket.socket() as s:
-        s.bind((bind, 0))
-        return s.getsockname()[1]
-
-
-def check_port(bind: str, port: int, field_name: str) -> int:
-    """0 -> a free port; a fixed port must be free now (clear error instead of a compose failure)."""
-    if port == 0:
-        return free_port(bind)
-    with socket.socket() as s:
-        try:
-            s.bind((bind, port))
-        except OSError:
-            raise PortInUse(f"stack.{field_name}: {bind}:{port} is already in use (set it to 0 to pick a free port)")
-    return port
+def allocate_ports(bind: str, wanted: dict[str, int]) -> dict[str, int]:
+    """Published ports for the stack: a fixed port must be free now (a clear error instead of a
+    compose failure); 0 picks a free one. All sockets stay bound until every port is chosen, so
+    two services never get the same port (sequential bind-to-0 calls can return it twice)."""
+    ports: dict[str, int] = {}
+    with ExitStack() as held:
+        for name, port in sorted(wanted.items(), key=lambda kv: kv[1] == 0):  # fixed ports first
+            sock = held.enter_context(socket.socket())
+            try:
+                sock.bind((bind, port))
+            except OSError:
+                raise PortInUse(f"stack.{name}: {bind}:{port} is already in use (set it to 0 to pick a free port)")
+            ports[name] = sock.getsockname()[1]
+    return ports
 
 
 @dataclass
@@ -193,10 +192,14 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
             compose_dir: Path = COMPOSE_DIR, extra_files: list[Path] | None = None,
             with_connector: bool = True) -> StackSpec:
     """Render the stack for one scenario run into `workdir` and assemble the compose call."""
-    ports = {"vllm": check_port(s.bind_address, s.vllm_port, "vllm_port")}
+    wanted = {"vllm_port": s.vllm_port, "master_metrics_port": s.master_metrics_port}
     if s.topology == "cross-instance":
-        ports["vllm-b"] = free_port(s.bind_address)
-    metrics = check_port(s.bind_address, s.master_metrics_port, "master_metrics_port")
+        wanted["vllm_b_port"] = 0
+    chosen = allocate_ports(s.bind_address, wanted)
+    ports = {"vllm": chosen["vllm_port"]}
+    if s.topology == "cross-instance":
+        ports["vllm-b"] = chosen["vllm_b_port"]
+    metrics = chosen["master_metrics_port"]
     workdir.mkdir(parents=True, exist_ok=True)
     mc, lm = workdir / "mooncake.json", workdir / "lmcache.yaml"
     mc.write_text(json.dumps(mooncake_client_config(s), indent=2))
