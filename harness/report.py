@@ -23,7 +23,8 @@ from .report_data import RunData, col, evidence, load_run, ok_requests, paired_s
 STAT_COLUMNS = [  # (rounds.csv column, header, decimals)
     ("successes", "ok", 0), ("failures", "failed", 0),
     ("ttft_mean_ms", "TTFT mean ms", 1), ("ttft_p50_ms", "TTFT p50 ms", 1), ("ttft_p90_ms", "TTFT p90 ms", 1),
-    ("ttft_p99_ms", "TTFT p99 ms", 1), ("tpot_mean_ms", "TPOT mean ms", 2), ("tpot_p50_ms", "TPOT p50 ms", 2),
+    ("ttft_p99_ms", "TTFT p99 ms", 1), ("misses", "full prefills", 0), ("ttft_miss_mean_ms", "TTFT full-prefill ms", 1),
+    ("ttft_hit_mean_ms", "TTFT hit ms", 1), ("tpot_mean_ms", "TPOT mean ms", 2), ("tpot_p50_ms", "TPOT p50 ms", 2),
     ("itl_p50_ms", "ITL p50 ms", 2), ("itl_p99_ms", "ITL p99 ms", 2), ("e2e_mean_ms", "E2E mean ms", 1),
     ("e2e_p90_ms", "E2E p90 ms", 1), ("req_per_s", "req/s", 2), ("output_tok_per_s", "out tok/s", 1),
     ("total_tok_per_s", "total tok/s", 0), ("cached_token_ratio", "cached ratio", 3),

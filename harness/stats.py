@@ -43,6 +43,14 @@ def _itls(df: pd.DataFrame) -> np.ndarray:
     return np.fromstring(" ".join(cells), sep=" ")
 
 
+def _split_by_hit(ok: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Requests that reused some cached tokens, and those that reused none (full prefill).
+    A request whose server reported no cached_tokens is in neither."""
+    cached = pd.to_numeric(ok["cached_tokens"], errors="coerce") if "cached_tokens" in ok.columns \
+        else pd.Series(math.nan, index=ok.index)
+    return ok[cached > 0], ok[cached == 0]
+
+
 def round_summary(rows: pd.DataFrame) -> dict:
     """Summary of one round's rows (all requests, failed ones included)."""
     ok = rows[rows["ok"].astype(str).str.lower() == "true"]
@@ -55,6 +63,7 @@ def round_summary(rows: pd.DataFrame) -> dict:
     prompt = _nums(ok, "prompt_tokens").sum()
     completion = _nums(ok, "completion_tokens").sum()
     cached = _nums(ok, "cached_tokens").sum()
+    hit, miss = _split_by_hit(ok)
     per_s = (lambda x: x / duration) if duration and duration > 0 else (lambda x: math.nan)
     return {
         "requests": int(len(rows)),
@@ -73,6 +82,11 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "client_lag_p99_ms": _pct(_nums(ok, "first_token_lag_ms"), 99),
         "shared_stamp_pct": float(100 * np.mean(itl == 0)) if len(itl) else math.nan,
         "read_delay_p99_ms": _pct(_nums(ok, "read_delay_ms"), 99),
+        # Round 1 reuses shared prefixes within the round, so its mean mixes full prefills
+        # with hits: this split shows what a hit saves even inside one round.
+        "misses": int(len(miss)) if len(hit) + len(miss) else math.nan,  # unknown, not 0, without usage
+        "ttft_miss_mean_ms": _mean(_nums(miss, "ttft_ms")),
+        "ttft_hit_mean_ms": _mean(_nums(hit, "ttft_ms")),
         "e2e_mean_ms": _mean(e2e),
         "e2e_p90_ms": _pct(e2e, 90),
         "duration_s": duration,

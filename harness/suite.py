@@ -223,6 +223,9 @@ class Suite:
             for _, r in table.iterrows():
                 say(f"  round {int(r['round'])}: TTFT p50 {r['ttft_p50_ms']:.1f} ms, "
                     f"cached ratio {r['cached_token_ratio']:.2f}, ok {int(r['successes'])}/{int(r['requests'])}")
+                if r.get("misses", 0) > 0 and r["misses"] < r["successes"]:  # both kinds (NaN: no usage)
+                    say(f"    TTFT mean {r['ttft_miss_mean_ms']:.0f} ms for {int(r['misses'])} full prefill(s), "
+                        f"{r['ttft_hit_mean_ms']:.0f} ms for the {int(r['successes'] - r['misses'])} hits")
             warn_saturation(table)
         finally:
             for p in probes:

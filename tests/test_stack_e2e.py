@@ -91,6 +91,9 @@ def test_warm_round_is_served_from_mooncake(bench_all):
     assert rounds.loc[2, "local_hits"] == 0  # prefix caching is off: every hit is Mooncake's
     assert rounds.loc[2, "ttft_mean_ms"] < rounds.loc[1, "ttft_mean_ms"]
     assert cold_prompts_got_faster(req)
+    # round 1 computes the document in full at least once; that costs more than a warm hit
+    assert rounds.loc[1, "misses"] >= 1 and rounds.loc[2, "misses"] == 0
+    assert rounds.loc[1, "ttft_miss_mean_ms"] > rounds.loc[2, "ttft_hit_mean_ms"]
     # the per-request view agrees with the engine's counters
     assert math.isclose(r2["cached_tokens"].sum(), rounds.loc[2, "external_hits"], rel_tol=0.01)
 
@@ -99,6 +102,7 @@ def test_cold_start_has_no_reuse_in_its_cold_round(bench_all):
     _, run_dir, _ = bench_all
     rounds = pd.read_csv(run_dir / "cold_start" / "rounds.csv").set_index("round")
     assert rounds.loc[1, "external_hits"] == 0 and rounds.loc[1, "cached_tokens"] == 0
+    assert rounds.loc[1, "misses"] == rounds.loc[1, "successes"] > 0  # every cold request a full prefill
     assert rounds.loc[2, "external_hits"] > 0
 
 

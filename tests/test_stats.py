@@ -45,6 +45,20 @@ def test_round_summary_matches_numpy():
     assert s["cached_token_ratio"] == pytest.approx(ok["cached_tokens"].sum() / (190 * 1000))
 
 
+def test_ttft_is_split_into_full_prefills_and_hits():
+    rng = np.random.default_rng(3)
+    df = _rows(60, rng, fail=6)
+    df["cached_tokens"] = np.where(np.arange(60) % 4 == 0, 0, 512)  # failed rows have no usage
+    df.loc[~df["ok"], "cached_tokens"] = np.nan
+    ok = df[df["ok"]]
+    s = round_summary(df)
+    assert s["misses"] == int((ok["cached_tokens"] == 0).sum()) > 0
+    assert s["ttft_miss_mean_ms"] == pytest.approx(ok.loc[ok["cached_tokens"] == 0, "ttft_ms"].mean())
+    assert s["ttft_hit_mean_ms"] == pytest.approx(ok.loc[ok["cached_tokens"] > 0, "ttft_ms"].mean())
+    unknown = round_summary(df.drop(columns="cached_tokens"))  # a server without cached-token usage
+    assert math.isnan(unknown["misses"]) and math.isnan(unknown["ttft_miss_mean_ms"]) and math.isnan(unknown["ttft_hit_mean_ms"])
+
+
 def test_all_failed_round_gives_nan_not_zero():
     rng = np.random.default_rng(1)
     s = round_summary(_rows(5, rng, fail=5))
