@@ -37,6 +37,7 @@ import numpy as np
 from tabulate import tabulate
 
 from harness.client import RequestResult, RequestSettings, send
+from harness.stats import shared_stamp_pct
 from harness.wire import stamped_client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +68,7 @@ def _row(results: list[RequestResult]) -> list[float]:
     itl = np.array([x for r in results for x in r.itl_ms])
     delay = np.array([r.read_delay_ms for r in results])
     return [len(results), *np.percentile(overhead, [50, 99]), overhead.max(), *np.percentile(lag, [50, 99]),
-            100 * np.mean(itl < 1e-3), np.percentile(delay, 99)]
+            shared_stamp_pct(itl), np.percentile(delay, 99)]
 
 
 def _run(loop: str, coro):

@@ -43,11 +43,17 @@ def _itls(df: pd.DataFrame) -> np.ndarray:
     return np.fromstring(" ".join(cells), sep=" ")
 
 
+def shared_stamp_pct(itl_ms: np.ndarray) -> float:
+    """Share of tokens read together with the one before (same arrival stamp: ITL exactly 0)."""
+    return float(100 * np.mean(itl_ms == 0)) if len(itl_ms) else math.nan
+
+
 def _split_by_hit(ok: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Requests that reused some cached tokens, and those that reused none (full prefill).
     A request whose server reported no cached_tokens is in neither."""
-    cached = pd.to_numeric(ok["cached_tokens"], errors="coerce") if "cached_tokens" in ok.columns \
-        else pd.Series(math.nan, index=ok.index)
+    if "cached_tokens" not in ok.columns:
+        return ok.iloc[:0], ok.iloc[:0]
+    cached = pd.to_numeric(ok["cached_tokens"], errors="coerce")
     return ok[cached > 0], ok[cached == 0]
 
 
@@ -80,7 +86,7 @@ def round_summary(rows: pd.DataFrame) -> dict:
         # How long first tokens waited in the client before it parsed them (TTFT
         # excludes it), and how many tokens shared a read with the previous one.
         "client_lag_p99_ms": _pct(_nums(ok, "first_token_lag_ms"), 99),
-        "shared_stamp_pct": float(100 * np.mean(itl == 0)) if len(itl) else math.nan,
+        "shared_stamp_pct": shared_stamp_pct(itl),
         "read_delay_p99_ms": _pct(_nums(ok, "read_delay_ms"), 99),
         # Round 1 reuses shared prefixes within the round, so its mean mixes full prefills
         # with hits: this split shows what a hit saves even inside one round.

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.config import Targets
-from harness.stats import gains, round_summary, rounds_table
+from harness.stats import gains, round_summary, rounds_table, saturation_warning
 
 
 def _rows(n: int, rng: np.random.Generator, rnd: int = 1, fail: int = 0) -> pd.DataFrame:
@@ -107,8 +107,6 @@ def test_tokens_read_together_are_counted_and_warned_about_only_when_reads_were_
     """Two tokens read in one go share a stamp: an ITL of exactly 0. A round where
     more than 5 % of ITLs are 0 and reads came late had a saturated client and says
     so; tokens that arrived together but were read at once (a server burst) do not."""
-    from harness.stats import round_summary, saturation_warning
-
     def rows(itls: list[str], read_delay_ms: float) -> pd.DataFrame:
         return pd.DataFrame({"ok": True, "send_s": 0.0, "ttft_ms": 10.0, "tpot_ms": 1.0, "e2e_ms": 20.0,
                              "prompt_tokens": 5, "completion_tokens": 4, "cached_tokens": 0,
