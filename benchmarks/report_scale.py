@@ -33,6 +33,7 @@ from harness.results import REQUEST_COLUMNS  # noqa: E402
 SCENARIOS = ["long_context_high_reuse", "multi_turn_conversation", "code_generation", "batch_processing",
              "cold_start", "rag_a", "rag_b", "summarise", "translate", "classify"]
 TARGET_S, TARGET_MB = 10.0, 1024.0
+ROUNDS = 2  # cold round 1, warm round 2
 # The report runs in a fresh interpreter; its peak memory is VmHWM (the high-water RSS of its own address space,
 # which starts anew at exec - ru_maxrss would also count the benchmark process it was forked from).
 CHILD = """
@@ -60,17 +61,21 @@ def _requests(scen: str, n: int, rounds: int, rng: np.random.Generator, itl_pool
     pids = np.char.add(f"{scen}-", np.char.zfill(idx.astype(str), 6))
     prompt = np.full(len(rnd), 4034)
     cached = np.where(warm, 3968, np.where(idx == 0, 0, 3840))
-    return pd.DataFrame({
+    cols = {
         "scenario": scen, "round": rnd, "index": idx, "prompt_id": pids, "prompt_hash": "", "session_id": pids,
         "turn": 0, "api": "completions", "ok": ok, "http_status": np.where(ok, 200, 500),
         "error_class": np.where(ok, "", "HTTPStatusError"), "error_message": "",
         "send_s": np.round(np.sort(rng.uniform(0, per / 50, len(rnd))) + (rnd - 1) * per / 40, 6),
-        "ttft_ms": ttft.round(3), "tpot_ms": tpot.round(3), "e2e_ms": e2e.round(3),
+        "ttft_ms": ttft.round(3), "first_token_lag_ms": rng.lognormal(-1.5, 0.5, len(rnd)).round(3),
+        "read_delay_ms": rng.lognormal(-1.0, 0.6, len(rnd)).round(3), "tpot_ms": tpot.round(3), "e2e_ms": e2e.round(3),
         "itl_ms": itl_pool[rng.integers(0, len(itl_pool), len(rnd))], "n_itl": 15,
         "prompt_tokens": prompt, "completion_tokens": 16, "cached_tokens": cached, "expected_prompt_tokens": prompt,
         "shared_prefix_tokens": 4003, "prefix_key": f"{scen}:prefix", "provides_prefix_key": f"{scen}:prefix",
         "output_chars": 64,
-    })[REQUEST_COLUMNS]
+    }
+    # Every column the runner writes, in its order: a column not synthesised above (one added to
+    # REQUEST_COLUMNS later) gets empty cells - what the runner writes for a value it does not know.
+    return pd.DataFrame({c: cols.get(c, "") for c in REQUEST_COLUMNS}, index=range(len(rnd)))
 
 
 def _rounds(req: pd.DataFrame, scen: str, rep: int) -> pd.DataFrame:
@@ -112,7 +117,7 @@ def _rounds(req: pd.DataFrame, scen: str, rep: int) -> pd.DataFrame:
     return t
 
 
-def generate(root: Path, rows: int, n_scen: int, repeats: int, rounds: int = 2) -> Path:
+def generate(root: Path, rows: int, n_scen: int, repeats: int, rounds: int = ROUNDS) -> Path:
     rng = np.random.default_rng(0)
     itl_pool = np.array([" ".join(f"{x:.3f}" for x in rng.uniform(1, 40, 15)) for _ in range(2000)])
     run = root / "20260101t000000z-scale"
@@ -146,6 +151,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="write the run here and keep it (default: a temp dir, removed)")
     args = ap.parse_args()
+    min_rows = 2 * ROUNDS * args.scenarios * args.repeats  # 2 requests in every round of every directory
+    if args.rows < min_rows:
+        ap.error(f"--rows must be at least {min_rows} for {args.scenarios} scenario(s) x {args.repeats} "
+                 f"repeat(s) x {ROUNDS} rounds")
     root = args.keep or Path(tempfile.mkdtemp(prefix="kvbench-scale-"))
     try:
         t0 = time.perf_counter()

@@ -65,16 +65,21 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
                    help="fresh: one stack per scenario (default); shared: one stack for all scenarios, as an "
                         "unisolated script would (shows the pollution); both: run both, report side by side")
     p.add_argument("--repeats", type=int, default=1, help="run each scenario N times, each on its own fresh stack")
-    p.add_argument("--mode", choices=["with-cache", "baseline", "both"],
-                   help="with-cache: vLLM with the KV connector; baseline: the same stack without it; "
-                        "both: each scenario in both modes, compared in one report (default: the config's mode)")
+    p.add_argument("--mode", choices=["both", "with-cache", "baseline"],
+                   help="both: each scenario with the KV connector and without it (baseline), each on its own fresh "
+                        "stack, same prompts - what reuse buys; with-cache / baseline: one of them (quicker). "
+                        "Default: the config's mode (both)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="finish an earlier run in its own directory: only the cells not finished ok run again, "
+                        "with the configuration that run started with")
     p.add_argument("--compose-dir", type=Path, default=COMPOSE_DIR, help="compose files (default: %(default)s)")
     p.add_argument("--compose-file", type=Path, action="append", default=[],
                    help="extra compose overlay applied last (repeatable)")
 
 
-def _load(args: argparse.Namespace, scenarios: list[str] | None) -> Config:
-    return load_config(args.config, scenarios=scenarios, rounds=args.rounds, concurrency=args.concurrency)
+def _load(args: argparse.Namespace, scenarios: list[str] | None, mode: str | None = None) -> Config:
+    return load_config(args.config, scenarios=scenarios, rounds=args.rounds, concurrency=args.concurrency,
+                       mode=mode, scenarios_flag="--scenario" if args.command == "bench" else "--scenarios")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -91,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = False
     try:
         for name, scen in cfg.selected().items():
-            entry = manifest["scenarios"].setdefault(name, {"scenario": name, "mode": cfg.mode,
+            entry = manifest["scenarios"].setdefault(name, {"scenario": name, "mode": cfg.modes[0],
                                                             "isolation": "external", "repeat": 1})
             failed |= not _run_external(name, scen, cfg, endpoint, probe, run.scenario_dir(name), entry)
             run.write_manifest(manifest)
@@ -131,10 +136,25 @@ def _images(overlay: str) -> dict[str, str]:
 
 
 def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
-    cfg = _load(args, scenarios)
+    if args.resume:
+        return _resume(args)
+    cfg = _load(args, scenarios, mode=args.mode)
     for f in args.compose_file:
         if not f.is_file():
             raise ConfigError(f"--compose-file: {f}: file not found")
+    _preflight(cfg, args)
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats: must be >= 1, got {args.repeats}")
+    interrupts.install()
+    opts = SuiteOptions(Path(args.results), args.compose_dir, tuple(args.compose_file))
+    suite = Suite(cfg, _images, opts, sys.argv)
+    isolation = ("fresh", "shared") if args.isolation == "both" else (args.isolation,)
+    suite.plan_cells(cfg.default_scenarios, isolation, args.repeats, cfg.modes)
+    return 0 if suite.run_all() else 1
+
+
+def _preflight(cfg: Config, args: argparse.Namespace) -> None:
+    """What must hold before any container starts (ConfigError / PortInUse -> exit 2)."""
     for name in cfg.stack.overlays:
         if not (args.compose_dir / f"{name}.yaml").is_file():
             raise ConfigError(f"{args.config}: stack.overlay: no compose file {args.compose_dir / name}.yaml")
@@ -143,17 +163,16 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
                                             "master_metrics_port": cfg.stack.master_metrics_port})
     left = leftovers()
     if left:
-        print(f"kvbench: leftovers of an earlier run are still present ({left.describe()}); "
-              "remove them with `kvbench clean` (or `make clean`)", file=sys.stderr)
-        return EXIT_USAGE
-    if args.repeats < 1:
-        raise ConfigError(f"--repeats: must be >= 1, got {args.repeats}")
+        raise ConfigError(f"leftovers of an earlier run are still present ({left.describe()}); "
+                          "remove them with `kvbench clean` (or `make clean`)")
+
+
+def _resume(args: argparse.Namespace) -> int:
+    opts = SuiteOptions(args.resume.parent, args.compose_dir, tuple(args.compose_file))
+    suite = Suite.resume(args.resume, _images, opts, sys.argv)
+    _preflight(suite.cfg, args)
     interrupts.install()
-    opts = SuiteOptions(Path(args.results), args.compose_dir, tuple(args.compose_file))
-    suite = Suite(cfg, _images, opts, sys.argv)
-    isolation = ("fresh", "shared") if args.isolation == "both" else (args.isolation,)
-    modes = ("with-cache", "baseline") if args.mode == "both" else ((args.mode,) if args.mode else None)
-    return 0 if suite.run_all(cfg.default_scenarios, isolation, args.repeats, modes) else 1
+    return 0 if suite.run_all() else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

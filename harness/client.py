@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,15 @@ class RequestResult:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     text: str = ""
+    output_ids: list[int] = field(default_factory=list)  # generated token ids, as the server reports them
+
+    @property
+    def output_hash(self) -> str:
+        """Short fingerprint of the generated tokens (of the text when the server sent no ids):
+        equal outputs of the same prompt cold/warm and with/without the cache show the reused
+        KV gave the same result."""
+        payload = " ".join(map(str, self.output_ids)) if self.output_ids else "text:" + self.text
+        return hashlib.blake2b(payload.encode(), digest_size=8).hexdigest() if self.ok else ""
 
     @property
     def tpot_ms(self) -> float | None:
@@ -85,6 +95,9 @@ def request_body(prompt: str | list[dict], s: RequestSettings) -> tuple[str, dic
         "temperature": s.temperature,
         "stream": True,
         "stream_options": {"include_usage": True},
+        # vLLM streams each chunk's generated token ids with this (others ignore it): they
+        # fingerprint the output for the reuse-fidelity check.
+        "return_token_ids": True,
     }
     if s.ignore_eos:
         body["ignore_eos"] = True
@@ -102,6 +115,12 @@ def _chunk_text(chunk: dict) -> str:
         return c.get("text") or ""
     delta = c.get("delta") or {}
     return (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+
+
+def _chunk_ids(chunk: dict) -> list[int]:
+    choices = chunk.get("choices") or []
+    ids = choices[0].get("token_ids") if choices else None
+    return ids if isinstance(ids, list) else []
 
 
 async def send(client: httpx.AsyncClient, prompt: str | list[dict], s: RequestSettings) -> RequestResult:
@@ -155,6 +174,7 @@ async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: Request
                     res.itl_ms.append((now - last_token_t) * 1e3)
                 last_token_t = now
                 res.text += text
+            res.output_ids.extend(_chunk_ids(chunk))
             if chunk.get("usage"):
                 _read_usage(chunk["usage"], res)
         if done_t is None:

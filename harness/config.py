@@ -1,8 +1,8 @@
 """Suite configuration: YAML -> validated pydantic models.
 
 Everything is validated before any container starts or any request is sent.
-Errors become a ConfigError carrying one line that names the file and the field;
-the CLI turns it into exit code 2.
+Errors become a ConfigError carrying one line that names the file and the field (or
+the command-line flag that gave the value); the CLI turns it into exit code 2.
 """
 
 from __future__ import annotations
@@ -196,8 +196,11 @@ class Config(Strict):
     api: Literal["completions", "chat"] = "completions"
     seed: int = 1234
     run_name: str | None = None
-    # with-cache: vLLM with the KV connector; baseline: the same stack without it.
-    mode: Literal["with-cache", "baseline"] = "with-cache"
+    # What reuse buys is with the cache vs without it on the same prompts. with-cache: vLLM with
+    # the KV connector; baseline: the same stack without it; both: each on its own fresh stack.
+    mode: Literal["both", "with-cache", "baseline"] = "both"
+    # A scenario with more failed requests than this is failed, whatever its numbers say.
+    max_failed_percent: Annotated[float, Field(ge=0, le=100)] = 2.0
     # What to do when a scenario's cold round finds a warm cache (cold-state gate).
     on_contamination: Literal["warn", "fail"] = "warn"
     targets: Targets = Targets()
@@ -228,15 +231,21 @@ class Config(Strict):
                 raise ValueError(f"unknown scenario {name!r} (known: {', '.join(sorted(known))})")
         return v
 
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("with-cache", "baseline") if self.mode == "both" else (self.mode,)
+
     def selected(self) -> dict[str, Scenario]:
         return {name: self.scenarios[name] for name in self.default_scenarios}
 
 
-def _one_line(path: Path, err: ValidationError) -> str:
+def _one_line(path: Path, err: ValidationError, flags: dict[str, str] | None = None) -> str:
+    """`file: field: message`, or `--flag: message` when the field's value came from that command-line flag."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-after", "tagged-union")))
     msg = first["msg"].removeprefix("Value error, ")
-    return f"{path}: {loc or '<root>'}: {msg}".replace("\n", " ")
+    flag = (flags or {}).get(str(first["loc"][0])) if first["loc"] else None
+    return (f"{flag}: {msg}" if flag else f"{path}: {loc or '<root>'}: {msg}").replace("\n", " ")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -261,6 +270,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     parent_path = (path.parent / parent).resolve()
     if parent_path in seen:
         raise ConfigError(f"{path}: extends: cycle through {parent_path}")
+    if not parent_path.exists():
+        raise ConfigError(f"{path}: extends: {parent_path}: file not found")
     return _merge(_read_yaml(parent_path, (*seen, path.resolve())), raw)
 
 
@@ -277,13 +288,18 @@ def load_config(
     scenarios: list[str] | None = None,
     rounds: int | None = None,
     concurrency: int | None = None,
+    mode: str | None = None,
+    scenarios_flag: str = "--scenarios",
 ) -> Config:
-    """Read, apply command-line overrides, validate. Raises ConfigError."""
+    """Read, apply command-line overrides, validate. Raises ConfigError; an invalid override
+    names its flag (`scenarios_flag`: the one that gave `scenarios`), not the file."""
     path = Path(path)
     raw = _read_yaml(path)
-    overrides = {"default_scenarios": scenarios, "rounds": rounds, "concurrency": concurrency}
-    raw.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = {"default_scenarios": (scenarios_flag, scenarios), "rounds": ("--rounds", rounds),
+                 "concurrency": ("--concurrency", concurrency), "mode": ("--mode", mode)}
+    given = {field: fv for field, fv in overrides.items() if fv[1] is not None}
+    raw.update({field: value for field, (_, value) in given.items()})
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_one_line(path, e)) from None
+        raise ConfigError(_one_line(path, e, {field: flag for field, (flag, _) in given.items()})) from None

@@ -129,7 +129,7 @@ def _bars_with_ci(ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: n
 def gains(red: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
     """TTFT reduction and throughput gain per scenario (warm round 2), with 95 % CI whiskers."""
     plot = Plot("gains", "TTFT reduction and throughput gain (round 2 vs round 1)",
-                "Bars: mean over repeats; whiskers: 95 % bootstrap CI (over repeats when there are several, "
+                "Bars: mean over repeats; whiskers: 95 % CI (Student-t over repeats when there are several, "
                 "else TTFT over requests; throughput has no CI with one repeat). Green: target met.")
     r2 = red[red["round"] == 2] if not red.empty and "round" in red.columns else pd.DataFrame()
     if r2.empty or (r2["ttft_reduction_pct"].isna().all() and r2["throughput_gain_pct"].isna().all()):

@@ -33,6 +33,15 @@ for _op in MOONCAKE_OPS:
     VLLM_COUNTERS[f"mc_{_op}_bytes"] = ("vllm:mooncake_store_operation_bytes", {"operation": _op})
     VLLM_COUNTERS[f"mc_{_op}_failed_keys"] = ("vllm:mooncake_store_operation_failed_keys", {"operation": _op})
 
+# vLLM's own per-request histograms: deltas of `_sum` / `_count` around a round give the
+# server-side mean of exactly that round's requests (nothing else is sent meanwhile).
+SERVER_HISTOGRAMS = {
+    "server_ttft": "vllm:time_to_first_token_seconds",
+    "server_prefill": "vllm:request_prefill_time_seconds",
+    "server_queue": "vllm:request_queue_time_seconds",
+    "server_e2e": "vllm:e2e_request_latency_seconds",
+}
+
 MASTER_GAUGES = {
     "master_key_count": "master_key_count",
     "master_allocated_bytes": "master_allocated_bytes",
@@ -80,11 +89,17 @@ def label_value(sample: Sample, name: str, label: str) -> str | None:
 
 @dataclass
 class Snapshot:
-    vllm: Sample
+    """One scrape of both servers. A server that could not be scraped is None: every
+    counter of it is then unknown, never 0 (a delta from it would be the lifetime total)."""
+
+    vllm: Sample | None
     master: Sample | None
 
     def counters(self) -> dict[str, float | None]:
-        out = {k: total(self.vllm, n, m) for k, (n, m) in VLLM_COUNTERS.items()}
+        vllm = self.vllm or {}
+        out = {k: total(vllm, n, m) for k, (n, m) in VLLM_COUNTERS.items()}
+        for k, n in SERVER_HISTOGRAMS.items():
+            out[f"{k}_sum"], out[f"{k}_count"] = total(vllm, f"{n}_sum"), total(vllm, f"{n}_count")
         for k, n in {**MASTER_GAUGES, **MASTER_COUNTERS}.items():
             out[k] = total(self.master, n) if self.master is not None else None
         return out
@@ -92,7 +107,7 @@ class Snapshot:
     @property
     def block_size(self) -> int | None:
         """The engine's KV block size, from `vllm:cache_config_info` (None when not exposed)."""
-        v = label_value(self.vllm, "vllm:cache_config_info", "block_size")
+        v = label_value(self.vllm or {}, "vllm:cache_config_info", "block_size")
         return int(v) if v and v.isdigit() else None
 
 
@@ -108,32 +123,45 @@ class Probe:
         self._c.close()
 
     def snapshot(self) -> Snapshot:
-        vllm = parse(self._get(f"{self.vllm_url}/metrics"))
-        master = parse(self._get(f"{self.master_url}/metrics")) if self.master_url else None
-        return Snapshot(vllm, master)
+        master = self._scrape(f"{self.master_url}/metrics") if self.master_url else None
+        return Snapshot(self._scrape(f"{self.vllm_url}/metrics"), master)
 
-    def _get(self, url: str) -> str:
-        """Metrics text, or "" when the server has none: its counters are then missing, not 0."""
+    def _scrape(self, url: str) -> Sample | None:
+        """Parsed metrics, or None when the server answered none: its counters are then unknown."""
         try:
             r = self._c.get(url)
             r.raise_for_status()
-            return r.text
+            return parse(r.text)
+        except (httpx.HTTPError, ValueError):  # ValueError: not Prometheus text
+            return None
+
+    def healthy(self, timeout: float = 5.0) -> bool:
+        """The engine answers GET /health with 200."""
+        try:
+            return self._c.get(f"{self.vllm_url}/health", timeout=timeout).status_code == 200
         except httpx.HTTPError:
-            return ""
+            return False
 
 
 def deltas(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
-    """Per-round counter deltas, plus master gauges at round start and end."""
+    """Per-round counter deltas, master gauges at round start and end, and the server-side
+    means (ms) of vLLM's request histograms over the round."""
     b, a = before.counters(), after.counters()
     out: dict[str, float | None] = {}
     for k in a:
+        server = before.master if k in MASTER_GAUGES or k in MASTER_COUNTERS else before.vllm
         if k in MASTER_GAUGES:
             out[f"{k}_start"], out[f"{k}_end"] = b[k], a[k]
-        elif a[k] is None:
-            out[k] = None  # not exposed by this server: unknown, not zero
+        elif a[k] is None or server is None:
+            out[k] = None  # not exposed, or the scrape before the round failed: unknown, not zero
         else:
             # Labelled counters appear on first use: absent before the round means 0 then.
             out[k] = a[k] - (b[k] or 0.0)
+    for k in SERVER_HISTOGRAMS:
+        s, n = out.pop(f"{k}_sum"), out.pop(f"{k}_count")
+        out[f"{k}_mean_ms"] = s / n * 1e3 if s is not None and n else None
+        if k == "server_ttft":
+            out["server_requests"] = n
     return out
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .runner import RoundProgress
-from .stats import saturation_warning
+from .stats import round1_caveat, saturation_warning
 
 console = Console(stderr=True, highlight=False)
 
@@ -25,6 +25,32 @@ def warn_saturation(rounds: pd.DataFrame) -> None:
     for _, r in rounds.iterrows():
         if warning := saturation_warning(r):
             say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
+
+
+def print_rounds(table: pd.DataFrame) -> None:
+    """One line per round with its measured warmth; partial rounds say so and nothing more."""
+    for _, r in table.iterrows():
+        n = int(r["round"])
+        if r.get("partial"):
+            say(f"  [yellow]round {n}: partial, {int(r['requests'])} of {int(r['planned'])} requests sent, "
+                f"{int(r['failures'])} failed: no reduction or target verdict[/yellow]")
+            continue
+        say(f"  round {n} ({r['phase']}, {r['reused_token_pct']:.0f} % of prompt tokens reused, "
+            f"{_int(r.get('misses'))} full prefills): TTFT p50 {r['ttft_p50_ms']:.1f} ms, mean {r['ttft_mean_ms']:.1f} ms, "
+            f"ok {int(r['successes'])}/{int(r['requests'])}")
+        if r.get("server_ttft_mean_ms") == r.get("server_ttft_mean_ms") and r.get("server_ttft_mean_ms") is not None:
+            say(f"    server-side TTFT mean {r['server_ttft_mean_ms']:.1f} ms (client - server "
+                f"{r['client_server_ttft_gap_ms']:+.1f} ms)")
+        if r.get("misses", 0) > 0 and r["misses"] < r["successes"]:  # both kinds (NaN: no usage)
+            say(f"    TTFT mean {r['ttft_miss_mean_ms']:.0f} ms for {int(r['misses'])} full prefill(s), "
+                f"{r['ttft_hit_mean_ms']:.0f} ms for the {int(r['successes'] - r['misses'])} hits")
+        if n == 1 and (caveat := round1_caveat(r["reused_token_pct"])):
+            say(f"    [yellow]{caveat}[/yellow]")
+    warn_saturation(table)
+
+
+def _int(v: object) -> str:
+    return "?" if v is None or v != v else str(int(v))  # NaN: unknown
 
 
 @contextmanager

@@ -19,6 +19,9 @@ from tabulate import tabulate
 
 from . import compare, html_report as H, plots as P
 from .report_data import RunData, col, evidence, load_run, ok_requests, paired_speedups, reductions, token_sources
+from .stats import round1_caveat
+from .verdict import HEADLINE_METRICS, fidelity, headline_round, reuse_buys, targets_vs_baseline
+from .results import write_rounds
 
 STAT_COLUMNS = [  # (rounds.csv column, header, decimals)
     ("successes", "ok", 0), ("failures", "failed", 0),
@@ -58,6 +61,52 @@ def fmt(v: object, nd: int = 1, signed: bool = False) -> str:
 
 def _ci(lo: float, hi: float) -> str:
     return "n/a" if math.isnan(lo) or math.isnan(hi) else f"[{lo:+.1f}, {hi:+.1f}]"
+
+
+def _change_ci(v: float, lo: float, hi: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:+.1f} % " + ("(no CI: 1 repeat)" if math.isnan(lo) else _ci(lo, hi))
+
+
+def reuse_table(data: RunData) -> pd.DataFrame:
+    """The headline: per scenario and round, with cache vs without (baseline), same prompts."""
+    t = targets_vs_baseline(reuse_buys(data), data.targets.ttft_reduction_percent,
+                            data.targets.throughput_increase_percent)
+    rows = []
+    for x in t.to_dict("records"):
+        row = {"scenario": x["scenario"], "round": str(x["round"]), "with cache": x["phase with cache"],
+               "repeats": str(x["repeats"])}
+        for metric, head in HEADLINE_METRICS:
+            nd = 2 if metric == "req_per_s" else (0 if "tok" in metric else 1)
+            row[f"{head} with / without"] = f"{fmt(x[f'{metric}_cache'], nd)} / {fmt(x[f'{metric}_base'], nd)}"
+            row[f"{head} change"] = _change_ci(x[f"{metric}_change"], x[f"{metric}_lo"], x[f"{metric}_hi"])
+        row["per-prompt TTFT change"] = (_change_ci(x["paired_change"], x["paired_lo"], x["paired_hi"])
+                                         + f" ({x['pairs']} prompts)")
+        row[f"TTFT target -{data.targets.ttft_reduction_percent:g} % vs baseline"] = x["ttft_target"]
+        row[f"throughput target +{data.targets.throughput_increase_percent:g} % vs baseline"] = x["tput_target"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fidelity_table(data: RunData) -> pd.DataFrame:
+    f = fidelity(data)
+    if f.empty:
+        return f
+    out = f[["scenario"]].copy()
+    for name in ("warm vs cold", "with cache vs baseline"):
+        out[f"identical output, {name}"] = [
+            "n/a" if not n else f"{same}/{n} ({pct:.0f} %)"
+            for same, n, pct in zip(f[f"{name} identical"], f[f"{name} pairs"], f[f"{name} %"])]
+    return out
+
+
+def warm_round1_notes(data: RunData) -> list[str]:
+    """One sentence per with-cache scenario whose round 1 was not cold."""
+    r = data.rounds
+    if r.empty or "reused_token_pct" not in r.columns:
+        return []
+    r1 = r[(r["round"] == 1) & (r["mode"] == "with-cache")]
+    pct = col(r1, "reused_token_pct").groupby(r1["label"], sort=False).mean()
+    return [f"{label}: {c}." for label, v in pct.items() if (c := round1_caveat(v))]
 
 
 # ------------------------------------------------------------------------ tables (display strings)
@@ -134,29 +183,6 @@ def isolation_table(data: RunData) -> pd.DataFrame:
     return wide.reset_index().map(lambda v: v if isinstance(v, str) else fmt(v))
 
 
-MODE_METRICS = [("ttft_mean_ms", "TTFT mean ms", 1), ("ttft_p50_ms", "TTFT p50 ms", 1), ("req_per_s", "req/s", 2),
-                ("total_tok_per_s", "total tok/s", 0)]
-
-
-def mode_table(data: RunData) -> pd.DataFrame:
-    """With-cache vs baseline (the same stack without the KV connector), per scenario and round: means over
-    repeats and the with-cache change in %."""
-    r = data.rounds
-    if r.empty or set(r["mode"]) < {"with-cache", "baseline"}:
-        return pd.DataFrame()
-    vals = pd.DataFrame({c: col(r, c) for c, _, _ in MODE_METRICS}).assign(
-        scenario=r["scenario"], isolation=r["isolation"], round=r["round"], mode=r["mode"])
-    m = vals.groupby(["scenario", "isolation", "round", "mode"], sort=False).mean().unstack("mode")
-    out = m.index.to_frame(index=False).astype(str)
-    for c, head, nd in MODE_METRICS:
-        base, cache = m[(c, "baseline")].to_numpy(), m[(c, "with-cache")].to_numpy()
-        out[f"{head} baseline"] = [fmt(v, nd) for v in base]
-        out[f"{head} with cache"] = [fmt(v, nd) for v in cache]
-        out[f"{head} change"] = [fmt((w / b - 1) * 100, 1, True) + " %" if b and not math.isnan(b) and
-                                 not math.isnan(w) else "n/a" for b, w in zip(base, cache)]
-    return out
-
-
 def run_info(data: RunData) -> str:
     m = data.manifest or {}
     parts = [f"run {m.get('run_id', data.name)}", f"started {m.get('started_at', '?')}",
@@ -221,21 +247,54 @@ def md_plots(plots: list[P.Plot]) -> list[str]:
 
 
 def _sections(data: RunData, red: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    return {"evidence": drop_default_mode(evidence(data)), "reductions": reductions_table(red, data), "stats": stats_table(data),
-            "timings": timings_table(data), "isolation": isolation_table(data), "mode": mode_table(data)}
+    return {"reuse": reuse_table(data), "evidence": drop_default_mode(evidence(data)),
+            "reductions": reductions_table(red, data), "stats": stats_table(data), "timings": timings_table(data),
+            "isolation": isolation_table(data), "fidelity": fidelity_table(data),
+            "server": server_table(data)}
+
+
+REUSE_TITLE = "What reuse buys: with the KV cache vs without it (same prompts, each on its own fresh stack)"
+REUSE_TEXT = ("Per round, the same prompts with the KV connector and on the same engine without it (baseline). "
+              "'with cache' is the measured warmth of the with-cache round (share of prompt tokens served from "
+              "cache). Change: with cache vs baseline; CI: Student-t over repeats (none with one repeat). "
+              "Per-prompt TTFT change: geometric mean of each prompt's with/without TTFT ratio, 95 % CI "
+              "(BCa bootstrap over prompts, or Student-t over repeats' prompts).")
+SEED_TITLE = "Round over round (the seed's figures: warm rounds vs round 1 of the same stack)"
+SERVER_COLUMNS = [("ttft_mean_ms", "client TTFT mean ms", 1), ("server_ttft_mean_ms", "server TTFT mean ms", 1),
+                  ("client_server_ttft_gap_ms", "client - server ms", 1),
+                  ("server_prefill_mean_ms", "server prefill mean ms", 1),
+                  ("server_queue_mean_ms", "server queue mean ms", 1), ("server_e2e_mean_ms", "server E2E mean ms", 1),
+                  ("server_requests", "server requests", 0)]
+
+
+def server_table(data: RunData) -> pd.DataFrame:
+    """The client's TTFT next to vLLM's own (histogram deltas over exactly the round's requests)."""
+    r = data.rounds
+    if r.empty or "server_ttft_mean_ms" not in r.columns:
+        return pd.DataFrame()
+    out = pd.DataFrame({"scenario": r["scenario"], "mode": r["mode"], "isolation": r["isolation"],
+                        "rep": r["repeat"], "round": r["round"]})
+    for c, head, nd in SERVER_COLUMNS:
+        out[head] = col(r, c).map(lambda v, nd=nd: fmt(v, nd))
+    return drop_default_mode(out.astype(str))
 
 
 def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] | None) -> str:
     t = data.targets
-    parts = [f"# kvbench report: {data.name}", "", run_info(data), "", "## What is missing", "", *md_notes(data.notes),
-             "## Evidence: isolation and cleanliness", "", md_table(tabs["evidence"]), "",
-             f"## Reductions vs round 1 (targets: TTFT -{t.ttft_reduction_percent:g} %, "
-             f"throughput +{t.throughput_increase_percent:g} %)", "", md_table(tabs["reductions"]), ""]
+    parts = [f"# kvbench report: {data.name}", "", run_info(data), ""]
+    if not tabs["reuse"].empty:
+        parts += [f"## {REUSE_TITLE}", "", REUSE_TEXT, "", md_table(tabs["reuse"]), ""]
+    parts += [*[f"> {n}" for n in warm_round1_notes(data)], "", "## What is missing", "", *md_notes(data.notes),
+              "## Evidence: isolation and cleanliness", "", md_table(tabs["evidence"]), "",
+              f"## {SEED_TITLE} (targets: TTFT -{t.ttft_reduction_percent:g} %, "
+              f"throughput +{t.throughput_increase_percent:g} %)", "", md_table(tabs["reductions"]), ""]
     if plots is not None:
         parts += ["## Figures", "", *md_plots(plots)]
     parts += ["## Per-round statistics", "", md_table(tabs["stats"]), ""]
-    if not tabs["mode"].empty:
-        parts += ["## With cache vs baseline (same stack without the KV connector)", "", md_table(tabs["mode"]), ""]
+    if not tabs["server"].empty:
+        parts += ["## Client vs server-side timings (vLLM's own histograms, per round)", "", md_table(tabs["server"]), ""]
+    if not tabs["fidelity"].empty:
+        parts += ["## Reuse fidelity (temperature 0: identical generated tokens)", "", md_table(tabs["fidelity"]), ""]
     if not tabs["isolation"].empty:
         parts += ["## Isolation: fresh stack per scenario vs one shared stack", "", md_table(tabs["isolation"]), ""]
     if not tabs["timings"].empty:
@@ -249,21 +308,28 @@ def html_figures(plots: list[P.Plot]) -> list[str]:
 
 def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> str:
     t = data.targets
-    parts = [
+    parts = []
+    if not tabs["reuse"].empty:
+        parts.append(H.section(REUSE_TITLE, H.paragraph(REUSE_TEXT), H.table(tabs["reuse"], "reuse", TEXT_COLS),
+                               *[H.paragraph(n) for n in warm_round1_notes(data)]))
+    parts += [
         H.notes(data.notes),
         H.section("Evidence: isolation and cleanliness", H.table(tabs["evidence"], "evidence", TEXT_COLS),
                   H.paragraph("One fresh Docker Compose stack per scenario (or one shared stack): its project, the "
                               "engine container, the cold check before round 1, the teardown check, foreign cache "
                               "hits, KV reuse achieved vs what the scenario itself makes possible."),
                   section_id="evidence-section"),
-        H.section(f"Reductions vs round 1 (targets: TTFT -{t.ttft_reduction_percent:g} %, throughput "
+        H.section(f"{SEED_TITLE} (targets: TTFT -{t.ttft_reduction_percent:g} %, throughput "
                   f"+{t.throughput_increase_percent:g} %)", H.table(tabs["reductions"], "reductions", TEXT_COLS)),
         H.section("Figures", *html_figures(plots)),
         H.section("Per-round statistics", H.table(tabs["stats"], "round-stats", TEXT_COLS)),
     ]
-    if not tabs["mode"].empty:
-        parts.append(H.section("With cache vs baseline (same stack without the KV connector)",
-                               H.table(tabs["mode"], "mode", TEXT_COLS)))
+    if not tabs["server"].empty:
+        parts.append(H.section("Client vs server-side timings (vLLM's own histograms, per round)",
+                               H.table(tabs["server"], "server", TEXT_COLS)))
+    if not tabs["fidelity"].empty:
+        parts.append(H.section("Reuse fidelity (temperature 0: identical generated tokens)",
+                               H.table(tabs["fidelity"], "fidelity", TEXT_COLS)))
     if not tabs["isolation"].empty:
         parts.append(H.section("Isolation: fresh stack per scenario vs one shared stack",
                                H.table(tabs["isolation"], "isolation", TEXT_COLS)))
@@ -289,7 +355,7 @@ def _write(data: RunData, out: Path) -> tuple[Path, str, pd.DataFrame]:
     path.write_text(text)
     (out / "report.html").write_text(_html(data, tabs, plots))
     if not data.rounds.empty:
-        data.rounds.drop(columns=["dir", "label"]).to_csv(out / "summary.csv", index=False, float_format="%.4f")
+        write_rounds(out / "summary.csv", data.rounds.drop(columns=["dir", "label"]))
     return path, text, red
 
 
@@ -320,8 +386,8 @@ def summary_rows(data: RunData, red: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "scenario": label, "reps": len(d), "status": _worst(d["status"]),
             "r1 TTFT p50 ms": p50(1), "r2 TTFT p50 ms": p50(2),
-            "TTFT -%": fmt(x.get("ttft_reduction_pct")), "thrpt +%": fmt(x.get("throughput_gain_pct")),
-            "targets": f"{x.get('ttft_verdict', 'n/a')}/{x.get('tput_verdict', 'n/a')}",
+            "r2 vs r1 TTFT -%": fmt(x.get("ttft_reduction_pct")), "r2 vs r1 thrpt +%": fmt(x.get("throughput_gain_pct")),
+            "targets r2 vs r1": f"{x.get('ttft_verdict', 'n/a')}/{x.get('tput_verdict', 'n/a')}",
             "cold/teardown": "/".join(_evidence_word(d, k) for k in ("cold_verified", "teardown_verified")),
         })
     return pd.DataFrame(rows)
@@ -334,11 +400,30 @@ def _evidence_word(d: pd.DataFrame, key: str) -> str:
     return "yes" if all(vals) else "NO"
 
 
+def headline_lines(data: RunData) -> list[str]:
+    """What reuse buys, one line per scenario (its last round): what the console leads with."""
+    t = headline_round(targets_vs_baseline(reuse_buys(data), data.targets.ttft_reduction_percent,
+                                           data.targets.throughput_increase_percent))
+    lines = []
+    for x in t.to_dict("records"):
+        lines.append(f"{x['scenario']} round {x['round']}: TTFT mean {fmt(x['ttft_mean_ms_cache'])} ms with cache vs "
+                     f"{fmt(x['ttft_mean_ms_base'])} ms without "
+                     f"({_change_ci(x['ttft_mean_ms_change'], x['ttft_mean_ms_lo'], x['ttft_mean_ms_hi'])}), "
+                     f"per prompt {_change_ci(x['paired_change'], x['paired_lo'], x['paired_hi'])}; "
+                     f"throughput {fmt(x['req_per_s_cache'], 2)} vs {fmt(x['req_per_s_base'], 2)} req/s "
+                     f"({_change_ci(x['req_per_s_change'], x['req_per_s_lo'], x['req_per_s_hi'])}); "
+                     f"targets vs baseline {x['ttft_target']}/{x['tput_target']}")
+    return lines
+
+
 def _console_table(data: RunData, red: pd.DataFrame) -> str:
     rows = summary_rows(data, red)
     table = (tabulate(rows, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
              if not rows.empty else "no scenario results")
-    return table + (f"\n{len(data.notes)} note(s) on missing data: see the report" if data.notes else "")
+    head = headline_lines(data)
+    parts = (["What reuse buys (with cache vs without, same prompts):", *[f"  {x}" for x in head], ""] if head else [])
+    parts += [*[f"note: {n}" for n in warm_round1_notes(data)], table]
+    return "\n".join(parts) + (f"\n{len(data.notes)} note(s) on missing data: see the report" if data.notes else "")
 
 
 def console_summary(run_dir: Path) -> str:
@@ -396,15 +481,26 @@ def write_comparison(run_dirs: list[Path], out_dir: Path | None = None) -> tuple
     return path, text
 
 
+def _has_results(run_dir: Path) -> bool:
+    """A cheap look: a manifest, or any rounds.csv / requests.csv below the directory."""
+    return (run_dir / "manifest.json").exists() or any(
+        next(run_dir.rglob(name), None) is not None for name in ("rounds.csv", "requests.csv"))
+
+
 def report_main(run_dirs: list[Path], out: Path | None) -> int:
     """`kvbench report RUN_DIR [RUN_DIR ...] [--out DIR]`: one run -> its report; several -> a comparison.
-    Prints a compact summary and the HTML path; returns 2 when a run directory does not exist."""
+    Prints a compact summary and the HTML path; returns 2 (writing nothing) when a run directory does not
+    exist or holds no kvbench results."""
     if not run_dirs:
         print("kvbench: report: give at least one run directory", file=sys.stderr)
         return 2
     for d in run_dirs:
         if not Path(d).is_dir():
             print(f"kvbench: run_dir: {d} is not a directory", file=sys.stderr)
+            return 2
+        if not _has_results(Path(d)):
+            print(f"kvbench: report: {d} holds no kvbench results (no manifest.json, rounds.csv or requests.csv)",
+                  file=sys.stderr)
             return 2
     if len(run_dirs) == 1:
         data = load_run(Path(run_dirs[0]))

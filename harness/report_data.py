@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from .config import Targets
-from .stats import bootstrap_ci, bootstrap_mean_ci, rounds_table
+from .intervals import Interval, paired_change_pct_bca, t_interval
+from .stats import rounds_table
 
-REQUEST_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms")
+REQUEST_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms", "output_hash")
 TOKEN_SOURCES = ("tokens_local_compute", "tokens_local_cache_hit", "tokens_external_kv_transfer")
 TRUE_WORDS = ("true", "1", "1.0", "yes")
 READ_ERRORS = (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError)
@@ -33,7 +35,7 @@ class RunData:
     manifest: dict | None
     dirs: pd.DataFrame  # one row per scenario directory, index = dir id used by `requests["dir"]`
     rounds: pd.DataFrame  # rounds.csv rows + identity (dir, scenario, isolation, repeat, label)
-    requests: pd.DataFrame  # dir, round, pid (prompt id code within its dir), ok, ttft_ms
+    requests: pd.DataFrame  # dir, round, pid (prompt id code, the same across dirs), ok, ttft_ms, out (output hash)
     targets: Targets
     notes: list[str] = field(default_factory=list)
 
@@ -122,19 +124,20 @@ def _discover(run_dir: Path, manifest: dict | None) -> list[str]:
 
 def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | None:
     df = _read_csv(path, notes, rel, usecols=lambda c: c in REQUEST_COLUMNS,
-                   dtype={"prompt_id": "category", "ok": "category"})  # low_memory: parsed in chunks
+                   dtype={"prompt_id": "category", "ok": "category", "output_hash": "category"})
     if df is None:
         return None
     missing = [c for c in ("round", "ttft_ms") if c not in df.columns]
     if missing:
         notes.append(f"{rel}: requests.csv has no {', '.join(missing)} column: request rows ignored.")
         return None
+    no_id = pd.Categorical([f"{rel}#{i}" for i in range(len(df))])  # without prompt ids nothing pairs up
     out = pd.DataFrame({
         "round": pd.to_numeric(df["round"], errors="coerce"),
-        "pid": (df["prompt_id"].cat.codes.to_numpy(np.int32) if "prompt_id" in df.columns
-                else np.arange(len(df), dtype=np.int32)),  # without prompt ids nothing pairs up
+        "pid": df["prompt_id"] if "prompt_id" in df.columns else no_id,
         "ok": truthy(df["ok"]) if "ok" in df.columns else True,
         "ttft_ms": pd.to_numeric(df["ttft_ms"], errors="coerce"),
+        "out": df["output_hash"] if "output_hash" in df.columns else pd.Categorical([None] * len(df)),
     })
     out = out[out["round"].notna()]
     return out.astype({"round": np.int16})
@@ -198,11 +201,26 @@ def load_run(run_dir: Path) -> RunData:
     dirs = pd.DataFrame(dir_rows, columns=["dir", *IDENTITY, "label", "status", "reason", "entry", "has_rounds",
                                            "has_requests"])
     rounds_df = pd.concat(rounds_frames, ignore_index=True) if rounds_frames else pd.DataFrame()
-    req_df = (pd.concat(req_frames, ignore_index=True) if req_frames
-              else pd.DataFrame({"round": [], "pid": [], "ok": [], "ttft_ms": [], "dir": []}))
+    req_df = (_concat_requests(req_frames) if req_frames
+              else pd.DataFrame({"round": [], "pid": [], "ok": [], "ttft_ms": [], "out": [], "dir": []}))
+    never = (manifest or {}).get("not_reached") or []
+    if never:
+        notes.append(f"never reached (the run stopped first): {', '.join(never)}; `kvbench bench-all --resume "
+                     f"{run_dir}` runs them.")
     if dirs.empty:
         notes.append("no scenario results in this directory (no manifest entries, no rounds.csv or requests.csv).")
     return RunData(run_dir, manifest, dirs, rounds_df, req_df, targets, notes)
+
+
+def _concat_requests(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One frame; prompt ids and output hashes become integer codes shared by every directory, so
+    the same prompt pairs up across rounds, modes and repeats (-1: none)."""
+    codes = {}
+    for c in ("pid", "out"):
+        union = union_categoricals([f[c].astype("category") for f in frames], ignore_order=True)
+        codes[c] = union.codes.astype(np.int32)
+    df = pd.concat([f.drop(columns=["pid", "out"]) for f in frames], ignore_index=True)
+    return df.assign(**codes)
 
 
 def _note_gaps(rel: str, row: dict, rounds: pd.DataFrame | None, req: pd.DataFrame | None,
@@ -253,6 +271,16 @@ def paired_speedups(data: RunData) -> pd.DataFrame:
     return pairs[np.isfinite(pairs["speedup"]) & (pairs["speedup"] > 0)]
 
 
+def _round_pairs(rq: pd.DataFrame | None, rnd: int) -> Interval:
+    """Per-prompt TTFT change from round 1 to round `rnd` in one directory (negative: faster)."""
+    if rq is None:
+        return Interval(math.nan, math.nan, math.nan, 0, "n/a (no request rows)")
+    first = rq.drop_duplicates(["round", "pid"])
+    pairs = first[first["round"] == 1][["pid", "ttft_ms"]].merge(first[first["round"] == rnd][["pid", "ttft_ms"]],
+                                                                  on="pid", suffixes=("_1", "_r"))
+    return paired_change_pct_bca(pairs["ttft_ms_1"], pairs["ttft_ms_r"])
+
+
 def _verdict(met: list[bool]) -> str:
     if not met:
         return "n/a"
@@ -286,18 +314,17 @@ def reductions(data: RunData) -> pd.DataFrame:
             continue
         for rnd, w in warm.groupby("round"):
             ttft, tput = col(w, "ttft_reduction_pct").dropna(), col(w, "throughput_improvement_pct").dropna()
-            if len(w) >= 2:
-                t_ci, p_ci = bootstrap_mean_ci(ttft.tolist()), bootstrap_mean_ci(tput.tolist())
-            else:
+            if len(w) >= 2:  # one value per repeat: Student-t over them
+                t_ci, p_ci, basis = t_interval(ttft.tolist()), t_interval(tput.tolist()), "repeats (t)"
+            else:  # one repeat: the same prompts' TTFT change, BCa over prompts; none for throughput
                 rq = by_dir.get(int(w["dir"].iloc[0]))
-                t_ci = (bootstrap_ci(rq.loc[rq["round"] == 1, "ttft_ms"].to_numpy(), rq.loc[rq["round"] == rnd,
-                        "ttft_ms"].to_numpy()) if rq is not None else (math.nan, math.nan))
-                p_ci = (math.nan, math.nan)
+                iv = _round_pairs(rq, int(rnd))
+                t_ci, p_ci, basis = (iv.lo, iv.hi), (math.nan, math.nan), f"prompts ({iv.method})"
             rows.append({
                 "label": label, "scenario": scen, "mode": mode, "isolation": iso, "round": int(rnd), "repeats": len(w),
                 "ttft_reduction_pct": ttft.mean() if len(ttft) else math.nan,
                 "ttft_ci_lo": t_ci[0], "ttft_ci_hi": t_ci[1],
-                "ttft_ci_basis": "repeats" if len(w) >= 2 else "requests",
+                "ttft_ci_basis": basis,
                 "ttft_verdict": _verdict(_met(w, "ttft_reduction_pct", "ttft_target_met", t.ttft_reduction_percent)),
                 "throughput_gain_pct": tput.mean() if len(tput) else math.nan,
                 "tput_ci_lo": p_ci[0], "tput_ci_hi": p_ci[1],

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import __version__
@@ -30,6 +31,7 @@ REQUEST_COLUMNS = [
     "send_s", "ttft_ms", "first_token_lag_ms", "read_delay_ms", "tpot_ms", "e2e_ms", "itl_ms", "n_itl",
     "prompt_tokens", "completion_tokens", "cached_tokens",
     "expected_prompt_tokens", "shared_prefix_tokens", "prefix_key", "provides_prefix_key", "output_chars",
+    "output_hash",
 ]
 
 
@@ -44,13 +46,14 @@ def utc_now() -> str:
 
 
 class RequestLog:
-    """Append-only requests.csv; one flushed line per finished request."""
+    """Append-only requests.csv; one line per finished request, flushed to the kernel at once (a
+    killed harness loses no row). The fsync waits for close(), outside the timed round."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         new = not path.exists()
         self._fh = path.open("a", newline="")
-        self._w = csv.DictWriter(self._fh, fieldnames=REQUEST_COLUMNS, extrasaction="ignore")
+        self._w = csv.DictWriter(self._fh, fieldnames=REQUEST_COLUMNS)  # an unknown field raises
         if new:
             self._w.writeheader()
             self._fh.flush()
@@ -58,10 +61,12 @@ class RequestLog:
     def append(self, row: dict[str, Any]) -> None:
         self._w.writerow(row)
         self._fh.flush()
-        os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.close()
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
 
 
 @dataclass
@@ -89,7 +94,18 @@ class RunDir:
 
 
 def write_rounds(path: Path, table: pd.DataFrame) -> None:
-    table.to_csv(path, index=False, float_format="%.4f")
+    """rounds.csv (and the report's summary.csv): a float column whose values are all whole numbers
+    (counters, token counts: floats only because some rows miss them) is written as integers, empty
+    where missing; other floats with 4 decimals."""
+    whole = {c: table[c].astype("Int64") for c in table.columns if _whole_numbers(table[c])}
+    table.assign(**whole).to_csv(path, index=False, float_format="%.4f")
+
+
+def _whole_numbers(col: pd.Series) -> bool:
+    if not pd.api.types.is_float_dtype(col):
+        return False
+    v = col.dropna().to_numpy(dtype=float)
+    return bool(np.isfinite(v).all() and (v == np.round(v)).all() and (np.abs(v) < 2**53).all())
 
 
 def git_commit() -> str | None:

@@ -63,6 +63,49 @@ class Pacer:
             await asyncio.sleep(delay)
 
 
+# Failures that say the server may be gone (as opposed to a request it rejected).
+SERVER_FAULTS = {"ConnectError", "ConnectTimeout", "RemoteProtocolError", "ReadError", "WriteError", "ReadTimeout",
+                 "PoolTimeout", "Timeout", "IncompleteStream", "StreamError"}
+HEALTH_TIMEOUT_S = 5.0
+
+
+class EngineDown(RuntimeError):
+    """The engine stopped answering during a round: the scenario's remaining requests were not sent."""
+
+
+class EngineWatch:
+    """Stops sending when the engine is gone. After `threshold` server-side faults (connection
+    errors, 5xx, timeouts) the engine's GET /health decides: not 200 -> the round is aborted and
+    nothing more is sent; healthy -> the count starts again (the faults were the requests' own)."""
+
+    def __init__(self, base_url: str, threshold: int = 3) -> None:
+        self.health_url = f"{base_url.rstrip('/')}/health"
+        self.threshold = threshold
+        self.down: str | None = None
+        self._faults = 0
+        self._lock = asyncio.Lock()
+
+    async def record(self, res: RequestResult) -> None:
+        if res.ok or not (res.error_class in SERVER_FAULTS or (res.http_status or 0) >= 500):
+            return
+        self._faults += 1
+        async with self._lock:  # one health probe at a time; others wait for its verdict
+            if self.down or self._faults < self.threshold:
+                return
+            if await self._healthy():
+                self._faults = 0
+            else:
+                self.down = f"engine unreachable after {self._faults} failed requests (last: {res.error_class}: " \
+                            f"{res.error_message[:120]}); GET /health failed"
+
+    async def _healthy(self) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S) as c:
+                return (await c.get(self.health_url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
 @dataclass
 class RoundContext:
     scenario: str
@@ -73,6 +116,7 @@ class RoundContext:
     sem: asyncio.Semaphore
     pacer: Pacer
     progress: RoundProgress
+    watch: EngineWatch
 
     def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> dict:
         tpot = res.tpot_ms
@@ -90,6 +134,7 @@ class RoundContext:
             "cached_tokens": res.cached_tokens, "expected_prompt_tokens": prompt.prompt_tokens,
             "shared_prefix_tokens": prompt.shared_prefix_tokens, "prefix_key": prompt.prefix_key,
             "provides_prefix_key": prompt.provides_prefix_key, "output_chars": len(res.text),
+            "output_hash": res.output_hash,
         }
 
 
@@ -110,7 +155,10 @@ async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Se
             prompt = session.build(turn, replies) if turn == 0 else await asyncio.to_thread(session.build, turn, replies)
             await ctx.pacer.wait()
             async with ctx.sem:
+                if ctx.watch.down:  # the engine is gone: what was not sent is not a request
+                    return
                 res = await send(client, prompt.body, ctx.settings)
+                await ctx.watch.record(res)  # holding the slot: nothing new is sent while /health is asked
             if res.ok:
                 replies.append(res.text)
         ctx.log.append(ctx.row(session, turn, prompt, res))
@@ -118,11 +166,11 @@ async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Se
 
 
 async def run_round(workload: Workload, rnd: int, cfg: Config, endpoint: Endpoint, log: RequestLog,
-                    t0: float, progress: RoundProgress) -> None:
+                    t0: float, progress: RoundProgress, watch: EngineWatch) -> None:
     settings = RequestSettings(model=endpoint.model, api=cfg.api, max_tokens=cfg.max_tokens,
                                temperature=cfg.temperature, timeout=cfg.request_timeout)
     ctx = RoundContext(workload.scenario, rnd, settings, log, t0, asyncio.Semaphore(cfg.concurrency),
-                       Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"), progress)
+                       Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"), progress, watch)
     limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     timeout = httpx.Timeout(cfg.request_timeout, connect=min(10.0, cfg.request_timeout))
     progress.start(rnd, workload.num_requests)
@@ -160,7 +208,9 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
 
     Round r goes to routes[min(r, len) - 1] (the users' `endpoints_per_round`).
     With a probe, that server's cache counters are scraped around the round and
-    their deltas become columns of rounds.csv."""
+    their deltas become columns of rounds.csv. rounds.csv is written even when a
+    round is cut short (engine down, Ctrl-C): its rounds are then marked partial.
+    Raises EngineDown when the engine stopped answering; no later round is sent."""
     if isinstance(routes, Endpoint):
         routes = [(routes, None)]
     progress = progress or RoundProgress()
@@ -176,17 +226,28 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
             endpoint, probe = routes[min(rnd, len(routes)) - 1]
             before = probe.snapshot() if probe else None
             block = block or (before.block_size if before else None)
-            _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress))
+            watch = EngineWatch(endpoint.base_url)
+            _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch))
             if probe and before:
                 counters[rnd] = {"engine_url": endpoint.base_url, **deltas(before, probe.snapshot())}
+            if watch.down:
+                raise EngineDown(f"round {rnd}: {watch.down}")
     finally:
         log.close()
+        table = _rounds_table(out_dir, workload, cfg, block, counters, labels)
+    return table
+
+
+def _rounds_table(out_dir: Path, workload: Workload, cfg: Config, block: int | None, counters: dict[int, dict],
+                  labels: dict | None) -> pd.DataFrame:
     requests = pd.read_csv(out_dir / "requests.csv")
-    table = rounds_table(requests, cfg.targets)
+    table = rounds_table(requests, cfg.targets, planned=workload.num_requests)
     for extra in (reuse_by_round(requests, block), ttft_speedups(requests),
                   pd.DataFrame([{"round": r, **c} for r, c in counters.items()])):
-        if not extra.empty and "round" in extra:
+        if not extra.empty and "round" in extra and not table.empty:
             table = table.merge(extra, on="round", how="left")
+    if "server_ttft_mean_ms" in table:  # what the client adds to the server's own TTFT
+        table["client_server_ttft_gap_ms"] = table["ttft_mean_ms"] - table["server_ttft_mean_ms"]
     for i, (k, v) in enumerate((labels or {}).items()):  # identity columns first
         table.insert(i, k, v)
     write_rounds(out_dir / "rounds.csv", table)

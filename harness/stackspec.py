@@ -1,8 +1,8 @@
 """What a stack is made of: compose files, generated overlay, client configs, ports, env.
 
 Everything config-dependent is rendered into the scenario's directory
-(`compose.generated.yaml`, `mooncake.json`, `lmcache.yaml`, `stack.env`), so the
-results say exactly what ran. Secrets never go there: `HF_TOKEN` reaches the
+(`compose.generated.yaml`, `mooncake.json`, `stack.env`, and `lmcache.yaml` for the LMCache
+connector), so the results say exactly what ran. Secrets never go there: `HF_TOKEN` reaches the
 GPU engines as a compose secret read from the process environment.
 """
 
@@ -169,7 +169,7 @@ def _top_level(s: StackConfig) -> dict:
     return {}
 
 
-def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int, lmcache_b: Path) -> dict:
+def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int, lmcache_b: Path | None) -> dict:
     """Engine B = engine A as the merged compose model has it, on its own port, cpuset,
     GPUs and (LMCache) hostname."""
     merged = DockerClient(compose_files=files, compose_env_files=[env_file],
@@ -182,7 +182,7 @@ def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int,
         b["cpuset"] = s.engine_cpusets[1]
     if s.on_gpu and s.gpu.engine_devices:
         b["deploy"] = _gpu_reservation(s.gpu.engine_devices[1])
-    for v in b.get("volumes", []):  # the LMCache overlay's config mount, when present
+    for v in b.get("volumes", []) if lmcache_b else []:  # the LMCache overlay's config mount
         if v.get("target") == LMCACHE_TARGET:
             v["source"] = str(lmcache_b.resolve())
     return b
@@ -201,9 +201,11 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
         ports["vllm-b"] = chosen["vllm_b_port"]
     metrics = chosen["master_metrics_port"]
     workdir.mkdir(parents=True, exist_ok=True)
-    mc, lm = workdir / "mooncake.json", workdir / "lmcache.yaml"
+    mc = workdir / "mooncake.json"
     mc.write_text(json.dumps(mooncake_client_config(s), indent=2))
-    lm.write_text(yaml.safe_dump(lmcache_config(s), sort_keys=False))
+    lm = workdir / "lmcache.yaml" if s.connector == "lmcache" else None  # only the gpu-lmcache overlay mounts it
+    if lm:
+        lm.write_text(yaml.safe_dump(lmcache_config(s), sort_keys=False))
     generated = workdir / "compose.generated.yaml"
     overlay = {"services": {"vllm": _engine_overrides(s, with_connector)}, **_top_level(s)}
     generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
@@ -217,7 +219,6 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
         "KVB_VLLM_PORT": str(ports["vllm"]),
         "KVB_MASTER_METRICS_PORT": str(metrics),
         "KVB_MOONCAKE_CONFIG": str(mc.resolve()),
-        "KVB_LMCACHE_CONFIG": str(lm.resolve()),
         "KVB_PYTHONHASHSEED": str(s.pythonhashseed),
         "KVB_KVCACHE_SPACE": str(s.kvcache_space_gib),
         "KVB_CLIENT_TTL": str(s.client_ttl),
@@ -226,13 +227,15 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
         "KVB_VLLM_IMAGE": s.gpu.vllm_image,
         "KVB_MOONCAKE_IMAGE": s.gpu.mooncake_image,
         "KVB_MODEL_CACHE": s.gpu.model_cache,
+        **({"KVB_LMCACHE_CONFIG": str(lm.resolve())} if lm else {}),
     }
     spec = StackSpec(project_name(run_id, label), run_id, label, files, env, s.bind_address, ports, metrics,
                      s.engines)
     env_file = write_env_file(spec, workdir / "stack.env")
     if s.topology == "cross-instance":
-        lm_b = workdir / "lmcache-b.yaml"
-        lm_b.write_text(yaml.safe_dump(lmcache_config(s, "vllm-b"), sort_keys=False))
+        lm_b = workdir / "lmcache-b.yaml" if lm else None
+        if lm_b:
+            lm_b.write_text(yaml.safe_dump(lmcache_config(s, "vllm-b"), sort_keys=False))
         overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"], lm_b)
         generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return spec

@@ -124,6 +124,10 @@ def saturation_warning(r: dict | pd.Series) -> str | None:
             f"too little CPU left for it); lower the concurrency")
 
 
+GAIN_COLUMNS = ("ttft_reduction_pct", "ttft_p50_reduction_pct", "throughput_improvement_pct", "ttft_target_met",
+                "throughput_target_met")
+
+
 def gains(first: dict, later: dict, targets: Targets) -> dict:
     """Round-over-round change of a warm round against the cold round 1."""
     ttft_red = _reduction(first["ttft_mean_ms"], later["ttft_mean_ms"])
@@ -150,55 +154,46 @@ def _increase(before: float, after: float) -> float:
     return (after / before - 1.0) * 100.0
 
 
-def rounds_table(requests: pd.DataFrame, targets: Targets) -> pd.DataFrame:
-    """One row per round of one scenario; rounds 2+ carry their gains over round 1."""
+# A round that reused more than this share of its prompt tokens is not a cold baseline: its
+# round-over-round reduction understates what reuse buys.
+WARM_ROUND1_PCT = 20.0
+WARM_PCT = 95.0  # at least this much reused: "warm"
+
+
+def warmth(reused_pct: float) -> str:
+    """The measured label of a round: cold (nothing reused), partly warm, warm, or unknown (no usage)."""
+    if math.isnan(reused_pct):
+        return "unknown"
+    if reused_pct == 0:
+        return "cold"
+    return "warm" if reused_pct >= WARM_PCT else "partly warm"
+
+
+def round1_caveat(reused_pct: float) -> str | None:
+    """The sentence a reader of round-over-round figures needs when round 1 was not cold."""
+    if not reused_pct > WARM_ROUND1_PCT:  # NaN-safe
+        return None
+    return (f"round 1 already reused {reused_pct:.0f} % of its prompt tokens (requests share a prefix within the "
+            f"round), so round-over-round understates what reuse buys: read the with-cache vs baseline figures")
+
+
+def rounds_table(requests: pd.DataFrame, targets: Targets, planned: int | None = None) -> pd.DataFrame:
+    """One row per round of one scenario; complete rounds 2+ carry their gains over a complete round 1.
+
+    `planned` is the number of requests a round should send: a round with fewer rows was cut
+    short (engine down, Ctrl-C) and is marked partial; it gets no gains or target verdict."""
     out: list[dict] = []
     first: dict | None = None
     for rnd, rows in sorted(requests.groupby("round"), key=lambda kv: int(kv[0])):
-        s = {"round": int(rnd), "phase": "cold" if int(rnd) == 1 else "warm", **round_summary(rows)}
+        s = {"round": int(rnd), **round_summary(rows)}
+        reused = 100 * s["cached_token_ratio"]
+        s.update(phase=warmth(reused), reused_token_pct=reused, planned=planned if planned else math.nan,
+                 partial=bool(planned and s["requests"] < planned))
         if first is None:
             first = s
-        else:
+        elif not first["partial"] and not s["partial"]:
             s.update(gains(first, s, targets))
+        else:  # no verdict over requests that did not happen
+            s.update(dict.fromkeys(GAIN_COLUMNS, math.nan))
         out.append(s)
     return pd.DataFrame(out)
-
-
-# Resampling n requests 2000 times costs n * 2000 draws: past this many requests per round the
-# bootstrap distribution of a mean is drawn from its normal limit (mean, sd / sqrt(n)) instead.
-EXACT_BOOTSTRAP_MAX = 20_000
-_CHUNK = 4_000_000  # resampled values held in memory at once
-
-
-def _boot_means(v: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` bootstrap means of `v` (exact resampling in bounded memory, or the normal limit for large v)."""
-    if len(v) > EXACT_BOOTSTRAP_MAX:
-        return rng.normal(v.mean(), v.std(ddof=1) / math.sqrt(len(v)), n)
-    per = max(1, _CHUNK // len(v))
-    return np.concatenate([rng.choice(v, (min(per, n - i), len(v))).mean(axis=1) for i in range(0, n, per)])
-
-
-def bootstrap_ci(cold: Sequence[float], warm: Sequence[float], n: int = 2000, seed: int = 0,
-                 level: float = 95.0) -> tuple[float, float]:
-    """CI of the mean-TTFT reduction % (warm vs cold), resampling requests within each round."""
-    c, w = np.asarray(cold, dtype=float), np.asarray(warm, dtype=float)
-    c, w = c[np.isfinite(c)], w[np.isfinite(w)]
-    if len(c) < 2 or len(w) < 2:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    cm = _boot_means(c, n, rng)
-    wm = _boot_means(w, n, rng)
-    red = (1.0 - wm / cm) * 100.0
-    lo = (100.0 - level) / 2
-    return float(np.percentile(red, lo)), float(np.percentile(red, 100.0 - lo))
-
-
-def bootstrap_mean_ci(values: Sequence[float], n: int = 2000, seed: int = 0,
-                      level: float = 95.0) -> tuple[float, float]:
-    """CI of a mean over independent repeats (e.g. per-repeat throughput gain)."""
-    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
-    if len(v) < 2:
-        return math.nan, math.nan
-    means = _boot_means(v, n, np.random.default_rng(seed))
-    lo = (100.0 - level) / 2
-    return float(np.percentile(means, lo)), float(np.percentile(means, 100.0 - lo))

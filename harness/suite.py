@@ -8,6 +8,8 @@ runs. Ctrl-C / SIGTERM tear the current stack down before the process exits.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,18 +18,33 @@ from typing import Callable
 
 from python_on_whales import docker
 
-from .config import Config
+from .config import Config, ConfigError
 from .probes import Probe, Snapshot, cold_state
-from .progress import console, round_progress, say, step, warn_saturation
+from .progress import console, print_rounds, round_progress, say, step
 from .report import console_summary, write_report
 from .results import RunDir, base_manifest, utc_now
-from .runner import Endpoint, run_rounds
+from .runner import EngineDown, Endpoint, run_rounds
 from .stack import Stack, StackError
 from .stackspec import COMPOSE_DIR, StackSpec, prepare
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
 
 ImageProvider = Callable[[str], dict[str, str]]
+
+
+def judge(table, cold: bool, max_failed_percent: float) -> dict:
+    """A measured cell's status: failed (too many failed requests) before contaminated before ok."""
+    foreign = table.loc[table["round"] == 1, "foreign_hit_tokens"] if "foreign_hit_tokens" in table else None
+    out: dict = {"foreign_hit_tokens_round1": int(foreign.iloc[0]) if foreign is not None and len(foreign)
+                 and foreign.notna().iloc[0] else None}
+    sent, failed = int(table["requests"].sum()), int(table["failures"].sum())
+    pct = 100 * failed / sent if sent else 100.0
+    if pct > max_failed_percent:
+        out.update(status="failed", reason=f"{failed} of {sent} requests failed ({pct:.1f} % > max_failed_percent "
+                                           f"{max_failed_percent:g} %)")
+    else:
+        out["status"] = "ok" if cold and not out["foreign_hit_tokens_round1"] else "contaminated"
+    return out
 
 
 @dataclass
@@ -62,66 +79,123 @@ def service_start_seconds(stack: Stack) -> float | None:
     return None
 
 
-class Suite:
-    """One run: scenarios x repeats in `fresh` isolation and/or all scenarios on one `shared` stack."""
+def cell_key(name: str, mode: str, iso: str, rep: int) -> str:
+    """Result key (= directory under the run): [baseline/][shared/]<scenario>[/repeat-N]."""
+    parts = ([mode] if mode != "with-cache" else []) + (["shared"] if iso == "shared" else []) + [name]
+    return "/".join(parts + ([f"repeat-{rep}"] if rep > 1 else []))
 
-    def __init__(self, cfg: Config, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> None:
+
+class Suite:
+    """One run: scenarios x repeats x modes in `fresh` isolation and/or all scenarios on one `shared` stack.
+
+    Every cell is registered as `pending` before the first stack starts, so an interrupted run
+    shows what it never reached, and `resume` runs exactly the cells not finished `ok`."""
+
+    def __init__(self, cfg: Config, images: ImageProvider, opts: SuiteOptions, command: list[str],
+                 run: RunDir | None = None, manifest: dict | None = None) -> None:
         self.cfg = cfg
         self.images = images
         self.opts = opts
-        self.run = RunDir.create(opts.results_root, cfg.run_name)
-        self.manifest = base_manifest(self.run.run_id, cfg.model_dump(mode="json"), command)
+        self.run = run or RunDir.create(opts.results_root, cfg.run_name)
+        self.manifest = manifest or base_manifest(self.run.run_id, cfg.model_dump(mode="json"), command)
         self.run.write_manifest(self.manifest)
         self.image_tags: dict[str, str] = {}
 
-    def run_all(self, names: list[str], isolation: tuple[str, ...] = ("fresh",), repeats: int = 1,
-                modes: tuple[str, ...] | None = None) -> bool:
-        """True when every scenario succeeded (in shared mode contamination is expected, not a failure)."""
+    @classmethod
+    def resume(cls, run_dir: Path, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> "Suite":
+        """The run in `run_dir`, with the configuration it was started with (ConfigError when unusable)."""
+        path = Path(run_dir) / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+            cfg = Config.model_validate(manifest["config"])
+            plan = manifest["plan"]
+        except FileNotFoundError:
+            raise ConfigError(f"--resume: {path}: file not found") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"--resume: {path}: not a resumable kvbench run ({type(e).__name__}: {e})"[:300]) from None
+        manifest.setdefault("resumed", []).append({"at": utc_now(), "command": command})
+        manifest["finished_at"] = None
+        suite = cls(cfg, images, opts, command, RunDir(Path(run_dir), manifest["run_id"]), manifest)
+        suite.plan = plan
+        return suite
+
+    def plan_cells(self, names: list[str], isolation: tuple[str, ...], repeats: int, modes: tuple[str, ...]) -> None:
+        self.plan = {"scenarios": names, "isolation": list(isolation), "repeats": repeats, "modes": list(modes)}
+
+    def run_all(self) -> bool:
+        """True when every cell succeeded (in shared mode contamination is expected, not a failure)."""
+        plan = self.plan
+        names, isolation, repeats, modes = plan["scenarios"], plan["isolation"], plan["repeats"], plan["modes"]
         say(f"run [bold]{self.run.run_id}[/bold] -> {self.run.root}")
-        modes = modes or (self.cfg.mode,)
-        self.manifest.update(isolation=list(isolation), repeats=repeats, modes=list(modes),
+        self.manifest.update(plan=plan, isolation=isolation, repeats=repeats, modes=modes,
                              topology=self.cfg.stack.topology)
+        cells = [(n, m, "fresh", r) for n in names for r in range(1, repeats + 1) for m in modes
+                 if "fresh" in isolation]
+        for n, m, iso, r in cells + [(n, m, "shared", 1) for m in modes if "shared" in isolation for n in names]:
+            self._register(n, m, iso, r)
+        self.run.write_manifest(self.manifest)
         self.image_tags = self.images(self.cfg.stack.overlays[0])
         self.manifest["images"] = self.image_tags
-        ok = True
         try:
-            for mode in modes:
-                for iso in isolation:
-                    if iso == "shared":
-                        ok &= self._shared(names, mode)
-                        continue
-                    for name in names:
-                        for rep in range(1, repeats + 1):
-                            ok &= self._fresh(name, rep, mode)
+            for n, m, _, r in cells:  # scenario-major: with-cache and baseline of a scenario back to back
+                self._fresh(n, r, m)
+            for m in modes if "shared" in isolation else ():
+                self._shared(names, m)
         except KeyboardInterrupt as e:
             self.manifest["interrupted"] = str(e) or type(e).__name__
             raise
         finally:
+            entries = self.manifest["scenarios"]
+            self.manifest["not_reached"] = [k for k, e in entries.items() if e["status"] == "pending"]
             self.manifest["finished_at"] = utc_now()
             self.run.write_manifest(self.manifest)
             write_report(self.run.root)
             print(console_summary(self.run.root))
-        return ok
+        return all(e["status"] == "ok" or (e["isolation"] == "shared" and e["status"] == "contaminated")
+                   for e in self.manifest["scenarios"].values())
 
-    def _entry(self, name: str, mode: str, iso: str, rep: int) -> tuple[str, dict]:
-        """Result key (= directory under the run): [baseline/][shared/]<scenario>[/repeat-N]."""
-        parts = ([mode] if mode != "with-cache" else []) + (["shared"] if iso == "shared" else []) + [name]
-        key = "/".join(parts + ([f"repeat-{rep}"] if rep > 1 else []))
+    def _register(self, name: str, mode: str, iso: str, rep: int) -> None:
+        key = cell_key(name, mode, iso, rep)
+        old = self.manifest["scenarios"].get(key)
+        if old and old["status"] == "ok":
+            return
         entry = {"scenario": name, "mode": mode, "isolation": iso, "repeat": rep, "status": "pending", "timings": {}}
+        if old:  # an earlier attempt of a resumed run: its files move aside, its verdict stays on record
+            entry["previous_attempts"] = [*old.pop("previous_attempts", []), old]
+            self._set_aside(key, len(entry["previous_attempts"]))
         self.manifest["scenarios"][key] = entry
-        return key, entry
 
-    def _fresh(self, name: str, rep: int, mode: str) -> bool:
-        key, entry = self._entry(name, mode, "fresh", rep)
-        self._with_stack(key.replace("/", "-"), self.run.root / key, [entry], mode,
-                         lambda spec, stack: self._measure(name, spec, self.run.root / key, entry))
-        return entry["status"] == "ok"
+    def _set_aside(self, key: str, attempt: int) -> None:
+        d = self.run.root / key
+        if d.exists():
+            dest = self.run.root / ".attempts" / f"{key.replace('/', '-')}-{attempt}"
+            dest.parent.mkdir(exist_ok=True)
+            shutil.rmtree(dest, ignore_errors=True)
+            d.rename(dest)
 
-    def _shared(self, names: list[str], mode: str) -> bool:
+    def _todo(self, key: str) -> dict | None:
+        entry = self.manifest["scenarios"][key]
+        if entry["status"] == "ok":
+            say(f"{key}: ok in an earlier attempt, not run again")
+            return None
+        return entry
+
+    def _fresh(self, name: str, rep: int, mode: str) -> None:
+        key = cell_key(name, mode, "fresh", rep)
+        entry = self._todo(key)
+        if entry is not None:
+            self._with_stack(key.replace("/", "-"), self.run.root / key, [entry], mode,
+                             lambda spec, stack: self._measure(name, spec, self.run.root / key, entry))
+
+    def _shared(self, names: list[str], mode: str) -> None:
         """All scenarios back to back on one stack, as the users' old script did: pollution on purpose."""
-        keyed = [self._entry(n, mode, "shared", 1) for n in names]
-        entries = {e["scenario"]: (k, e) for k, e in keyed}
-        shared_dir = self.run.root / Path(keyed[0][0]).parent
+        keys = [cell_key(n, mode, "shared", 1) for n in names]
+        if all(self.manifest["scenarios"][k]["status"] == "ok" for k in keys):
+            return
+        for k in keys:  # one stack: a resumed shared run measures all its scenarios again
+            self.manifest["scenarios"][k]["status"] = "pending"
+        entries = {n: (k, self.manifest["scenarios"][k]) for n, k in zip(names, keys)}
+        shared_dir = self.run.root / Path(keys[0]).parent
 
         def body(spec: StackSpec, stack: Stack) -> None:
             for n in names:
@@ -133,25 +207,34 @@ class Suite:
                 except Exception as e:  # the shared stack goes on with the next scenario
                     entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
                     console.print(f"[red]{key} failed: {entry['reason']}[/red]")
+                    if isinstance(e, EngineDown):
+                        raise
 
         label = str(shared_dir.relative_to(self.run.root)).replace("/", "-")
-        stack_info = self._with_stack(label, shared_dir, [e for _, e in keyed], mode, body)
+        stack_info = self._with_stack(label, shared_dir, [e for _, e in entries.values()], mode, body)
         self.manifest.setdefault("shared_stacks", {})[mode] = stack_info
-        return all(e["status"] in ("ok", "contaminated") for _, e in keyed)
 
     def _with_stack(self, label: str, workdir: Path, entries: list[dict], mode: str,
                     body: Callable[[StackSpec, Stack], None]) -> dict:
         """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries`."""
         t_all = time.perf_counter()
         timings: dict = {}
-        spec = prepare(self.cfg.stack, self.run.run_id, label, workdir, self.image_tags, self.opts.compose_dir,
-                       list(self.opts.extra_compose_files), with_connector=mode != "baseline")
-        info = {"project": spec.project, "ports": {**spec.engine_ports, "master_metrics": spec.master_metrics_port},
-                "timings": timings}
+        info: dict = {"timings": timings}
         for e in entries:
-            e.update(project=spec.project, ports=info["ports"], status="running")
+            e["status"] = "running"
+        console.rule(label)
+        try:  # a preparation fault (port clash, compose files) fails this scenario, not the run
+            spec = prepare(self.cfg.stack, self.run.run_id, label, workdir, self.image_tags, self.opts.compose_dir,
+                           list(self.opts.extra_compose_files), with_connector=mode != "baseline")
+        except Exception as e:
+            self._fail(entries, f"stack preparation failed: {type(e).__name__}: {e}"[:500], logs=None)
+            self.run.write_manifest(self.manifest)
+            return info
+        info.update(project=spec.project, ports={**spec.engine_ports, "master_metrics": spec.master_metrics_port})
+        for e in entries:
+            e.update(project=spec.project, ports=info["ports"])
         self.run.write_manifest(self.manifest)
-        console.rule(f"{label}  (stack {spec.project})")
+        say(f"  stack {spec.project}")
         stack = Stack(spec, workdir, self.cfg.stack.ready_timeout, self.cfg.stack.teardown_timeout)
         try:
             with step("bring-up (compose up --wait)", timings, "up_s"):
@@ -172,28 +255,30 @@ class Suite:
         except Exception as e:  # any fault: keep the rows, save logs, tear down, go on
             self._fail(entries, f"{type(e).__name__}: {e}"[:500], logs=str(stack.save_logs()))
         finally:
-            with step("teardown (down -v, verify)", timings, "teardown_s"):
-                td = stack.down()
-            timings["total_s"] = round(time.perf_counter() - t_all, 3)
-            if timings.get("service_start_s") is not None:
-                timings["harness_overhead_s"] = round(
-                    timings["up_s"] + timings["teardown_s"] - timings["service_start_s"], 3)
-            info.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
-            for e in entries:
-                e.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
-                e["timings"].update({k: v for k, v in timings.items() if k not in e["timings"]})
-                if not td.verified:
-                    e.update(status="failed", reason=(e.get("reason") or "") + f"; teardown left {td.leftovers}")
-            self.run.write_manifest(self.manifest)
-            say(f"  teardown verified: {td.verified} ({td.seconds:.1f} s)")
+            self._teardown(stack, entries, info, timings, t_all)
         return info
 
+    def _teardown(self, stack: Stack, entries: list[dict], info: dict, timings: dict, t_all: float) -> None:
+        with step("teardown (down -v, verify)", timings, "teardown_s"):
+            td = stack.down()
+        timings["total_s"] = round(time.perf_counter() - t_all, 3)
+        if timings.get("service_start_s") is not None:
+            timings["harness_overhead_s"] = round(timings["up_s"] + timings["teardown_s"] - timings["service_start_s"], 3)
+        info.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
+        for e in entries:
+            e.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
+            e["timings"].update({k: v for k, v in timings.items() if k not in e["timings"]})
+            if not td.verified:
+                e.update(status="failed", reason=(e.get("reason") or "") + f"; teardown left {td.leftovers}")
+        self.run.write_manifest(self.manifest)
+        say(f"  teardown verified: {td.verified} ({td.seconds:.1f} s)")
+
     @staticmethod
-    def _fail(entries: list[dict], reason: str, logs: str) -> None:
+    def _fail(entries: list[dict], reason: str, logs: str | None) -> None:
         for e in entries:
             if e["status"] in ("running", "pending"):
                 e.update(status="failed", reason=reason, logs=logs)
-        console.print(f"[red]{reason}[/red]")
+        console.print(f"[red]{reason}[/red]" + (f" (logs: {logs})" if logs else ""))
 
     def _measure(self, name: str, spec: StackSpec, out: Path, entry: dict) -> None:
         """Cold-state gate, workload, rounds. Round 1 goes to the first engine, rounds 2+ to the last
@@ -217,16 +302,8 @@ class Suite:
                 labels = {k: entry[k] for k in ("scenario", "mode", "isolation", "repeat")}
                 table = run_rounds(wl, self.cfg, routes, out, progress=round_progress(name), labels=labels)
                 timings["rounds_s"] = round(time.perf_counter() - t, 3)
-            foreign = table.loc[table["round"] == 1, "foreign_hit_tokens"] if "foreign_hit_tokens" in table else None
-            entry["foreign_hit_tokens_round1"] = int(foreign.iloc[0]) if foreign is not None and len(foreign) else None
-            entry["status"] = "ok" if cold and not entry["foreign_hit_tokens_round1"] else "contaminated"
-            for _, r in table.iterrows():
-                say(f"  round {int(r['round'])}: TTFT p50 {r['ttft_p50_ms']:.1f} ms, "
-                    f"cached ratio {r['cached_token_ratio']:.2f}, ok {int(r['successes'])}/{int(r['requests'])}")
-                if r.get("misses", 0) > 0 and r["misses"] < r["successes"]:  # both kinds (NaN: no usage)
-                    say(f"    TTFT mean {r['ttft_miss_mean_ms']:.0f} ms for {int(r['misses'])} full prefill(s), "
-                        f"{r['ttft_hit_mean_ms']:.0f} ms for the {int(r['successes'] - r['misses'])} hits")
-            warn_saturation(table)
+            entry.update(judge(table, cold, self.cfg.max_failed_percent))
+            print_rounds(table)
         finally:
             for p in probes:
                 p.close()

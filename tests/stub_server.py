@@ -7,7 +7,8 @@ first path segment of the base URL (`http://127.0.0.1:PORT/<mode>`):
 
   ok        role chunk, then `tokens` text chunks, usage, [DONE]
   role200   empty role chunk at once, first content 200 ms later
-  http500   HTTP 500 with a JSON error body
+  http500   HTTP 500 with a JSON error body (GET .../health stays 200: the engine lives)
+  dead      HTTP 500 for every request and 503 on GET .../health: an engine that is gone
   error500  one token, then `data: {"error": {"code": 500, ...}}`, then close
   drop      one token, then the TCP connection is closed mid-body
   hang      role chunk, then silence (the client must time out)
@@ -61,11 +62,17 @@ class _Conn:
         await self.w.drain()
 
 
+async def _health(ok: bool, c: _Conn) -> None:
+    await c.head(200 if ok else 503, "application/json")
+    await c.raw(b"{}")
+    await c.end()
+
+
 async def _respond(mode: str, body: dict, c: _Conn, tokens: int) -> bool:
     """Write one response; return False when the connection must close."""
     chat = "messages" in body
     n = int(body.get("max_tokens") or tokens)
-    if mode == "http500":
+    if mode in ("http500", "dead"):
         await c.head(500, "application/json")
         await c.raw(json.dumps({"error": {"message": "stub internal error", "code": 500}}).encode())
         await c.end()
@@ -107,6 +114,9 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to
             length = next((int(l.split(":", 1)[1]) for l in lines if l.lower().startswith("content-length:")), 0)
             body = json.loads(await reader.readexactly(length)) if length else {}
             mode = path.strip("/").split("/")[0] or "ok"
+            if path.endswith("/health"):  # healthy, except the engine of `dead` (every request 500 too)
+                await _health(mode != "dead", _Conn(writer))
+                continue
             if not await _respond(mode, body, _Conn(writer), tokens):
                 break
     except (asyncio.IncompleteReadError, ConnectionError):

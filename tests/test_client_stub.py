@@ -16,7 +16,7 @@ import pytest
 from harness.client import RequestSettings, send
 from harness.config import Config
 from harness.results import RequestLog
-from harness.runner import Endpoint, run_round
+from harness.runner import EngineDown, EngineWatch, Endpoint, run_round, run_rounds
 from harness.wire import stamped_client
 from harness.workload import Prompt, Session, Workload
 
@@ -117,7 +117,7 @@ def test_round_completes_and_records_every_request(stub, tmp_path: Path, mode):
     import time
 
     asyncio.run(run_round(_workload(5), 1, _cfg(), Endpoint(stub.url(mode), "stub"), log, time.perf_counter(),
-                          RoundProgress()))
+                          RoundProgress(), EngineWatch(stub.url(mode))))
     log.close()
     df = pd.read_csv(tmp_path / "requests.csv")
     assert len(df) == 5
@@ -134,7 +134,8 @@ def test_concurrency_is_a_semaphore_not_batches(stub, tmp_path: Path):
 
     log = RequestLog(tmp_path / "requests.csv")
     t0 = time.perf_counter()
-    asyncio.run(run_round(_workload(6), 1, _cfg(), Endpoint(stub.url("role200"), "stub"), log, t0, RoundProgress()))
+    asyncio.run(run_round(_workload(6), 1, _cfg(), Endpoint(stub.url("role200"), "stub"), log, t0, RoundProgress(),
+                          EngineWatch(stub.url("role200"))))
     log.close()
     df = pd.read_csv(tmp_path / "requests.csv").sort_values("send_s")
     assert df["ok"].all()
@@ -153,7 +154,7 @@ def test_connections_are_kept_alive_across_requests(tmp_path: Path):
     with StubServer(tokens=4) as fresh:
         log = RequestLog(tmp_path / "requests.csv")
         asyncio.run(run_round(_workload(12), 1, _cfg(), Endpoint(fresh.url("ok"), "stub"), log, time.perf_counter(),
-                              RoundProgress()))
+                              RoundProgress(), EngineWatch(fresh.url("ok"))))
         log.close()
         assert pd.read_csv(tmp_path / "requests.csv")["ok"].all()
         assert fresh.connections <= 3, fresh.connections
@@ -170,7 +171,7 @@ def test_failed_turn_fails_the_rest_of_its_conversation_without_sending(stub, tm
     wl = Workload("stubbed", [Session("c0", 3, build)])
     log = RequestLog(tmp_path / "requests.csv")
     asyncio.run(run_round(wl, 1, _cfg(), Endpoint(stub.url("http500"), "stub"), log, time.perf_counter(),
-                          RoundProgress()))
+                          RoundProgress(), EngineWatch(stub.url("http500"))))
     log.close()
     df = pd.read_csv(tmp_path / "requests.csv").sort_values("turn")
     assert list(df["error_class"]) == ["HTTPStatusError", "PreviousTurnFailed", "PreviousTurnFailed"]
@@ -186,9 +187,29 @@ def test_request_rate_paces_sends_as_poisson_arrivals(stub, tmp_path: Path):
     log = RequestLog(tmp_path / "requests.csv")
     cfg = _cfg(request_rate=40.0, concurrency=20)
     asyncio.run(run_round(_workload(20), 1, cfg, Endpoint(stub.url("ok"), "stub"), log, time.perf_counter(),
-                          RoundProgress()))
+                          RoundProgress(), EngineWatch(stub.url("ok"))))
     log.close()
     sends = np.sort(pd.read_csv(tmp_path / "requests.csv")["send_s"].to_numpy())
     gaps = np.diff(sends)
     assert 0.15 < sends[-1] - sends[0] < 2.0  # mean gap 25 ms: ~0.5 s for 19 gaps
     assert gaps.std() > 0.3 * gaps.mean()  # irregular, as exponential gaps are (std == mean), not a fixed tick
+
+
+def test_a_dead_engine_stops_the_scenario_after_a_few_failures(stub, tmp_path: Path):
+    """Every request fails and /health says the engine is gone: after 3 failures nothing more
+    is sent (no row for what was never sent), round 2 is never started, and rounds.csv still
+    records round 1 as partial - no reduction computed over requests that did not happen."""
+    cfg = _cfg(rounds=2, concurrency=1)
+    with pytest.raises(EngineDown, match="round 1: engine unreachable after 3 failed requests"):
+        run_rounds(_workload(20), cfg, Endpoint(stub.url("dead"), "stub"), tmp_path)
+    rows = pd.read_csv(tmp_path / "requests.csv")
+    assert len(rows) == 3 and set(rows["round"]) == {1} and not rows["ok"].any()
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert list(rounds["round"]) == [1] and rounds["partial"].all() and rounds.loc[0, "planned"] == 20
+
+
+def test_failures_of_a_live_engine_do_not_stop_the_round(stub, tmp_path: Path):
+    """HTTP 500s while /health answers 200: the requests' own failures, every request is sent."""
+    table = run_rounds(_workload(8), _cfg(rounds=1, concurrency=1), Endpoint(stub.url("http500"), "stub"), tmp_path)
+    assert int(table.loc[0, "requests"]) == 8 and int(table.loc[0, "failures"]) == 8
+    assert not table.loc[0, "partial"]

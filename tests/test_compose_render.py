@@ -1,7 +1,8 @@
 """Every overlay x topology x mode renders with `docker compose config` and carries the key fields.
 
 GPU stacks cannot start here; rendering them with the real compose binary is how
-CI checks everything but the image and the device reservation itself.
+CI checks everything but the image and the device reservation itself. Tests that call
+the docker CLI are marked `docker`; the rest only run prepare() (single-engine stacks).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def _render(tmp_path: Path, config: str, topology: str, mode: str, monkeypatch) 
     return json.loads(out.stdout), out.stdout, workdir
 
 
+@pytest.mark.docker  # renders with the docker CLI (`docker compose config`)
 @pytest.mark.parametrize("config,topology,mode", COMBOS, ids=["-".join(c) for c in COMBOS])
 def test_overlay_renders_with_key_fields(tmp_path, monkeypatch, config, topology, mode):
     model, text, workdir = _render(tmp_path, config, topology, mode, monkeypatch)
@@ -91,6 +93,11 @@ def test_overlay_renders_with_key_fields(tmp_path, monkeypatch, config, topology
         assert vllm["environment"]["LMCACHE_CONFIG_FILE"] == "/etc/kvbench/lmcache.yaml"
         assert any(v["target"] == "/etc/kvbench/lmcache.yaml" for v in vllm["volumes"])
         assert "mooncakestore://mooncake-master:50051/" in (workdir / "lmcache.yaml").read_text()
+    else:  # no LMCache: no config written, none mounted
+        assert not list(workdir.glob("lmcache*.yaml"))
+        for e in engines:
+            assert "LMCACHE_CONFIG_FILE" not in services[e]["environment"]
+            assert not any("lmcache" in v["target"] for v in services[e]["volumes"])
 
     if topology == "cross-instance":
         b = services["vllm-b"]
@@ -123,3 +130,19 @@ def test_rdma_option_renders_devices_and_protocol(tmp_path, monkeypatch):
     assert mc["protocol"] == "rdma" and mc["device_name"] == "mlx5_0"
     gen = (tmp_path / "compose.generated.yaml").read_text()
     assert "/dev/infiniband" in gen and "IPC_LOCK" in gen
+
+
+@pytest.mark.parametrize("config", ["cpu", "gpu"])
+def test_stack_without_lmcache_gets_no_lmcache_config(tmp_path, config):
+    spec = prepare(load_config(REPO / CONFIGS[config]).stack, "r1", "s", tmp_path, {})
+    assert (tmp_path / "mooncake.json").is_file()
+    assert not list(tmp_path.glob("lmcache*.yaml"))
+    assert "KVB_LMCACHE_CONFIG" not in spec.env and "KVB_LMCACHE_CONFIG" not in (tmp_path / "stack.env").read_text()
+
+
+def test_lmcache_stack_gets_its_lmcache_config(tmp_path):
+    spec = prepare(load_config(REPO / CONFIGS["gpu-lmcache"]).stack, "r1", "s", tmp_path, {})
+    lm = yaml.safe_load((tmp_path / "lmcache.yaml").read_text())
+    assert lm["remote_url"] == "mooncakestore://mooncake-master:50051/"
+    assert lm["extra_config"]["local_hostname"] == "vllm"
+    assert spec.env["KVB_LMCACHE_CONFIG"] == str((tmp_path / "lmcache.yaml").resolve())

@@ -110,3 +110,37 @@ def test_seed_scenarios_keep_the_seed_parameters():
     assert s["code_generation"].num_tasks == 4
     assert s["batch_processing"].num_requests == 50 and s["batch_processing"].instruction_length == 1500
     assert s["cold_start"].num_requests == 20 and s["cold_start"].prompt_length == 2000
+
+
+@pytest.mark.parametrize("argv,flag,expect", [
+    (["bench", "--scenario", "nope"], "--scenario", "unknown scenario 'nope' (known: "),
+    (["bench-all", "--scenarios", "cold_start", "nope"], "--scenarios", "unknown scenario 'nope' (known: "),
+    (["bench-all", "--concurrency", "-1"], "--concurrency", "Input should be greater than 0"),
+    (["bench-all", "--rounds", "0"], "--rounds", "Input should be greater than 0"),
+    (["run", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--scenarios", "nope"], "--scenarios",
+     "unknown scenario 'nope'"),
+], ids=["bench-scenario", "bench-all-scenarios", "concurrency", "rounds", "run-scenarios"])
+def test_bad_override_names_the_flag_not_the_file(tmp_path, capsys, argv, flag, expect):
+    results = tmp_path / "results"
+    code, err = _run_cli([*argv, "--config", str(GOOD), "--results", str(results)], capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"kvbench: config error: {flag}: {expect}"), err
+    assert str(GOOD) not in err and "test_config.yaml" not in err, err
+    assert not results.exists()  # nothing started, nothing written
+
+
+def test_bad_file_value_still_names_the_file_when_flags_are_given(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_mutate(["wait_between_rounds"], -1)(_good())))
+    code, err = _run_cli(["bench-all", "--config", str(path), "--rounds", "3", "--results", str(tmp_path / "r")],
+                         capsys)
+    assert code == 2 and err.startswith(f"kvbench: config error: {path}: wait_between_rounds: "), err
+
+
+def test_missing_extends_target_names_the_file_that_refers_to_it(tmp_path, capsys):
+    path = tmp_path / "a.yaml"
+    path.write_text("extends: missing.yaml\nrounds: 3\n")
+    code, err = _run_cli(["run", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--config", str(path)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err == f"kvbench: config error: {path}: extends: {tmp_path / 'missing.yaml'}: file not found", err

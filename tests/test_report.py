@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import base64
 import json
 import re
@@ -10,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.cli import main as cli_main
 from harness.report import console_summary, render, report_main, write_comparison, write_report
 from harness.report_data import load_run, reductions
-from harness.stats import bootstrap_mean_ci
+from harness.results import write_rounds
+from harness.intervals import t_interval
 
 from .report_synth import Scen, make_run, png_size
 
@@ -86,13 +90,13 @@ def test_contamination_and_repeats(tmp_path):
     data = load_run(run)
     red = reductions(data)
     a = red[(red["scenario"] == "rag_a") & (red["round"] == 2)].iloc[0]
-    assert a["repeats"] == 3 and a["ttft_ci_basis"] == "repeats"
+    assert a["repeats"] == 3 and a["ttft_ci_basis"] == "repeats (t)"
     per_rep = data.rounds[(data.rounds["scenario"] == "rag_a") & (data.rounds["round"] == 2)]["ttft_reduction_pct"]
-    lo, hi = bootstrap_mean_ci(per_rep.tolist())
+    lo, hi = t_interval(per_rep.tolist())
     assert a["ttft_ci_lo"] == pytest.approx(lo) and a["ttft_ci_hi"] == pytest.approx(hi)
     assert a["ttft_reduction_pct"] == pytest.approx(per_rep.mean())
     b = red[red["scenario"] == "rag_b"].iloc[0]
-    assert b["ttft_ci_basis"] == "requests" and not pd.isna(b["ttft_ci_lo"])
+    assert b["ttft_ci_basis"].startswith("prompts (") and not pd.isna(b["ttft_ci_lo"])
     assert "fresh stack per scenario vs one shared stack" in text  # fresh and shared side by side
 
 
@@ -236,9 +240,66 @@ def test_comparison_of_two_runs(tmp_path, capsys):
 
 
 def test_with_cache_vs_baseline_in_one_run(tmp_path):
-    run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_a", mode="baseline", speedup=1.0)])
+    """The headline is what reuse buys: round 2 is 3x faster with the cache (synthetic), the
+    baseline is not; the report and the console lead with that comparison, with its interval."""
+    run = make_run(tmp_path, [Scen("rag_a", n=40), Scen("rag_a", mode="baseline", speedup=1.0, n=40)])
     _, text = write_report(run)
-    assert "## With cache vs baseline" in text
-    assert "rag_a [baseline]" in console_summary(run)
+    assert text.index("## What reuse buys") < text.index("## Evidence")
+    from harness.verdict import reuse_buys
+    r2 = reuse_buys(load_run(run)).set_index("round").loc[2]
+    assert r2["pairs"] == 40 and -75 < r2["paired_change"] < -58  # true value: (1/3 - 1) * 100 = -66.7 %
+    assert r2["paired_lo"] < r2["paired_change"] < r2["paired_hi"]
+    assert math.isnan(r2["req_per_s_lo"])  # one repeat: no interval over repeats
+    printed = console_summary(run)
+    assert printed.startswith("What reuse buys") and "rag_a round 2: TTFT mean" in printed
+    assert "rag_a [baseline]" in printed
     ev = _evidence_rows(_html(run))
     assert any("baseline/rag_a" in r for r in ev)
+
+
+@pytest.mark.parametrize("out", [None, "elsewhere"])
+def test_report_of_a_directory_without_results_is_refused_and_writes_nothing(tmp_path, capsys, out):
+    empty = tmp_path / "empty"
+    (empty / "notes").mkdir(parents=True)  # a subdirectory, but no manifest.json / rounds.csv / requests.csv
+    argv = ["report", str(empty)] + (["--out", str(tmp_path / out)] if out else [])
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"kvbench: report: {empty} holds no kvbench results "
+                   "(no manifest.json, rounds.csv or requests.csv)"), err
+    assert [p.name for p in empty.rglob("*")] == ["notes"]
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_report_of_a_directory_with_only_csvs_still_works(tmp_path, capsys):
+    run = make_run(tmp_path, [Scen("rag_a")])
+    (run / "manifest.json").unlink()
+    assert report_main([run], None) == 0 and (run / "report.md").exists()
+
+
+def _csv_column(text: str, name: str) -> list[str]:
+    lines = text.splitlines()
+    i = lines[0].split(",").index(name)
+    return [line.split(",")[i] for line in lines[1:]]
+
+
+def test_whole_number_columns_are_written_as_integers(tmp_path):
+    table = pd.DataFrame({"scenario": ["a", "a"], "round": [1, 2],
+                          "external_hits": [float("nan"), 64268.0], "master_key_count_start": [0.0, 8.0],
+                          "ttft_p50_ms": [12.345678, float("nan")], "cached_token_ratio": [0.0, 1.0 / 3]})
+    write_rounds(tmp_path / "rounds.csv", table)
+    text = (tmp_path / "rounds.csv").read_text()
+    assert _csv_column(text, "external_hits") == ["", "64268"]
+    assert _csv_column(text, "master_key_count_start") == ["0", "8"]
+    assert _csv_column(text, "ttft_p50_ms") == ["12.3457", ""]
+    assert _csv_column(text, "cached_token_ratio") == ["0.0000", "0.3333"]
+    assert ".0000" not in text.replace("0.0000", "")
+
+
+def test_summary_csv_writes_counters_as_integers(tmp_path):
+    # rag_b has a counter rag_a lacks: in summary.csv that column is missing for rag_a (NaN -> float column).
+    run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_b", extra={"master_key_count_end": [64268, 70000]})])
+    write_report(run)
+    text = (run / "summary.csv").read_text()
+    assert _csv_column(text, "master_key_count_end") == ["", "", "64268", "70000"]
+    assert all(re.fullmatch(r"\d+", v) for v in _csv_column(text, "achieved_reuse_tokens"))
+    assert all(re.fullmatch(r"\d+\.\d{4}", v) for v in _csv_column(text, "ttft_mean_ms"))

@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from python_on_whales import docker
+
 from harness.stack import find_resources
 
 from .conftest import REPO, cold_prompts_got_faster
@@ -61,10 +63,13 @@ def test_bench_all_succeeds_and_writes_csvs(bench_all):
 def test_each_scenario_ran_on_its_own_fresh_stack(bench_all):
     _, _, manifest = bench_all
     scen = manifest["scenarios"].values()
+    # mode both (the default): every scenario with the cache and without it, each its own stack
+    assert sorted(manifest["scenarios"]) == ["baseline/cold_start", "baseline/long_context_high_reuse",
+                                             "cold_start", "long_context_high_reuse"]
     projects = [s["project"] for s in scen]
     engines = [tuple(s["engine_container_ids"]) for s in scen]
-    assert len(set(projects)) == len(projects) == 2
-    assert len(set(engines)) == 2 and all(engines)
+    assert len(set(projects)) == len(projects) == 4
+    assert len(set(engines)) == 4 and all(engines)
     for s in scen:
         assert s["cold_verified"] is True, s.get("cold_detail")
         assert s["teardown_verified"] is True
@@ -96,6 +101,25 @@ def test_warm_round_is_served_from_mooncake(bench_all):
     assert rounds.loc[1, "ttft_miss_mean_ms"] > rounds.loc[2, "ttft_hit_mean_ms"]
     # the per-request view agrees with the engine's counters
     assert math.isclose(r2["cached_tokens"].sum(), rounds.loc[2, "external_hits"], rel_tol=0.01)
+
+
+def test_baseline_reuses_nothing_and_the_headline_compares_it(bench_all):
+    """Without the connector (prefix caching off) no round reuses anything: every round is cold,
+    and the with-cache run of the same prompts is the comparison that says what reuse buys."""
+    _, run_dir, _ = bench_all
+    base = pd.read_csv(run_dir / "baseline" / "long_context_high_reuse" / "rounds.csv").set_index("round")
+    assert (base["cached_tokens"] == 0).all() and (base["phase"] == "cold").all()
+    cache = pd.read_csv(run_dir / "long_context_high_reuse" / "rounds.csv").set_index("round")
+    assert cache.loc[1, "phase"] != "cold"  # the document is reused within round 1: measured, not assumed
+    assert cache.loc[2, "ttft_mean_ms"] < base.loc[2, "ttft_mean_ms"]
+    # vLLM's own TTFT for the round's requests sits next to the client's, a few ms below it
+    for r in (cache, base):
+        assert (r["server_requests"] == r["requests"]).all()
+        assert ((r["client_server_ttft_gap_ms"] > 0) & (r["client_server_ttft_gap_ms"] < 50)).all()
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert {"mode", "server_ttft_mean_ms", "phase"} <= set(summary.columns)
+    report = (run_dir / "report.md").read_text()
+    assert "What reuse buys" in report
 
 
 def test_cold_start_has_no_reuse_in_its_cold_round(bench_all):
@@ -147,6 +171,42 @@ def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images,
     assert not find_resources(f"io.kvbench.run={manifest['run_id']}")
     rows = pd.read_csv(csv)
     assert len(rows) >= 5 and rows["ok"].all()  # every completed row is on disk and intact
+
+
+def test_killed_engine_fails_its_scenario_and_the_next_one_still_runs(tmp_path, stack_images, no_harness_leftovers):
+    """`docker kill` of the engine mid-round: the scenario is failed with its logs saved and no
+    round 2 sent, the next scenario runs on its own stack and is ok, the run exits non-zero."""
+    results = tmp_path / "results"
+    proc = subprocess.Popen([*KVBENCH, "bench-all", "--config", str(E2E), "--scenarios", "long_batch", "cold_start",
+                             "--mode", "with-cache", "--concurrency", "1", "--results", str(results)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not results.exists() or not any(results.iterdir()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        run_dir = _only_run(results)
+        _wait_for_rows(run_dir / "long_batch" / "requests.csv", 3, proc, timeout=300)
+        project = json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["project"]
+        (engine,) = docker.container.list(filters=[("label", f"com.docker.compose.project={project}"),
+                                                   ("label", "com.docker.compose.service=vllm")])
+        docker.container.kill(engine)
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 1, err[-2000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    failed, ok = manifest["scenarios"]["long_batch"], manifest["scenarios"]["cold_start"]
+    assert failed["status"] == "failed" and "engine unreachable" in failed["reason"], failed
+    assert (Path(failed["logs"]) / "compose.log").is_file() and (Path(failed["logs"]) / "ps.json").is_file()
+    rows = pd.read_csv(run_dir / "long_batch" / "requests.csv")
+    assert set(rows["round"]) == {1} and len(rows) < 400  # nothing sent after the engine died
+    rounds = pd.read_csv(run_dir / "long_batch" / "rounds.csv")
+    assert rounds["partial"].all() and rounds["ttft_reduction_pct"].isna().all()
+    assert ok["status"] == "ok" and ok["teardown_verified"] is True
+    assert "long_batch" in (run_dir / "report.md").read_text()
 
 
 def test_run_against_an_already_running_server(tmp_path, stack_images, no_harness_leftovers):

@@ -79,28 +79,24 @@ def test_gains_and_targets():
 
 def test_rounds_table_has_one_row_per_round_and_gains_from_round_two():
     rng = np.random.default_rng(3)
-    df = pd.concat([_rows(20, rng, 1), _rows(20, rng, 2), _rows(20, rng, 3)])
-    t = rounds_table(df, Targets())
-    assert list(t["round"]) == [1, 2, 3] and list(t["phase"]) == ["cold", "warm", "warm"]
+    df = pd.concat([_rows(20, rng, 1).assign(cached_tokens=0), _rows(20, rng, 2).assign(cached_tokens=1000),
+                    _rows(20, rng, 3)])
+    t = rounds_table(df, Targets(), planned=20)
+    # the label is what was measured: nothing reused, all reused, some reused
+    assert list(t["round"]) == [1, 2, 3] and list(t["phase"]) == ["cold", "warm", "partly warm"]
+    assert list(t["reused_token_pct"]) == [0, 100, pytest.approx(100 * t.loc[2, "cached_token_ratio"])]
+    assert not t["partial"].any()
     assert math.isnan(t.loc[0, "ttft_reduction_pct"])
     r1, r3 = t.loc[0], t.loc[2]
     assert t.loc[2, "ttft_reduction_pct"] == pytest.approx((1 - r3["ttft_mean_ms"] / r1["ttft_mean_ms"]) * 100)
 
 
-def test_bootstrap_ci_is_bounded_for_large_rounds():
-    """A million-request round: the normal limit of the bootstrap, in bounded memory, agrees with the exact one."""
-    from harness.stats import EXACT_BOOTSTRAP_MAX, bootstrap_ci
-
-    rng = np.random.default_rng(5)
-    cold, warm = rng.lognormal(5, 0.5, 1_000_000), rng.lognormal(4, 0.5, 1_000_000)
-    lo, hi = bootstrap_ci(cold, warm)
-    point = (1 - warm.mean() / cold.mean()) * 100
-    assert lo < point < hi and hi - lo < 0.5
-    n = EXACT_BOOTSTRAP_MAX  # the largest exact case, resampled in chunks
-    elo, ehi = bootstrap_ci(cold[:n], warm[:n])
-    alo, ahi = bootstrap_ci(cold[: n + 1], warm[: n + 1])  # first normal-limit case
-    assert elo == pytest.approx(alo, abs=0.3) and ehi == pytest.approx(ahi, abs=0.3)
-    assert all(math.isnan(x) for x in bootstrap_ci([1.0], [2.0, float("nan")]))
+def test_a_round_cut_short_is_partial_and_gets_no_gains():
+    rng = np.random.default_rng(4)
+    df = pd.concat([_rows(20, rng, 1), _rows(12, rng, 2)])
+    t = rounds_table(df, Targets(), planned=20).set_index("round")
+    assert not t.loc[1, "partial"] and t.loc[2, "partial"]
+    assert math.isnan(t.loc[2, "ttft_reduction_pct"]) and math.isnan(t.loc[2, "throughput_improvement_pct"])
 
 
 def test_tokens_read_together_are_counted_and_warned_about_only_when_reads_were_late():

@@ -1,0 +1,117 @@
+"""What reuse buys: the same prompts with the KV connector and without it (baseline), and whether
+the reused KV gave the same output.
+
+Round-over-round figures compare round 2 with a round 1 that is itself mostly warm whenever a
+scenario's requests share a prefix; the honest comparison is with-cache vs baseline, round by
+round, on the same prompts, each on its own fresh stack. Intervals (harness.intervals):
+
+* one repeat: per-prompt paired TTFT change (baseline -> with cache), BCa over prompts; no
+  interval for throughput (one value per stack);
+* several repeats: Student-t over the repeats' values of each figure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .intervals import Interval, paired_change_pct_bca, t_interval
+from .report_data import RunData, col, ok_requests
+
+HEADLINE_METRICS = (("ttft_mean_ms", "TTFT mean ms"), ("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p90_ms", "TTFT p90 ms"),
+                    ("req_per_s", "req/s"), ("total_tok_per_s", "total tok/s"))
+
+
+def _change(base: float, cache: float) -> float:
+    return (cache / base - 1) * 100 if base and not math.isnan(base) and not math.isnan(cache) else math.nan
+
+
+def _paired(req: pd.DataFrame, dirs_base: list[int], dirs_cache: list[int], rnd: int) -> pd.DataFrame:
+    """TTFT of the same prompt in the same round and repeat, baseline vs with cache."""
+    cols = ["dir", "pid", "ttft_ms", "out"]
+    b = req[req["dir"].isin(dirs_base) & (req["round"] == rnd)][cols].drop_duplicates(["dir", "pid"])
+    c = req[req["dir"].isin(dirs_cache) & (req["round"] == rnd)][cols].drop_duplicates(["dir", "pid"])
+    return b.merge(c, on="pid", suffixes=("_base", "_cache"))
+
+
+def _per_repeat(rounds: pd.DataFrame, metric: str) -> dict[int, float]:
+    return col(rounds, metric).groupby(rounds["repeat"]).mean().to_dict()
+
+
+def reuse_buys(data: RunData) -> pd.DataFrame:
+    """Per scenario (fresh stacks) and round: each headline metric with vs without the cache, its
+    change in %, the interval of that change, and the typical per-prompt TTFT change."""
+    r = data.rounds
+    if r.empty or not {"with-cache", "baseline"} <= set(r["mode"]):
+        return pd.DataFrame()
+    req = ok_requests(data)
+    r = r[(r["isolation"] == "fresh") & ~col(r, "partial").fillna(0).astype(bool)]
+    rows = []
+    for (scen, rnd), g in r.groupby(["scenario", "round"], sort=False):
+        base, cache = g[g["mode"] == "baseline"], g[g["mode"] == "with-cache"]
+        if base.empty or cache.empty:
+            continue
+        reps = sorted(set(base["repeat"]) & set(cache["repeat"]))
+        row: dict = {"scenario": scen, "round": int(rnd), "repeats": len(reps),
+                     "phase with cache": "/".join(sorted(set(cache["phase"].astype(str)))) if "phase" in cache else "?"}
+        for metric, _ in HEADLINE_METRICS:
+            b, c = _per_repeat(base, metric), _per_repeat(cache, metric)
+            changes = [_change(b[k], c[k]) for k in reps]
+            row[f"{metric}_base"], row[f"{metric}_cache"] = np.mean(list(b.values())), np.mean(list(c.values()))
+            row[f"{metric}_change"] = float(np.mean(changes)) if changes else math.nan
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = t_interval(changes)  # (nan, nan) at one repeat
+        pairs = _paired(req, base["dir"].tolist(), cache["dir"].tolist(), int(rnd)) if len(req) else pd.DataFrame()
+        iv = (paired_change_pct_bca(pairs["ttft_ms_base"], pairs["ttft_ms_cache"]) if len(pairs)
+              else Interval(math.nan, math.nan, math.nan, 0, "n/a (no pairs)"))
+        row.update(paired_change=iv.estimate, paired_lo=iv.lo, paired_hi=iv.hi, pairs=iv.n, paired_method=iv.method)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def targets_vs_baseline(table: pd.DataFrame, ttft_reduction: float, tput_increase: float) -> pd.DataFrame:
+    """The seed's targets checked against the with-cache vs baseline comparison."""
+    if table.empty:
+        return table
+    def verdict(v: float, ok: bool) -> str:
+        return "n/a" if math.isnan(v) else ("pass" if ok else "FAIL")
+    return table.assign(
+        ttft_target=[verdict(v, -v >= ttft_reduction) for v in table["ttft_mean_ms_change"]],
+        tput_target=[verdict(v, v >= tput_increase) for v in table["req_per_s_change"]])
+
+
+def headline_round(table: pd.DataFrame) -> pd.DataFrame:
+    """The row per scenario the console leads with: its last round (the warmest with the cache)."""
+    if table.empty:
+        return table
+    return table.sort_values("round").groupby("scenario", sort=False).tail(1)
+
+
+def fidelity(data: RunData) -> pd.DataFrame:
+    """Per scenario: share of prompts whose generated tokens are identical cold (round 1) vs warm
+    (rounds 2+) with the cache, and with the cache vs baseline in the same round. At temperature 0
+    a reused KV that is right gives the same tokens; a mismatch is numerical noise or wrong KV."""
+    req = ok_requests(data)
+    if req.empty or (req["out"] < 0).all():
+        return pd.DataFrame()
+    req = req[req["out"] >= 0].assign(mode=data.dirs["mode"].to_numpy()[req["dir"].to_numpy(dtype=int)],
+                                       scenario=data.dirs["scenario"].to_numpy()[req["dir"].to_numpy(dtype=int)],
+                                       iso=data.dirs["isolation"].to_numpy()[req["dir"].to_numpy(dtype=int)])
+    req = req[req["iso"] == "fresh"]
+    rows = []
+    for scen, g in req.groupby("scenario", sort=False):
+        cache = g[g["mode"] == "with-cache"]
+        row = {"scenario": scen}
+        row.update(_same(cache[cache["round"] == 1], cache[cache["round"] > 1], ["dir", "pid"], "warm vs cold"))
+        row.update(_same(g[g["mode"] == "baseline"], cache, ["round", "pid"], "with cache vs baseline"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame, on: list[str], name: str) -> dict:
+    pairs = a[[*on, "out"]].merge(b[[*on, "out"]], on=on, suffixes=("_a", "_b"))
+    n = len(pairs)
+    same = int((pairs["out_a"] == pairs["out_b"]).sum())
+    return {f"{name} identical": same, f"{name} pairs": n,
+            f"{name} %": 100 * same / n if n else math.nan}
