@@ -12,7 +12,7 @@ RUN      ?=
 ARGS     ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images wheelhouse chromium bench bench-all report clean test test-fast
+.PHONY: help venv docker images wheelhouse chromium bench bench-all report clean test test-fast peer-bench
 
 help:
 	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
@@ -20,6 +20,7 @@ help:
 	@echo "   CONFIG=configs/x.yaml  another suite; ARGS='--mode both --isolation both --repeats 3' more kvbench flags"
 	@echo "make report RUN=dir       aggregate a run directory into report.md"
 	@echo "make clean                remove leftover stacks of crashed runs (by label)"
+	@echo "make peer-bench           kvbench vs vllm bench serve on one stack, vs vLLM's server-side TTFT (ARGS='--pairs 3')"
 	@echo "make test                 the whole test suite (installs Docker/images when missing)"
 	@echo "make docker / images / wheelhouse   set-up steps, idempotent"
 
@@ -54,6 +55,10 @@ report: venv
 
 clean: venv docker
 	$(KVBENCH) clean
+
+# One fresh CPU stack; kvbench and `vllm bench serve` interleaved, each against vLLM's own histograms.
+peer-bench: venv docker
+	$(PY) benchmarks/peer_agreement.py $(ARGS)
 
 # Unit + stub tests only: no Docker needed.
 test-fast: venv

@@ -7,17 +7,12 @@ import sys
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
-from .progress import console, round_progress, say, warn_saturation
-from .report import console_summary, report_main, write_report
-from .results import RunDir, base_manifest, utc_now
-from .probes import Probe
-from .runner import Endpoint, run_rounds
 from . import interrupts
+from .progress import console, say
+from .report import report_main
 from .stack import force_remove, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, allocate_ports
 from .suite import Suite, SuiteOptions
-from .tokenizer import ServerTokenizer
-from .workload import build_workload
 
 DEFAULT_CONFIG = "configs/test_config.yaml"
 EXIT_USAGE = 2
@@ -84,46 +79,9 @@ def _load(args: argparse.Namespace, scenarios: list[str] | None, mode: str | Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, args.scenarios)
-    run = RunDir.create(Path(args.results), cfg.run_name)
-    manifest = base_manifest(run.run_id, cfg.model_dump(mode="json"), sys.argv)
-    # No stack of ours: nothing isolates these scenarios from each other or from
-    # earlier traffic. Counters are still scraped, so the pollution shows.
-    manifest.update(driver="external-endpoint", endpoint=args.endpoint, isolation=["external"])
-    run.write_manifest(manifest)
-    say(f"run {run.run_id} -> {run.root}")
-    endpoint = Endpoint(args.endpoint.rstrip("/"), args.model)
-    probe = Probe(endpoint.base_url, args.master_metrics)
-    failed = False
-    try:
-        for name, scen in cfg.selected().items():
-            entry = manifest["scenarios"].setdefault(name, {"scenario": name, "mode": cfg.modes[0],
-                                                            "isolation": "external", "repeat": 1})
-            failed |= not _run_external(name, scen, cfg, endpoint, probe, run.scenario_dir(name), entry)
-            run.write_manifest(manifest)
-    finally:
-        probe.close()
-    manifest["finished_at"] = utc_now()
-    run.write_manifest(manifest)
-    write_report(run.root)
-    print(console_summary(run.root))
-    return 1 if failed else 0
-
-
-def _run_external(name: str, scen, cfg: Config, endpoint: Endpoint, probe: Probe, out: Path, entry: dict) -> bool:
-    try:
-        with ServerTokenizer(endpoint.base_url, endpoint.model) as tok:
-            say(f"[bold]{name}[/bold]: building workload (exact token lengths via /tokenize)")
-            wl = build_workload(name, scen, tok, api=cfg.api, seed=cfg.seed)
-            labels = {k: entry[k] for k in ("scenario", "mode", "isolation", "repeat")}
-            table = run_rounds(wl, cfg, [(endpoint, probe)], out, progress=round_progress(name), labels=labels)
-        entry["status"] = "ok"
-        say(_round_line(name, table))
-        warn_saturation(table)
-        return True
-    except Exception as e:  # one scenario's failure must not stop the others
-        entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
-        console.print(f"[red]{name} failed: {entry['reason']}[/red]")
-        return False
+    interrupts.install()
+    suite = Suite(cfg, _images, SuiteOptions(Path(args.results)), sys.argv)
+    return 0 if suite.run_external(args.endpoint, args.model, args.master_metrics) else 1
 
 
 def _images(overlay: str) -> dict[str, str]:
@@ -195,12 +153,6 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print(f"kvbench: could not remove {rest.describe()}", file=sys.stderr)
         return 1
     return 0
-
-
-def _round_line(name: str, table) -> str:
-    parts = [f"r{int(r['round'])} TTFT p50 {r['ttft_p50_ms']:.1f} ms cached {r['cached_token_ratio']:.2f}"
-             for _, r in table.iterrows()]
-    return f"  {name}: " + " | ".join(parts)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

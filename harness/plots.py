@@ -71,10 +71,13 @@ def _log_if_wide(ax, values: np.ndarray) -> None:
         ax.set_xscale("log")
 
 
-def ttft_cdf(req: pd.DataFrame) -> Plot:
-    """TTFT CDF per scenario, one line per round (round 1 cold, 2+ warm). `req`: label, round, ttft_ms."""
-    plot = Plot("ttft_cdf", "TTFT distribution: cold round 1 vs warm rounds",
-                "Cumulative share of successful requests by time to first token, per scenario (repeats pooled). "
+def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None) -> Plot:
+    """TTFT CDF per scenario, one line per round, labelled with the round's measured warmth
+    (`phases`: (label, round) -> cold / partly warm / warm). `req`: label, round, ttft_ms."""
+    phases = phases or {}
+    plot = Plot("ttft_cdf", "TTFT distribution per round",
+                "Cumulative share of successful requests by time to first token, per scenario (repeats pooled); "
+                "each round with its measured warmth (share of prompt tokens served from cache). "
                 "Further left is faster.")
     if req.empty:
         plot.missing = "no successful requests with a TTFT (requests.csv missing or every request failed)"
@@ -88,7 +91,7 @@ def ttft_cdf(req: pd.DataFrame) -> Plot:
             v = groups[(label, rnd)]["ttft_ms"].to_numpy(dtype=float)
             allv.append(v)
             _cdf(ax, v, color=ROUND_COLORS[min(int(rnd) - 1, len(ROUND_COLORS) - 1)], lw=2,
-                 label=f"round {rnd} ({'cold' if rnd == 1 else 'warm'}, n={len(v):,})")
+                 label=f"round {rnd} ({phases.get((label, int(rnd)), 'warmth unknown')}, n={len(v):,})")
         _log_if_wide(ax, np.concatenate(allv))
         ax.set_title(label, fontsize=11)
         ax.set_xlabel("TTFT (ms)")
@@ -250,7 +253,7 @@ def compare_cdf(req: pd.DataFrame, runs: list[str]) -> Plot:
     """TTFT CDFs of every run per scenario: colour = run, solid = round 1, dashed = round 2. `req`: run, label,
     round, ttft_ms."""
     plot = Plot("compare_ttft_cdf", "TTFT distributions side by side",
-                "Per scenario: solid lines round 1 (cold), dashed round 2 (warm); one colour per run.")
+                "Per scenario: solid lines round 1, dashed round 2; one colour per run.")
     req = req[req["round"] <= 2] if not req.empty else req
     if req.empty:
         plot.missing = "no successful requests in any run"

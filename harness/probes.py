@@ -7,6 +7,7 @@ and "could not tell" must not look the same in a results file.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -141,6 +142,25 @@ class Probe:
             return self._c.get(f"{self.vllm_url}/health", timeout=timeout).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+STATS_WAIT_S = 5.0
+
+
+def settled(probe: "Probe", before: Snapshot, finished: int, timeout: float = STATS_WAIT_S) -> Snapshot:
+    """The snapshot after a round, once the engine has recorded its `finished` requests: vLLM
+    updates its request histograms after the response is sent, so a scrape right after the last
+    response can miss the last requests. Bounded: a server without the histogram, or requests it
+    never recorded (failures), end the wait at once or at `timeout`."""
+    name = f"{SERVER_HISTOGRAMS['server_e2e']}_count"
+    start = total(before.vllm or {}, name) or 0.0
+    deadline = time.monotonic() + timeout
+    while True:
+        after = probe.snapshot()
+        n = total(after.vllm or {}, name)
+        if n is None or n - start >= finished or time.monotonic() >= deadline:
+            return after
+        time.sleep(0.05)  # polling the engine's own counters, bounded by the deadline
 
 
 def deltas(before: Snapshot, after: Snapshot) -> dict[str, float | None]:

@@ -99,6 +99,14 @@ def fidelity_table(data: RunData) -> pd.DataFrame:
     return out
 
 
+def round_phases(data: RunData) -> dict[tuple[str, int], str]:
+    """(scenario label, round) -> the measured warmth; repeats that differ are joined with '/'."""
+    r = data.rounds
+    if r.empty or "phase" not in r.columns:
+        return {}
+    return {(lab, int(rnd)): "/".join(sorted(set(g.astype(str)))) for (lab, rnd), g in r.groupby(["label", "round"])["phase"]}
+
+
 def warm_round1_notes(data: RunData) -> list[str]:
     """One sentence per with-cache scenario whose round 1 was not cold."""
     r = data.rounds
@@ -119,7 +127,7 @@ def stats_table(data: RunData) -> pd.DataFrame:
         return pd.DataFrame()
     out = pd.DataFrame({"scenario": r["scenario"], "mode": r["mode"], "isolation": r["isolation"], "rep": r["repeat"],
                         "round": r["round"],
-                        "phase": r["phase"] if "phase" in r else r["round"].map(lambda x: "cold" if x == 1 else "warm")})
+                        "phase": r["phase"] if "phase" in r else "unknown"})
     for c, head, nd in STAT_COLUMNS:
         out[head] = col(r, c).map(lambda v, nd=nd: fmt(v, nd))
     return drop_default_mode(out.astype(str))
@@ -205,7 +213,8 @@ def _safe(name: str, title: str, make: Callable[[], P.Plot]) -> P.Plot:
 def make_plots(data: RunData, red: pd.DataFrame) -> list[P.Plot]:
     t = data.targets
     return [
-        _safe("ttft_cdf", "TTFT distribution", lambda: P.ttft_cdf(ok_requests(data)[["label", "round", "ttft_ms"]])),
+        _safe("ttft_cdf", "TTFT distribution", lambda: P.ttft_cdf(ok_requests(data)[["label", "round", "ttft_ms"]],
+                                                                    round_phases(data))),
         _safe("gains", "TTFT reduction and throughput gain",
               lambda: P.gains(red, t.ttft_reduction_percent, t.throughput_increase_percent)),
         _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(token_sources(data))),

@@ -21,7 +21,7 @@ import pandas as pd
 from . import interrupts
 from .client import RequestResult, RequestSettings, send
 from .config import Config
-from .probes import Probe, deltas
+from .probes import Probe, deltas, settled
 from .reuse import reuse_by_round, ttft_speedups
 from .results import RequestLog, write_rounds
 from .stats import rounds_table
@@ -82,10 +82,12 @@ class EngineWatch:
         self.health_url = f"{base_url.rstrip('/')}/health"
         self.threshold = threshold
         self.down: str | None = None
+        self.succeeded = 0  # requests of the round that completed (the server has recorded them)
         self._faults = 0
         self._lock = asyncio.Lock()
 
     async def record(self, res: RequestResult) -> None:
+        self.succeeded += res.ok
         if res.ok or not (res.error_class in SERVER_FAULTS or (res.http_status or 0) >= 500):
             return
         self._faults += 1
@@ -229,7 +231,8 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
             watch = EngineWatch(endpoint.base_url)
             _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch))
             if probe and before:
-                counters[rnd] = {"engine_url": endpoint.base_url, **deltas(before, probe.snapshot())}
+                counters[rnd] = {"engine_url": endpoint.base_url,
+                                 **deltas(before, settled(probe, before, watch.succeeded))}
             if watch.down:
                 raise EngineDown(f"round {rnd}: {watch.down}")
     finally:

@@ -32,6 +32,10 @@ from .workload import build_workload
 ImageProvider = Callable[[str], dict[str, str]]
 
 
+def _urls(spec: StackSpec) -> list[str]:
+    return [spec.engine_url(e) for e in spec.engines]
+
+
 def judge(table, cold: bool, max_failed_percent: float) -> dict:
     """A measured cell's status: failed (too many failed requests) before contaminated before ok."""
     foreign = table.loc[table["round"] == 1, "foreign_hit_tokens"] if "foreign_hit_tokens" in table else None
@@ -100,6 +104,7 @@ class Suite:
         self.manifest = manifest or base_manifest(self.run.run_id, cfg.model_dump(mode="json"), command)
         self.run.write_manifest(self.manifest)
         self.image_tags: dict[str, str] = {}
+        self.model = cfg.stack.served_model_name
 
     @classmethod
     def resume(cls, run_dir: Path, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> "Suite":
@@ -122,23 +127,28 @@ class Suite:
     def plan_cells(self, names: list[str], isolation: tuple[str, ...], repeats: int, modes: tuple[str, ...]) -> None:
         self.plan = {"scenarios": names, "isolation": list(isolation), "repeats": repeats, "modes": list(modes)}
 
-    def run_all(self) -> bool:
-        """True when every cell succeeded (in shared mode contamination is expected, not a failure)."""
+    def run_all(self, external: Callable[[str, dict], None] | None = None) -> bool:
+        """True when every cell succeeded (on a shared stack or an external server contamination is
+        expected, not a failure). `external`: measure each cell there instead of on stacks of ours."""
         plan = self.plan
         names, isolation, repeats, modes = plan["scenarios"], plan["isolation"], plan["repeats"], plan["modes"]
         say(f"run [bold]{self.run.run_id}[/bold] -> {self.run.root}")
         self.manifest.update(plan=plan, isolation=isolation, repeats=repeats, modes=modes,
                              topology=self.cfg.stack.topology)
-        cells = [(n, m, "fresh", r) for n in names for r in range(1, repeats + 1) for m in modes
-                 if "fresh" in isolation]
+        cells = [(n, m, iso, r) for iso in ("fresh", "external") if iso in isolation
+                 for n in names for r in range(1, repeats + 1) for m in modes]
         for n, m, iso, r in cells + [(n, m, "shared", 1) for m in modes if "shared" in isolation for n in names]:
             self._register(n, m, iso, r)
         self.run.write_manifest(self.manifest)
-        self.image_tags = self.images(self.cfg.stack.overlays[0])
-        self.manifest["images"] = self.image_tags
+        if external is None:
+            self.image_tags = self.images(self.cfg.stack.overlays[0])
+            self.manifest["images"] = self.image_tags
         try:
-            for n, m, _, r in cells:  # scenario-major: with-cache and baseline of a scenario back to back
-                self._fresh(n, r, m)
+            for n, m, iso, r in cells:  # scenario-major: with-cache and baseline of a scenario back to back
+                if iso == "external":
+                    self._external(n, external)
+                else:
+                    self._fresh(n, r, m)
             for m in modes if "shared" in isolation else ():
                 self._shared(names, m)
         except KeyboardInterrupt as e:
@@ -151,7 +161,7 @@ class Suite:
             self.run.write_manifest(self.manifest)
             write_report(self.run.root)
             print(console_summary(self.run.root))
-        return all(e["status"] == "ok" or (e["isolation"] == "shared" and e["status"] == "contaminated")
+        return all(e["status"] == "ok" or (e["isolation"] != "fresh" and e["status"] == "contaminated")
                    for e in self.manifest["scenarios"].values())
 
     def _register(self, name: str, mode: str, iso: str, rep: int) -> None:
@@ -180,12 +190,28 @@ class Suite:
             return None
         return entry
 
+    def _external(self, name: str, measure: Callable[[str, dict], None]) -> None:
+        entry = self._todo(cell_key(name, self.plan["modes"][0], "external", 1))
+        if entry is None:
+            return
+        console.rule(f"{name} (external server: no isolation)")
+        try:
+            measure(name, entry)
+        except (KeyboardInterrupt, SystemExit):
+            entry.update(status="interrupted", reason="interrupted during the scenario")
+            raise
+        except Exception as e:  # one scenario's failure must not stop the others
+            self._fail([entry], f"{type(e).__name__}: {e}"[:500], logs=None)
+        finally:
+            self.run.write_manifest(self.manifest)
+
     def _fresh(self, name: str, rep: int, mode: str) -> None:
         key = cell_key(name, mode, "fresh", rep)
         entry = self._todo(key)
         if entry is not None:
             self._with_stack(key.replace("/", "-"), self.run.root / key, [entry], mode,
-                             lambda spec, stack: self._measure(name, spec, self.run.root / key, entry))
+                             lambda spec, stack: self._measure(name, _urls(spec), spec.master_metrics_url,
+                                                               self.run.root / key, entry))
 
     def _shared(self, names: list[str], mode: str) -> None:
         """All scenarios back to back on one stack, as the users' old script did: pollution on purpose."""
@@ -201,7 +227,7 @@ class Suite:
             for n in names:
                 key, entry = entries[n]
                 try:
-                    self._measure(n, spec, self.run.root / key, entry)
+                    self._measure(n, _urls(spec), spec.master_metrics_url, self.run.root / key, entry)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as e:  # the shared stack goes on with the next scenario
@@ -280,12 +306,23 @@ class Suite:
                 e.update(status="failed", reason=reason, logs=logs)
         console.print(f"[red]{reason}[/red]" + (f" (logs: {logs})" if logs else ""))
 
-    def _measure(self, name: str, spec: StackSpec, out: Path, entry: dict) -> None:
+    def run_external(self, endpoint: str, model: str, master_metrics: str | None) -> bool:
+        """`kvbench run`: the scenarios back to back against a server someone else runs. No stack
+        of ours, so nothing isolates them from each other or from earlier traffic; the cold gate
+        and counters still show it. Same cells, rows, verdicts, signals and report as bench."""
+        self.model = model
+        self.manifest.update(driver="external-endpoint", endpoint=endpoint)
+        self.plan_cells(self.cfg.default_scenarios, ("external",), 1, self.cfg.modes[:1])
+        return self.run_all(lambda name, entry: self._measure(name, [endpoint.rstrip("/")], master_metrics,
+                                                               self.run.root / name, entry))
+
+    def _measure(self, name: str, urls: list[str], master_url: str | None, out: Path, entry: dict) -> None:
         """Cold-state gate, workload, rounds. Round 1 goes to the first engine, rounds 2+ to the last
         (cross-instance: engine B must get its warm hits from Mooncake)."""
         timings = entry["timings"]
         out.mkdir(parents=True, exist_ok=True)
-        probes = [Probe(spec.engine_url(e), spec.master_metrics_url) for e in spec.engines]
+        entry["status"] = "running"
+        probes = [Probe(u, master_url) for u in urls]
         try:
             snapshots = [p.snapshot() for p in probes]
             cold, detail = self._cold_gate(snapshots)
@@ -293,9 +330,8 @@ class Suite:
             say(f"  {name}: cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
             if not cold and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
-            model = self.cfg.stack.served_model_name
-            routes = [(Endpoint(spec.engine_url(e), model), p) for e, p in zip(spec.engines, probes)]
-            with ServerTokenizer(routes[0][0].base_url, model) as tok:
+            routes = [(Endpoint(u, self.model), p) for u, p in zip(urls, probes)]
+            with ServerTokenizer(routes[0][0].base_url, self.model) as tok:
                 with step("workload (exact token lengths via /tokenize)", timings, "workload_s"):
                     wl = build_workload(name, self.cfg.scenarios[name], tok, api=self.cfg.api, seed=self.cfg.seed)
                 t = time.perf_counter()

@@ -175,9 +175,10 @@ def _static(prompts: list[Prompt]) -> list[Session]:
 
 def _shared_prefix(b: _Builder, n: int, prefix_len: int, prefix_style: Style, variants: list[str],
                    label: str) -> list[Session]:
-    prefix = b.prefix_text.make(prefix_len, prefix_style, "prefix") + "\n\n"
-    prompts = [b.prompt(f"{b.scenario}-{i:04d}", prefix, f"{label}: {variants[i % len(variants)]}\n")
-               for i in range(n)]
+    # The label belongs to what every request shares: counted in the shared prefix, a block it
+    # completes is expected reuse, not a foreign hit.
+    prefix = b.prefix_text.make(prefix_len, prefix_style, "prefix") + f"\n\n{label}:"
+    prompts = [b.prompt(f"{b.scenario}-{i:04d}", prefix, f" {variants[i % len(variants)]}\n") for i in range(n)]
     return _static(prompts)
 
 
@@ -192,7 +193,12 @@ def _code_generation(b: _Builder, c: CodeGeneration) -> list[Session]:
 
 
 def _batch(b: _Builder, c: BatchProcessing) -> list[Session]:
-    texts = [b.text.make(c.text_length, "prose", f"x{i}") for i in range(c.num_requests)]
+    # Each text starts with its own number: texts drawn from one small vocabulary would otherwise
+    # share their first words now and then, and a block they complete would look foreign.
+    texts = []
+    for i in range(c.num_requests):
+        mark = f"#{i:04d}"
+        texts.append(f"{mark} " + b.text.make(max(1, c.text_length - b.tok.count(f"{mark} ")), "prose", f"x{i}"))
     return _shared_prefix(b, c.num_requests, c.instruction_length, "instruction", texts, "Text")
 
 

@@ -104,6 +104,7 @@ def test_bench_refuses_over_leftovers_and_clean_removes_them(tmp_path, light_ima
 def _suite_config(tmp_path: Path, overlay: str, names: list[str], **stack) -> Path:
     cfg = {
         "default_scenarios": names,
+        "mode": "with-cache",
         "stack": {"overlay": overlay, "ready_timeout": 6, **stack},
         "scenarios": {n: {"kind": "cold_start", "num_requests": 2, "prompt_length": 50} for n in names},
     }
@@ -144,3 +145,35 @@ def test_busy_fixed_port_is_a_clear_error_before_anything_starts(tmp_path, light
     assert out.returncode == 2
     assert f"stack.vllm_port: 127.0.0.1:{port} is already in use" in out.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_preparation_fault_fails_its_scenario_not_the_run(tmp_path, light_image, no_harness_leftovers, monkeypatch):
+    """The fixed port was free at the pre-start check but taken when the first scenario's stack
+    was prepared (another process grabbed it, then let go): that scenario fails with the reason,
+    the next one still gets its stack, and the run ends with its manifest and report."""
+    import harness.suite as suite_mod
+    from harness.config import load_config
+    from harness.suite import Suite, SuiteOptions
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    cfg = load_config(_suite_config(tmp_path, "light", ["first", "second"], vllm_port=port))
+    real_prepare = suite_mod.prepare
+
+    def prepare_then_free_the_port(*a, **kw):
+        try:
+            return real_prepare(*a, **kw)
+        finally:
+            squatter.close()
+
+    monkeypatch.setattr(suite_mod, "prepare", prepare_then_free_the_port)
+    suite = Suite(cfg, lambda overlay: {}, SuiteOptions(tmp_path / "results", LIGHT_COMPOSE), ["test"])
+    suite.plan_cells(["first", "second"], ("fresh",), 1, ("with-cache",))
+    assert suite.run_all() is False
+    manifest = json.loads((suite.run.root / "manifest.json").read_text())
+    first, second = manifest["scenarios"]["first"], manifest["scenarios"]["second"]
+    assert first["status"] == "failed" and first["reason"].startswith("stack preparation failed: PortInUse")
+    assert second["project"] and second["teardown_verified"] is True  # it got its own stack
+    assert manifest["finished_at"] and (suite.run.root / "report.md").is_file()

@@ -117,3 +117,35 @@ def test_tokens_read_together_are_counted_and_warned_about_only_when_reads_were_
     assert "keep up" in saturation_warning(busy) and "concurrency" in saturation_warning(busy)
     assert saturation_warning(round_summary(rows(merged, 0.3))) is None  # a server burst, read promptly
     assert saturation_warning({"itl_p50_ms": 20.0}) is None  # older rounds.csv without the columns
+
+
+def test_a_failed_scrape_before_a_round_gives_unknown_deltas_not_lifetime_totals():
+    """The server's counters already stand at 5000 hits: a scrape that failed before the round
+    must not turn into a delta of 5000 (the snapshot of nothing is not a snapshot of zeros)."""
+    from harness.probes import Snapshot, deltas, parse
+
+    text = ('# TYPE vllm:external_prefix_cache_hits counter\n'
+            'vllm:external_prefix_cache_hits_total{engine="0"} 5000\n')
+    after = Snapshot(parse(text), None)
+    assert deltas(Snapshot(None, None), after)["external_hits"] is None
+    assert deltas(Snapshot(parse(text.replace("5000", "4000")), None), after)["external_hits"] == 1000
+
+
+def test_request_rows_are_on_disk_at_once_without_an_fsync_per_row(tmp_path, monkeypatch):
+    """Each row is flushed to the kernel as it is appended (a killed harness keeps it), but the
+    fsync waits for close(), outside the timed round."""
+    import os
+
+    from harness.results import REQUEST_COLUMNS, RequestLog
+
+    syncs = []
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd))
+    log = RequestLog(tmp_path / "requests.csv")
+    for i in range(3):
+        log.append({c: i for c in REQUEST_COLUMNS})
+        assert len(pd.read_csv(tmp_path / "requests.csv")) == i + 1  # another reader sees it now
+    assert syncs == []
+    log.close()
+    assert len(syncs) == 1
+    with pytest.raises(ValueError):  # a field the CSV has no column for is an error, not a silent drop
+        RequestLog(tmp_path / "other.csv").append({"no_such_column": 1})
