@@ -61,6 +61,7 @@ class RequestResult:
     cached_tokens: int | None = None
     text: str = ""
     output_ids: list[int] = field(default_factory=list)  # generated token ids, as the server reports them
+    prompt_ids: list[int] | None = None  # the prompt as the server tokenized it (vLLM, first chunk)
 
     @property
     def output_hash(self) -> str:
@@ -95,8 +96,9 @@ def request_body(prompt: str | list[dict], s: RequestSettings) -> tuple[str, dic
         "temperature": s.temperature,
         "stream": True,
         "stream_options": {"include_usage": True},
-        # vLLM streams each chunk's generated token ids with this (others ignore it): they
-        # fingerprint the output for the reuse-fidelity check.
+        # vLLM then streams each chunk's generated token ids (they fingerprint the output for the
+        # reuse-fidelity check) and the prompt's ids once (what exact expected reuse is computed
+        # from); other servers ignore it.
         "return_token_ids": True,
     }
     if s.ignore_eos:
@@ -117,9 +119,9 @@ def _chunk_text(chunk: dict) -> str:
     return (delta.get("content") or "") + (delta.get("reasoning_content") or "")
 
 
-def _chunk_ids(chunk: dict) -> list[int]:
+def _chunk_ids(chunk: dict, key: str) -> list[int]:
     choices = chunk.get("choices") or []
-    ids = choices[0].get("token_ids") if choices else None
+    ids = chunk.get(key) or (choices[0].get(key) if choices else None)  # chat: on the chunk; completions: choice
     return ids if isinstance(ids, list) else []
 
 
@@ -174,7 +176,8 @@ async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: Request
                     res.itl_ms.append((now - last_token_t) * 1e3)
                 last_token_t = now
                 res.text += text
-            res.output_ids.extend(_chunk_ids(chunk))
+            res.output_ids.extend(_chunk_ids(chunk, "token_ids"))
+            res.prompt_ids = res.prompt_ids or _chunk_ids(chunk, "prompt_token_ids") or None
             if chunk.get("usage"):
                 _read_usage(chunk["usage"], res)
         if done_t is None:

@@ -31,7 +31,7 @@ REQUEST_COLUMNS = [
     "send_s", "ttft_ms", "first_token_lag_ms", "read_delay_ms", "tpot_ms", "e2e_ms", "itl_ms", "n_itl",
     "prompt_tokens", "completion_tokens", "cached_tokens",
     "expected_prompt_tokens", "shared_prefix_tokens", "prefix_key", "provides_prefix_key", "output_chars",
-    "output_hash",
+    "output_hash", "prefix_blocks",
 ]
 
 

@@ -18,7 +18,9 @@ cache that was not cold.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from array import array
 
 import numpy as np
 import pandas as pd
@@ -28,17 +30,43 @@ def _full_blocks(tokens: float, block: int) -> int:
     return int(tokens // block) * block
 
 
+def block_chain(token_ids: list[int] | None, block: int | None) -> str:
+    """The prompt's full blocks as the engine keys them: each block's key covers every token up to
+    its end (a chained hash), so two prompts share a key exactly where they share a whole-block
+    prefix. Short hex keys, space-separated; empty when the server sent no prompt ids."""
+    if not token_ids or not block:
+        return ""
+    h = hashlib.blake2b(digest_size=6)
+    keys = []
+    for end in range(block, len(token_ids) + 1, block):
+        h.update(array("l", token_ids[end - block:end]).tobytes())
+        keys.append(h.copy().hexdigest())
+    return " ".join(keys)
+
+
 def expected_reuse(requests: pd.DataFrame, block: int) -> pd.Series:
-    """Reusable tokens per request (index aligned with `requests`), from the scenario's own history."""
+    """Reusable tokens per request (index aligned with `requests`), from the scenario's own history.
+
+    With the served prompt's token ids (`prefix_blocks`) this is exact: the leading whole blocks
+    an earlier-prefilled request also had. Without them (servers that do not return ids), the
+    workload's declared sharing: the same prompt, or the declared shared prefix."""
     first_token = requests["send_s"] + requests["ttft_ms"].fillna(np.inf) / 1e3
     order = requests.assign(_ft=first_token).sort_values(["round", "_ft", "send_s"]).index
     seen_prompts: set[str] = set()
     seen_prefixes: set[str] = set()
+    seen_blocks: set[str] = set()
+    chains = requests["prefix_blocks"] if "prefix_blocks" in requests else pd.Series("", index=requests.index)
     out = pd.Series(0, index=requests.index, dtype=int)
     for idx in order:
         r = requests.loc[idx]
         tokens = r["prompt_tokens"] if pd.notna(r["prompt_tokens"]) else r["expected_prompt_tokens"]
         whole = _full_blocks(max(int(tokens) - 1, 0), block)
+        keys = chains[idx].split() if isinstance(chains[idx], str) else []
+        if keys:
+            shared = next((i for i, k in enumerate(keys) if k not in seen_blocks), len(keys))
+            out[idx] = min(shared * block, whole)
+            seen_blocks.update(keys)
+            continue
         prompt_keys = {str(r["prompt_id"]), str(r.get("prompt_hash", ""))} - {"", "nan"}
         key = r.get("prefix_key")
         if prompt_keys & seen_prompts:

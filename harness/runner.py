@@ -22,7 +22,7 @@ from . import interrupts
 from .client import RequestResult, RequestSettings, send
 from .config import Config
 from .probes import Probe, deltas, settled
-from .reuse import reuse_by_round, ttft_speedups
+from .reuse import block_chain, reuse_by_round, ttft_speedups
 from .results import RequestLog, write_rounds
 from .stats import rounds_table
 from .wire import stamped_client
@@ -119,6 +119,7 @@ class RoundContext:
     pacer: Pacer
     progress: RoundProgress
     watch: EngineWatch
+    block: int | None  # the engine's KV block size: prompt ids become block keys
 
     def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> dict:
         tpot = res.tpot_ms
@@ -136,7 +137,7 @@ class RoundContext:
             "cached_tokens": res.cached_tokens, "expected_prompt_tokens": prompt.prompt_tokens,
             "shared_prefix_tokens": prompt.shared_prefix_tokens, "prefix_key": prompt.prefix_key,
             "provides_prefix_key": prompt.provides_prefix_key, "output_chars": len(res.text),
-            "output_hash": res.output_hash,
+            "output_hash": res.output_hash, "prefix_blocks": block_chain(res.prompt_ids, self.block),
         }
 
 
@@ -168,11 +169,11 @@ async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Se
 
 
 async def run_round(workload: Workload, rnd: int, cfg: Config, endpoint: Endpoint, log: RequestLog,
-                    t0: float, progress: RoundProgress, watch: EngineWatch) -> None:
+                    t0: float, progress: RoundProgress, watch: EngineWatch, block: int | None = None) -> None:
     settings = RequestSettings(model=endpoint.model, api=cfg.api, max_tokens=cfg.max_tokens,
                                temperature=cfg.temperature, timeout=cfg.request_timeout)
     ctx = RoundContext(workload.scenario, rnd, settings, log, t0, asyncio.Semaphore(cfg.concurrency),
-                       Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"), progress, watch)
+                       Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"), progress, watch, block)
     limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     timeout = httpx.Timeout(cfg.request_timeout, connect=min(10.0, cfg.request_timeout))
     progress.start(rnd, workload.num_requests)
@@ -229,7 +230,7 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
             before = probe.snapshot() if probe else None
             block = block or (before.block_size if before else None)
             watch = EngineWatch(endpoint.base_url)
-            _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch))
+            _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch, block))
             if probe and before:
                 counters[rnd] = {"engine_url": endpoint.base_url,
                                  **deltas(before, settled(probe, before, watch.succeeded))}

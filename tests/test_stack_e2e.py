@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import pytest
@@ -142,25 +143,36 @@ def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float) -
     raise AssertionError(f"fewer than {n} rows in {path} after {timeout} s")
 
 
-def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images, no_harness_leftovers):
-    results = tmp_path / "results"
-    proc = subprocess.Popen([*KVBENCH, "bench", "--config", str(E2E), "--scenario", "long_batch",
-                             "--concurrency", "1", "--results", str(results)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _bench_acting_mid_round(args: list[str], results: Path, scenario: str, rows: int,
+                            act: Callable[[subprocess.Popen, Path], None], timeout: float = 600) -> tuple[int, str, Path]:
+    """Start kvbench; once `scenario` has `rows` request rows, `act(proc, run_dir)`; wait for the exit.
+    Returns (exit code, stderr, run directory)."""
+    proc = subprocess.Popen([*KVBENCH, *args, "--results", str(results)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         while not results.exists() or not any(results.iterdir()):
             assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
+            time.sleep(0.2)  # waiting for the run directory, bounded by the deadline
         run_dir = _only_run(results)
-        csv = run_dir / "long_batch" / "requests.csv"
-        _wait_for_rows(csv, 5, proc, timeout=300)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        _wait_for_rows(run_dir / scenario / "requests.csv", rows, proc, timeout=400)
+        act(proc, run_dir)
+        code = proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
-    err = proc.stderr.read() if proc.stderr else ""
+    return code, proc.stderr.read() if proc.stderr else "", run_dir
+
+
+def _sigint(proc: subprocess.Popen, run_dir: Path) -> None:
+    proc.send_signal(signal.SIGINT)
+
+
+def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images, no_harness_leftovers):
+    code, err, run_dir = _bench_acting_mid_round(["bench", "--config", str(E2E), "--scenario", "long_batch",
+                                                  "--concurrency", "1"], tmp_path / "results", "long_batch", 5,
+                                                 _sigint, timeout=60)
+    csv = run_dir / "long_batch" / "requests.csv"
     assert code == 130, err[-2000:]
     assert "Traceback" not in err and "Fatal error" not in err, err[-2000:]  # interrupted cleanly, not crashed
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -176,26 +188,15 @@ def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images,
 def test_killed_engine_fails_its_scenario_and_the_next_one_still_runs(tmp_path, stack_images, no_harness_leftovers):
     """`docker kill` of the engine mid-round: the scenario is failed with its logs saved and no
     round 2 sent, the next scenario runs on its own stack and is ok, the run exits non-zero."""
-    results = tmp_path / "results"
-    proc = subprocess.Popen([*KVBENCH, "bench-all", "--config", str(E2E), "--scenarios", "long_batch", "cold_start",
-                             "--mode", "with-cache", "--concurrency", "1", "--results", str(results)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not results.exists() or not any(results.iterdir()):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        run_dir = _only_run(results)
-        _wait_for_rows(run_dir / "long_batch" / "requests.csv", 3, proc, timeout=300)
+    def kill_engine(proc: subprocess.Popen, run_dir: Path) -> None:
         project = json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["project"]
         (engine,) = docker.container.list(filters=[("label", f"com.docker.compose.project={project}"),
                                                    ("label", "com.docker.compose.service=vllm")])
         docker.container.kill(engine)
-        code = proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = proc.stderr.read() if proc.stderr else ""
+
+    code, err, run_dir = _bench_acting_mid_round(["bench-all", "--config", str(E2E), "--scenarios", "long_batch",
+                                                  "cold_start", "--mode", "with-cache", "--concurrency", "1"],
+                                                 tmp_path / "results", "long_batch", 3, kill_engine)
     assert code == 1, err[-2000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     failed, ok = manifest["scenarios"]["long_batch"], manifest["scenarios"]["cold_start"]
@@ -211,22 +212,11 @@ def test_killed_engine_fails_its_scenario_and_the_next_one_still_runs(tmp_path, 
 
 def test_resume_finishes_an_interrupted_bench_all_without_rerunning_finished_cells(tmp_path, stack_images,
                                                                                   no_harness_leftovers):
-    results = tmp_path / "results"
-    proc = subprocess.Popen([*KVBENCH, "bench-all", "--config", str(E2E), "--scenarios", "cold_start", "long_batch",
-                             "--mode", "with-cache", "--rounds", "1", "--concurrency", "1", "--results", str(results)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not results.exists() or not any(results.iterdir()):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        run_dir = _only_run(results)
-        _wait_for_rows(run_dir / "long_batch" / "requests.csv", 5, proc, timeout=400)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code, err, run_dir = _bench_acting_mid_round(["bench-all", "--config", str(E2E), "--scenarios", "cold_start",
+                                                  "long_batch", "--mode", "with-cache", "--rounds", "1",
+                                                  "--concurrency", "1"], tmp_path / "results", "long_batch", 5,
+                                                 _sigint, timeout=60)
+    assert code == 130, err[-2000:]
     first = json.loads((run_dir / "manifest.json").read_text())
     assert first["scenarios"]["cold_start"]["status"] == "ok"
     assert first["scenarios"]["long_batch"]["status"] == "interrupted"

@@ -1,0 +1,39 @@
+"""Expected reuse from the prompts' own token ids: what the engine can reuse, block by block."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.reuse import block_chain, expected_reuse
+
+BLOCK = 4
+
+
+def _rows(prompts: list[list[int]], first_token_s: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "round": 1, "prompt_id": [f"p{i}" for i in range(len(prompts))], "prompt_hash": "",
+        "send_s": 0.0, "ttft_ms": [t * 1e3 for t in first_token_s],
+        "prompt_tokens": [len(p) for p in prompts], "expected_prompt_tokens": [len(p) for p in prompts],
+        "shared_prefix_tokens": 0, "prefix_key": "", "provides_prefix_key": "",
+        "prefix_blocks": [block_chain(p, BLOCK) for p in prompts],
+    })
+
+
+def test_block_keys_match_exactly_where_whole_block_prefixes_match():
+    a, b = block_chain(list(range(12)), BLOCK).split(), block_chain([*range(6), 99, 7, *range(8, 12)], BLOCK).split()
+    assert len(a) == len(b) == 3
+    assert a[0] == b[0] and a[1] != b[1] and a[2] != b[2]  # block 3 is equal text, but after a difference
+    assert block_chain(None, BLOCK) == "" and block_chain([1, 2, 3], None) == ""
+
+
+def test_expected_reuse_counts_whole_shared_blocks_in_prefill_order():
+    """A coincidence the workload did not declare (two prompts sharing a few more tokens than their
+    common instruction) is still expected when it completes a block: it is no foreign hit."""
+    shared = [7] * 8  # two whole blocks every prompt has
+    p0 = shared + [1, 2, 3, 4, 5]
+    p1 = shared + [1, 2, 3, 4, 9]  # shares a third block with p0 by coincidence
+    p2 = shared + [6, 6, 6, 6, 6]
+    p3 = list(p0)  # the same prompt again: all but the block holding its last token
+    reuse = expected_reuse(_rows([p0, p1, p2, p3], [0.3, 0.1, 0.2, 0.4]), BLOCK)
+    # prefill order p1, p2, p0, p3: p1 computes everything first
+    assert list(reuse) == [12, 0, 8, 12]
