@@ -147,7 +147,8 @@ def reductions_table(red: pd.DataFrame, data: RunData) -> pd.DataFrame:
     rows = []
     for x in red.to_dict("records"):
         if x.get("note"):
-            rows.append({"scenario": x["scenario"], "mode": x["mode"], "isolation": x["isolation"], "round": "-",
+            rows.append({"scenario": x["scenario"], "mode": x["mode"], "isolation": x["isolation"],
+                         "round": fmt(x["round"], 0) if not math.isnan(x["round"]) else "-",
                          "repeats": str(x["repeats"]), "note": x["note"]})
             continue
         rows.append({
@@ -347,6 +348,21 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
     return H.page(f"kvbench report: {data.name}", run_info(data), parts)
 
 
+def summary_csv(data: RunData) -> pd.DataFrame:
+    """Every round of every cell, led by the headline: on with-cache rows of fresh stacks, the change
+    vs baseline (same scenario and round) with its intervals, as `vs_baseline_*` columns."""
+    rounds = data.rounds.drop(columns=["dir", "label"])
+    head = reuse_buys(data)
+    if head.empty:
+        return rounds
+    keep = {c: f"vs_baseline_{c}" for c in head.columns if c.endswith(("_change", "_lo", "_hi")) or c.startswith(
+        "paired_") or c == "pairs"}
+    head = head[["scenario", "round", *keep]].rename(columns=keep).assign(mode="with-cache", isolation="fresh")
+    merged = rounds.merge(head, on=["scenario", "round", "mode", "isolation"], how="left")
+    ident = [c for c in ("scenario", "mode", "isolation", "repeat", "round", "phase") if c in merged.columns]
+    return merged[[*ident, *keep.values(), *[c for c in rounds.columns if c not in ident]]]
+
+
 def render(run_dir: Path) -> str:
     """The report as Markdown, without figures (write_report adds them)."""
     data = load_run(Path(run_dir))
@@ -364,7 +380,7 @@ def _write(data: RunData, out: Path) -> tuple[Path, str, pd.DataFrame]:
     path.write_text(text)
     (out / "report.html").write_text(_html(data, tabs, plots))
     if not data.rounds.empty:
-        write_rounds(out / "summary.csv", data.rounds.drop(columns=["dir", "label"]))
+        write_rounds(out / "summary.csv", summary_csv(data))
     return path, text, red
 
 

@@ -313,6 +313,13 @@ def reductions(data: RunData) -> pd.DataFrame:
                          "repeats": g["repeat"].nunique(), "note": "round 2 missing: no warm round"})
             continue
         for rnd, w in warm.groupby("round"):
+            if col(w, "partial").fillna(0).astype(bool).any() or col(g[g["round"] == 1], "partial").fillna(0).astype(
+                    bool).any():  # cut short: counts, never a verdict
+                rows.append({"label": label, "scenario": scen, "mode": mode, "isolation": iso, "round": int(rnd),
+                             "repeats": len(w), "note": f"partial: {int(col(w, 'requests').sum())} of "
+                             f"{int(col(w, 'planned').sum())} requests sent, "
+                             f"{int(col(w, 'failures').sum())} failed; no verdict"})
+                continue
             ttft, tput = col(w, "ttft_reduction_pct").dropna(), col(w, "throughput_improvement_pct").dropna()
             if len(w) >= 2:  # one value per repeat: Student-t over them
                 t_ci, p_ci, basis = t_interval(ttft.tolist()), t_interval(tput.tolist()), "repeats (t)"

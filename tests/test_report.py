@@ -253,6 +253,11 @@ def test_with_cache_vs_baseline_in_one_run(tmp_path):
     printed = console_summary(run)
     assert printed.startswith("What reuse buys") and "rag_a round 2: TTFT mean" in printed
     assert "rag_a [baseline]" in printed
+    summary = pd.read_csv(run / "summary.csv")
+    assert list(summary.columns[:6]) == ["scenario", "mode", "isolation", "repeat", "round", "phase"]
+    lead = summary.set_index(["mode", "round"]).loc[("with-cache", 2)]
+    assert lead["vs_baseline_paired_change"] == pytest.approx(r2["paired_change"])
+    assert pd.isna(summary.set_index(["mode", "round"]).loc[("baseline", 2), "vs_baseline_paired_change"])
     ev = _evidence_rows(_html(run))
     assert any("baseline/rag_a" in r for r in ev)
 
@@ -303,3 +308,14 @@ def test_summary_csv_writes_counters_as_integers(tmp_path):
     assert _csv_column(text, "master_key_count_end") == ["", "", "64268", "70000"]
     assert all(re.fullmatch(r"\d+", v) for v in _csv_column(text, "achieved_reuse_tokens"))
     assert all(re.fullmatch(r"\d+\.\d{4}", v) for v in _csv_column(text, "ttft_mean_ms"))
+
+
+def test_a_partial_round_shows_its_counts_and_no_verdict(tmp_path):
+    run = make_run(tmp_path, [Scen("rag_a")])
+    rounds_csv = run / "rag_a" / "rounds.csv"
+    r = pd.read_csv(rounds_csv).assign(planned=12, partial=[False, True], requests=[12, 7], failures=[0, 3])
+    r.to_csv(rounds_csv, index=False)
+    red = reductions(load_run(run))
+    row = red[red["round"] == 2].iloc[0]
+    assert row["note"] == "partial: 7 of 12 requests sent, 3 failed; no verdict"
+    assert "pass" not in str(row.get("ttft_verdict")) and "FAIL" not in str(row.get("ttft_verdict"))
