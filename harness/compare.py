@@ -17,11 +17,10 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import plots as P
+from .metrics import COMPARISON, fmt, pick
 from .report_data import RunData, col, evidence, ok_requests, reductions
 
-METRICS = [("ttft_mean_ms", "TTFT mean ms", 1), ("ttft_p50_ms", "TTFT p50 ms", 1), ("ttft_p90_ms", "TTFT p90 ms", 1),
-           ("e2e_mean_ms", "E2E mean ms", 1), ("req_per_s", "req/s", 2), ("total_tok_per_s", "total tok/s", 0),
-           ("cached_token_ratio", "cached ratio", 3)]
+METRICS = pick(COMPARISON)
 PLOT_NAMES = ("compare_ttft", "compare_ttft_reduction", "compare_throughput_gain", "compare_ttft_cdf")
 
 
@@ -38,12 +37,6 @@ class Comparison:
     raw_means: pd.DataFrame  # numeric: key + run + metric columns
     raw_red: pd.DataFrame  # numeric reductions with a run column
     notes: list[str] = field(default_factory=list)
-
-
-def _fmt(v: float, nd: int = 1, signed: bool = False) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return f"{v:+,.{nd}f}" if signed else f"{v:,.{nd}f}"
 
 
 def _flatten(d: object, prefix: str = "") -> dict[str, str]:
@@ -85,7 +78,7 @@ def build(datas: list[RunData]) -> Comparison:
     for lab, d in zip(labels, datas):
         if d.rounds.empty:
             continue
-        vals = pd.DataFrame({c: col(d.rounds, c) for c, _, _ in METRICS})
+        vals = pd.DataFrame({m.column: col(d.rounds, m.column) for m in METRICS})
         vals[key] = d.rounds[key]
         means.append(vals.groupby(key, sort=False).mean().reset_index().assign(run=lab))
     raw = pd.concat(means, ignore_index=True) if means else pd.DataFrame(columns=[*key, "run"])
@@ -116,15 +109,16 @@ def _metrics(raw: pd.DataFrame, key: list[str], labels: list[str]) -> pd.DataFra
     base = labels[0]
     for k, g in raw.groupby(key, sort=False):
         by_run = g.set_index("run")
-        for c, head, nd in METRICS:
+        for m in METRICS:
+            c = m.column
             row = dict(zip(key, (str(x) for x in k)))
-            row["metric"] = head
+            row["metric"] = m.header
             ref = by_run[c].get(base, math.nan) if c in by_run else math.nan
             for lab in labels:
                 v = float(by_run[c].get(lab, math.nan)) if c in by_run else math.nan
-                row[lab] = _fmt(v, nd)
+                row[lab] = m.show(v)
                 if lab != base:
-                    row[f"{lab} vs {base}"] = (_fmt((v / ref - 1) * 100, 1, True) + " %"
+                    row[f"{lab} vs {base}"] = (fmt((v / ref - 1) * 100, 1, True) + " %"
                                                if ref and math.isfinite(ref) and math.isfinite(v) else "n/a")
             rows.append(row)
     return pd.DataFrame(rows)
@@ -145,12 +139,12 @@ def _reductions(raw_red: pd.DataFrame, key: list[str], labels: list[str]) -> pd.
                 row[f"{lab} TTFT -%"] = row[f"{lab} thrpt +%"] = "n/a"
                 continue
             x = by.loc[lab]
-            row[f"{lab} TTFT -%"] = f"{_fmt(x['ttft_reduction_pct'])} ({x['ttft_verdict']})"
-            row[f"{lab} thrpt +%"] = f"{_fmt(x['throughput_gain_pct'])} ({x['tput_verdict']})"
+            row[f"{lab} TTFT -%"] = f"{fmt(x['ttft_reduction_pct'])} ({x['ttft_verdict']})"
+            row[f"{lab} thrpt +%"] = f"{fmt(x['throughput_gain_pct'])} ({x['tput_verdict']})"
             if lab != base and base in by.index:
-                row[f"{lab} vs {base} TTFT pp"] = _fmt(x["ttft_reduction_pct"] - by.loc[base, "ttft_reduction_pct"],
+                row[f"{lab} vs {base} TTFT pp"] = fmt(x["ttft_reduction_pct"] - by.loc[base, "ttft_reduction_pct"],
                                                        1, True)
-                row[f"{lab} vs {base} thrpt pp"] = _fmt(x["throughput_gain_pct"] - by.loc[base, "throughput_gain_pct"],
+                row[f"{lab} vs {base} thrpt pp"] = fmt(x["throughput_gain_pct"] - by.loc[base, "throughput_gain_pct"],
                                                         1, True)
         rows.append(row)
     return pd.DataFrame(rows).fillna("n/a")
@@ -215,11 +209,11 @@ def console(cmp: Comparison) -> str:
         row = dict(zip(k, kv))
         by = g.set_index("run")["ttft_mean_ms"]
         for lab in labels:
-            row[f"{lab} r2 TTFT ms"] = _fmt(float(by.get(lab, np.nan)))
+            row[f"{lab} r2 TTFT ms"] = fmt(float(by.get(lab, np.nan)))
             m = red[(red["run"] == lab) & (red["round"] == 2)] if not red.empty else red
             for c, v in zip(k, kv):
                 m = m[m[c] == v] if len(m) else m
-            row[f"{lab} TTFT -%"] = _fmt(float(m["ttft_reduction_pct"].iloc[0])) if len(m) else "n/a"
+            row[f"{lab} TTFT -%"] = fmt(float(m["ttft_reduction_pct"].iloc[0])) if len(m) else "n/a"
         rows.append(row)
     runs = "  ".join(f"{lab} = {d.name}" for lab, d in zip(labels, cmp.datas))
     table = tabulate(pd.DataFrame(rows), headers="keys", tablefmt="simple", showindex=False, disable_numparse=True) \

@@ -18,20 +18,12 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import compare, html_report as H, plots as P
+from .metrics import HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from .report_data import RunData, col, evidence, load_run, ok_requests, paired_speedups, reductions, token_sources
 from .stats import round1_caveat
-from .verdict import HEADLINE_METRICS, fidelity, headline_round, reuse_buys, targets_vs_baseline
+from .verdict import fidelity, headline_round, reuse_buys, targets_vs_baseline
 from .results import write_rounds
 
-STAT_COLUMNS = [  # (rounds.csv column, header, decimals)
-    ("successes", "ok", 0), ("failures", "failed", 0),
-    ("ttft_mean_ms", "TTFT mean ms", 1), ("ttft_p50_ms", "TTFT p50 ms", 1), ("ttft_p90_ms", "TTFT p90 ms", 1),
-    ("ttft_p99_ms", "TTFT p99 ms", 1), ("misses", "full prefills", 0), ("ttft_miss_mean_ms", "TTFT full-prefill ms", 1),
-    ("ttft_hit_mean_ms", "TTFT hit ms", 1), ("tpot_mean_ms", "TPOT mean ms", 2), ("tpot_p50_ms", "TPOT p50 ms", 2),
-    ("itl_p50_ms", "ITL p50 ms", 2), ("itl_p99_ms", "ITL p99 ms", 2), ("e2e_mean_ms", "E2E mean ms", 1),
-    ("e2e_p90_ms", "E2E p90 ms", 1), ("req_per_s", "req/s", 2), ("output_tok_per_s", "out tok/s", 1),
-    ("total_tok_per_s", "total tok/s", 0), ("cached_token_ratio", "cached ratio", 3),
-]
 TIMINGS = [("up_s", "up s"), ("service_start_s", "vLLM start s"), ("workload_s", "workload s"),
            ("rounds_s", "rounds s"), ("teardown_s", "teardown s"), ("harness_overhead_s", "overhead s"),
            ("total_s", "total s")]
@@ -40,23 +32,6 @@ PLOT_NAMES = ("ttft_cdf", "gains", "token_sources", "speedups")
 TEXT_COLS = ("scenario", "mode", "isolation", "status", "stack project", "engine container", "contamination",
              "reuse achieved/expected tokens", "reason", "phase", "note", "run", "metric", "key", "value", "run id",
              "path", "scenarios")
-
-
-def fmt(v: object, nd: int = 1, signed: bool = False) -> str:
-    """A number for a table; NaN / None / unparsable -> n/a."""
-    if v is None:
-        return "n/a"
-    if isinstance(v, str):
-        return v
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(v)
-    if math.isnan(f):
-        return "n/a"
-    if math.isinf(f):
-        return "inf"
-    return f"{f:+,.{nd}f}" if signed else f"{f:,.{nd}f}"
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -75,10 +50,10 @@ def reuse_table(data: RunData) -> pd.DataFrame:
     for x in t.to_dict("records"):
         row = {"scenario": x["scenario"], "round": str(x["round"]), "with cache": x["phase with cache"],
                "repeats": str(x["repeats"])}
-        for metric, head in HEADLINE_METRICS:
-            nd = 2 if metric == "req_per_s" else (0 if "tok" in metric else 1)
-            row[f"{head} with / without"] = f"{fmt(x[f'{metric}_cache'], nd)} / {fmt(x[f'{metric}_base'], nd)}"
-            row[f"{head} change"] = _change_ci(x[f"{metric}_change"], x[f"{metric}_lo"], x[f"{metric}_hi"])
+        for m in pick(HEADLINE):
+            c = m.column
+            row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}"
+            row[f"{m.header} change"] = _change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"])
         row["per-prompt TTFT change"] = (_change_ci(x["paired_change"], x["paired_lo"], x["paired_hi"])
                                          + f" ({x['pairs']} prompts)")
         row[f"TTFT target -{data.targets.ttft_reduction_percent:g} % vs baseline"] = x["ttft_target"]
@@ -128,8 +103,8 @@ def stats_table(data: RunData) -> pd.DataFrame:
     out = pd.DataFrame({"scenario": r["scenario"], "mode": r["mode"], "isolation": r["isolation"], "rep": r["repeat"],
                         "round": r["round"],
                         "phase": r["phase"] if "phase" in r else "unknown"})
-    for c, head, nd in STAT_COLUMNS:
-        out[head] = col(r, c).map(lambda v, nd=nd: fmt(v, nd))
+    for m in pick(ROUND_TABLE):
+        out[m.header] = col(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
 
 
@@ -270,11 +245,6 @@ REUSE_TEXT = ("Per round, the same prompts with the KV connector and on the same
               "Per-prompt TTFT change: geometric mean of each prompt's with/without TTFT ratio, 95 % CI "
               "(BCa bootstrap over prompts, or Student-t over repeats' prompts).")
 SEED_TITLE = "Round over round (the seed's figures: warm rounds vs round 1 of the same stack)"
-SERVER_COLUMNS = [("ttft_mean_ms", "client TTFT mean ms", 1), ("server_ttft_mean_ms", "server TTFT mean ms", 1),
-                  ("client_server_ttft_gap_ms", "client - server ms", 1),
-                  ("server_prefill_mean_ms", "server prefill mean ms", 1),
-                  ("server_queue_mean_ms", "server queue mean ms", 1), ("server_e2e_mean_ms", "server E2E mean ms", 1),
-                  ("server_requests", "server requests", 0)]
 
 
 def server_table(data: RunData) -> pd.DataFrame:
@@ -284,8 +254,8 @@ def server_table(data: RunData) -> pd.DataFrame:
         return pd.DataFrame()
     out = pd.DataFrame({"scenario": r["scenario"], "mode": r["mode"], "isolation": r["isolation"],
                         "rep": r["repeat"], "round": r["round"]})
-    for c, head, nd in SERVER_COLUMNS:
-        out[head] = col(r, c).map(lambda v, nd=nd: fmt(v, nd))
+    for m in pick(SERVER_TABLE):
+        out[m.header] = col(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
 
 

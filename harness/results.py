@@ -24,6 +24,7 @@ import pandas as pd
 
 from . import __version__
 from .config import check_name
+from .metrics import bench_serve_record
 
 REQUEST_COLUMNS = [
     "scenario", "round", "index", "prompt_id", "prompt_hash", "session_id", "turn", "api",
@@ -106,6 +107,12 @@ def _whole_numbers(col: pd.Series) -> bool:
         return False
     v = col.dropna().to_numpy(dtype=float)
     return bool(np.isfinite(v).all() and (v == np.round(v)).all() and (np.abs(v) < 2**53).all())
+
+
+def write_bench_serve(path: Path, table: pd.DataFrame, settings: dict) -> None:
+    """Per round, a record in `vllm bench serve`'s result JSON shape (metrics.bench_serve_record)."""
+    records = [bench_serve_record(r, {**settings, "round": int(r["round"])}) for r in table.to_dict("records")]
+    path.write_text(json.dumps(records, indent=2, default=str))
 
 
 def git_commit() -> str | None:

@@ -23,7 +23,7 @@ from .client import RequestResult, RequestSettings, send
 from .config import Config
 from .probes import Probe, deltas, settled
 from .reuse import block_chain, reuse_by_round, ttft_speedups
-from .results import RequestLog, write_rounds
+from .results import RequestLog, write_bench_serve, write_rounds
 from .stats import rounds_table
 from .wire import stamped_client
 from .workload import Prompt, Session, Workload
@@ -238,12 +238,12 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
                 raise EngineDown(f"round {rnd}: {watch.down}")
     finally:
         log.close()
-        table = _rounds_table(out_dir, workload, cfg, block, counters, labels)
+        table = _rounds_table(out_dir, workload, cfg, block, counters, labels, routes[0][0].model)
     return table
 
 
 def _rounds_table(out_dir: Path, workload: Workload, cfg: Config, block: int | None, counters: dict[int, dict],
-                  labels: dict | None) -> pd.DataFrame:
+                  labels: dict | None, model: str) -> pd.DataFrame:
     requests = pd.read_csv(out_dir / "requests.csv")
     table = rounds_table(requests, cfg.targets, planned=workload.num_requests)
     for extra in (reuse_by_round(requests, block), ttft_speedups(requests),
@@ -255,4 +255,7 @@ def _rounds_table(out_dir: Path, workload: Workload, cfg: Config, block: int | N
     for i, (k, v) in enumerate((labels or {}).items()):  # identity columns first
         table.insert(i, k, v)
     write_rounds(out_dir / "rounds.csv", table)
+    write_bench_serve(out_dir / "bench_serve.json", table, {
+        "backend": "kvbench", "model_id": model, "endpoint_type": f"openai-{cfg.api}",
+        "max_concurrency": cfg.concurrency, "request_rate": cfg.request_rate or "inf", "num_prompts": workload.num_requests})
     return table

@@ -17,11 +17,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from .metrics import HEADLINE
 from .intervals import Interval, paired_change_pct_bca, t_interval
 from .report_data import RunData, col, ok_requests
-
-HEADLINE_METRICS = (("ttft_mean_ms", "TTFT mean ms"), ("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p90_ms", "TTFT p90 ms"),
-                    ("req_per_s", "req/s"), ("total_tok_per_s", "total tok/s"))
 
 
 def _change(base: float, cache: float) -> float:
@@ -56,7 +54,7 @@ def reuse_buys(data: RunData) -> pd.DataFrame:
         reps = sorted(set(base["repeat"]) & set(cache["repeat"]))
         row: dict = {"scenario": scen, "round": int(rnd), "repeats": len(reps),
                      "phase with cache": "/".join(sorted(set(cache["phase"].astype(str)))) if "phase" in cache else "?"}
-        for metric, _ in HEADLINE_METRICS:
+        for metric in HEADLINE:
             b, c = _per_repeat(base, metric), _per_repeat(cache, metric)
             changes = [_change(b[k], c[k]) for k in reps]
             row[f"{metric}_base"], row[f"{metric}_cache"] = np.mean(list(b.values())), np.mean(list(c.values()))

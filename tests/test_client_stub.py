@@ -213,3 +213,18 @@ def test_failures_of_a_live_engine_do_not_stop_the_round(stub, tmp_path: Path):
     table = run_rounds(_workload(8), _cfg(rounds=1, concurrency=1), Endpoint(stub.url("http500"), "stub"), tmp_path)
     assert int(table.loc[0, "requests"]) == 8 and int(table.loc[0, "failures"]) == 8
     assert not table.loc[0, "partial"]
+
+
+def test_rounds_are_exported_in_vllm_bench_serve_result_shape(stub, tmp_path: Path):
+    """bench_serve.json: one record per round under `vllm bench serve`'s own keys, the values
+    the same as rounds.csv's (one definition per metric: harness.metrics)."""
+    import json
+
+    table = run_rounds(_workload(6), _cfg(rounds=2, concurrency=2), Endpoint(stub.url("ok"), "stub"), tmp_path)
+    records = json.loads((tmp_path / "bench_serve.json").read_text())
+    assert [r["round"] for r in records] == [1, 2]
+    for rec, (_, row) in zip(records, table.iterrows()):
+        assert rec["completed"] == row["successes"] == 6 and rec["failed"] == 0
+        assert rec["mean_ttft_ms"] == pytest.approx(row["ttft_mean_ms"])
+        assert rec["request_throughput"] == pytest.approx(row["req_per_s"])
+        assert rec["max_concurrency"] == 2 and rec["model_id"] == "stub" and rec["num_prompts"] == 6

@@ -1,0 +1,105 @@
+"""Every per-round metric, defined once: its rounds.csv column, the header tables show, unit,
+decimals, which direction is better, and its key in `vllm bench serve`'s result JSON where
+there is one. Stats compute the columns; console, report, comparison and the
+`bench_serve.json` export read them from here.
+
+Adding a metric: one entry here, plus its computation in stats.round_summary (or probes for
+a server-side one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Better = Literal["lower", "higher"] | None
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    header: str
+    unit: str
+    decimals: int
+    better: Better = None
+    bench_serve_key: str | None = None  # `vllm bench serve --save-result` JSON key
+
+    def show(self, value: object) -> str:
+        return fmt(value, self.decimals)
+
+
+_ALL = [
+    Metric("requests", "requests", "", 0),
+    Metric("successes", "ok", "", 0, "higher", "completed"),
+    Metric("failures", "failed", "", 0, "lower", "failed"),
+    Metric("ttft_mean_ms", "TTFT mean ms", "ms", 1, "lower", "mean_ttft_ms"),
+    Metric("ttft_p50_ms", "TTFT p50 ms", "ms", 1, "lower", "median_ttft_ms"),
+    Metric("ttft_p90_ms", "TTFT p90 ms", "ms", 1, "lower", "p90_ttft_ms"),
+    Metric("ttft_p99_ms", "TTFT p99 ms", "ms", 1, "lower", "p99_ttft_ms"),
+    Metric("misses", "full prefills", "", 0),
+    Metric("ttft_miss_mean_ms", "TTFT full-prefill ms", "ms", 1, "lower"),
+    Metric("ttft_hit_mean_ms", "TTFT hit ms", "ms", 1, "lower"),
+    Metric("tpot_mean_ms", "TPOT mean ms", "ms", 2, "lower", "mean_tpot_ms"),
+    Metric("tpot_p50_ms", "TPOT p50 ms", "ms", 2, "lower", "median_tpot_ms"),
+    Metric("itl_p50_ms", "ITL p50 ms", "ms", 2, "lower", "median_itl_ms"),
+    Metric("itl_p99_ms", "ITL p99 ms", "ms", 2, "lower", "p99_itl_ms"),
+    Metric("e2e_mean_ms", "E2E mean ms", "ms", 1, "lower", "mean_e2el_ms"),
+    Metric("e2e_p90_ms", "E2E p90 ms", "ms", 1, "lower", "p90_e2el_ms"),
+    Metric("duration_s", "duration s", "s", 2, None, "duration"),
+    Metric("req_per_s", "req/s", "1/s", 2, "higher", "request_throughput"),
+    Metric("output_tok_per_s", "out tok/s", "tok/s", 1, "higher", "output_throughput"),
+    Metric("total_tok_per_s", "total tok/s", "tok/s", 0, "higher", "total_token_throughput"),
+    Metric("prompt_tokens", "prompt tokens", "tok", 0, None, "total_input_tokens"),
+    Metric("completion_tokens", "output tokens", "tok", 0, None, "total_output_tokens"),
+    Metric("cached_token_ratio", "cached ratio", "", 3, "higher"),
+    Metric("server_ttft_mean_ms", "server TTFT mean ms", "ms", 1, "lower"),
+    Metric("client_server_ttft_gap_ms", "client - server ms", "ms", 1, "lower"),
+    Metric("server_prefill_mean_ms", "server prefill mean ms", "ms", 1, "lower"),
+    Metric("server_queue_mean_ms", "server queue mean ms", "ms", 1, "lower"),
+    Metric("server_e2e_mean_ms", "server E2E mean ms", "ms", 1, "lower"),
+    Metric("server_requests", "server requests", "", 0),
+]
+METRICS: dict[str, Metric] = {m.column: m for m in _ALL}
+
+# What each table shows, by column name.
+ROUND_TABLE = ("successes", "failures", "ttft_mean_ms", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "misses",
+               "ttft_miss_mean_ms", "ttft_hit_mean_ms", "tpot_mean_ms", "tpot_p50_ms", "itl_p50_ms", "itl_p99_ms",
+               "e2e_mean_ms", "e2e_p90_ms", "req_per_s", "output_tok_per_s", "total_tok_per_s", "cached_token_ratio")
+SERVER_TABLE = ("ttft_mean_ms", "server_ttft_mean_ms", "client_server_ttft_gap_ms", "server_prefill_mean_ms",
+                "server_queue_mean_ms", "server_e2e_mean_ms", "server_requests")
+HEADLINE = ("ttft_mean_ms", "ttft_p50_ms", "ttft_p90_ms", "req_per_s", "total_tok_per_s")
+COMPARISON = ("ttft_mean_ms", "ttft_p50_ms", "ttft_p90_ms", "e2e_mean_ms", "req_per_s", "total_tok_per_s",
+              "cached_token_ratio")
+
+
+def pick(columns: tuple[str, ...]) -> list[Metric]:
+    return [METRICS[c] for c in columns]
+
+
+def fmt(v: object, nd: int = 1, signed: bool = False) -> str:
+    """A number for a table; NaN / None / unparsable -> n/a."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(f):
+        return "n/a"
+    if math.isinf(f):
+        return "inf"
+    return f"{f:+,.{nd}f}" if signed else f"{f:,.{nd}f}"
+
+
+def bench_serve_record(row: dict, settings: dict) -> dict:
+    """One round in the shape of `vllm bench serve`'s result JSON (keys it has; missing -> null), so
+    tools that read that format read kvbench rounds too. `settings`: model, max_concurrency, ..."""
+    out: dict = {k: v for k, v in settings.items()}
+    for m in _ALL:
+        if m.bench_serve_key:
+            v = row.get(m.column)
+            out[m.bench_serve_key] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    return out
