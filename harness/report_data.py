@@ -117,6 +117,8 @@ def _discover(run_dir: Path, manifest: dict | None) -> list[str]:
     for name in ("rounds.csv", "requests.csv"):
         for p in sorted(run_dir.rglob(name)):
             rel = p.parent.relative_to(run_dir).as_posix()
+            if rel.startswith("."):  # .attempts/: earlier attempts of resumed cells, not results
+                continue
             if rel not in rels and rel != ".":
                 rels.append(rel)
     return rels

@@ -105,6 +105,7 @@ class Suite:
         self.run.write_manifest(self.manifest)
         self.image_tags: dict[str, str] = {}
         self.model = cfg.stack.served_model_name
+        self.plan: dict = {}  # scenarios, isolation, repeats, modes: plan_cells() or the resumed run's
 
     @classmethod
     def resume(cls, run_dir: Path, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> "Suite":
