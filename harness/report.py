@@ -67,6 +67,9 @@ def fidelity_table(data: RunData) -> pd.DataFrame:
     if f.empty:
         return f
     out = f[["scenario"]].copy()
+    out["could it fail?"] = [f"yes ({o} outputs for {p} prompts)" if o > 1 else
+                             f"NO: {p} different prompts all gave one output (degenerate model): identical outputs "
+                             "prove nothing" for p, o in zip(f["distinct prompts"], f["distinct outputs"])]
     for name in ("warm vs cold", "with cache vs baseline"):
         out[f"identical output, {name}"] = [
             "n/a" if not n else f"{same}/{n} ({pct:.0f} %)"

@@ -89,7 +89,9 @@ def headline_round(table: pd.DataFrame) -> pd.DataFrame:
 def fidelity(data: RunData) -> pd.DataFrame:
     """Per scenario: share of prompts whose generated tokens are identical cold (round 1) vs warm
     (rounds 2+) with the cache, and with the cache vs baseline in the same round. At temperature 0
-    a reused KV that is right gives the same tokens; a mismatch is numerical noise or wrong KV."""
+    a reused KV that is right gives the same tokens; a mismatch is numerical noise or wrong KV. The
+    check only means something when different prompts give different outputs: `distinct prompts`
+    vs `distinct outputs` says whether it could have failed."""
     req = ok_requests(data)
     if req.empty or (req["out"] < 0).all():
         return pd.DataFrame()
@@ -100,7 +102,9 @@ def fidelity(data: RunData) -> pd.DataFrame:
     rows = []
     for scen, g in req.groupby("scenario", sort=False):
         cache = g[g["mode"] == "with-cache"]
-        row = {"scenario": scen}
+        # A check that cannot fail is no evidence: when different prompts all produce the same
+        # tokens (a degenerate model at temperature 0), identical outputs say nothing about the KV.
+        row = {"scenario": scen, "distinct prompts": int(g["pid"].nunique()), "distinct outputs": int(g["out"].nunique())}
         row.update(_same(cache[cache["round"] == 1], cache[cache["round"] > 1], ["dir", "pid"], "warm vs cold"))
         row.update(_same(g[g["mode"] == "baseline"], cache, ["round", "pid"], "with cache vs baseline"))
         rows.append(row)
