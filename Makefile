@@ -24,10 +24,11 @@ help:
 	@echo "make test                 the whole test suite (installs Docker/images when missing)"
 	@echo "make docker / images / wheelhouse   set-up steps, idempotent"
 
+# One line; pip's output goes to build/logs/venv.log (its tail is printed when it fails).
 $(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q -e '.[test]'
+	@bash scripts/logged.sh "[venv] $(VENV): pip install -e .[test]" installed build/logs/venv.log -- \
+	  sh -c 'set -e; test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	         $(PY) -m pip install --upgrade pip; $(PY) -m pip install -e ".[test]"'
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -36,11 +37,11 @@ docker:
 	@bash scripts/ensure_docker.sh
 
 wheelhouse:
-	@bash scripts/make_wheelhouse.sh engine
-	@bash scripts/make_wheelhouse.sh master
+	@bash scripts/make_wheelhouse.sh engine master
 
+# One line when the images are present; their tags go to build/images.env.
 images: venv docker
-	$(PY) -m harness.images --stack $(STACK)
+	@$(PY) -m harness.images --stack $(STACK) --env-file build/images.env
 
 # kvbench builds the images the config's stack needs when they are missing (GPU stacks use public ones).
 bench: venv docker

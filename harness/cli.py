@@ -3,37 +3,64 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
+from .client import set_api_key
 from .config import Config, ConfigError, load_config
 from . import interrupts
 from .progress import console, say
 from .report import report_main
+from .images import ImageBuildError
 from .stack import force_remove, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, allocate_ports
 from .suite import Suite, SuiteOptions
 
 DEFAULT_CONFIG = "configs/test_config.yaml"
 EXIT_USAGE = 2
+API_KEY_ENV = "OPENAI_API_KEY"  # as `vllm bench serve`
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VLLM_FLAGS = ("`vllm bench serve` flags work where they mean the same: --base-url (= --endpoint), --max-concurrency "
+              "(= --concurrency), --request-rate, --seed, --result-dir (= --results); `kvbench run` sends the API "
+              f"key in ${API_KEY_ENV} (or --api-key-env NAME) as Authorization: Bearer.")
+
+
+class _Typed(argparse.Action):
+    """Stores the value and which of the option's names was typed: an error names the flag the user typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.typed = {**getattr(namespace, "typed", {}), self.dest: option_string}
 
 
 def _add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help="suite YAML (default: %(default)s)")
     p.add_argument("--rounds", type=int, help="override rounds")
-    p.add_argument("--concurrency", type=int, help="override concurrency")
-    p.add_argument("--results", default="results", help="results root directory (default: %(default)s)")
+    p.add_argument("--concurrency", "--max-concurrency", dest="concurrency", type=int, action=_Typed,
+                   help="override concurrency: requests in flight")
+    p.add_argument("--request-rate", type=float, metavar="RPS",
+                   help="override request_rate: requests/s with Poisson arrivals; inf: no pacing")
+    p.add_argument("--seed", type=int, help="override seed (workload texts, arrival times, sampling seeds)")
+    p.add_argument("--results", "--result-dir", dest="results", default="results",
+                   help="results root directory (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kvbench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kvbench", description=__doc__, epilog=VLLM_FLAGS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run scenarios against an already running OpenAI-compatible vLLM")
-    run.add_argument("--endpoint", required=True, help="base URL, e.g. http://127.0.0.1:8000")
+    run.add_argument("--endpoint", "--base-url", dest="endpoint", required=True,
+                     help="base URL, e.g. http://127.0.0.1:8000")
     run.add_argument("--model", required=True, help="served model name")
     run.add_argument("--master-metrics", help="Mooncake master metrics URL, e.g. http://127.0.0.1:9003 (optional)")
     run.add_argument("--scenarios", nargs="+", help="override default_scenarios")
+    run.add_argument("--api-key-env", metavar="NAME",
+                     help=f"environment variable holding the endpoint's API key (default: {API_KEY_ENV}, when "
+                          "set), sent as 'Authorization: Bearer' to that server only. Give the name, never the "
+                          "key: the command line is recorded in manifest.json")
     _add_suite_args(run)
 
     bench = sub.add_parser("bench", help="one scenario on a fresh vLLM + Mooncake stack")
@@ -73,14 +100,41 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, scenarios: list[str] | None, mode: str | None = None) -> Config:
+    flags = {"default_scenarios": "--scenario" if args.command == "bench" else "--scenarios",
+             **getattr(args, "typed", {})}
     return load_config(args.config, scenarios=scenarios, rounds=args.rounds, concurrency=args.concurrency,
-                       mode=mode, scenarios_flag="--scenario" if args.command == "bench" else "--scenarios")
+                       request_rate=args.request_rate, seed=args.seed, mode=mode, flags=flags)
+
+
+def _api_key(name: str | None) -> tuple[str, str] | None:
+    """(variable, key) for `kvbench run`: from --api-key-env NAME, else from $OPENAI_API_KEY when set.
+    No message shows the key, nor a NAME that may be one."""
+    var = name or API_KEY_ENV
+    if not ENV_NAME.match(var):
+        raise ConfigError("--api-key-env: expects the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*), "
+                          "not the key")
+    key = os.environ.get(var, "").strip()
+    if not key:
+        if name:
+            raise ConfigError("--api-key-env: that environment variable is not set or empty")
+        return None
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        raise ConfigError(f"--api-key-env: the key in ${var} holds whitespace or non-ASCII characters")
+    return var, key
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args, args.scenarios)
+    for flag, url in (("--endpoint", args.endpoint), ("--master-metrics", args.master_metrics)):
+        if url is not None and not re.match(r"^https?://[^/\s]+", url):
+            raise ConfigError(f"{flag}: expected an http:// or https:// URL, got {url!r}")
+    auth = _api_key(args.api_key_env)
     interrupts.install()
     suite = Suite(cfg, _images, SuiteOptions(Path(args.results)), sys.argv)
+    if auth:
+        set_api_key(args.endpoint, auth[1])  # held in memory only: the manifest says where it came from
+        suite.manifest["endpoint_auth"] = f"Authorization: Bearer from ${auth[0]} (the key is not recorded)"
+        say(f"sending ${auth[0]} as the API key to {args.endpoint} only")
     return 0 if suite.run_external(args.endpoint, args.model, args.master_metrics) else 1
 
 
@@ -173,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     except PortInUse as e:
         print(f"kvbench: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except ImageBuildError as e:  # its message holds the log's tail and path; no traceback over it
+        print(f"kvbench: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("kvbench: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,11 @@ does not stop the TTFT clock. Token counts come from the server's `usage`.
 Over plain HTTP the clock points are wire times (see wire.py): send is the first
 write of the request, each chunk is timed by its kernel arrival stamp. Without
 them (https, a non-stamping transport) they are user-space perf_counter() times.
+
+An endpoint's API key (`kvbench run`, from the environment) is kept here, in memory
+only, by server origin: `auth_headers(url)` gives `Authorization: Bearer ...` for
+that server (completions, /tokenize, /metrics, /health) and nothing for another one
+(the Mooncake master). `redact()` keeps it out of every recorded message.
 """
 
 from __future__ import annotations
@@ -26,6 +31,35 @@ from .wire import stamps_of
 
 Api = Literal["completions", "chat"]
 DRAIN_S = 1.0  # how long to wait for the body's end after [DONE] before dropping the connection
+
+_API_KEYS: dict[str, str] = {}  # server origin -> API key; never written anywhere
+
+
+def _origin(url: str) -> str:
+    u = httpx.URL(url)
+    return f"{u.scheme}://{u.host}:{u.port or {'http': 80, 'https': 443}.get(u.scheme)}"
+
+
+def set_api_key(url: str, key: str | None) -> None:
+    """Send `Authorization: Bearer <key>` with every request to the server of `url` (None: stop)."""
+    if key:
+        _API_KEYS[_origin(url)] = key
+    else:
+        _API_KEYS.pop(_origin(url), None)
+
+
+def auth_headers(url: str) -> dict[str, str]:
+    """Headers for a request to `url`: the Authorization of its server's key, if one was set."""
+    key = _API_KEYS.get(_origin(url)) if _API_KEYS else None
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def redact(text: str) -> str:
+    """`text` without any API key in it (a server may echo the header back in an error body).
+    Redact before truncating: a cut key would no longer match."""
+    for key in _API_KEYS.values():
+        text = text.replace(key, "<redacted>")
+    return text
 
 
 @dataclass(frozen=True)
@@ -142,7 +176,7 @@ async def send(client: httpx.AsyncClient, prompt: str | list[dict], s: RequestSe
     except TimeoutError:
         res.error_class, res.error_message = "Timeout", f"no complete response within {s.timeout:g} s"
     except (httpx.HTTPError, SSEError, StreamError, IncompleteStream, json.JSONDecodeError) as e:
-        res.error_class, res.error_message = type(e).__name__, (str(e) or repr(e))[:300]
+        res.error_class, res.error_message = type(e).__name__, redact(str(e) or repr(e))[:300]
     if res.e2e_ms is None:  # failed: time until the failure
         res.e2e_ms = (time.perf_counter() - res.send_time) * 1e3
     return res
@@ -157,7 +191,7 @@ async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: Request
         t0 = res.send_time
         res.http_status = source.response.status_code
         if source.response.status_code != 200:
-            detail = (await source.response.aread()).decode(errors="replace")[:300]
+            detail = redact((await source.response.aread()).decode(errors="replace"))[:300]
             raise httpx.HTTPStatusError(f"HTTP {res.http_status}: {detail}", request=source.response.request,
                                         response=source.response)
         done_t: float | None = None
@@ -171,7 +205,7 @@ async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: Request
                 break
             chunk = json.loads(event.data)
             if "error" in chunk:
-                raise StreamError(json.dumps(chunk["error"])[:300])
+                raise StreamError(redact(json.dumps(chunk["error"]))[:300])
             text = _chunk_text(chunk)
             if text:
                 if last_token_t is None:

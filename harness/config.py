@@ -7,6 +7,7 @@ the command-line flag that gave the value); the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -188,7 +189,9 @@ class Config(Strict):
     default_scenarios: list[str]
     rounds: PositiveInt = 2
     concurrency: PositiveInt = 4
-    request_rate: Annotated[float, Field(gt=0)] | None = None  # Poisson; None = as fast as allowed
+    # Poisson arrivals, requests/s; None (or inf, as `vllm bench serve --request-rate inf`) = as fast as
+    # concurrency allows.
+    request_rate: Annotated[float, Field(gt=0)] | None = None
     wait_between_rounds: NonNegFloat = 1.0
     request_timeout: Annotated[float, Field(gt=0)] = 120.0
     max_tokens: PositiveInt = 16
@@ -205,6 +208,11 @@ class Config(Strict):
     on_contamination: Literal["warn", "fail"] = "warn"
     targets: Targets = Targets()
     stack: StackConfig = StackConfig()
+
+    @field_validator("request_rate")
+    @classmethod
+    def _no_pacing(cls, v: float | None) -> float | None:
+        return None if v is not None and math.isinf(v) else v  # recorded as null, never as Infinity
 
     @field_validator("run_name")
     @classmethod
@@ -288,18 +296,23 @@ def load_config(
     scenarios: list[str] | None = None,
     rounds: int | None = None,
     concurrency: int | None = None,
+    request_rate: float | None = None,
+    seed: int | None = None,
     mode: str | None = None,
-    scenarios_flag: str = "--scenarios",
+    flags: dict[str, str] | None = None,
 ) -> Config:
     """Read, apply command-line overrides, validate. Raises ConfigError; an invalid override
-    names its flag (`scenarios_flag`: the one that gave `scenarios`), not the file."""
+    names its flag, not the file. `flags`: the flag a field's value came from where it is not the
+    default name (`--scenario` of bench, an alias such as `--max-concurrency`)."""
     path = Path(path)
     raw = _read_yaml(path)
-    overrides = {"default_scenarios": (scenarios_flag, scenarios), "rounds": ("--rounds", rounds),
-                 "concurrency": ("--concurrency", concurrency), "mode": ("--mode", mode)}
-    given = {field: fv for field, fv in overrides.items() if fv[1] is not None}
-    raw.update({field: value for field, (_, value) in given.items()})
+    given = {field: value for field, value in {
+        "default_scenarios": scenarios, "rounds": rounds, "concurrency": concurrency,
+        "request_rate": request_rate, "seed": seed, "mode": mode}.items() if value is not None}
+    names = {"default_scenarios": "--scenarios", "rounds": "--rounds", "concurrency": "--concurrency",
+             "request_rate": "--request-rate", "seed": "--seed", "mode": "--mode", **(flags or {})}
+    raw.update(given)
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_one_line(path, e, {field: flag for field, (flag, _) in given.items()})) from None
+        raise ConfigError(_one_line(path, e, {field: names[field] for field in given})) from None

@@ -3,17 +3,27 @@
 ``ensure_images("cpu")`` returns ``{"engine": "kvbench/engine-cpu:<hash>",
 "master": "kvbench/master-cpu:<hash>"}``. The hash (12 hex digits of sha256)
 covers the Dockerfile, the lock file, the tiny-model script (engine) and the base
-image's id, so an unchanged image is found at once and never rebuilt.
-A missing image is built from the repo root with the legacy-builder-compatible
-``docker build`` after making, when missing, the local base image
-(``scripts/make_base_image.sh``) and the wheelhouse (``scripts/make_wheelhouse.sh``).
+image's id, so an unchanged image is found at once (one line, ~0.1 s) and never
+rebuilt. A missing image is built from the repo root with the legacy-builder-
+compatible ``docker build`` (python-on-whales ``docker.legacy_build``: Docker 20.10
+has no buildx; where ``docker build`` is BuildKit it works the same) after making,
+when missing, the local base image (``scripts/make_base_image.sh``) and the
+wheelhouse (``scripts/make_wheelhouse.sh``). Every Docker call goes through
+python-on-whales; the shell scripts are for what needs root and apt.
+
+Quiet: each long step prints one line with its time when done, e.g.
+``[images] engine image kvbench/engine-cpu:abc: built in 117.7 s (log: build/logs/engine-image.log)``;
+its whole output goes to a log under ``build/logs/`` (``KVB_LOG_DIR``); on a
+terminal a spinner with the elapsed time shows it is alive. A failed step raises
+``ImageBuildError`` with the last 20 lines of its log and the log's path.
 
 Environment: ``KVB_BASE_IMAGE`` (default ``kvbench/base:bookworm``; any Debian
 bookworm image with Python 3.11 works, e.g. ``python:3.11-slim``, which is then
-pulled).
+pulled), ``KVB_LOG_DIR`` (default ``build/logs``).
 
-``python -m harness.images [--stack cpu]`` builds both and prints
-``KVB_ENGINE_IMAGE=...`` / ``KVB_MASTER_IMAGE=...`` lines (progress on stderr).
+``python -m harness.images [--stack cpu] [--env-file FILE]`` builds both and prints
+``KVB_ENGINE_IMAGE=...`` / ``KVB_MASTER_IMAGE=...`` lines on stdout (or writes them
+to FILE); progress goes to stderr.
 """
 from __future__ import annotations
 
@@ -24,9 +34,14 @@ import subprocess
 import sys
 import time
 from collections import deque
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, TextIO
+
+from python_on_whales import ClientNotFoundError, DockerException, docker
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO_ROOT / "scripts"
@@ -34,8 +49,11 @@ DEFAULT_BASE_IMAGE = "kvbench/base:bookworm"
 HASH_LEN = 12
 LABEL_INPUTS = "io.kvbench.inputs"  # digest of the files only (no base id)
 LABEL_IMAGE = "io.kvbench.image"
+TAIL_LINES = 20
 
 Echo = Callable[[str], object]
+
+_status = Console(stderr=True, highlight=False)  # spinners only; the one-line results go to `echo`
 
 
 @dataclass(frozen=True)
@@ -64,49 +82,113 @@ STACKS: dict[str, tuple[ImageSpec, ...]] = {
 
 
 class ImageBuildError(RuntimeError):
-    """A build step (script or docker build) failed; the message holds its last lines."""
+    """A build step (script or docker build) failed; the message holds its log's last lines and path."""
+
+
+# --- quiet steps ------------------------------------------------------------
+
+def log_dir() -> Path:
+    return Path(os.environ.get("KVB_LOG_DIR") or REPO_ROOT / "build" / "logs")
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it is unambiguous: relative to the working directory when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _tail(path: Path, n: int = TAIL_LINES) -> list[str]:
+    try:
+        with path.open(errors="replace") as f:
+            return [line.rstrip("\n") for line in deque(f, maxlen=n)]
+    except OSError:
+        return []
+
+
+@contextmanager
+def _spinner(label: str) -> Iterator[None]:
+    """A spinner with the elapsed time on a terminal; nothing otherwise."""
+    if not _status.is_terminal:
+        yield
+        return
+    with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), console=_status, transient=True,
+                  redirect_stdout=False, redirect_stderr=False) as progress:
+        progress.add_task(label, total=None)
+        yield
+
+
+@contextmanager
+def _step(label: str, verb: str, log_name: str, echo: Echo) -> Iterator[TextIO]:
+    """One long step: its output into build/logs/<log_name>, one line with its time when done.
+
+    The body writes the step's output to the yielded file. An exception from the body
+    (DockerException, ImageBuildError) becomes an ImageBuildError with the log's tail.
+    """
+    log = log_dir() / log_name
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    failure: Exception | None = None
+    with log.open("w", errors="replace") as f, _spinner(f"{label} ..."):
+        f.write(f"# {label}\n# started {time.strftime('%F %T')}\n")
+        f.flush()
+        try:
+            yield f
+        except Exception as exc:  # noqa: BLE001 - reported with the log's tail below
+            failure = exc
+            # A DockerException's text repeats the command and its stderr, already streamed above.
+            why = f"exit code {exc.return_code}" if isinstance(exc, DockerException) else str(exc)
+            f.write(f"\n# failed: {why}\n")
+    secs = time.monotonic() - start
+    if failure is None:
+        echo(f"{label}: {verb} in {secs:.1f} s (log: {_shown(log)})")
+        return
+    tail = "\n".join(f"  | {line}" for line in _tail(log))
+    raise ImageBuildError(f"{label}: FAILED after {secs:.1f} s; last {TAIL_LINES} lines of {_shown(log)}:\n"
+                          f"{tail}\n(full log: {_shown(log)})") from failure
+
+
+def _run_script(name: str, *args: str) -> None:
+    """Run one of scripts/*.sh on the terminal's stderr: each prints its own one-line
+    progress and keeps its full output in build/logs/ (scripts/logged.sh)."""
+    try:
+        out: int | None = sys.stderr.fileno()  # keep stdout for the KVB_* lines
+    except (AttributeError, OSError, ValueError):
+        out = None
+    rc = subprocess.run(["bash", str(SCRIPTS / name), *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                        stdout=out, check=False).returncode
+    if rc != 0:
+        raise ImageBuildError(f"[images] scripts/{name} {' '.join(args)} failed (exit {rc}); its log is named above")
 
 
 # --- docker helpers ---------------------------------------------------------
 
-def _docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-
-
 def image_id(ref: str) -> str | None:
     """The image id of ``ref`` if present locally, else None."""
-    proc = _docker("image", "inspect", "--format", "{{.Id}}", ref)
-    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+    try:
+        return docker.image.inspect(ref).id
+    except DockerException:  # NoSuchImage, or a name docker rejects
+        return None
 
 
 def _find_by_label(repository: str, files_digest: str) -> str | None:
     """A local ``repository:tag`` built from the same files (any base id)."""
-    proc = _docker("images", repository, "--filter", f"label={LABEL_INPUTS}={files_digest}",
-                   "--format", "{{.Repository}}:{{.Tag}}")
-    tags = [t for t in proc.stdout.split() if not t.endswith((":latest", ":<none>"))]
-    return tags[0] if tags else None
+    for image in docker.image.list(repository, filters=[("label", f"{LABEL_INPUTS}={files_digest}")]):
+        for tag in image.repo_tags:
+            if tag.startswith(f"{repository}:") and not tag.endswith((":latest", ":<none>")):
+                return tag
+    return None
 
 
-def _run_streamed(argv: list[str], prefix: str, echo: Echo, env: dict[str, str] | None = None) -> float:
-    """Run argv, echo each output line with a prefix; return seconds taken."""
-    start = time.monotonic()
-    tail: deque[str] = deque(maxlen=30)
-    with subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
-                          env=env) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            echo(f"{prefix} {line}")
-    if proc.returncode != 0:
-        raise ImageBuildError(f"{' '.join(argv)} exited with {proc.returncode}:\n" + "\n".join(tail))
-    return time.monotonic() - start
-
-
-def _ensure_engine(echo: Echo) -> None:
-    if _docker("info", "--format", "{{.ServerVersion}}").returncode != 0:
-        _run_streamed(["bash", str(SCRIPTS / "ensure_docker.sh")], "[docker]", echo)
+def _ensure_engine() -> None:
+    # `docker version` is the cheapest call that needs the engine (docker info takes ~0.1-0.2 s).
+    try:
+        if docker.version().server is not None:
+            return
+    except (DockerException, ClientNotFoundError):
+        pass
+    _run_script("ensure_docker.sh")
 
 
 # --- inputs and tags --------------------------------------------------------
@@ -128,43 +210,52 @@ def base_image_ref() -> str:
     return os.environ.get("KVB_BASE_IMAGE") or DEFAULT_BASE_IMAGE
 
 
-def ensure_base_image(base: str, echo: Echo) -> str:
-    """Make (local default) or pull (other names) the base image; return its id."""
+def ensure_base_image(base: str, echo: Echo = print) -> str:
+    """Make (local default: debootstrap) or pull (other names) the base image; return its id."""
     found = image_id(base)
     if found:
         return found
     if base == DEFAULT_BASE_IMAGE:
-        secs = _run_streamed(["bash", str(SCRIPTS / "make_base_image.sh")], "[base]", echo)
+        _run_script("make_base_image.sh")  # one line, log build/logs/base-image.log
     else:
-        secs = _run_streamed(["docker", "pull", base], "[base]", echo)
-    echo(f"[images] base image {base} ready in {secs:.1f} s")
+        with _step(f"[images] base image {base}", "pulled", "base-pull.log", echo) as log:
+            for _, line in docker.pull(base, stream_logs=True):
+                log.write(line.decode(errors="replace"))
     found = image_id(base)
     if not found:
-        raise ImageBuildError(f"base image {base} still missing after creating it")
+        raise ImageBuildError(f"[images] base image {base} still missing after creating it")
     return found
 
 
 # --- building ---------------------------------------------------------------
 
-def ensure_wheelhouse(specs: list[ImageSpec], echo: Echo) -> None:
-    names = [s.wheelhouse for s in specs]
-    secs = _run_streamed(["bash", str(SCRIPTS / "make_wheelhouse.sh"), *names], "[wheelhouse]", echo)
-    echo(f"[images] wheelhouse ({', '.join(names)}) ready in {secs:.1f} s")
+def ensure_wheelhouse(specs: list[ImageSpec], echo: Echo = print) -> None:
+    """One line per wheelhouse (fetched, or complete already); logs build/logs/wheelhouse-<name>.log."""
+    _run_script("make_wheelhouse.sh", *dict.fromkeys(s.wheelhouse for s in specs))
 
 
-def build_image(spec: ImageSpec, tag: str, base: str, echo: Echo) -> float:
-    """docker build one image from the repo root; return seconds taken."""
-    latest = f"{spec.repository}:latest"
-    argv = ["docker", "build", "--file", str(REPO_ROOT / spec.dockerfile),
-            "--build-arg", f"BASE_IMAGE={base}",
-            "--label", f"{LABEL_INPUTS}={files_digest(spec)}",
-            "--label", f"{LABEL_IMAGE}={spec.repository.rsplit('/', 1)[-1]}",
-            "--tag", tag, "--tag", latest, str(REPO_ROOT)]
-    env = {**os.environ, "BUILDKIT_PROGRESS": "plain"}  # only read if BuildKit is used
-    echo(f"[images] building {tag} (base {base}) ...")
-    secs = _run_streamed(argv, f"[build {spec.role}]", echo, env=env)
-    echo(f"[images] built {tag} in {secs:.1f} s")
-    return secs
+def build_image(spec: ImageSpec, tag: str, base: str, echo: Echo = print) -> float:
+    """docker build one image from the repo root (output: build/logs/<role>-image.log); return seconds."""
+    start = time.monotonic()
+    with _step(f"[images] {spec.role} image {tag}", "built", f"{spec.role}-image.log", echo) as log:
+        log.write(f"# base {base}\n")
+        log.flush()
+        # legacy_build(quiet=False) prints the build's output (stdout and stderr) line by line:
+        # into the log. Nothing else writes to stdout while the build blocks this thread.
+        with redirect_stdout(log):
+            try:
+                docker.legacy_build(REPO_ROOT, file=REPO_ROOT / spec.dockerfile,
+                                    build_args={"BASE_IMAGE": base},  # FROM ${BASE_IMAGE}
+                                    labels={LABEL_INPUTS: files_digest(spec),
+                                            LABEL_IMAGE: spec.repository.rsplit("/", 1)[-1]},
+                                    tags=[tag, f"{spec.repository}:latest"], quiet=False)
+            except UnboundLocalError:
+                # python-on-whales takes the id from the legacy builder's "Successfully built <id>";
+                # where `docker build` is BuildKit (buildx installed) there is no such line.
+                pass  # the build itself succeeded (a failure raises DockerException); checked below
+        if image_id(tag) is None:
+            raise ImageBuildError(f"[images] {tag} is missing after its build")
+    return time.monotonic() - start
 
 
 def _existing_without_base(specs: tuple[ImageSpec, ...]) -> dict[str, str] | None:
@@ -173,20 +264,30 @@ def _existing_without_base(specs: tuple[ImageSpec, ...]) -> dict[str, str] | Non
     return found if all(found.values()) else None  # type: ignore[return-value]
 
 
+def _present(tags: dict[str, str], start: float) -> str:
+    names = ", ".join(f"{role} {tag}" for role, tag in tags.items())
+    return f"[images] {names}: present ({time.monotonic() - start:.1f} s)"
+
+
 def ensure_images(stack: str = "cpu", *, echo: Echo = print) -> dict[str, str]:
-    """Return {"engine": tag, "master": tag}, building what is missing."""
+    """Return {"engine": tag, "master": tag}, building what is missing.
+
+    Images present: one line. Otherwise one line per step (docker, base, wheelhouse, each build)."""
     if stack not in STACKS:
         raise ValueError(f"unknown stack {stack!r}; known: {', '.join(STACKS)}")
+    start = time.monotonic()
     specs = STACKS[stack]
-    _ensure_engine(echo)
+    _ensure_engine()
     base = base_image_ref()
     base_id = image_id(base)
     if base_id is None and (reuse := _existing_without_base(specs)):
+        echo(_present(reuse, start))
         return reuse
     base_id = base_id or ensure_base_image(base, echo)
     tags = {s.role: image_tag(s, base_id) for s in specs}
     missing = [s for s in specs if image_id(tags[s.role]) is None]
     if not missing:
+        echo(_present(tags, start))
         return tags
     ensure_wheelhouse(missing, echo)
     for spec in missing:
@@ -203,16 +304,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.images",
                                  description="Build (if needed) the stack images and print their tags.")
     ap.add_argument("--stack", default="cpu", choices=sorted(STACKS))
+    ap.add_argument("--env-file", type=Path, help="write the KVB_*_IMAGE=... lines to this file instead of stdout")
     args = ap.parse_args(argv)
-    start = time.monotonic()
     try:
         tags = ensure_images(args.stack, echo=lambda s: print(s, file=sys.stderr, flush=True))
-    except (ImageBuildError, OSError) as exc:
+    except ImageBuildError as exc:  # names the step, the log's last lines and its path
+        print(exc, file=sys.stderr)
+        return 1
+    except (DockerException, OSError) as exc:
         print(f"[images] ERROR: {exc}", file=sys.stderr)
         return 1
-    print(f"[images] ready in {time.monotonic() - start:.1f} s", file=sys.stderr)
-    for key, value in image_env(tags).items():
-        print(f"{key}={value}")
+    lines = "".join(f"{key}={value}\n" for key, value in image_env(tags).items())
+    if args.env_file:
+        args.env_file.parent.mkdir(parents=True, exist_ok=True)
+        args.env_file.write_text(lines)
+    else:
+        sys.stdout.write(lines)
     return 0
 
 

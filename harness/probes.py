@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from .client import auth_headers
+
 Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 # Counters (wire name without `_total`) recorded per round as deltas.
@@ -130,7 +132,7 @@ class Probe:
     def _scrape(self, url: str) -> Sample | None:
         """Parsed metrics, or None when the server answered none: its counters are then unknown."""
         try:
-            r = self._c.get(url)
+            r = self._c.get(url, headers=auth_headers(url))  # the endpoint's key goes to its server only
             r.raise_for_status()
             return parse(r.text)
         except (httpx.HTTPError, ValueError):  # ValueError: not Prometheus text
@@ -139,7 +141,8 @@ class Probe:
     def healthy(self, timeout: float = 5.0) -> bool:
         """The engine answers GET /health with 200."""
         try:
-            return self._c.get(f"{self.vllm_url}/health", timeout=timeout).status_code == 200
+            url = f"{self.vllm_url}/health"
+            return self._c.get(url, timeout=timeout, headers=auth_headers(url)).status_code == 200
         except httpx.HTTPError:
             return False
 

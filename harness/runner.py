@@ -20,7 +20,7 @@ import httpx
 import pandas as pd
 
 from . import interrupts
-from .client import RequestResult, RequestSettings, send
+from .client import RequestResult, RequestSettings, auth_headers, send
 from .config import Config
 from .probes import Probe, deltas, settled
 from .reuse import block_chain, reuse_by_round, ttft_speedups
@@ -103,7 +103,7 @@ class EngineWatch:
 
     async def _healthy(self) -> bool:
         try:
-            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S) as c:
+            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, headers=auth_headers(self.health_url)) as c:
                 return (await c.get(self.health_url)).status_code == 200
         except httpx.HTTPError:
             return False
@@ -185,6 +185,7 @@ async def run_round(workload: Workload, rnd: int, cfg: Config, endpoint: Endpoin
     progress.start(rnd, workload.num_requests)
     try:
         async with stamped_client(endpoint.base_url, limits, timeout) as client:
+            client.headers.update(auth_headers(endpoint.base_url))  # the endpoint's API key, if any
             await asyncio.gather(*(_run_session(ctx, client, s) for s in workload.sessions))
     finally:
         progress.stop()

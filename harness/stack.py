@@ -79,17 +79,20 @@ def leftovers(include_live: bool = False) -> Leftovers:
 
 
 def force_remove(found: Leftovers) -> None:
-    """Last resort when compose down could not finish: remove by name."""
-    for name in found.containers:
-        _quiet(["docker", "rm", "-f", "-v", name])
-    for name in found.volumes:
-        _quiet(["docker", "volume", "rm", "-f", name])
-    for name in found.networks:
-        _quiet(["docker", "network", "rm", name])
-
-
-def _quiet(argv: list[str]) -> None:
-    subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    """Last resort when compose down could not finish: remove by name, one by one, so that
+    one that is already gone (or still busy) does not keep the others; what stays is found
+    by the caller's check by label."""
+    steps: list[tuple[Callable[[str], object], list[str]]] = [
+        (lambda name: docker.container.remove(name, force=True, volumes=True), found.containers),  # rm -f -v
+        (docker.volume.remove, found.volumes),
+        (docker.network.remove, found.networks),
+    ]
+    for remove, names in steps:
+        for name in names:
+            try:
+                remove(name)
+            except DockerException:
+                pass
 
 
 @dataclass
@@ -196,6 +199,10 @@ class Stack:
     def kill_now(self) -> None:
         """Second Ctrl-C: SIGKILL the containers; down() still removes everything."""
         self._fast = True
+        # The one Docker call not made through python-on-whales: this runs inside a signal
+        # handler while down() is blocked in `compose down`, so it must fire and return at
+        # once; python-on-whales' compose.kill() waits for the CLI to finish. Fire-and-forget
+        # in its own session (a further Ctrl-C does not reach it); down() verifies by label.
         subprocess.Popen(["docker", "compose", "-p", self.spec.project, "kill"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
 

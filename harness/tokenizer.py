@@ -11,6 +11,8 @@ from typing import Protocol
 
 import httpx
 
+from .client import auth_headers, redact
+
 
 class Tokenizer(Protocol):
     def count(self, text: str) -> int:
@@ -26,7 +28,7 @@ class TokenizerError(RuntimeError):
 
 class ServerTokenizer:
     def __init__(self, base_url: str, model: str, *, timeout: float = 60.0) -> None:
-        self._client = httpx.Client(base_url=base_url, timeout=timeout)
+        self._client = httpx.Client(base_url=base_url, timeout=timeout, headers=auth_headers(base_url))
         self._model = model
         self._cache: dict[str, int] = {}
 
@@ -53,6 +55,6 @@ class ServerTokenizer:
         if key not in self._cache:
             r = self._client.post("/tokenize", json=body)
             if r.status_code != 200:
-                raise TokenizerError(f"POST /tokenize -> {r.status_code}: {r.text[:200]}")
+                raise TokenizerError(f"POST /tokenize -> {r.status_code}: {redact(r.text)[:200]}")
             self._cache[key] = int(r.json()["count"])
         return self._cache[key]

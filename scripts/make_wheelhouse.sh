@@ -13,16 +13,22 @@
 #
 # Env: PYTHON (default python3; must be CPython 3.11 for `pip wheel`, otherwise
 #      wheels are fetched with `pip download --only-binary` for cp311/manylinux),
-#      KVB_WHEELHOUSE_DIR (default <repo>/build/wheelhouse), KVB_FORCE=1 to redo.
+#      KVB_WHEELHOUSE_DIR (default <repo>/build/wheelhouse), KVB_FORCE=1 to redo,
+#      KVB_LOG_DIR (default <repo>/build/logs).
+# Quiet: one line per wheelhouse; pip's output goes to build/logs/wheelhouse-<name>.log
+# (on failure its last lines are printed).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT_ROOT="${KVB_WHEELHOUSE_DIR:-$REPO/build/wheelhouse}"
+LOGS="${KVB_LOG_DIR:-$REPO/build/logs}"
 PY="${PYTHON:-python3}"
 TARGET_PY=3.11
+# shellcheck source=scripts/logged.sh
+. "$REPO/scripts/logged.sh"
 
-log() { printf '[make-wheelhouse] %s\n' "$*" >&2; }
-die() { printf '[make-wheelhouse] ERROR: %s\n' "$*" >&2; exit 1; }
+log() { printf '[wheelhouse] %s\n' "$*" >&2; }
+die() { printf '[wheelhouse] ERROR: %s\n' "$*" >&2; exit 1; }
 
 lock_sha() { sha256sum "$1" | cut -d' ' -f1; }
 # Number of requirement lines (pins) in a lock.
@@ -41,28 +47,30 @@ download_cross() {  # dir lock
   plat+=(--platform "manylinux2014_$arch")
   for v in $(seq 17 36); do plat+=(--platform "manylinux_2_${v}_$arch"); done
   "$PY" -m pip download --no-deps --only-binary=:all: --python-version "$TARGET_PY" \
-    --implementation cp --abi cp311 "${plat[@]}" -r "$2" -d "$1" >&2
+    --implementation cp --abi cp311 "${plat[@]}" -r "$2" -d "$1"
+}
+
+fetch() {  # dir lock  (output: the step's log)
+  if [ "$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$TARGET_PY" ]; then
+    "$PY" -m pip wheel --no-deps --progress-bar off -r "$2" -w "$1"
+  else
+    echo "$PY is not Python $TARGET_PY: downloading binary wheels for cp311 instead"
+    download_cross "$1" "$2"
+  fi
 }
 
 build_one() {  # name
-  local name="$1" lock="$REPO/compose/requirements/$1.lock" dir="$OUT_ROOT/$1" start
+  local name="$1" lock="$REPO/compose/requirements/$1.lock" dir="$OUT_ROOT/$1"
   [ -f "$lock" ] || die "no lock file $lock"
   if [ "${KVB_FORCE:-0}" != 1 ] && is_complete "$dir" "$lock"; then
-    log "$name: complete ($(lock_count "$lock") wheels in $dir); nothing to do"
+    log "$name: complete ($(lock_count "$lock") wheels in $(logged_relpath "$dir")); nothing to do"
     return 0
   fi
   mkdir -p "$dir"
   rm -f "$dir/.complete"
-  start=$(date +%s)
-  log "$name: fetching/building $(lock_count "$lock") wheels into $dir ..."
-  if [ "$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$TARGET_PY" ]; then
-    "$PY" -m pip wheel --no-deps --progress-bar off -r "$lock" -w "$dir" >&2
-  else
-    log "$PY is not Python $TARGET_PY: downloading binary wheels for cp311 instead"
-    download_cross "$dir" "$lock"
-  fi
+  run_logged "[wheelhouse] $name ($(lock_count "$lock") wheels -> $(logged_relpath "$dir"))" "fetched" \
+    "$LOGS/wheelhouse-$name.log" fetch "$dir" "$lock"
   lock_sha "$lock" >"$dir/.complete"
-  log "$name: done in $(( $(date +%s) - start )) s ($(du -sh "$dir" | cut -f1))"
 }
 
 names=("$@")

@@ -16,6 +16,10 @@ first path segment of the base URL (`http://127.0.0.1:PORT/<mode>`):
             just before the write (CLOCK_MONOTONIC: comparable across processes);
             `stamp_F_I` waits F ms before the first chunk and I ms between chunks
 
+In every mode `POST .../tokenize` answers `{"count": <whitespace-separated words>}` and
+`GET .../metrics` 404 (a server without metrics), so `kvbench run` can be pointed at it.
+`StubServer.requests` records (method, path, Authorization header) of each request.
+
 Runs in a thread (`StubServer`) for tests or as a process for benchmarks:
 `python tests/stub_server.py` prints its port on stdout.
 """
@@ -105,17 +109,41 @@ async def _respond(mode: str, body: dict, c: _Conn, tokens: int) -> bool:
     return True
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int) -> None:
+def _header(lines: list[str], name: str) -> str | None:
+    return next((l.split(":", 1)[1].strip() for l in lines if l.lower().startswith(f"{name}:")), None)
+
+
+async def _json(c: _Conn, status: int, obj: dict) -> None:
+    await c.head(status, "application/json")
+    await c.raw(json.dumps(obj).encode())
+    await c.end()
+
+
+def _words(body: dict) -> int:
+    texts = [body.get("prompt") or ""] + [m.get("content") or "" for m in body.get("messages") or []]
+    return sum(len(t.split()) for t in texts)
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int,
+                  seen: list | None = None) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode().split("\r\n")
-            path = lines[0].split()[1]
-            length = next((int(l.split(":", 1)[1]) for l in lines if l.lower().startswith("content-length:")), 0)
+            method, path = lines[0].split()[:2]
+            length = int(_header(lines, "content-length") or 0)
             body = json.loads(await reader.readexactly(length)) if length else {}
+            if seen is not None:
+                seen.append((method, path, _header(lines, "authorization")))
             mode = path.strip("/").split("/")[0] or "ok"
             if path.endswith("/health"):  # healthy, except the engine of `dead` (every request 500 too)
                 await _health(mode != "dead", _Conn(writer))
+                continue
+            if path.endswith("/tokenize"):
+                await _json(_Conn(writer), 200, {"count": _words(body)})
+                continue
+            if path.endswith("/metrics"):
+                await _json(_Conn(writer), 404, {"detail": "Not Found"})
                 continue
             if not await _respond(mode, body, _Conn(writer), tokens):
                 break
@@ -131,6 +159,7 @@ class StubServer:
     def __init__(self, tokens: int = 4) -> None:
         self.tokens = tokens
         self.connections = 0  # TCP connections accepted so far
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization header)
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -146,7 +175,7 @@ class StubServer:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.connections += 1
-        return _handle(reader, writer, self.tokens)
+        return _handle(reader, writer, self.tokens, self.requests)
 
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.port}/{mode}"

@@ -1,22 +1,29 @@
 """Client timing and fault handling against the STUB server (tests/stub_server.py).
 
 A real vLLM will not stall, drop a connection or die mid-stream on demand; the
-stub does. Everything else is tested against the real engine elsewhere.
+stub does. Everything else is tested against the real engine elsewhere. The stub
+also records the Authorization header of every request: where an API key goes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
+import yaml
 
-from harness.client import RequestSettings, send
+from harness.client import RequestResult, RequestSettings, auth_headers, send, set_api_key
 from harness.config import Config
 from harness.results import RequestLog
 from harness.runner import EngineDown, EngineWatch, Endpoint, run_round, run_rounds
+from harness.tokenizer import ServerTokenizer, TokenizerError
 from harness.wire import stamped_client
 from harness.workload import Prompt, Session, Workload
 
@@ -83,7 +90,8 @@ def test_ok_stream_timings_are_ordered(stub):
     assert r.ok and r.http_status == 200
     assert 0 < r.ttft_ms <= r.e2e_ms
     assert 0 <= r.read_delay_ms < 50  # an idle client reads what arrives at once
-    assert r.tpot_ms is not None and r.tpot_ms >= 0
+    assert r.completion_tokens == 4 and len(r.itl_ms) == 3
+    assert r.tpot_ms == pytest.approx((r.e2e_ms - r.ttft_ms) / 3)  # time per token after the first
 
 
 @pytest.mark.parametrize(
@@ -96,7 +104,13 @@ def test_faults_become_failed_results(stub, mode, error_class):
     assert not r.ok
     assert r.error_class == error_class, (r.error_class, r.error_message)
     assert r.error_message
-    assert r.e2e_ms is not None and r.e2e_ms >= 0
+    assert r.output_hash == ""  # a failed request has no output to compare
+    if mode == "hang":  # the time until the client gave up
+        assert 990 <= r.e2e_ms < 1500, r.e2e_ms
+    else:  # failed fast, long before the timeout
+        assert 0 < r.e2e_ms < 500, r.e2e_ms
+    # a token came before the fault in error500 / drop: it was timed, the request still failed
+    assert (r.ttft_ms is not None) == (mode in ("error500", "drop")), r.ttft_ms
 
 
 def _workload(n: int) -> Workload:
@@ -228,3 +242,131 @@ def test_rounds_are_exported_in_vllm_bench_serve_result_shape(stub, tmp_path: Pa
         assert rec["mean_ttft_ms"] == pytest.approx(row["ttft_mean_ms"])
         assert rec["request_throughput"] == pytest.approx(row["req_per_s"])
         assert rec["max_concurrency"] == 2 and rec["model_id"] == "stub" and rec["num_prompts"] == 6
+
+
+# --- the API key of `kvbench run` ------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "sk-kvbench-test-9d8c7b6a5f4e3d2c1b0a"
+DECOY = "sk-openai-decoy-0a1b2c3d4e5f6a7b"  # in $OPENAI_API_KEY, not the variable the run names
+RUN_CONFIG = {
+    "default_scenarios": ["docs", "turns"], "rounds": 2, "concurrency": 4, "wait_between_rounds": 0,
+    "request_timeout": 5, "max_tokens": 4, "mode": "with-cache",
+    "scenarios": {
+        "docs": {"kind": "document_qa", "num_requests": 4, "context_length": 40, "num_questions": 2,
+                 "question_length": 6},
+        "turns": {"kind": "multi_turn", "num_conversations": 2, "turns": 2, "system_length": 10, "user_length": 5},
+    },
+}
+
+
+def _leaks(data: bytes | str) -> list[str]:
+    """Which secret (or a half of one: a truncated message) is in `data`."""
+    data = data.encode() if isinstance(data, str) else data
+    return [part for key in (KEY, DECOY) for part in (key, key[:12], key[-12:]) if part.encode() in data]
+
+
+def test_kvbench_run_sends_the_key_to_its_endpoint_only_and_writes_it_nowhere(tmp_path):
+    """`kvbench run --api-key-env KVB_TEST_KEY` (with `vllm bench serve`'s flag names): every request
+    to the endpoint - completions, /tokenize, /metrics - carries `Authorization: Bearer <key>`, the
+    Mooncake master's metrics none. No file of the run (manifest with its config and command line,
+    CSVs, report) and no line of output holds the key, nor the unused $OPENAI_API_KEY."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(RUN_CONFIG))
+    results = tmp_path / "results"
+    with StubServer() as engine, StubServer() as master:
+        out = subprocess.run(
+            [sys.executable, "-m", "harness", "run", "--base-url", engine.url("ok"), "--model", "stub",
+             "--master-metrics", master.url("ok"), "--config", str(config), "--result-dir", str(results),
+             "--api-key-env", "KVB_TEST_KEY", "--max-concurrency", "2", "--request-rate", "inf", "--seed", "42"],
+            env={**os.environ, "OPENAI_API_KEY": DECOY, "KVB_TEST_KEY": KEY}, cwd=REPO, capture_output=True,
+            text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sent = {(method, path.removeprefix("/ok")) for method, path, _ in engine.requests}
+    assert {("POST", "/v1/completions"), ("POST", "/tokenize"), ("GET", "/metrics")} <= sent, sent
+    assert {auth for _, _, auth in engine.requests} == {f"Bearer {KEY}"}
+    assert master.requests and {auth for _, _, auth in master.requests} == {None}
+
+    files = [f for f in results.rglob("*") if f.is_file()]
+    assert {"manifest.json", "requests.csv", "rounds.csv", "summary.csv", "report.md", "report.html"} <= \
+        {f.name for f in files}
+    assert {str(f): _leaks(f.read_bytes()) for f in files if _leaks(f.read_bytes())} == {}
+    assert _leaks(out.stdout) == [] and _leaks(out.stderr) == []
+    (manifest_path,) = results.glob("*/manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    command = manifest["command"]
+    assert command[command.index("--api-key-env") + 1] == "KVB_TEST_KEY"  # the name is recorded
+    assert manifest["endpoint_auth"] == "Authorization: Bearer from $KVB_TEST_KEY (the key is not recorded)"
+    assert (manifest["config"]["concurrency"], manifest["config"]["request_rate"], manifest["config"]["seed"]) == \
+        (2, None, 42)
+    rows = pd.concat(pd.read_csv(f) for f in files if f.name == "requests.csv")
+    assert len(rows) == 2 * (4 + 2 * 2) and rows["ok"].all()
+
+
+def test_the_key_reaches_the_health_check_and_the_tokenizer_and_stops_when_unset(tmp_path):
+    with StubServer() as s:
+        set_api_key(s.url("dead"), KEY)  # the whole server (origin), whatever the path
+        try:
+            with pytest.raises(EngineDown):  # 3 failed requests, then GET /health decides
+                run_rounds(_workload(6), _cfg(rounds=1, concurrency=1), Endpoint(s.url("dead"), "stub"), tmp_path)
+            with ServerTokenizer(s.url("ok"), "stub") as tok:
+                assert tok.count("three words here") == 3
+        finally:
+            set_api_key(s.url("ok"), None)
+        keyed = list(s.requests)
+        assert _send(s.url("ok")).ok
+    assert {(m, p) for m, p, _ in keyed} == {("POST", "/dead/v1/completions"), ("GET", "/dead/health"),
+                                             ("POST", "/ok/tokenize")}
+    assert {auth for _, _, auth in keyed} == {f"Bearer {KEY}"}
+    assert s.requests[len(keyed):] == [("POST", "/ok/v1/completions", None)]  # forgotten: no header
+
+
+GATEWAY = "http://gateway:8000"
+
+
+def _send_with_key(handler) -> RequestResult:
+    """One request to `handler` (httpx.MockTransport) with KEY set for its server."""
+    async def go() -> RequestResult:
+        async with httpx.AsyncClient(base_url=GATEWAY, transport=httpx.MockTransport(handler),
+                                     headers=auth_headers(GATEWAY)) as c:
+            return await send(c, "hi", RequestSettings(model="m", timeout=5))
+
+    set_api_key(GATEWAY, KEY)
+    try:
+        return asyncio.run(go())
+    finally:
+        set_api_key(GATEWAY, None)
+
+
+@pytest.mark.parametrize("pad", [0, 240], ids=["short", "cut-at-300"])
+def test_a_key_the_server_echoes_back_is_redacted_from_every_message(pad):
+    """A gateway that echoes the header in its error must not put the key into requests.csv, even
+    where the message is cut to 300 characters inside the key (redacted first, then cut)."""
+    def said(request: httpx.Request) -> str:
+        return "x" * pad + f" invalid credentials: {request.headers['authorization']}"
+
+    def rejected(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, text=said(request))
+
+    def error_event(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              text=f"data: {json.dumps({'error': {'message': said(request)}})}\n\n")
+
+    res = _send_with_key(rejected)
+    assert res.http_status == 401 and res.error_class == "HTTPStatusError", res.error_message
+    assert "invalid credentials" in res.error_message and _leaks(res.error_message) == [], res.error_message
+    assert "invalid credentials: Bearer <redacted>" in res.error_message
+    res = _send_with_key(error_event)
+    assert res.error_class == "StreamError" and _leaks(res.error_message) == [], res.error_message
+    assert "Bearer <redacted>" in res.error_message
+
+    set_api_key(GATEWAY, KEY)
+    try:
+        with ServerTokenizer(GATEWAY, "m") as tok:
+            tok._client = httpx.Client(base_url=GATEWAY, transport=httpx.MockTransport(rejected),
+                                       headers=auth_headers(GATEWAY))
+            with pytest.raises(TokenizerError) as err:
+                tok.count("hi")
+    finally:
+        set_api_key(GATEWAY, None)
+    assert "401" in str(err.value) and _leaks(str(err.value)) == [], str(err.value)

@@ -144,3 +144,159 @@ def test_missing_extends_target_names_the_file_that_refers_to_it(tmp_path, capsy
     code, err = _run_cli(["run", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--config", str(path)], capsys)
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err == f"kvbench: config error: {path}: extends: {tmp_path / 'missing.yaml'}: file not found", err
+
+
+def test_extends_merges_nested_keys_and_keeps_the_parents_siblings(tmp_path):
+    (tmp_path / "base").mkdir()
+    parent = tmp_path / "base" / "parent.yaml"
+    parent.write_text(yaml.safe_dump({**_good(), "rounds": 4}))
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base/parent.yaml\n"  # relative to the child, not to the working directory
+                     "concurrency: 9\n"
+                     "stack: {kvcache_space_gib: 3}\n"
+                     "scenarios: {cold_start: {prompt_length: 64}}\n"
+                     "targets: {ttft_reduction_percent: 40}\n")
+    cfg = load_config(child)
+    assert cfg.concurrency == 9 and cfg.rounds == 4
+    assert cfg.stack.kvcache_space_gib == 3 and cfg.stack.client_ttl == 5 and cfg.stack.ready_timeout == 300
+    assert cfg.scenarios["cold_start"].prompt_length == 64 and cfg.scenarios["cold_start"].num_requests == 20
+    assert set(cfg.scenarios) == set(_good()["scenarios"])  # the other scenarios are still there
+    assert cfg.targets.ttft_reduction_percent == 40 and cfg.targets.throughput_increase_percent == 150
+
+
+def test_extends_chain_and_a_list_replaces_the_parents_list(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(_good()))
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nrounds: 3\nstack: {extra_vllm_args: ['--x', '1']}\n")
+    (tmp_path / "c.yaml").write_text("extends: b.yaml\ndefault_scenarios: [cold_start]\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.rounds == 3 and cfg.default_scenarios == ["cold_start"] and cfg.stack.extra_vllm_args == ["--x", "1"]
+
+
+@pytest.mark.parametrize("files", [
+    {"a.yaml": "extends: a.yaml\nrounds: 2\n"},
+    {"a.yaml": "extends: b.yaml\nrounds: 2\n", "b.yaml": "extends: a.yaml\nrounds: 3\n"},
+], ids=["self", "two files"])
+def test_an_extends_cycle_is_a_one_line_error(tmp_path, capsys, files):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    path = tmp_path / "a.yaml"
+    code, err = _run_cli(["run", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--config", str(path),
+                          "--results", str(tmp_path / "r")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "extends: cycle through" in err and str(path) in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_extends_must_name_a_file(tmp_path, capsys):
+    path = tmp_path / "a.yaml"
+    path.write_text("extends: [a, b]\n")
+    code, err = _run_cli(["bench-all", "--config", str(path), "--results", str(tmp_path / "r")], capsys)
+    assert code == 2 and err == f"kvbench: config error: {path}: extends: expected a file name", err
+
+
+# --- `vllm bench serve` flag names -------------------------------------------------------------
+
+def _parse(argv: list[str]):
+    from harness.cli import _load, build_parser
+
+    args = build_parser().parse_args(argv)
+    return args, _load(args, getattr(args, "scenarios", None))
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--base-url", "http://10.0.0.5:8000", "--model", "m"],
+    ["bench-all"],
+], ids=["run", "bench-all"])
+def test_vllm_bench_serve_flag_names_are_aliases(tmp_path, argv):
+    out = str(tmp_path / "out")
+    args, cfg = _parse([*argv, "--config", str(GOOD), "--max-concurrency", "3", "--request-rate", "2.5",
+                        "--seed", "7", "--result-dir", out])
+    assert args.results == out and (args.command != "run" or args.endpoint == "http://10.0.0.5:8000")
+    assert (cfg.concurrency, cfg.request_rate, cfg.seed) == (3, 2.5, 7)
+    args, cfg = _parse([*argv, "--config", str(GOOD), "--concurrency", "5", "--results", out])
+    assert args.results == out and cfg.concurrency == 5
+    assert (cfg.request_rate, cfg.seed) == (None, 1234)  # not given: the file's values
+
+
+def test_request_rate_inf_means_no_pacing_even_over_a_configured_rate(tmp_path):
+    path = tmp_path / "paced.yaml"
+    path.write_text(yaml.safe_dump({**_good(), "request_rate": 5.0}))
+    assert _parse(["bench-all", "--config", str(path)])[1].request_rate == 5.0
+    cfg = _parse(["bench-all", "--config", str(path), "--request-rate", "inf"])[1]
+    assert cfg.request_rate is None and cfg.model_dump(mode="json")["request_rate"] is None  # manifest: null
+    path.write_text(yaml.safe_dump(_good()).replace("request_rate: null", "request_rate: .inf"))
+    assert load_config(path).request_rate is None
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["bench-all", "--max-concurrency", "0"], "--max-concurrency"),
+    (["bench-all", "--concurrency", "0"], "--concurrency"),
+    (["bench", "--scenario", "cold_start", "--request-rate", "0"], "--request-rate"),
+    (["bench-all", "--request-rate", "-2"], "--request-rate"),
+    (["run", "--base-url", "http://127.0.0.1:9", "--model", "m", "--request-rate", "nan"], "--request-rate"),
+], ids=["max-concurrency", "concurrency", "rate-zero", "rate-negative", "rate-nan"])
+def test_a_bad_alias_value_names_the_flag_that_was_typed(tmp_path, capsys, argv, flag):
+    results = tmp_path / "results"
+    code, err = _run_cli([*argv, "--config", str(GOOD), "--result-dir", str(results)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err == f"kvbench: config error: {flag}: Input should be greater than 0", err
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--base-url", "127.0.0.1:8000"], "--endpoint: expected an http:// or https:// URL, got '127.0.0.1:8000'"),
+    (["--endpoint", "http://127.0.0.1:8000", "--master-metrics", "9003"],
+     "--master-metrics: expected an http:// or https:// URL, got '9003'"),
+], ids=["endpoint", "master-metrics"])
+def test_run_urls_must_be_http(tmp_path, capsys, argv, expect):
+    code, err = _run_cli(["run", *argv, "--model", "m", "--config", str(GOOD), "--results", str(tmp_path / "r")],
+                         capsys)
+    assert code == 2 and err == f"kvbench: config error: {expect}", err
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_shows_the_vllm_bench_serve_names(capsys):
+    for argv, names in ((["--help"], ["--base-url", "--max-concurrency", "--request-rate", "--seed", "--result-dir",
+                                      "OPENAI_API_KEY"]),
+                        (["run", "--help"], ["--endpoint ENDPOINT, --base-url ENDPOINT", "--max-concurrency",
+                                             "--request-rate", "--seed", "--result-dir", "--api-key-env NAME"]),
+                        (["bench", "--help"], ["--concurrency CONCURRENCY, --max-concurrency", "--request-rate",
+                                               "--seed", "--results RESULTS, --result-dir"])):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert exit_.value.code == 0 and all(n in out for n in names), (argv, out)
+
+
+# --- the API key of `kvbench run` ------------------------------------------------------------
+
+KEY = "sk-live-3f9a1c7e5b2d4f6a8c0e"
+
+
+def test_the_api_key_comes_from_openai_api_key_or_the_named_variable(monkeypatch):
+    from harness.cli import _api_key
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert _api_key(None) is None  # no key: no Authorization header
+    monkeypatch.setenv("OPENAI_API_KEY", f" {KEY}\n")
+    assert _api_key(None) == ("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("MY_GATEWAY_KEY", "other-key")
+    assert _api_key("MY_GATEWAY_KEY") == ("MY_GATEWAY_KEY", "other-key")
+
+
+@pytest.mark.parametrize("flag_value,env,expect", [
+    (KEY, {}, "expects the name of an environment variable"),  # the key itself given by mistake
+    ("KVB_UNSET_VARIABLE", {}, "that environment variable is not set or empty"),
+    ("KVB_EMPTY", {"KVB_EMPTY": "  "}, "that environment variable is not set or empty"),
+    ("KVB_BAD", {"KVB_BAD": KEY[:10] + " " + KEY[10:]}, "the key in $KVB_BAD holds whitespace or non-ASCII"),
+], ids=["key-as-name", "unset", "empty", "whitespace"])
+def test_a_bad_api_key_setting_is_a_one_line_error_that_never_shows_the_key(tmp_path, capsys, monkeypatch,
+                                                                             flag_value, env, expect):
+    monkeypatch.delenv("KVB_UNSET_VARIABLE", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    code, err = _run_cli(["run", "--base-url", "http://127.0.0.1:9", "--model", "m", "--config", str(GOOD),
+                          "--api-key-env", flag_value, "--result-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and expect in err, err
+    assert KEY[:10] not in err and KEY[10:] not in err, err
+    assert not (tmp_path / "r").exists()  # nothing written: the command line holding it is recorded nowhere

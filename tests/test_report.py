@@ -33,6 +33,14 @@ def _evidence_rows(html: str) -> list[str]:
     return re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)
 
 
+def _md_table(text: str, heading: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table under `## heading...`, as {column header: cell}."""
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
 def _assert_self_contained(html: str) -> None:
     assert "<link" not in html and "@import" not in html
     assert not re.search(r'(src|href)="(?!data:)', html), "external resource referenced"
@@ -142,7 +150,9 @@ def test_manifest_missing(tmp_path):
     assert "manifest.json is missing" in text
     row = _evidence_rows(_html(run))[1]
     assert row.count("unknown") >= 3  # project, container, cold/teardown verification
-    assert "rag_a" in text and "TTFT p50 ms" in text
+    stats = _md_table(text, "Per-round statistics")  # still there, from the CSVs
+    assert [(r["scenario"], r["round"]) for r in stats] == [("rag_a", "1"), ("rag_a", "2")]
+    assert all(float(r["TTFT p50 ms"]) > 0 for r in stats)
 
 
 def test_manifest_unreadable_and_empty_csv(tmp_path):
@@ -181,7 +191,11 @@ def test_nan_columns(tmp_path):
     assert "No figure: the server exposed no prompt_tokens_by_source counters" in html
     assert "No figure: no successful requests with a TTFT" in html
     assert "No figure: no scenario has both a round 1 and a round 2" in html
-    assert "n/a" in text
+    # Missing numbers are shown as n/a, never as 0 or a verdict.
+    (r2,) = _md_table(text, "Round over round")
+    assert r2["round"] == "2" and r2["TTFT reduction %"] == r2["throughput gain %"] == "n/a"
+    assert {v for k, v in r2.items() if "target" in k} == {"n/a"}
+    assert [r["TPOT mean ms"] for r in _md_table(text, "Per-round statistics")] == ["n/a", "n/a"]
     assert not (run / "plots" / "token_sources.png").exists()
 
 
@@ -228,7 +242,12 @@ def test_comparison_of_two_runs(tmp_path, capsys):
     text = (a / "comparison.md").read_text()
     html = _html(a, "comparison.html")
     _assert_self_contained(html)
-    assert "B vs A" in text and "%" in text
+    side = {(r["scenario"], r["round"], r["metric"]): r for r in _md_table(text, "Metrics side by side")}
+    r2 = side[("rag_a", "2", "TTFT mean ms")]  # B is the baseline: its warm round is not faster
+    a_ms, b_ms = float(r2["A"]), float(r2["B"])
+    assert b_ms > 2 * a_ms
+    assert float(r2["B vs A"].removesuffix(" %")) == pytest.approx((b_ms / a_ms - 1) * 100, abs=0.5)
+    assert side[("rag_b", "2", "TTFT mean ms")]["B vs A"] == "n/a"  # rag_b is not in run B
     assert "scenario rag_b is not in run(s) B" in text
     assert re.search(r"\| mode +\| \[\"with-cache\"\] +\| \[\"baseline\"\]", text)  # configuration differences
     rows = _evidence_rows(html)

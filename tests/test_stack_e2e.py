@@ -207,7 +207,7 @@ def test_killed_engine_fails_its_scenario_and_the_next_one_still_runs(tmp_path, 
     rounds = pd.read_csv(run_dir / "long_batch" / "rounds.csv")
     assert list(rounds["round"]) == [1] and rounds["partial"].all()  # shown as partial, no verdict
     assert ok["status"] == "ok" and ok["teardown_verified"] is True
-    assert "long_batch" in (run_dir / "report.md").read_text()
+    assert "long_batch: status failed (EngineDown: round 1: engine unreachable" in (run_dir / "report.md").read_text()
 
 
 def test_resume_finishes_an_interrupted_bench_all_without_rerunning_finished_cells(tmp_path, stack_images,
