@@ -26,12 +26,24 @@ def _change(base: float, cache: float) -> float:
     return (cache / base - 1) * 100 if base and not math.isnan(base) and not math.isnan(cache) else math.nan
 
 
-def _paired(req: pd.DataFrame, dirs_base: list[int], dirs_cache: list[int], rnd: int) -> pd.DataFrame:
+def _paired(req: pd.DataFrame, base: pd.DataFrame, cache: pd.DataFrame, rnd: int) -> pd.DataFrame:
     """TTFT of the same prompt in the same round and repeat, baseline vs with cache."""
-    cols = ["dir", "pid", "ttft_ms", "out"]
-    b = req[req["dir"].isin(dirs_base) & (req["round"] == rnd)][cols].drop_duplicates(["dir", "pid"])
-    c = req[req["dir"].isin(dirs_cache) & (req["round"] == rnd)][cols].drop_duplicates(["dir", "pid"])
-    return b.merge(c, on="pid", suffixes=("_base", "_cache"))
+    def side(rounds: pd.DataFrame) -> pd.DataFrame:
+        rep = dict(zip(rounds["dir"], rounds["repeat"]))
+        rows = req[req["dir"].isin(list(rep)) & (req["round"] == rnd)].drop_duplicates(["dir", "pid"])
+        return rows.assign(repeat=rows["dir"].map(rep))[["repeat", "pid", "ttft_ms"]]
+    return side(base).merge(side(cache), on=["repeat", "pid"], suffixes=("_base", "_cache"))
+
+
+def _paired_change(pairs: pd.DataFrame) -> Interval:
+    """One repeat: BCa over its prompts. Several: each repeat's paired estimate, Student-t over them."""
+    if pairs.empty:
+        return Interval(math.nan, math.nan, math.nan, 0, "n/a (no pairs)")
+    per_rep = [paired_change_pct_bca(g["ttft_ms_base"], g["ttft_ms_cache"]) for _, g in pairs.groupby("repeat")]
+    if len(per_rep) == 1:
+        return per_rep[0]
+    est = [iv.estimate for iv in per_rep]
+    return Interval(float(np.mean(est)), *t_interval(est), len(pairs), f"t over {len(est)} repeats")
 
 
 def _per_repeat(rounds: pd.DataFrame, metric: str) -> dict[int, float]:
@@ -60,9 +72,7 @@ def reuse_buys(data: RunData) -> pd.DataFrame:
             row[f"{metric}_base"], row[f"{metric}_cache"] = np.mean(list(b.values())), np.mean(list(c.values()))
             row[f"{metric}_change"] = float(np.mean(changes)) if changes else math.nan
             row[f"{metric}_lo"], row[f"{metric}_hi"] = t_interval(changes)  # (nan, nan) at one repeat
-        pairs = _paired(req, base["dir"].tolist(), cache["dir"].tolist(), int(rnd)) if len(req) else pd.DataFrame()
-        iv = (paired_change_pct_bca(pairs["ttft_ms_base"], pairs["ttft_ms_cache"]) if len(pairs)
-              else Interval(math.nan, math.nan, math.nan, 0, "n/a (no pairs)"))
+        iv = _paired_change(_paired(req, base, cache, int(rnd)) if len(req) else pd.DataFrame())
         row.update(paired_change=iv.estimate, paired_lo=iv.lo, paired_hi=iv.hi, pairs=iv.n, paired_method=iv.method)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -338,3 +338,14 @@ def test_a_partial_round_shows_its_counts_and_no_verdict(tmp_path):
     row = red[red["round"] == 2].iloc[0]
     assert row["note"] == "partial: 7 of 12 requests sent, 3 failed; no verdict"
     assert "pass" not in str(row.get("ttft_verdict")) and "FAIL" not in str(row.get("ttft_verdict"))
+
+
+def test_with_repeats_the_headline_pairs_prompts_within_a_repeat_and_uses_student_t(tmp_path):
+    from harness.verdict import reuse_buys
+
+    scens = [Scen("rag_a", mode=m, repeat=r, n=20, speedup=3.0 if m == "with-cache" else 1.0)
+             for r in (1, 2, 3) for m in ("with-cache", "baseline")]
+    r2 = reuse_buys(load_run(make_run(tmp_path, scens))).set_index("round").loc[2]
+    assert r2["repeats"] == 3 and r2["pairs"] == 60  # 20 prompts x 3 repeats, never across repeats
+    assert r2["paired_method"] == "t over 3 repeats" and r2["paired_lo"] < r2["paired_change"] < r2["paired_hi"]
+    assert not math.isnan(r2["req_per_s_lo"])  # throughput gets an interval over repeats too
