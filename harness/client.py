@@ -123,9 +123,7 @@ class IncompleteStream(Exception):
     """The stream ended without its final `[DONE]` event."""
 
 
-def request_body(prompt: str | list[dict], s: RequestSettings, seed: int | None = None) -> tuple[str, dict]:
-    """`seed`: the request's sampling seed (the same prompt gets the same one in every round and
-    mode, so at temperature > 0 equal KV still gives equal tokens)."""
+def request_body(prompt: str | list[dict], s: RequestSettings) -> tuple[str, dict]:
     body: dict = {
         "model": s.model,
         "max_tokens": s.max_tokens,
@@ -139,8 +137,6 @@ def request_body(prompt: str | list[dict], s: RequestSettings, seed: int | None 
     }
     if s.ignore_eos:
         body["ignore_eos"] = True
-    if seed is not None:
-        body["seed"] = seed
     if s.api == "chat":
         return "/v1/chat/completions", {**body, "messages": prompt}
     return "/v1/completions", {**body, "prompt": prompt}
@@ -163,11 +159,10 @@ def _chunk_ids(chunk: dict, key: str) -> list[int]:
     return ids if isinstance(ids, list) else []
 
 
-async def send(client: httpx.AsyncClient, prompt: str | list[dict], s: RequestSettings,
-               seed: int | None = None) -> RequestResult:
+async def send(client: httpx.AsyncClient, prompt: str | list[dict], s: RequestSettings) -> RequestResult:
     """Send one streaming request; never raises for server or network faults."""
     res = RequestResult()
-    path, body = request_body(prompt, s, seed)
+    path, body = request_body(prompt, s)
     res.send_time = time.perf_counter()
     try:
         async with asyncio.timeout(s.timeout):

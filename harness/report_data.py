@@ -214,12 +214,20 @@ def load_run(run_dir: Path) -> RunData:
     return RunData(run_dir, manifest, dirs, rounds_df, req_df, targets, notes)
 
 
+def _str_categories(s: pd.Series) -> pd.Categorical:
+    """The column as a categorical of strings (missing stays missing): an all-empty column reads as
+    floats, and categoricals of different dtypes do not combine."""
+    cat = s.astype("category")
+    return cat.cat.rename_categories([str(c) for c in cat.cat.categories]).cat.set_categories(
+        pd.Index([str(c) for c in cat.cat.categories], dtype=object))
+
+
 def _concat_requests(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """One frame; prompt ids and output hashes become integer codes shared by every directory, so
     the same prompt pairs up across rounds, modes and repeats (-1: none)."""
     codes = {}
     for c in ("pid", "out"):
-        union = union_categoricals([f[c].astype("category") for f in frames], ignore_order=True)
+        union = union_categoricals([_str_categories(f[c]) for f in frames], ignore_order=True)
         codes[c] = union.codes.astype(np.int32)
     df = pd.concat([f.drop(columns=["pid", "out"]) for f in frames], ignore_index=True)
     return df.assign(**codes)

@@ -9,7 +9,6 @@ arrivals; conversations send their turns in order.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -121,11 +120,6 @@ class RoundContext:
     progress: RoundProgress
     watch: EngineWatch
     block: int | None  # the engine's KV block size: prompt ids become block keys
-    run_seed: int = 0
-
-    def seed_of(self, prompt: Prompt) -> int:
-        """A sampling seed per prompt, the same in every round and mode (stable across processes)."""
-        return int.from_bytes(hashlib.blake2b(f"{self.run_seed}:{prompt.prompt_id}".encode(), digest_size=4).digest())
 
     def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> dict:
         tpot = res.tpot_ms
@@ -166,7 +160,7 @@ async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Se
             async with ctx.sem:
                 if ctx.watch.down:  # the engine is gone: what was not sent is not a request
                     return
-                res = await send(client, prompt.body, ctx.settings, ctx.seed_of(prompt))
+                res = await send(client, prompt.body, ctx.settings)
                 await ctx.watch.record(res)  # holding the slot: nothing new is sent while /health is asked
             if res.ok:
                 replies.append(res.text)
@@ -179,7 +173,7 @@ async def run_round(workload: Workload, rnd: int, cfg: Config, endpoint: Endpoin
     settings = RequestSettings(model=endpoint.model, api=cfg.api, max_tokens=cfg.max_tokens,
                                temperature=cfg.temperature, timeout=cfg.request_timeout)
     ctx = RoundContext(workload.scenario, rnd, settings, log, t0, asyncio.Semaphore(cfg.concurrency),
-                       Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"), progress, watch, block, cfg.seed)
+                       Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"), progress, watch, block)
     limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     timeout = httpx.Timeout(cfg.request_timeout, connect=min(10.0, cfg.request_timeout))
     progress.start(rnd, workload.num_requests)

@@ -160,8 +160,12 @@ class Suite:
             self.manifest["not_reached"] = [k for k, e in entries.items() if e["status"] == "pending"]
             self.manifest["finished_at"] = utc_now()
             self.run.write_manifest(self.manifest)
-            write_report(self.run.root)
-            print(console_summary(self.run.root))
+            try:
+                write_report(self.run.root)
+                print(console_summary(self.run.root))
+            except Exception as e:  # the results are on disk: a report fault must not hide them
+                console.print(f"[red]the report could not be written ({type(e).__name__}: {e}); the results are in "
+                              f"{self.run.root}; `kvbench report {self.run.root}` retries[/red]")
         return all(e["status"] == "ok" or (e["isolation"] != "fresh" and e["status"] == "contaminated")
                    for e in self.manifest["scenarios"].values())
 

@@ -105,9 +105,10 @@ def fidelity(data: RunData) -> pd.DataFrame:
     req = ok_requests(data)
     if req.empty or (req["out"] < 0).all():
         return pd.DataFrame()
-    req = req[req["out"] >= 0].assign(mode=data.dirs["mode"].to_numpy()[req["dir"].to_numpy(dtype=int)],
-                                       scenario=data.dirs["scenario"].to_numpy()[req["dir"].to_numpy(dtype=int)],
-                                       iso=data.dirs["isolation"].to_numpy()[req["dir"].to_numpy(dtype=int)])
+    req = req[req["out"] >= 0]
+    d = req["dir"].to_numpy(dtype=int)
+    req = req.assign(mode=data.dirs["mode"].to_numpy()[d], scenario=data.dirs["scenario"].to_numpy()[d],
+                     iso=data.dirs["isolation"].to_numpy()[d])
     req = req[req["iso"] == "fresh"]
     rows = []
     for scen, g in req.groupby("scenario", sort=False):

@@ -349,3 +349,14 @@ def test_with_repeats_the_headline_pairs_prompts_within_a_repeat_and_uses_studen
     assert r2["repeats"] == 3 and r2["pairs"] == 60  # 20 prompts x 3 repeats, never across repeats
     assert r2["paired_method"] == "t over 3 repeats" and r2["paired_lo"] < r2["paired_change"] < r2["paired_hi"]
     assert not math.isnan(r2["req_per_s_lo"])  # throughput gets an interval over repeats too
+
+
+def test_a_scenario_whose_requests_all_failed_does_not_break_the_report(tmp_path):
+    """Its output_hash column is all empty (read as floats); the other scenario's holds strings."""
+    run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_b")])
+    for name, values in (("rag_a", lambda n: ["ab12"] * n), ("rag_b", lambda n: [None] * n)):
+        path = run / name / "requests.csv"
+        df = pd.read_csv(path)
+        df.assign(output_hash=values(len(df))).to_csv(path, index=False)
+    _, text = write_report(run)
+    assert "| rag_b " in text
