@@ -12,9 +12,12 @@ have() { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/de
 have && exit 0
 [ "$(id -u)" = 0 ] || die "chromium is not installed and this user is not root: install Debian's 'chromium' package (sudo apt-get install chromium)"
 command -v apt-get >/dev/null 2>&1 || die "chromium is not installed and there is no apt-get: install Chromium with this system's package manager"
-log "installing Debian chromium (headless browser for the report tests) ..."
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq chromium >/dev/null
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/logged.sh
+. "$REPO/scripts/logged.sh"
+install_chromium() { apt-get update -qq && apt-get install -y -qq chromium; }
+# One line; apt's output (debconf, needrestart chatter) goes to the log.
+run_logged "[chromium] headless browser for the report tests" installed \
+  "${KVB_LOG_DIR:-$REPO/build/logs}/chromium-install.log" install_chromium
 have || die "apt-get install chromium finished but no chromium binary is on PATH"
-log "chromium: $(command -v chromium || command -v chromium-browser)"
