@@ -110,7 +110,8 @@ def test_images_present_is_one_line_in_a_fraction_of_a_second(stack_images):
 @pytest.mark.docker
 def test_make_images_prints_at_most_three_lines_when_present(docker_ready):
     """`make images` with Docker up and the images present (skipped otherwise: nothing is built here)."""
-    env = {**os.environ, "MAKEFLAGS": ""}
+    # As typed at a shell: not a sub-make of `make test` (MAKELEVEL makes make announce its directory).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     if images.image_id(images.base_image_ref()) is None:
         pytest.skip("base image missing: `make images` would build")
     base_id = images.image_id(images.base_image_ref())
