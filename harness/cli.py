@@ -42,7 +42,7 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
                    help="override concurrency: requests in flight")
     p.add_argument("--request-rate", type=float, metavar="RPS",
                    help="override request_rate: requests/s with Poisson arrivals; inf: no pacing")
-    p.add_argument("--seed", type=int, help="override seed (workload texts, arrival times, sampling seeds)")
+    p.add_argument("--seed", type=int, help="override seed (workload texts, arrival times)")
     p.add_argument("--results", "--result-dir", dest="results", default="results",
                    help="results root directory (default: %(default)s)")
 
