@@ -272,16 +272,16 @@ class Suite:
                 stack.up()
             timings["service_start_s"] = service_start_seconds(stack)
             info["engine_container_ids"] = stack.engine_container_ids()
-            for e in entries:
-                e["engine_container_ids"] = info["engine_container_ids"]
+            for entry in entries:
+                entry["engine_container_ids"] = info["engine_container_ids"]
             body(spec, stack)
         except StackError as e:
             self._fail(entries, str(e), logs=str(workdir / "logs"))
         except (KeyboardInterrupt, SystemExit):
             stack.save_logs()
-            for e in entries:
-                if e["status"] == "running":
-                    e.update(status="interrupted", reason="interrupted during the scenario")
+            for entry in entries:
+                if entry["status"] == "running":
+                    entry.update(status="interrupted", reason="interrupted during the scenario")
             raise
         except Exception as e:  # any fault: keep the rows, save logs, tear down, go on
             self._fail(entries, f"{type(e).__name__}: {e}"[:500], logs=str(stack.save_logs()))
