@@ -183,10 +183,11 @@ def token_sources(src: pd.DataFrame) -> Plot:
 
 
 def speedups(pairs: pd.DataFrame) -> Plot:
-    """Per-request paired TTFT speed-up (round-1 TTFT / warm TTFT of the same prompt), one box per scenario."""
-    plot = Plot("speedups", "Per-request TTFT speed-up (same prompt, cold / warm)",
-                "Each request's round-1 TTFT divided by its warm-round TTFT. Box: 25-75 %, line: median, "
-                "whiskers: 5-95 %. Above 1x: the warm request was faster.")
+    """Per-request paired TTFT speed-up (round-1 TTFT / later-round TTFT of the same prompt), one box per scenario."""
+    plot = Plot("speedups", "Per-request TTFT speed-up (same prompt, round 1 / later round)",
+                "Each request's round-1 TTFT divided by its TTFT in a later round (round 1 is itself partly warm "
+                "where requests share a prefix: see its measured warmth). Box: 25-75 %, line: median, "
+                "whiskers: 5-95 %. Above 1x: the later request was faster.")
     if pairs.empty:
         plot.missing = "no prompt answered successfully in both round 1 and a warm round"
         return plot
@@ -211,7 +212,7 @@ def speedups(pairs: pd.DataFrame) -> Plot:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.15)
-    ax.set_xlabel("speed-up (cold TTFT / warm TTFT), log scale")
+    ax.set_xlabel("speed-up (round-1 TTFT / later-round TTFT), log scale")
     ax.grid(axis="x", alpha=0.3, which="both")
     plot.png = _png(fig)
     return plot

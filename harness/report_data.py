@@ -247,9 +247,9 @@ def _note_gaps(rel: str, row: dict, rounds: pd.DataFrame | None, req: pd.DataFra
     if req is not None:
         rnds |= set(req["round"].unique().tolist())
     if 1 not in rnds:
-        notes.append(f"{rel}: round 1 (cold) is missing: no baseline, no reductions.")
+        notes.append(f"{rel}: round 1 is missing: no round-over-round reductions.")
     elif not any(r > 1 for r in rnds):
-        notes.append(f"{rel}: round 2 (warm) is missing: no reductions or speed-ups.")
+        notes.append(f"{rel}: round 2 is missing: no reductions or speed-ups.")
 
 
 # ---------------------------------------------------------------- derived tables

@@ -102,7 +102,7 @@ def reuse_by_round(requests: pd.DataFrame, block: int | None) -> pd.DataFrame:
 
 
 def ttft_speedups(requests: pd.DataFrame) -> pd.DataFrame:
-    """Pair each warm request with the same prompt's cold request: TTFT speed-up (cold / warm)."""
+    """Pair each later-round request with the same prompt's round-1 request: TTFT speed-up (round 1 / later)."""
     ok = requests[requests["ok"].astype(str).str.lower() == "true"]
     cold = ok[ok["round"] == 1].groupby("prompt_id")["ttft_ms"].first()
     rows = []

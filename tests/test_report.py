@@ -134,7 +134,7 @@ def test_interrupted_scenario_with_only_some_rows(tmp_path):
     _, text = write_report(run)
     assert "long_batch: status interrupted (interrupted during the scenario): results are partial." in text
     assert "rounds.csv is missing (interrupted?): statistics recomputed from its" in text
-    assert "round 2 (warm) is missing" in text
+    assert "round 2 is missing" in text
     data = load_run(run)
     assert list(data.rounds["round"]) == [1] and data.rounds["successes"].iloc[0] >= 7
     html = _html(run)
@@ -168,7 +168,7 @@ def test_manifest_unreadable_and_empty_csv(tmp_path):
 def test_round_two_missing(tmp_path):
     run = make_run(tmp_path, [Scen("rag_a", rounds=1), Scen("rag_b")])
     _, text = write_report(run)
-    assert "rag_a: round 2 (warm) is missing: no reductions or speed-ups." in text
+    assert "rag_a: round 2 is missing: no reductions or speed-ups." in text
     red = reductions(load_run(run))
     assert red[red["scenario"] == "rag_a"]["note"].iloc[0] == "round 2 missing: no warm round"
     assert _html(run).count("<img") == len(PLOTS)  # rag_b carries the figures
