@@ -27,6 +27,10 @@ VLLM_FLAGS = ("`vllm bench serve` flags work where they mean the same: --base-ur
               f"key in ${API_KEY_ENV} (or --api-key-env NAME) as Authorization: Bearer.")
 
 
+class Refused(Exception):
+    """The machine is not in a state to start a run (not a configuration fault); exit 2."""
+
+
 class _Typed(argparse.Action):
     """Stores the value and which of the option's names was typed: an error names the flag the user typed."""
 
@@ -175,8 +179,8 @@ def _preflight(cfg: Config, args: argparse.Namespace) -> None:
                                             "master_metrics_port": cfg.stack.master_metrics_port})
     left = leftovers()
     if left:
-        raise ConfigError(f"leftovers of an earlier run are still present ({left.describe()}); "
-                          "remove them with `kvbench clean` (or `make clean`)")
+        raise Refused(f"leftovers of an earlier run are still present ({left.describe()}); "
+                      "remove them with `kvbench clean` (or `make clean`)")
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"kvbench: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except PortInUse as e:
+    except (PortInUse, Refused) as e:
         print(f"kvbench: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ImageBuildError as e:  # its message holds the log's tail and path; no traceback over it

@@ -38,7 +38,7 @@ def print_rounds(table: pd.DataFrame) -> None:
         say(f"  round {n} ({r['phase']}, {r['reused_token_pct']:.0f} % of prompt tokens reused, "
             f"{_int(r.get('misses'))} full prefills): TTFT p50 {r['ttft_p50_ms']:.1f} ms, mean {r['ttft_mean_ms']:.1f} ms, "
             f"ok {int(r['successes'])}/{int(r['requests'])}")
-        if r.get("server_ttft_mean_ms") == r.get("server_ttft_mean_ms") and r.get("server_ttft_mean_ms") is not None:
+        if pd.notna(r.get("server_ttft_mean_ms")):
             say(f"    server-side TTFT mean {r['server_ttft_mean_ms']:.1f} ms (client - server "
                 f"{r['client_server_ttft_gap_ms']:+.1f} ms)")
         if r.get("misses", 0) > 0 and r["misses"] < r["successes"]:  # both kinds (NaN: no usage)

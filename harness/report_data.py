@@ -218,8 +218,8 @@ def _str_categories(s: pd.Series) -> pd.Categorical:
     """The column as a categorical of strings (missing stays missing): an all-empty column reads as
     floats, and categoricals of different dtypes do not combine."""
     cat = s.astype("category")
-    return cat.cat.rename_categories([str(c) for c in cat.cat.categories]).cat.set_categories(
-        pd.Index([str(c) for c in cat.cat.categories], dtype=object))
+    names = pd.Index([str(c) for c in cat.cat.categories], dtype=object)
+    return pd.Categorical.from_codes(cat.cat.codes, categories=names)
 
 
 def _concat_requests(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -82,6 +82,7 @@ def targets_vs_baseline(table: pd.DataFrame, ttft_reduction: float, tput_increas
     """The seed's targets checked against the with-cache vs baseline comparison."""
     if table.empty:
         return table
+
     def verdict(v: float, ok: bool) -> str:
         return "n/a" if math.isnan(v) else ("pass" if ok else "FAIL")
     return table.assign(
