@@ -27,15 +27,26 @@ install_engine() {
   apt-get install -y docker.io
 }
 
+launch_dockerd() {
+  echo "starting dockerd in the background (its log: /var/log/dockerd.log)"
+  setsid dockerd >>/var/log/dockerd.log 2>&1 < /dev/null &
+  DOCKERD_PID=$!
+}
+
 start_engine() {
   if [ -S /var/run/docker.sock ] && pgrep -x dockerd >/dev/null; then
     echo "dockerd is running but not answering yet; waiting"
   else
-    echo "starting dockerd in the background (its log: /var/log/dockerd.log)"
-    setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+    launch_dockerd
   fi
   for _ in $(seq 1 60); do
     engine_up && return 0
+    # A dockerd that was still shutting down holds its pid file: ours then exits at once.
+    # Once the old one is gone, start again.
+    if [ -n "${DOCKERD_PID:-}" ] && ! kill -0 "$DOCKERD_PID" 2>/dev/null && ! pgrep -x dockerd >/dev/null; then
+      echo "dockerd exited (an earlier one was still stopping?); starting it again"
+      launch_dockerd
+    fi
     sleep 1
   done
   tail -n 20 /var/log/dockerd.log || true
