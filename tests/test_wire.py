@@ -63,4 +63,6 @@ def test_loopback_segments_carry_a_kernel_stamp():
             read = time.perf_counter()
     assert data == b"token"
     t = arrival_time(ancillary)
-    assert sent <= t < sent + 0.01 and read - t >= 0.045
+    # The stamp is converted from the wall clock by reading both clocks one after the other; a
+    # preemption between the two reads (seen under CI load: 0.13 ms) shifts it by that much.
+    assert sent - 0.002 <= t < sent + 0.01 and read - t >= 0.045
