@@ -28,7 +28,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.results import REQUEST_COLUMNS  # noqa: E402
+from harness.records import REQUEST_COLUMNS, CellEntry, Manifest  # noqa: E402
 
 SCENARIOS = ["long_context_high_reuse", "multi_turn_conversation", "code_generation", "batch_processing",
              "cold_start", "rag_a", "rag_b", "summarise", "translate", "classify"]
@@ -123,10 +123,10 @@ def generate(root: Path, rows: int, n_scen: int, repeats: int, rounds: int = ROU
     run = root / "20260101t000000z-scale"
     run.mkdir(parents=True)
     per_dir = rows // (n_scen * repeats)
-    manifest: dict = {"run_id": run.name, "harness_version": "bench", "started_at": "2026-01-01T00:00:00+00:00",
-                      "finished_at": "2026-01-01T01:00:00+00:00", "host": {"hostname": "synthetic"},
-                      "config": {"targets": {"ttft_reduction_percent": 60, "throughput_increase_percent": 150}},
-                      "scenarios": {}}
+    manifest = Manifest(run_id=run.name, harness_version="bench", git_commit=None, host={"hostname": "synthetic"},
+                        command=["report_scale"], started_at="2026-01-01T00:00:00+00:00",
+                        finished_at="2026-01-01T01:00:00+00:00",
+                        config={"targets": {"ttft_reduction_percent": 60, "throughput_increase_percent": 150}})
     for scen in SCENARIOS[:n_scen]:
         for rep in range(1, repeats + 1):
             key = scen if rep == 1 else f"{scen}/repeat-{rep}"
@@ -135,12 +135,12 @@ def generate(root: Path, rows: int, n_scen: int, repeats: int, rounds: int = ROU
             req = _requests(scen, per_dir, rounds, rng, itl_pool)
             req.to_csv(d / "requests.csv", index=False)
             _rounds(req, scen, rep).to_csv(d / "rounds.csv", index=False, float_format="%.4f")
-            manifest["scenarios"][key] = {
-                "scenario": scen, "isolation": "fresh", "repeat": rep, "status": "ok",
-                "project": f"kvb-{run.name}-{scen}-r{rep}", "engine_container_ids": [f"{rep:02d}{'ab' * 31}"],
-                "cold_verified": True, "cold_detail": "master_key_count=0", "foreign_hit_tokens_round1": 0,
-                "teardown_verified": True, "block_size": 128, "timings": {"up_s": 25.0, "teardown_s": 1.5}}
-    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            manifest.scenarios[key] = CellEntry(
+                scenario=scen, repeat=rep, status="ok", project=f"kvb-{run.name}-{scen}-r{rep}",
+                engine_container_ids=[f"{rep:02d}{'ab' * 31}"], cold_verified=True, cold_detail="master_key_count=0",
+                foreign_hit_tokens_round1=0, teardown_verified=True, block_size=128,
+                timings={"up_s": 25.0, "teardown_s": 1.5})
+    (run / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return run
 
 

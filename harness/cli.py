@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = Suite(cfg, _images, SuiteOptions(Path(args.results)), sys.argv)
     if auth:
         set_api_key(args.endpoint, auth[1])  # held in memory only: the manifest says where it came from
-        suite.manifest["endpoint_auth"] = f"Authorization: Bearer from ${auth[0]} (the key is not recorded)"
+        suite.manifest.endpoint_auth = f"Authorization: Bearer from ${auth[0]} (the key is not recorded)"
         say(f"sending ${auth[0]} as the API key to {args.endpoint} only")
     return 0 if suite.run_external(args.endpoint, args.model, args.master_metrics) else 1
 

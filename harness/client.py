@@ -22,14 +22,14 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Literal
+from typing import AsyncIterator
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
+from .config import Api
 from .wire import stamps_of
 
-Api = Literal["completions", "chat"]
 DRAIN_S = 1.0  # how long to wait for the body's end after [DONE] before dropping the connection
 
 _API_KEYS: dict[str, str] = {}  # server origin -> API key; never written anywhere

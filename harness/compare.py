@@ -49,7 +49,8 @@ def _flatten(d: object, prefix: str = "") -> dict[str, str]:
 
 
 def _config_diff(datas: list[RunData], labels: list[str]) -> pd.DataFrame:
-    flat = [_flatten({"config": (d.manifest or {}).get("config"), "images": (d.manifest or {}).get("images"),
+    flat = [_flatten({"config": d.manifest.config if d.manifest else None,
+                      "images": d.manifest.images if d.manifest else None,
                       **{c: sorted(d.dirs[c].unique().tolist()) if len(d.dirs) else [] for c in ("mode", "isolation")}})
             for d in datas]
     keys = sorted(set().union(*flat))

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+Api = Literal["completions", "chat"]  # which OpenAI endpoint the requests go to
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,48}$")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -196,7 +197,7 @@ class Config(Strict):
     request_timeout: Annotated[float, Field(gt=0)] = 120.0
     max_tokens: PositiveInt = 16
     temperature: NonNegFloat = 0.0
-    api: Literal["completions", "chat"] = "completions"
+    api: Api = "completions"
     seed: int = 1234
     run_name: str | None = None
     # What reuse buys is with the cache vs without it on the same prompts. with-cache: vLLM with

@@ -54,6 +54,15 @@ MASTER_COUNTERS = {
     "master_get_replica_list_requests": "master_get_replica_list_requests",
 }
 
+# The rounds.csv columns `deltas` writes, in order (records.RoundSummary declares them from here).
+COUNTER_COLUMNS = (
+    *VLLM_COUNTERS,
+    *(f"{k}_{edge}" for k in MASTER_GAUGES for edge in ("start", "end")),
+    *MASTER_COUNTERS,
+    *(f"{k}_mean_ms" for k in SERVER_HISTOGRAMS),
+    "server_requests",
+)
+
 
 def parse(text: str) -> Sample:
     out: Sample = {}

@@ -22,7 +22,7 @@ from .metrics import HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from .report_data import RunData, col, evidence, load_run, ok_requests, paired_speedups, reductions, token_sources
 from .stats import round1_caveat
 from .verdict import fidelity, headline_round, reuse_buys, targets_vs_baseline
-from .results import write_rounds
+from .results import write_table
 
 TIMINGS = [("up_s", "up s"), ("service_start_s", "vLLM start s"), ("workload_s", "workload s"),
            ("rounds_s", "rounds s"), ("teardown_s", "teardown s"), ("harness_overhead_s", "overhead s"),
@@ -148,7 +148,7 @@ def reductions_table(red: pd.DataFrame, data: RunData) -> pd.DataFrame:
 def timings_table(data: RunData) -> pd.DataFrame:
     rows = []
     for d in data.dirs.to_dict("records"):
-        t = d["entry"].get("timings") or {}
+        t = d["entry"].timings
         if t:
             rows.append({"scenario": d["dir"], **{h: fmt(t.get(k)) for k, h in TIMINGS}})
     return pd.DataFrame(rows)
@@ -171,11 +171,13 @@ def isolation_table(data: RunData) -> pd.DataFrame:
 
 
 def run_info(data: RunData) -> str:
-    m = data.manifest or {}
-    parts = [f"run {m.get('run_id', data.name)}", f"started {m.get('started_at', '?')}",
-             f"finished {m.get('finished_at') or 'not finished'}", f"harness {m.get('harness_version', '?')}",
-             f"commit {(m.get('git_commit') or '?')[:10]}", f"host {(m.get('host') or {}).get('hostname', '?')}"]
-    return " | ".join(parts) if data.manifest is not None else f"run {data.name} (no manifest.json)"
+    m = data.manifest
+    if m is None:
+        return f"run {data.name} (no manifest.json)"
+    parts = [f"run {m.run_id}", f"started {m.started_at}", f"finished {m.finished_at or 'not finished'}",
+             f"harness {m.harness_version}", f"commit {(m.git_commit or '?')[:10]}",
+             f"host {m.host.get('hostname', '?')}"]
+    return " | ".join(parts)
 
 
 # ------------------------------------------------------------------------ plots
@@ -353,7 +355,7 @@ def _write(data: RunData, out: Path) -> tuple[Path, str, pd.DataFrame]:
     path.write_text(text)
     (out / "report.html").write_text(_html(data, tabs, plots))
     if not data.rounds.empty:
-        write_rounds(out / "summary.csv", summary_csv(data))
+        write_table(out / "summary.csv", summary_csv(data))
     return path, text, red
 
 
@@ -392,7 +394,7 @@ def summary_rows(data: RunData, red: pd.DataFrame) -> pd.DataFrame:
 
 
 def _evidence_word(d: pd.DataFrame, key: str) -> str:
-    vals = [e.get(key) for e in d["entry"]]
+    vals = [getattr(e, key) for e in d["entry"]]
     if any(v is None for v in vals):
         return "?"
     return "yes" if all(vals) else "NO"

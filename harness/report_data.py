@@ -10,10 +10,10 @@ empty counter columns) becomes a note in `RunData.notes`, never an exception.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,12 @@ from pandas.api.types import union_categoricals
 
 from .config import Targets
 from .intervals import Interval, paired_change_pct_bca, t_interval
+from .records import REQUEST_COLUMNS, CellEntry, Manifest
+from .results import read_manifest, read_requests, read_rounds
 from .stats import rounds_table
 
-REQUEST_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms", "output_hash")
+LOADED_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms", "output_hash")  # what the report needs of a request
+assert set(LOADED_COLUMNS) <= set(REQUEST_COLUMNS)
 TOKEN_SOURCES = ("tokens_local_compute", "tokens_local_cache_hit", "tokens_external_kv_transfer")
 TRUE_WORDS = ("true", "1", "1.0", "yes")
 READ_ERRORS = (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError)
@@ -32,7 +35,7 @@ READ_ERRORS = (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, p
 @dataclass
 class RunData:
     run_dir: Path
-    manifest: dict | None
+    manifest: Manifest | None
     dirs: pd.DataFrame  # one row per scenario directory, index = dir id used by `requests["dir"]`
     rounds: pd.DataFrame  # rounds.csv rows + identity (dir, scenario, isolation, repeat, label)
     requests: pd.DataFrame  # dir, round, pid (prompt id code, the same across dirs), ok, ttft_ms, out (output hash)
@@ -57,6 +60,7 @@ def truthy(s: pd.Series) -> pd.Series:
 
 
 IDENTITY = ("scenario", "mode", "isolation", "repeat")
+_NO_ENTRY = CellEntry(scenario="", mode="", isolation="", repeat=1, status="pending")  # no manifest entry: nothing known
 MODES = ("with-cache", "baseline")
 
 
@@ -76,35 +80,34 @@ def _path_identity(rel: str) -> dict:
             "isolation": "shared" if rest and rest[0] == "shared" else "fresh", "repeat": rep}
 
 
-def _read_manifest(run_dir: Path, notes: list[str]) -> dict | None:
+def _read_manifest(run_dir: Path, notes: list[str]) -> Manifest | None:
     path = run_dir / "manifest.json"
     if not path.exists():
         notes.append("manifest.json is missing: no stack project, container ids, cold or teardown "
                      "verification for any scenario (evidence columns say 'unknown').")
         return None
     try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return data
+        return read_manifest(path)
     except (OSError, ValueError) as e:
-        notes.append(f"manifest.json could not be read ({type(e).__name__}: {e}); evidence columns say 'unknown'.")
+        why = " ".join(str(e).split())[:300]
+        notes.append(f"manifest.json could not be read ({type(e).__name__}: {why}); evidence columns say 'unknown'.")
         return None
 
 
-def _targets(manifest: dict | None) -> Targets:
-    raw = ((manifest or {}).get("config") or {}).get("targets") or {}
+def _targets(manifest: Manifest | None) -> Targets:
+    raw = (manifest.config.get("targets") if manifest else None) or {}
     try:
         return Targets(**raw)
     except (TypeError, ValueError):
         return Targets()
 
 
-def _read_csv(path: Path, notes: list[str], rel: str, **kw: object) -> pd.DataFrame | None:
+def _read_csv(path: Path, notes: list[str], rel: str, read: Callable[..., pd.DataFrame] = pd.read_csv,
+              **kw: object) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
-        return pd.read_csv(path, on_bad_lines="skip", **kw)  # a torn last line of a killed run is skipped
+        return read(path, on_bad_lines="skip", **kw)  # a torn last line of a killed run is skipped
     except pd.errors.EmptyDataError:
         notes.append(f"{rel}: {path.name} is empty.")
     except READ_ERRORS as e:
@@ -112,8 +115,8 @@ def _read_csv(path: Path, notes: list[str], rel: str, **kw: object) -> pd.DataFr
     return None
 
 
-def _discover(run_dir: Path, manifest: dict | None) -> list[str]:
-    rels = list((manifest or {}).get("scenarios", {}) or {})
+def _discover(run_dir: Path, manifest: Manifest | None) -> list[str]:
+    rels = list(manifest.scenarios) if manifest else []
     for name in ("rounds.csv", "requests.csv"):
         for p in sorted(run_dir.rglob(name)):
             rel = p.parent.relative_to(run_dir).as_posix()
@@ -125,7 +128,7 @@ def _discover(run_dir: Path, manifest: dict | None) -> list[str]:
 
 
 def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | None:
-    df = _read_csv(path, notes, rel, usecols=lambda c: c in REQUEST_COLUMNS,
+    df = _read_csv(path, notes, rel, usecols=lambda c: c in LOADED_COLUMNS,
                    dtype={"prompt_id": "category", "ok": "category", "output_hash": "category"})
     if df is None:
         return None
@@ -147,7 +150,7 @@ def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | Non
 
 def _recompute_rounds(path: Path, rel: str, targets: Targets, notes: list[str]) -> pd.DataFrame | None:
     """An interrupted scenario has request rows but no rounds.csv: compute its statistics from them."""
-    df = _read_csv(path, notes, rel)
+    df = _read_csv(path, notes, rel, read_requests)
     if df is None or df.empty or "round" not in df.columns:
         return None
     try:
@@ -165,31 +168,31 @@ def load_run(run_dir: Path) -> RunData:
     notes: list[str] = []
     manifest = _read_manifest(run_dir, notes)
     targets = _targets(manifest)
-    entries = (manifest or {}).get("scenarios", {}) or {}
+    entries = manifest.scenarios if manifest else {}
     dir_rows, rounds_frames, req_frames = [], [], []
     for i, rel in enumerate(_discover(run_dir, manifest)):
-        entry = entries.get(rel) or {}
+        entry = entries.get(rel)
         ident = _path_identity(rel)
         d = run_dir / rel
-        rounds = _read_csv(d / "rounds.csv", notes, rel)
+        rounds = _read_csv(d / "rounds.csv", notes, rel, read_rounds)
         if rounds is None and (d / "requests.csv").exists():
             rounds = _recompute_rounds(d / "requests.csv", rel, targets, notes)
         if rounds is not None and not rounds.empty:
             ident.update({k: rounds[k].iloc[0] for k in ident if k in rounds.columns and pd.notna(rounds[k].iloc[0])})
-        ident.update({k: entry[k] for k in ident if entry.get(k) is not None})
+        if entry:
+            ident.update(entry.model_dump(include=set(ident)))
         ident["repeat"] = int(ident["repeat"])
-        status = entry.get("status") or ("unknown" if manifest is not None or rounds is None else "no manifest")
+        status = entry.status if entry else ("unknown" if manifest is not None or rounds is None else "no manifest")
         row = {"dir": rel, **ident, "label": _label(ident["scenario"], ident["mode"], ident["isolation"]),
                "status": status,
-               "reason": entry.get("reason") or "", "entry": entry, "has_rounds": (d / "rounds.csv").exists(),
+               "reason": (entry.reason if entry else None) or "", "entry": entry or _NO_ENTRY,
+               "has_rounds": (d / "rounds.csv").exists(),
                "has_requests": (d / "requests.csv").exists()}
         dir_rows.append(row)
         if rounds is not None and not rounds.empty and "round" not in rounds.columns:
             notes.append(f"{rel}: rounds.csv has no round column: its rows are ignored.")
         if rounds is not None and not rounds.empty and "round" in rounds.columns:
             rounds = rounds.drop(columns=[c for c in IDENTITY if c in rounds.columns])
-            if "prompt_tokens" not in rounds.columns and "prompt_tokens_x" in rounds.columns:
-                rounds = rounds.rename(columns={"prompt_tokens_x": "prompt_tokens"})
             rounds["round"] = pd.to_numeric(rounds["round"], errors="coerce")
             rounds = rounds[rounds["round"].notna()].astype({"round": int})
             rounds.insert(0, "dir", i)
@@ -205,7 +208,7 @@ def load_run(run_dir: Path) -> RunData:
     rounds_df = pd.concat(rounds_frames, ignore_index=True) if rounds_frames else pd.DataFrame()
     req_df = (_concat_requests(req_frames) if req_frames
               else pd.DataFrame({"round": [], "pid": [], "ok": [], "ttft_ms": [], "out": [], "dir": []}))
-    never = (manifest or {}).get("not_reached") or []
+    never = manifest.not_reached if manifest else []
     if never:
         notes.append(f"never reached (the run stopped first): {', '.join(never)}; `kvbench bench-all --resume "
                      f"{run_dir}` runs them.")
@@ -362,9 +365,9 @@ def evidence(data: RunData) -> pd.DataFrame:
     fails = req[~req["ok"].astype(bool)].groupby("dir").size() if len(req) else pd.Series(dtype=int)
     rows = []
     for i, d in data.dirs.iterrows():
-        e: dict = d["entry"]
+        e: CellEntry = d["entry"]
         r = rounds[rounds["dir"] == i] if not rounds.empty else rounds
-        foreign = [x for x in [e.get("foreign_hit_tokens_round1"), *col(r, "foreign_hit_tokens").dropna()]
+        foreign = [x for x in [e.foreign_hit_tokens_round1, *col(r, "foreign_hit_tokens").dropna()]
                    if x is not None and not (isinstance(x, float) and math.isnan(x))]
         contaminated = d["status"] == "contaminated" or any(float(x) > 0 for x in foreign)
         hits = "; ".join(f"r{int(x['round'])} {_fmt_tokens(x['achieved'])}/{_fmt_tokens(x['expected'])}"
@@ -373,14 +376,14 @@ def evidence(data: RunData) -> pd.DataFrame:
                          if not (math.isnan(x["achieved"]) and math.isnan(x["expected"])))
         n_fail = (int(fails.get(i, 0)) if d["has_requests"] else
                   (int(col(r, "failures").sum()) if "failures" in r.columns and len(r) else None))
-        ids = e.get("engine_container_ids") or []
+        ids = e.engine_container_ids or []
         rows.append({
             "scenario": d["dir"], "mode": d["mode"], "isolation": d["isolation"], "repeat": d["repeat"],
             "status": d["status"],
-            "stack project": e.get("project") or "unknown",
+            "stack project": e.project or "unknown",
             "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
-            "cold verified": _yes_no(e.get("cold_verified")),
-            "teardown verified": _yes_no(e.get("teardown_verified")),
+            "cold verified": _yes_no(e.cold_verified),
+            "teardown verified": _yes_no(e.teardown_verified),
             "contamination": ("CONTAMINATED" if contaminated else ("no" if foreign else "unknown"))
             + (f" ({int(max(float(x) for x in foreign)):,} foreign tokens)" if contaminated and foreign else ""),
             "reuse achieved/expected tokens": hits or "n/a",

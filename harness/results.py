@@ -25,16 +25,7 @@ import pandas as pd
 from . import __version__
 from .config import check_name
 from .metrics import bench_serve_record
-
-REQUEST_COLUMNS = [
-    "scenario", "round", "index", "prompt_id", "prompt_hash", "session_id", "turn", "api",
-    "ok", "http_status", "error_class", "error_message",
-    "send_s", "ttft_ms", "first_token_lag_ms", "read_delay_ms", "tpot_ms", "e2e_ms", "itl_ms", "n_itl",
-    "prompt_tokens", "completion_tokens", "cached_tokens",
-    "expected_prompt_tokens", "shared_prefix_tokens", "prefix_key", "provides_prefix_key", "output_chars",
-    "output_hash", "prefix_blocks",
-]
-
+from .records import REQUEST_COLUMNS, REQUEST_TEXT_DTYPES, Manifest, RequestRow, RoundSummary
 
 def new_run_id(name: str | None = None) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%Sz")
@@ -54,13 +45,13 @@ class RequestLog:
         self.path = path
         new = not path.exists()
         self._fh = path.open("a", newline="")
-        self._w = csv.DictWriter(self._fh, fieldnames=REQUEST_COLUMNS)  # an unknown field raises
+        self._w = csv.DictWriter(self._fh, fieldnames=REQUEST_COLUMNS)
         if new:
             self._w.writeheader()
             self._fh.flush()
 
-    def append(self, row: dict[str, Any]) -> None:
-        self._w.writerow(row)
+    def append(self, row: RequestRow) -> None:
+        self._w.writerow(row.model_dump())
         self._fh.flush()
 
     def close(self) -> None:
@@ -88,16 +79,40 @@ class RunDir:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def write_manifest(self, manifest: dict) -> None:
+    def write_manifest(self, manifest: Manifest) -> None:
         tmp = self.root / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        tmp.write_text(manifest.model_dump_json(indent=2))
         tmp.replace(self.root / "manifest.json")
 
 
+def read_requests(path: Path, **kw: Any) -> pd.DataFrame:
+    """requests.csv as a frame; text columns stay text (RequestRow's types)."""
+    return pd.read_csv(path, dtype=REQUEST_TEXT_DTYPES, **kw)
+
+
+def rounds_records(table: pd.DataFrame) -> pd.DataFrame:
+    """The table's rows validated by RoundSummary (an undeclared column raises), in its column order."""
+    if table.empty:
+        return table
+    cols = set(table.columns)
+    rows = [RoundSummary.model_validate(r).model_dump(include=cols) for r in table.to_dict("records")]
+    return pd.DataFrame(rows, columns=[c for c in RoundSummary.columns() if c in cols])
+
+
 def write_rounds(path: Path, table: pd.DataFrame) -> None:
-    """rounds.csv (and the report's summary.csv): a float column whose values are all whole numbers
+    """rounds.csv, each row a RoundSummary: a float column whose values are all whole numbers
     (counters, token counts: floats only because some rows miss them) is written as integers, empty
     where missing; other floats with 4 decimals."""
+    write_table(path, rounds_records(table))
+
+
+def read_rounds(path: Path, **kw: Any) -> pd.DataFrame:
+    """rounds.csv read back through RoundSummary (pydantic.ValidationError for a column it does not declare)."""
+    return rounds_records(pd.read_csv(path, **kw))
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    """A CSV of figures (rounds.csv, the report's summary.csv): whole-number float columns as integers."""
     whole = {c: table[c].astype("Int64") for c in table.columns if _whole_numbers(table[c])}
     table.assign(**whole).to_csv(path, index=False, float_format="%.4f")
 
@@ -129,15 +144,11 @@ def host_info() -> dict:
             "python": platform.python_version(), "cpus": os.cpu_count()}
 
 
-def base_manifest(run_id: str, config: dict, command: list[str]) -> dict:
-    return {
-        "run_id": run_id,
-        "harness_version": __version__,
-        "git_commit": git_commit(),
-        "host": host_info(),
-        "command": command,
-        "started_at": utc_now(),
-        "finished_at": None,
-        "config": config,
-        "scenarios": {},
-    }
+def base_manifest(run_id: str, config: dict, command: list[str]) -> Manifest:
+    return Manifest(run_id=run_id, harness_version=__version__, git_commit=git_commit(), host=host_info(),
+                    command=command, started_at=utc_now(), config=config)
+
+
+def read_manifest(path: Path) -> Manifest:
+    """OSError, or pydantic.ValidationError (a ValueError) when it is not a kvbench manifest."""
+    return Manifest.model_validate_json(path.read_text())

@@ -23,7 +23,8 @@ from .client import RequestResult, RequestSettings, auth_headers, send
 from .config import Config
 from .probes import Probe, deltas, settled
 from .reuse import block_chain, reuse_by_round, ttft_speedups
-from .results import RequestLog, write_bench_serve, write_rounds
+from .records import RequestRow
+from .results import RequestLog, read_requests, write_bench_serve, write_rounds
 from .stats import rounds_table
 from .wire import stamped_client
 from .workload import Prompt, Session, Workload
@@ -121,24 +122,21 @@ class RoundContext:
     watch: EngineWatch
     block: int | None  # the engine's KV block size: prompt ids become block keys
 
-    def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> dict:
-        tpot = res.tpot_ms
-        return {
-            "scenario": self.scenario, "round": self.round, "index": session.first_index + turn,
-            "prompt_id": prompt.prompt_id, "prompt_hash": prompt.prompt_hash, "session_id": session.session_id,
-            "turn": turn,
-            "api": self.settings.api, "ok": res.ok, "http_status": res.http_status,
-            "error_class": res.error_class, "error_message": res.error_message,
-            "send_s": round(res.send_time - self.t0, 6) if res.send_time else None,
-            "ttft_ms": _r(res.ttft_ms), "first_token_lag_ms": _r(res.first_token_lag_ms),
-            "read_delay_ms": _r(res.read_delay_ms), "tpot_ms": _r(tpot), "e2e_ms": _r(res.e2e_ms),
-            "itl_ms": " ".join(f"{x:.3f}" for x in res.itl_ms), "n_itl": len(res.itl_ms),
-            "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
-            "cached_tokens": res.cached_tokens, "expected_prompt_tokens": prompt.prompt_tokens,
-            "shared_prefix_tokens": prompt.shared_prefix_tokens, "prefix_key": prompt.prefix_key,
-            "provides_prefix_key": prompt.provides_prefix_key, "output_chars": len(res.text),
-            "output_hash": res.output_hash, "prefix_blocks": block_chain(res.prompt_ids, self.block),
-        }
+    def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> RequestRow:
+        return RequestRow(
+            scenario=self.scenario, round=self.round, index=session.first_index + turn,
+            prompt_id=prompt.prompt_id, prompt_hash=prompt.prompt_hash, session_id=session.session_id, turn=turn,
+            api=self.settings.api, ok=res.ok, http_status=res.http_status,
+            error_class=res.error_class, error_message=res.error_message,
+            send_s=round(res.send_time - self.t0, 6) if res.send_time else None,
+            ttft_ms=_r(res.ttft_ms), first_token_lag_ms=_r(res.first_token_lag_ms),
+            read_delay_ms=_r(res.read_delay_ms), tpot_ms=_r(res.tpot_ms), e2e_ms=_r(res.e2e_ms),
+            itl_ms=" ".join(f"{x:.3f}" for x in res.itl_ms), n_itl=len(res.itl_ms),
+            prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
+            cached_tokens=res.cached_tokens, expected_prompt_tokens=prompt.prompt_tokens,
+            shared_prefix_tokens=prompt.shared_prefix_tokens, prefix_key=prompt.prefix_key,
+            provides_prefix_key=prompt.provides_prefix_key, output_chars=len(res.text),
+            output_hash=res.output_hash, prefix_blocks=block_chain(res.prompt_ids, self.block))
 
 
 def _r(x: float | None) -> float | None:
@@ -245,7 +243,7 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
 
 def _rounds_table(out_dir: Path, workload: Workload, cfg: Config, block: int | None, counters: dict[int, dict],
                   labels: dict | None, model: str) -> pd.DataFrame:
-    requests = pd.read_csv(out_dir / "requests.csv")
+    requests = read_requests(out_dir / "requests.csv")
     table = rounds_table(requests, cfg.targets, planned=workload.num_requests)
     for extra in (reuse_by_round(requests, block), ttft_speedups(requests),
                   pd.DataFrame([{"round": r, **c} for r, c in counters.items()])):

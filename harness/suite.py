@@ -8,7 +8,6 @@ runs. Ctrl-C / SIGTERM tear the current stack down before the process exits.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,13 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 from python_on_whales import docker
 
 from .config import Config, ConfigError
 from .probes import Probe, Snapshot, cold_state
 from .progress import console, print_rounds, round_progress, say, step
 from .report import console_summary, write_report
-from .results import RunDir, base_manifest, utc_now
+from .records import CellEntry, Manifest, Plan, Resumed, StackInfo
+from .results import RunDir, base_manifest, read_manifest, utc_now
 from .runner import EngineDown, Endpoint, run_rounds
 from .stack import Stack, StackError
 from .stackspec import COMPOSE_DIR, StackSpec, prepare
@@ -36,7 +37,7 @@ def _urls(spec: StackSpec) -> list[str]:
     return [spec.engine_url(e) for e in spec.engines]
 
 
-def judge(table, cold: bool, max_failed_percent: float) -> dict:
+def judge(table: pd.DataFrame, cold: bool, max_failed_percent: float) -> dict:
     """A measured cell's status: failed (too many failed requests) before contaminated before ok."""
     foreign = table.loc[table["round"] == 1, "foreign_hit_tokens"] if "foreign_hit_tokens" in table else None
     out: dict = {"foreign_hit_tokens_round1": int(foreign.iloc[0]) if foreign is not None and len(foreign)
@@ -96,7 +97,7 @@ class Suite:
     shows what it never reached, and `resume` runs exactly the cells not finished `ok`."""
 
     def __init__(self, cfg: Config, images: ImageProvider, opts: SuiteOptions, command: list[str],
-                 run: RunDir | None = None, manifest: dict | None = None) -> None:
+                 run: RunDir | None = None, manifest: Manifest | None = None) -> None:
         self.cfg = cfg
         self.images = images
         self.opts = opts
@@ -105,37 +106,41 @@ class Suite:
         self.run.write_manifest(self.manifest)
         self.image_tags: dict[str, str] = {}
         self.model = cfg.stack.served_model_name
-        self.plan: dict = {}  # scenarios, isolation, repeats, modes: plan_cells() or the resumed run's
 
     @classmethod
     def resume(cls, run_dir: Path, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> "Suite":
         """The run in `run_dir`, with the configuration it was started with (ConfigError when unusable)."""
         path = Path(run_dir) / "manifest.json"
         try:
-            manifest = json.loads(path.read_text())
-            cfg = Config.model_validate(manifest["config"])
-            plan = manifest["plan"]
+            manifest = read_manifest(path)
+            cfg = Config.model_validate(manifest.config)
+            if manifest.plan is None:
+                raise ValueError("no plan: the run never started a cell")
         except FileNotFoundError:
             raise ConfigError(f"--resume: {path}: file not found") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ConfigError(f"--resume: {path}: not a resumable kvbench run ({type(e).__name__}: {e})"[:300]) from None
-        manifest.setdefault("resumed", []).append({"at": utc_now(), "command": command})
-        manifest["finished_at"] = None
-        suite = cls(cfg, images, opts, command, RunDir(Path(run_dir), manifest["run_id"]), manifest)
-        suite.plan = plan
-        return suite
+        except (OSError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ConfigError(f"--resume: {path}: not a resumable kvbench run ({type(e).__name__}: {first})"[:300]) \
+                from None
+        manifest.resumed.append(Resumed(at=utc_now(), command=command))
+        manifest.finished_at = None
+        return cls(cfg, images, opts, command, RunDir(Path(run_dir), manifest.run_id), manifest)
+
+    @property
+    def plan(self) -> Plan:
+        assert self.manifest.plan is not None, "plan_cells() first"
+        return self.manifest.plan
 
     def plan_cells(self, names: list[str], isolation: tuple[str, ...], repeats: int, modes: tuple[str, ...]) -> None:
-        self.plan = {"scenarios": names, "isolation": list(isolation), "repeats": repeats, "modes": list(modes)}
+        self.manifest.plan = Plan(scenarios=names, isolation=list(isolation), repeats=repeats, modes=list(modes))
 
-    def run_all(self, external: Callable[[str, dict], None] | None = None) -> bool:
+    def run_all(self, external: Callable[[str, CellEntry], None] | None = None) -> bool:
         """True when every cell succeeded (on a shared stack or an external server contamination is
         expected, not a failure). `external`: measure each cell there instead of on stacks of ours."""
         plan = self.plan
-        names, isolation, repeats, modes = plan["scenarios"], plan["isolation"], plan["repeats"], plan["modes"]
+        names, isolation, repeats, modes = plan.scenarios, plan.isolation, plan.repeats, plan.modes
         say(f"run [bold]{self.run.run_id}[/bold] -> {self.run.root}")
-        self.manifest.update(plan=plan, isolation=isolation, repeats=repeats, modes=modes,
-                             topology=self.cfg.stack.topology)
+        self.manifest.topology = self.cfg.stack.topology
         cells = [(n, m, iso, r) for iso in ("fresh", "external") if iso in isolation
                  for n in names for r in range(1, repeats + 1) for m in modes]
         for n, m, iso, r in cells + [(n, m, "shared", 1) for m in modes if "shared" in isolation for n in names]:
@@ -143,7 +148,7 @@ class Suite:
         self.run.write_manifest(self.manifest)
         if external is None:
             self.image_tags = self.images(self.cfg.stack.overlays[0])
-            self.manifest["images"] = self.image_tags
+            self.manifest.images = self.image_tags
         try:
             for n, m, iso, r in cells:  # scenario-major: with-cache and baseline of a scenario back to back
                 if iso == "external":
@@ -153,12 +158,12 @@ class Suite:
             for m in modes if "shared" in isolation else ():
                 self._shared(names, m)
         except KeyboardInterrupt as e:
-            self.manifest["interrupted"] = str(e) or type(e).__name__
+            self.manifest.interrupted = str(e) or type(e).__name__
             raise
         finally:
-            entries = self.manifest["scenarios"]
-            self.manifest["not_reached"] = [k for k, e in entries.items() if e["status"] == "pending"]
-            self.manifest["finished_at"] = utc_now()
+            entries = self.manifest.scenarios
+            self.manifest.not_reached = [k for k, e in entries.items() if e.status == "pending"]
+            self.manifest.finished_at = utc_now()
             self.run.write_manifest(self.manifest)
             try:
                 write_report(self.run.root)
@@ -166,19 +171,19 @@ class Suite:
             except Exception as e:  # the results are on disk: a report fault must not hide them
                 console.print(f"[red]the report could not be written ({type(e).__name__}: {e}); the results are in "
                               f"{self.run.root}; `kvbench report {self.run.root}` retries[/red]")
-        return all(e["status"] == "ok" or (e["isolation"] != "fresh" and e["status"] == "contaminated")
-                   for e in self.manifest["scenarios"].values())
+        return all(e.status == "ok" or (e.isolation != "fresh" and e.status == "contaminated")
+                   for e in self.manifest.scenarios.values())
 
     def _register(self, name: str, mode: str, iso: str, rep: int) -> None:
         key = cell_key(name, mode, iso, rep)
-        old = self.manifest["scenarios"].get(key)
-        if old and old["status"] == "ok":
+        old = self.manifest.scenarios.get(key)
+        if old and old.status == "ok":
             return
-        entry = {"scenario": name, "mode": mode, "isolation": iso, "repeat": rep, "status": "pending", "timings": {}}
+        entry = CellEntry(scenario=name, mode=mode, isolation=iso, repeat=rep)
         if old:  # an earlier attempt of a resumed run: its files move aside, its verdict stays on record
-            entry["previous_attempts"] = [*old.pop("previous_attempts", []), old]
-            self._set_aside(key, len(entry["previous_attempts"]))
-        self.manifest["scenarios"][key] = entry
+            entry.previous_attempts = [*old.previous_attempts, old.model_copy(update={"previous_attempts": []})]
+            self._set_aside(key, len(entry.previous_attempts))
+        self.manifest.scenarios[key] = entry
 
     def _set_aside(self, key: str, attempt: int) -> None:
         d = self.run.root / key
@@ -188,22 +193,22 @@ class Suite:
             shutil.rmtree(dest, ignore_errors=True)
             d.rename(dest)
 
-    def _todo(self, key: str) -> dict | None:
-        entry = self.manifest["scenarios"][key]
-        if entry["status"] == "ok":
+    def _todo(self, key: str) -> CellEntry | None:
+        entry = self.manifest.scenarios[key]
+        if entry.status == "ok":
             say(f"{key}: ok in an earlier attempt, not run again")
             return None
         return entry
 
-    def _external(self, name: str, measure: Callable[[str, dict], None]) -> None:
-        entry = self._todo(cell_key(name, self.plan["modes"][0], "external", 1))
+    def _external(self, name: str, measure: Callable[[str, CellEntry], None]) -> None:
+        entry = self._todo(cell_key(name, self.plan.modes[0], "external", 1))
         if entry is None:
             return
         console.rule(f"{name} (external server: no isolation)")
         try:
             measure(name, entry)
         except (KeyboardInterrupt, SystemExit):
-            entry.update(status="interrupted", reason="interrupted during the scenario")
+            entry.set(status="interrupted", reason="interrupted during the scenario")
             raise
         except Exception as e:  # one scenario's failure must not stop the others
             self._fail([entry], f"{type(e).__name__}: {e}"[:500], logs=None)
@@ -221,11 +226,11 @@ class Suite:
     def _shared(self, names: list[str], mode: str) -> None:
         """All scenarios back to back on one stack, as the users' old script did: pollution on purpose."""
         keys = [cell_key(n, mode, "shared", 1) for n in names]
-        if all(self.manifest["scenarios"][k]["status"] == "ok" for k in keys):
+        if all(self.manifest.scenarios[k].status == "ok" for k in keys):
             return
         for k in keys:  # one stack: a resumed shared run measures all its scenarios again
-            self.manifest["scenarios"][k]["status"] = "pending"
-        entries = {n: (k, self.manifest["scenarios"][k]) for n, k in zip(names, keys)}
+            self.manifest.scenarios[k].status = "pending"
+        entries = {n: (k, self.manifest.scenarios[k]) for n, k in zip(names, keys, strict=True)}
         shared_dir = self.run.root / Path(keys[0]).parent
 
         def body(spec: StackSpec, stack: Stack) -> None:
@@ -236,23 +241,23 @@ class Suite:
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as e:  # the shared stack goes on with the next scenario
-                    entry.update(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
-                    console.print(f"[red]{key} failed: {entry['reason']}[/red]")
+                    entry.set(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
+                    console.print(f"[red]{key} failed: {entry.reason}[/red]")
                     if isinstance(e, EngineDown):
                         raise
 
         label = str(shared_dir.relative_to(self.run.root)).replace("/", "-")
         stack_info = self._with_stack(label, shared_dir, [e for _, e in entries.values()], mode, body)
-        self.manifest.setdefault("shared_stacks", {})[mode] = stack_info
+        self.manifest.shared_stacks[mode] = stack_info
 
-    def _with_stack(self, label: str, workdir: Path, entries: list[dict], mode: str,
-                    body: Callable[[StackSpec, Stack], None]) -> dict:
+    def _with_stack(self, label: str, workdir: Path, entries: list[CellEntry], mode: str,
+                    body: Callable[[StackSpec, Stack], None]) -> StackInfo:
         """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries`."""
         t_all = time.perf_counter()
-        timings: dict = {}
-        info: dict = {"timings": timings}
+        info = StackInfo()
+        timings = info.timings
         for e in entries:
-            e["status"] = "running"
+            e.status = "running"
         console.rule(label)
         try:  # a preparation fault (port clash, compose files) fails this scenario, not the run
             spec = prepare(self.cfg.stack, self.run.run_id, label, workdir, self.image_tags, self.opts.compose_dir,
@@ -261,9 +266,9 @@ class Suite:
             self._fail(entries, f"stack preparation failed: {type(e).__name__}: {e}"[:500], logs=None)
             self.run.write_manifest(self.manifest)
             return info
-        info.update(project=spec.project, ports={**spec.engine_ports, "master_metrics": spec.master_metrics_port})
+        info.set(project=spec.project, ports={**spec.engine_ports, "master_metrics": spec.master_metrics_port})
         for e in entries:
-            e.update(project=spec.project, ports=info["ports"])
+            e.set(project=spec.project, ports=info.ports)
         self.run.write_manifest(self.manifest)
         say(f"  stack {spec.project}")
         stack = Stack(spec, workdir, self.cfg.stack.ready_timeout, self.cfg.stack.teardown_timeout)
@@ -271,17 +276,17 @@ class Suite:
             with step("bring-up (compose up --wait)", timings, "up_s"):
                 stack.up()
             timings["service_start_s"] = service_start_seconds(stack)
-            info["engine_container_ids"] = stack.engine_container_ids()
+            info.engine_container_ids = stack.engine_container_ids()
             for entry in entries:
-                entry["engine_container_ids"] = info["engine_container_ids"]
+                entry.engine_container_ids = info.engine_container_ids
             body(spec, stack)
         except StackError as e:
             self._fail(entries, str(e), logs=str(workdir / "logs"))
         except (KeyboardInterrupt, SystemExit):
             stack.save_logs()
             for entry in entries:
-                if entry["status"] == "running":
-                    entry.update(status="interrupted", reason="interrupted during the scenario")
+                if entry.status == "running":
+                    entry.set(status="interrupted", reason="interrupted during the scenario")
             raise
         except Exception as e:  # any fault: keep the rows, save logs, tear down, go on
             self._fail(entries, f"{type(e).__name__}: {e}"[:500], logs=str(stack.save_logs()))
@@ -289,26 +294,27 @@ class Suite:
             self._teardown(stack, entries, info, timings, t_all)
         return info
 
-    def _teardown(self, stack: Stack, entries: list[dict], info: dict, timings: dict, t_all: float) -> None:
+    def _teardown(self, stack: Stack, entries: list[CellEntry], info: StackInfo, timings: dict,
+                  t_all: float) -> None:
         with step("teardown (down -v, verify)", timings, "teardown_s"):
             td = stack.down()
         timings["total_s"] = round(time.perf_counter() - t_all, 3)
         if timings.get("service_start_s") is not None:
             timings["harness_overhead_s"] = round(timings["up_s"] + timings["teardown_s"] - timings["service_start_s"], 3)
-        info.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
+        info.set(teardown_verified=td.verified, teardown_leftovers=td.leftovers, timings=timings)
         for e in entries:
-            e.update(teardown_verified=td.verified, teardown_leftovers=td.leftovers)
-            e["timings"].update({k: v for k, v in timings.items() if k not in e["timings"]})
+            e.set(teardown_verified=td.verified, teardown_leftovers=td.leftovers,
+                  timings={**timings, **e.timings})
             if not td.verified:
-                e.update(status="failed", reason=(e.get("reason") or "") + f"; teardown left {td.leftovers}")
+                e.set(status="failed", reason=(e.reason or "") + f"; teardown left {td.leftovers}")
         self.run.write_manifest(self.manifest)
         say(f"  teardown verified: {td.verified} ({td.seconds:.1f} s)")
 
     @staticmethod
-    def _fail(entries: list[dict], reason: str, logs: str | None) -> None:
+    def _fail(entries: list[CellEntry], reason: str, logs: str | None) -> None:
         for e in entries:
-            if e["status"] in ("running", "pending"):
-                e.update(status="failed", reason=reason, logs=logs)
+            if e.status in ("running", "pending"):
+                e.set(status="failed", reason=reason, logs=logs)
         console.print(f"[red]{reason}[/red]" + (f" (logs: {logs})" if logs else ""))
 
     def run_external(self, endpoint: str, model: str, master_metrics: str | None) -> bool:
@@ -316,22 +322,22 @@ class Suite:
         of ours, so nothing isolates them from each other or from earlier traffic; the cold gate
         and counters still show it. Same cells, rows, verdicts, signals and report as bench."""
         self.model = model
-        self.manifest.update(driver="external-endpoint", endpoint=endpoint)
+        self.manifest.driver, self.manifest.endpoint = "external-endpoint", endpoint
         self.plan_cells(self.cfg.default_scenarios, ("external",), 1, self.cfg.modes[:1])
         return self.run_all(lambda name, entry: self._measure(name, [endpoint.rstrip("/")], master_metrics,
                                                                self.run.root / name, entry))
 
-    def _measure(self, name: str, urls: list[str], master_url: str | None, out: Path, entry: dict) -> None:
+    def _measure(self, name: str, urls: list[str], master_url: str | None, out: Path, entry: CellEntry) -> None:
         """Cold-state gate, workload, rounds. Round 1 goes to the first engine, rounds 2+ to the last
         (cross-instance: engine B must get its warm hits from Mooncake)."""
-        timings = entry["timings"]
+        timings = entry.timings
         out.mkdir(parents=True, exist_ok=True)
-        entry["status"] = "running"
+        entry.status = "running"
         probes = [Probe(u, master_url) for u in urls]
         try:
             snapshots = [p.snapshot() for p in probes]
             cold, detail = self._cold_gate(snapshots)
-            entry.update(cold_verified=cold, cold_detail=detail, block_size=snapshots[0].block_size)
+            entry.set(cold_verified=cold, cold_detail=detail, block_size=snapshots[0].block_size)
             say(f"  {name}: cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
             if not cold and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
@@ -340,10 +346,10 @@ class Suite:
                 with step("workload (exact token lengths via /tokenize)", timings, "workload_s"):
                     wl = build_workload(name, self.cfg.scenarios[name], tok, api=self.cfg.api, seed=self.cfg.seed)
                 t = time.perf_counter()
-                labels = {k: entry[k] for k in ("scenario", "mode", "isolation", "repeat")}
+                labels = entry.model_dump(include={"scenario", "mode", "isolation", "repeat"})
                 table = run_rounds(wl, self.cfg, routes, out, progress=round_progress(name), labels=labels)
                 timings["rounds_s"] = round(time.perf_counter() - t, 3)
-            entry.update(judge(table, cold, self.cfg.max_failed_percent))
+            entry.set(**judge(table, cold, self.cfg.max_failed_percent))
             print_rounds(table)
         finally:
             for p in probes:

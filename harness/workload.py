@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from .config import (
+    Api,
     BatchProcessing,
     CodeGeneration,
     ColdStart,
@@ -24,7 +25,6 @@ from .config import (
 )
 from .tokenizer import Tokenizer
 
-Api = Literal["completions", "chat"]
 Style = Literal["prose", "code", "instruction", "question", "task", "chat"]
 
 _WORDS = {

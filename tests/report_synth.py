@@ -7,7 +7,6 @@ and reuse columns), so each test can then delete or damage what it is about.
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.config import Targets
-from harness.results import REQUEST_COLUMNS
+from harness.records import REQUEST_COLUMNS, CellEntry, Manifest
 from harness.stats import rounds_table
 
 
@@ -79,14 +78,14 @@ def rounds_frame(s: Scen, req: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
-def entry(s: Scen, run_id: str) -> dict:
-    return {"scenario": s.name, "mode": s.mode, "isolation": s.isolation, "repeat": s.repeat, "status": s.status,
-            "reason": s.reason, "project": f"kvb-{run_id}-{s.key.replace('/', '-')}",
-            "engine_container_ids": [f"{zlib.crc32(s.key.encode()):08x}" + "cafe" * 14],
-            "cold_verified": s.foreign_r1 == 0, "cold_detail": "master_key_count=0",
-            "foreign_hit_tokens_round1": s.foreign_r1, "teardown_verified": True, "block_size": 128,
-            "timings": {"up_s": 25.1, "service_start_s": 23.0, "workload_s": 0.2, "rounds_s": 3.0,
-                        "teardown_s": 1.4, "harness_overhead_s": 2.0, "total_s": 30.0}}
+def entry(s: Scen, run_id: str) -> CellEntry:
+    return CellEntry(scenario=s.name, mode=s.mode, isolation=s.isolation, repeat=s.repeat, status=s.status,
+                     reason=s.reason, project=f"kvb-{run_id}-{s.key.replace('/', '-')}",
+                     engine_container_ids=[f"{zlib.crc32(s.key.encode()):08x}" + "cafe" * 14],
+                     cold_verified=s.foreign_r1 == 0, cold_detail="master_key_count=0",
+                     foreign_hit_tokens_round1=s.foreign_r1, teardown_verified=True, block_size=128,
+                     timings={"up_s": 25.1, "service_start_s": 23.0, "workload_s": 0.2, "rounds_s": 3.0,
+                              "teardown_s": 1.4, "harness_overhead_s": 2.0, "total_s": 30.0})
 
 
 def make_run(root: Path, scens: list[Scen], run_id: str = "20260101t000000z-abc123", seed: int = 0,
@@ -94,13 +93,13 @@ def make_run(root: Path, scens: list[Scen], run_id: str = "20260101t000000z-abc1
     run = root / run_id
     run.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    manifest = {"run_id": run_id, "harness_version": "0.1.0", "git_commit": "0" * 40,
-                "host": {"hostname": "test"}, "started_at": "2026-01-01T00:00:00+00:00",
-                "finished_at": "2026-01-01T00:10:00+00:00",
-                "config": {"rounds": 2, "targets": {"ttft_reduction_percent": 60, "throughput_increase_percent": 150}},
-                "scenarios": {}}
+    manifest = Manifest(run_id=run_id, harness_version="0.1.0", git_commit="0" * 40, host={"hostname": "test"},
+                        command=["kvbench", "bench-all"], started_at="2026-01-01T00:00:00+00:00",
+                        finished_at="2026-01-01T00:10:00+00:00",
+                        config={"rounds": 2, "targets": {"ttft_reduction_percent": 60,
+                                                         "throughput_increase_percent": 150}})
     for s in scens:
-        manifest["scenarios"][s.key] = entry(s, run_id)
+        manifest.scenarios[s.key] = entry(s, run_id)
         if not write_csv:
             continue
         d = run / s.key
@@ -108,7 +107,7 @@ def make_run(root: Path, scens: list[Scen], run_id: str = "20260101t000000z-abc1
         req = requests_frame(s, rng)
         req.to_csv(d / "requests.csv", index=False)
         rounds_frame(s, req).to_csv(d / "rounds.csv", index=False, float_format="%.4f")
-    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (run / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return run
 
 

@@ -131,21 +131,80 @@ def test_a_failed_scrape_before_a_round_gives_unknown_deltas_not_lifetime_totals
     assert deltas(Snapshot(parse(text.replace("5000", "4000")), None), after)["external_hits"] == 1000
 
 
+def _row(i: int, **changes):
+    from harness.records import RequestRow
+
+    fields = dict(scenario="s", round=1, index=i, prompt_id=f"p{i}", prompt_hash="h", session_id=f"p{i}", turn=0,
+                  api="completions", ok=True, http_status=200, error_class="", error_message="", send_s=0.1 * i,
+                  ttft_ms=5.0, first_token_lag_ms=0.01, read_delay_ms=0.02, tpot_ms=1.0, e2e_ms=20.0,
+                  itl_ms="1.000 1.000", n_itl=2, prompt_tokens=100, completion_tokens=3, cached_tokens=0,
+                  expected_prompt_tokens=100, shared_prefix_tokens=0, prefix_key="", provides_prefix_key="",
+                  output_chars=9, output_hash="ab", prefix_blocks="")
+    return RequestRow(**{**fields, **changes})
+
+
 def test_request_rows_are_on_disk_at_once_without_an_fsync_per_row(tmp_path, monkeypatch):
     """Each row is flushed to the kernel as it is appended (a killed harness keeps it), but the
     fsync waits for close(), outside the timed round."""
     import os
 
-    from harness.results import REQUEST_COLUMNS, RequestLog
+    from harness.results import RequestLog
 
     syncs = []
     monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd))
     log = RequestLog(tmp_path / "requests.csv")
     for i in range(3):
-        log.append({c: i for c in REQUEST_COLUMNS})
+        log.append(_row(i))
         assert len(pd.read_csv(tmp_path / "requests.csv")) == i + 1  # another reader sees it now
     assert syncs == []
     log.close()
     assert len(syncs) == 1
-    with pytest.raises(ValueError):  # a field the CSV has no column for is an error, not a silent drop
-        RequestLog(tmp_path / "other.csv").append({"no_such_column": 1})
+
+
+def test_request_rows_are_written_and_read_back_by_their_type(tmp_path):
+    """The CSV columns are RequestRow's fields; a field nobody declared is an error, not a silent drop;
+    text columns read back as text even when every cell is empty."""
+    from pydantic import ValidationError
+
+    from harness.records import REQUEST_COLUMNS, RequestRow
+    from harness.results import RequestLog, read_requests
+
+    with pytest.raises(ValidationError, match="no_such_column"):
+        _row(0, no_such_column=1)
+    with pytest.raises(ValidationError, match="api"):
+        _row(0, api="embeddings")
+    log = RequestLog(tmp_path / "requests.csv")
+    rows = [_row(i, output_hash="", prefix_key="") for i in range(3)]
+    for r in rows:
+        log.append(r)
+    log.close()
+    df = read_requests(tmp_path / "requests.csv")
+    assert tuple(df.columns) == REQUEST_COLUMNS
+    back = [RequestRow.model_validate({k: (None if pd.isna(v) else v) for k, v in rec.items()}
+                                     | {c: "" for c in ("output_hash", "prefix_key", "provides_prefix_key",
+                                                        "prefix_blocks", "error_class", "error_message")})
+            for rec in df.to_dict("records")]
+    assert back == rows
+    assert pd.api.types.is_string_dtype(df["output_hash"])  # all empty, still text (not a float column)
+
+
+def test_round_summaries_are_checked_both_ways(tmp_path):
+    """rounds.csv is written and read through RoundSummary: an undeclared column fails the write and
+    the read; declared server counters (probes.COUNTER_COLUMNS) pass; whole numbers stay integers."""
+    from pydantic import ValidationError
+
+    from harness.probes import COUNTER_COLUMNS
+    from harness.results import read_rounds, write_rounds
+
+    table = pd.DataFrame({"round": [1, 2], "requests": [4, 4], "ttft_mean_ms": [10.5, 2.25],
+                          "external_hits": [0.0, 512.0], "phase": ["cold", "warm"], "partial": [False, False]})
+    write_rounds(tmp_path / "rounds.csv", table)
+    back = read_rounds(tmp_path / "rounds.csv")
+    pd.testing.assert_frame_equal(back, table, check_dtype=False, check_like=True)
+    assert (tmp_path / "rounds.csv").read_text().splitlines()[2] == "2,4,2.2500,warm,False,512"
+    with pytest.raises(ValidationError, match="ttft_mean_msec"):
+        write_rounds(tmp_path / "bad.csv", table.rename(columns={"ttft_mean_ms": "ttft_mean_msec"}))
+    table.rename(columns={"ttft_mean_ms": "ttft_mean_msec"}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValidationError):
+        read_rounds(tmp_path / "bad.csv")
+    assert "external_hits" in COUNTER_COLUMNS

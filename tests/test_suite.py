@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import Config, ConfigError
+from harness.records import CellEntry, StackInfo
 from harness.suite import Suite, SuiteOptions
 
 CFG = Config.model_validate({"default_scenarios": ["a", "b"],
@@ -18,11 +19,11 @@ CFG = Config.model_validate({"default_scenarios": ["a", "b"],
 def _suite(tmp_path: Path, calls: list, monkeypatch, suite: Suite | None = None) -> Suite:
     suite = suite or Suite(CFG, lambda overlay: {}, SuiteOptions(tmp_path), ["test"])
 
-    def stack(label: str, workdir: Path, entries: list[dict], mode: str, body) -> dict:  # no Docker: a verdict
+    def stack(label: str, workdir: Path, entries: list[CellEntry], mode: str, body) -> StackInfo:  # a verdict
         (entry,) = entries
-        calls.append((entry["scenario"], mode, entry["repeat"]))
-        entry["status"] = "failed" if (entry["scenario"], mode) == ("b", "baseline") else "ok"
-        return {}
+        calls.append((entry.scenario, mode, entry.repeat))
+        entry.status = "failed" if (entry.scenario, mode) == ("b", "baseline") else "ok"
+        return StackInfo()
 
     monkeypatch.setattr(suite, "_with_stack", stack)
     monkeypatch.setattr("harness.suite.write_report", lambda root: None)

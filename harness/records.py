@@ -1,0 +1,241 @@
+"""The typed records at the pipeline's seams, each written and read back by the same model.
+
+- `RequestRow`: one line of requests.csv (runner -> results -> stats, report);
+- `RoundSummary`: one line of rounds.csv (stats + reuse + probes -> report);
+- `Manifest` and its `CellEntry`s: manifest.json (suite -> report, resume).
+
+Every model forbids unknown fields: a column or key nobody declared is an error when it is
+written, not a silent drop. CSV columns and their order come from the models.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+
+from .config import Api
+from .probes import COUNTER_COLUMNS
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        return tuple(cls.model_fields)
+
+    def set(self, **values: Any) -> None:
+        """Assign several fields, each validated (an unknown one raises)."""
+        for k, v in values.items():
+            setattr(self, k, v)
+
+
+# ------------------------------------------------------------------ requests.csv
+
+
+class RequestRow(Record):
+    """One request as it went. Times in ms on the monotonic clock; token counts from the server's usage."""
+
+    scenario: str
+    round: int
+    index: int  # position in the workload: the same prompt has the same index every round
+    prompt_id: str
+    prompt_hash: str
+    session_id: str
+    turn: int
+    api: Api
+    ok: bool
+    http_status: int | None
+    error_class: str
+    error_message: str
+    send_s: float | None  # since the scenario's first send
+    ttft_ms: float | None
+    first_token_lag_ms: float | None
+    read_delay_ms: float | None
+    tpot_ms: float | None
+    e2e_ms: float | None
+    itl_ms: str  # space-separated inter-token latencies
+    n_itl: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_tokens: int | None
+    expected_prompt_tokens: int
+    shared_prefix_tokens: int
+    prefix_key: str
+    provides_prefix_key: str
+    output_chars: int
+    output_hash: str
+    prefix_blocks: str  # chained block keys of the served prompt (reuse.block_chain)
+
+
+REQUEST_COLUMNS = RequestRow.columns()
+# Text columns stay text when read back (an all-empty column would otherwise read as floats).
+REQUEST_TEXT_DTYPES = {name: str for name, f in RequestRow.model_fields.items()
+                       if f.annotation in (str, Api)}
+
+
+# ------------------------------------------------------------------ rounds.csv
+
+
+def _nan_is_none(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _none_is_nan(v: Any) -> Any:
+    return math.nan if v is None or (isinstance(v, str) and not v.strip()) else v
+
+
+Num = Annotated[float, BeforeValidator(_none_is_nan)]  # a figure; missing or unknown is NaN
+Count = Annotated[int | None, BeforeValidator(_nan_is_none)]  # integer or unknown
+Text = Annotated[str | None, BeforeValidator(_nan_is_none)]
+Flag = Annotated[bool | None, BeforeValidator(_nan_is_none)]
+
+
+class _RoundFields(Record):
+    """Client-side figures of one round (stats.round_summary), its measured warmth, round-over-round
+    gains, expected-vs-achieved reuse and paired speed-ups. Server counters are added below.
+    Only `round` is required: a rounds.csv of an older or interrupted run may lack columns."""
+
+    # identity (absent in rounds of older runs)
+    scenario: Text = None
+    mode: Text = None
+    isolation: Text = None
+    repeat: Count = None
+    round: int
+    requests: Count = None
+    successes: Count = None
+    failures: Count = None
+    ttft_mean_ms: Num = math.nan
+    ttft_p50_ms: Num = math.nan
+    ttft_p90_ms: Num = math.nan
+    ttft_p99_ms: Num = math.nan
+    tpot_mean_ms: Num = math.nan
+    tpot_p50_ms: Num = math.nan
+    itl_p50_ms: Num = math.nan
+    itl_p99_ms: Num = math.nan
+    client_lag_p99_ms: Num = math.nan
+    shared_stamp_pct: Num = math.nan
+    read_delay_p99_ms: Num = math.nan
+    misses: Count = None
+    ttft_miss_mean_ms: Num = math.nan
+    ttft_hit_mean_ms: Num = math.nan
+    e2e_mean_ms: Num = math.nan
+    e2e_p90_ms: Num = math.nan
+    duration_s: Num = math.nan
+    req_per_s: Num = math.nan
+    output_tok_per_s: Num = math.nan
+    total_tok_per_s: Num = math.nan
+    prompt_tokens: Count = None
+    completion_tokens: Count = None
+    cached_tokens: Count = None
+    cached_token_ratio: Num = math.nan
+    phase: Text = None
+    reused_token_pct: Num = math.nan
+    planned: Count = None
+    partial: Flag = None
+    ttft_reduction_pct: Num = math.nan
+    ttft_p50_reduction_pct: Num = math.nan
+    throughput_improvement_pct: Num = math.nan
+    ttft_target_met: Flag = None
+    throughput_target_met: Flag = None
+    expected_reuse_tokens: Count = None
+    achieved_reuse_tokens: Count = None
+    reuse_achieved_ratio: Num = math.nan
+    foreign_hit_tokens: Count = None
+    paired_requests: Count = None
+    ttft_speedup_p10: Num = math.nan
+    ttft_speedup_p50: Num = math.nan
+    ttft_speedup_p90: Num = math.nan
+    engine_url: Text = None
+    client_server_ttft_gap_ms: Num = math.nan
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prompt_tokens_x" in data:  # rounds.csv of runs before 2026-11-24
+            data = {("prompt_tokens" if k == "prompt_tokens_x" else k): v for k, v in data.items()}
+        return data
+
+
+# The server's counter deltas and histogram means (probes.deltas): one column each, defined there.
+RoundSummary: type[_RoundFields] = create_model(  # type: ignore[call-overload]
+    "RoundSummary", __base__=_RoundFields, **{c: (Num, math.nan) for c in COUNTER_COLUMNS})
+ROUND_COLUMNS = RoundSummary.columns()
+
+
+# ------------------------------------------------------------------ manifest.json
+
+Status = Literal["pending", "running", "ok", "contaminated", "failed", "interrupted"]
+
+
+class CellEntry(Record):
+    """One cell of a run (scenario x mode x isolation x repeat): its stack and its evidence."""
+
+    scenario: str
+    mode: str = "with-cache"
+    isolation: str = "fresh"
+    repeat: int = 1
+    status: Status = "pending"
+    reason: str | None = None
+    logs: str | None = None
+    timings: dict[str, float | None] = Field(default_factory=dict)
+    project: str | None = None
+    ports: dict[str, int] | None = None
+    engine_container_ids: list[str] | None = None
+    cold_verified: bool | None = None
+    cold_detail: str | None = None
+    block_size: int | None = None
+    foreign_hit_tokens_round1: int | None = None
+    teardown_verified: bool | None = None
+    teardown_leftovers: str | None = None
+    previous_attempts: list[CellEntry] = Field(default_factory=list)
+
+
+
+class Plan(Record):
+    scenarios: list[str]
+    isolation: list[str]
+    repeats: int
+    modes: list[str]
+
+
+class StackInfo(Record):
+    timings: dict[str, float | None] = Field(default_factory=dict)
+    project: str | None = None
+    ports: dict[str, int] | None = None
+    engine_container_ids: list[str] | None = None
+    teardown_verified: bool | None = None
+    teardown_leftovers: str | None = None
+
+
+class Resumed(Record):
+    at: str
+    command: list[str]
+
+
+class Manifest(Record):
+    run_id: str
+    harness_version: str
+    git_commit: str | None
+    host: dict[str, Any]
+    command: list[str]
+    started_at: str
+    finished_at: str | None = None
+    config: dict[str, Any]
+    plan: Plan | None = None
+    topology: str | None = None
+    images: dict[str, str] | None = None
+    driver: str | None = None  # "external-endpoint" for `kvbench run`
+    endpoint: str | None = None
+    endpoint_auth: str | None = None  # where the key came from; never the key
+    scenarios: dict[str, CellEntry] = Field(default_factory=dict)
+    shared_stacks: dict[str, StackInfo] = Field(default_factory=dict)
+    interrupted: str | None = None
+    not_reached: list[str] = Field(default_factory=list)
+    resumed: list[Resumed] = Field(default_factory=list)
+    # The plan's fields, repeated at the top by runs before 2026-11-26; read, never written.
+    isolation: list[str] | None = Field(default=None, exclude=True)
+    repeats: int | None = Field(default=None, exclude=True)
+    modes: list[str] | None = Field(default=None, exclude=True)
