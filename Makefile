@@ -12,7 +12,7 @@ RUN      ?=
 ARGS     ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images wheelhouse chromium bench bench-all report clean test test-fast peer-bench
+.PHONY: help venv docker images wheelhouse chromium bench bench-all report clean test test-fast lint format peer-bench
 
 help:
 	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
@@ -21,7 +21,9 @@ help:
 	@echo "make report RUN=dir       aggregate a run directory into report.md"
 	@echo "make clean                remove leftover stacks of crashed runs (by label)"
 	@echo "make peer-bench           kvbench vs vllm bench serve on one stack, vs vLLM's server-side TTFT (ARGS='--pairs 3')"
-	@echo "make test                 the whole test suite (installs Docker/images when missing)"
+	@echo "make test                 lint + the whole test suite (installs Docker/images when missing)"
+	@echo "make test-fast            unit and stub tests only (no Docker, no lint)"
+	@echo "make lint / format        ruff (lint + format check) and mypy on harness/; format rewrites"
 	@echo "make docker / images / wheelhouse   set-up steps, idempotent"
 
 # One line; pip's output goes to build/logs/venv.log (its tail is printed when it fails).
@@ -63,10 +65,20 @@ peer-bench: venv docker
 
 # Unit + stub tests only: no Docker needed.
 test-fast: venv
-	$(PY) -m pytest -q -m "not docker and not stack" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not docker and not stack and not browser" $(PYTEST_ARGS)
+
+# Settings in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: venv
+	@$(VENV)/bin/ruff check harness tests benchmarks
+	@$(VENV)/bin/ruff format --check -q harness tests benchmarks || { echo "make format rewrites them" >&2; exit 1; }
+	@$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff check --fix -q harness tests benchmarks
+	$(VENV)/bin/ruff format harness tests benchmarks
 
 chromium:
 	@bash scripts/ensure_chromium.sh
 
-test: images chromium
+test: lint images chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)

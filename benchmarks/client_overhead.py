@@ -51,6 +51,7 @@ async def _measure(url: str, concurrency: int, n: int, tokens: int) -> list[Requ
     sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with stamped_client(url, limits, 30) as client:
+
         async def one() -> RequestResult:
             async with sem:
                 return await send(client, "x", settings)
@@ -62,18 +63,24 @@ async def _measure(url: str, concurrency: int, n: int, tokens: int) -> list[Requ
 
 def _row(results: list[RequestResult]) -> list[float]:
     """overhead p50/p99/max, client lag p50/p99, shared stamps %, read delay p99."""
-    overhead = np.array([(r.send_time + r.ttft_ms / 1e3 - float(STAMP.search(r.text).group(1))) * 1e3
-                         for r in results])
+    overhead = np.array([(r.send_time + r.ttft_ms / 1e3 - float(STAMP.search(r.text).group(1))) * 1e3 for r in results])
     lag = np.array([r.first_token_lag_ms for r in results])
     itl = np.array([x for r in results for x in r.itl_ms])
     delay = np.array([r.read_delay_ms for r in results])
-    return [len(results), *np.percentile(overhead, [50, 99]), overhead.max(), *np.percentile(lag, [50, 99]),
-            shared_stamp_pct(itl), np.percentile(delay, 99)]
+    return [
+        len(results),
+        *np.percentile(overhead, [50, 99]),
+        overhead.max(),
+        *np.percentile(lag, [50, 99]),
+        shared_stamp_pct(itl),
+        np.percentile(delay, 99),
+    ]
 
 
 def _run(loop: str, coro):
     if loop == "uvloop":
         import uvloop
+
         return uvloop.run(coro)
     return asyncio.run(coro)
 
@@ -83,12 +90,18 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--tokens", type=int, default=8, help="chunks per response")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    ap.add_argument("--profile", nargs="+", default=PROFILES, metavar="NAME:FIRST_MS:ITL_MS",
-                    help="server pacing: delay before the first chunk and between chunks")
+    ap.add_argument(
+        "--profile",
+        nargs="+",
+        default=PROFILES,
+        metavar="NAME:FIRST_MS:ITL_MS",
+        help="server pacing: delay before the first chunk and between chunks",
+    )
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop", help="uvloop is what kvbench uses")
     args = ap.parse_args()
-    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "stub_server.py"), str(args.tokens)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "stub_server.py"), str(args.tokens)], stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(server.stdout.readline())
         rows = []
@@ -97,9 +110,24 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}/stamp_{first_ms}_{itl_ms}"
             for c in args.concurrency:
                 rows.append([name, c, *_row(_run(args.loop, _measure(url, c, args.requests, args.tokens)))])
-        print(tabulate(rows, floatfmt=".3f", headers=[
-            "server", "concurrency", "requests", "overhead p50 ms", "p99 ms", "max ms",
-            "client lag p50 ms", "p99 ms", "shared stamps %", "read delay p99 ms"]))
+        print(
+            tabulate(
+                rows,
+                floatfmt=".3f",
+                headers=[
+                    "server",
+                    "concurrency",
+                    "requests",
+                    "overhead p50 ms",
+                    "p99 ms",
+                    "max ms",
+                    "client lag p50 ms",
+                    "p99 ms",
+                    "shared stamps %",
+                    "read delay p99 ms",
+                ],
+            )
+        )
         print("targets at 64: overhead p50 <= 0.3 ms, p99 <= 2 ms")
     finally:
         server.terminate()

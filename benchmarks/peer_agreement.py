@@ -129,13 +129,27 @@ def window(probe: Probe, before: Snapshot, expected: int) -> dict:
     return d
 
 
-def make_run(tool: str, k: int, seed: int, ttft_ms: list[float], e2e_ms: list[float] | None,
-             win: dict, wall: float) -> Run:
+def make_run(
+    tool: str, k: int, seed: int, ttft_ms: list[float], e2e_ms: list[float] | None, win: dict, wall: float
+) -> Run:
     ttft = np.asarray(ttft_ms, dtype=float)
-    run = Run(tool, k, seed, len(ttft), float(np.median(ttft)), float(ttft.mean()),
-              float(np.mean(e2e_ms)) if e2e_ms else None, int(win["server_requests"] or 0),
-              win["server_ttft_mean_ms"], win["server_prefill_mean_ms"], win["server_queue_mean_ms"],
-              win["server_e2e_mean_ms"], win["prompt_tokens_per_request"], win["cached_tokens"], round(wall, 1))
+    run = Run(
+        tool,
+        k,
+        seed,
+        len(ttft),
+        float(np.median(ttft)),
+        float(ttft.mean()),
+        float(np.mean(e2e_ms)) if e2e_ms else None,
+        int(win["server_requests"] or 0),
+        win["server_ttft_mean_ms"],
+        win["server_prefill_mean_ms"],
+        win["server_queue_mean_ms"],
+        win["server_e2e_mean_ms"],
+        win["prompt_tokens_per_request"],
+        win["cached_tokens"],
+        round(wall, 1),
+    )
     if win["cached_tokens"]:
         run.notes.append(f"{win['cached_tokens']:.0f} prompt tokens were prefix-cache hits (reused prompt)")
     return run
@@ -146,19 +160,29 @@ def check_window(run: Run) -> None:
     if run.server_ttft_mean_ms is None:
         raise ToolFailed(f"{run.tool} run {run.run}: vLLM exposes no {SERVER_HISTOGRAMS['server_ttft']} histogram")
     if run.server_requests != run.requests:
-        raise ToolFailed(f"{run.tool} run {run.run}: the server saw {run.server_requests} requests in the "
-                         f"window, the client timed {run.requests}: client and server means are not comparable")
+        raise ToolFailed(
+            f"{run.tool} run {run.run}: the server saw {run.server_requests} requests in the "
+            f"window, the client timed {run.requests}: client and server means are not comparable"
+        )
 
 
 # ---------------------------------------------------------------- the two tools
 
 
-def run_kvbench(cfg: Config, url: str, probe: Probe, args: argparse.Namespace, k: int, seed: int,
-                out: Path) -> Run:
+def run_kvbench(cfg: Config, url: str, probe: Probe, args: argparse.Namespace, k: int, seed: int, out: Path) -> Run:
     name = f"peer-kvbench-{k}"  # also each prompt's first line: unique across runs
-    run_cfg = cfg.model_copy(update={"rounds": 1, "concurrency": args.concurrency, "max_tokens": args.output_len,
-                                     "request_rate": None, "api": "completions", "temperature": 0.0,
-                                     "seed": seed, "wait_between_rounds": 0.0})
+    run_cfg = cfg.model_copy(
+        update={
+            "rounds": 1,
+            "concurrency": args.concurrency,
+            "max_tokens": args.output_len,
+            "request_rate": None,
+            "api": "completions",
+            "temperature": 0.0,
+            "seed": seed,
+            "wait_between_rounds": 0.0,
+        }
+    )
     endpoint = Endpoint(url, cfg.stack.served_model_name)
     with ServerTokenizer(url, endpoint.model) as tok:
         wl = build_workload(name, _cold_start(tok, args.prompts, args.input_len), tok, api="completions", seed=seed)
@@ -190,25 +214,68 @@ def _cold_start(tok: ServerTokenizer, n: int, input_len: int) -> ColdStart:
     """A cold_start scenario whose prompts are `input_len` tokens as the server counts them:
     its prompt_length is the text alone, the tokenizer's special tokens (BOS) come on top."""
     special = tok.count_prompt("a") - tok.count("a")
-    return ColdStart(kind="cold_start", num_requests=n, prompt_length=input_len - special,
-                     description="peer agreement: unique prompts")
+    return ColdStart(
+        kind="cold_start",
+        num_requests=n,
+        prompt_length=input_len - special,
+        description="peer agreement: unique prompts",
+    )
 
 
 def vllm_bench_argv(container: str, cfg: Config, args: argparse.Namespace, seed: int, result: str) -> list[str]:
-    return ["docker", "exec", container, "vllm", "bench", "serve",
-            "--backend", "vllm", "--base-url", f"http://127.0.0.1:{ENGINE_PORT}", "--endpoint", "/v1/completions",
-            "--model", cfg.stack.served_model_name, "--tokenizer", cfg.stack.model,
-            "--dataset-name", "random", "--random-input-len", str(args.input_len),
-            "--random-output-len", str(args.output_len), "--random-range-ratio", "0", "--ignore-eos",
-            "--num-prompts", str(args.prompts), "--max-concurrency", str(args.concurrency),
-            "--request-rate", "inf", "--seed", str(seed), "--temperature", "0",  # greedy, as kvbench sends
-            "--ready-check-timeout-sec", "0", "--num-warmups", "0",  # the window holds only timed requests
-            "--disable-tqdm", "--save-result", "--save-detailed",
-            "--result-dir", "/tmp", "--result-filename", result]
+    return [
+        "docker",
+        "exec",
+        container,
+        "vllm",
+        "bench",
+        "serve",
+        "--backend",
+        "vllm",
+        "--base-url",
+        f"http://127.0.0.1:{ENGINE_PORT}",
+        "--endpoint",
+        "/v1/completions",
+        "--model",
+        cfg.stack.served_model_name,
+        "--tokenizer",
+        cfg.stack.model,
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(args.input_len),
+        "--random-output-len",
+        str(args.output_len),
+        "--random-range-ratio",
+        "0",
+        "--ignore-eos",
+        "--num-prompts",
+        str(args.prompts),
+        "--max-concurrency",
+        str(args.concurrency),
+        "--request-rate",
+        "inf",
+        "--seed",
+        str(seed),
+        "--temperature",
+        "0",  # greedy, as kvbench sends
+        "--ready-check-timeout-sec",
+        "0",
+        "--num-warmups",
+        "0",  # the window holds only timed requests
+        "--disable-tqdm",
+        "--save-result",
+        "--save-detailed",
+        "--result-dir",
+        "/tmp",
+        "--result-filename",
+        result,
+    ]
 
 
-def run_vllm_bench(container: str, cfg: Config, probe: Probe, args: argparse.Namespace, k: int, seed: int,
-                   out: Path) -> Run:
+def run_vllm_bench(
+    container: str, cfg: Config, probe: Probe, args: argparse.Namespace, k: int, seed: int, out: Path
+) -> Run:
     result = f"peer-vllm-bench-{k}.json"
     argv = vllm_bench_argv(container, cfg, args, seed, result)
     before = probe.snapshot()
@@ -220,8 +287,9 @@ def run_vllm_bench(container: str, cfg: Config, probe: Probe, args: argparse.Nam
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise ToolFailed(f"vllm bench serve run {k} exited with {proc.returncode}:\n{tail}")
     win = window(probe, before, args.prompts)
-    cat = subprocess.run(["docker", "exec", container, "cat", f"/tmp/{result}"], capture_output=True, text=True,
-                         timeout=60)
+    cat = subprocess.run(
+        ["docker", "exec", container, "cat", f"/tmp/{result}"], capture_output=True, text=True, timeout=60
+    )
     if cat.returncode != 0:
         raise ToolFailed(f"vllm bench serve run {k}: no result file: {cat.stderr.strip()}")
     (out / result).write_text(cat.stdout)
@@ -230,8 +298,9 @@ def run_vllm_bench(container: str, cfg: Config, probe: Probe, args: argparse.Nam
     ttfts = [x * 1e3 for x, err in zip(res.get("ttfts", []), errors) if not err]
     if res.get("completed") != args.prompts or len(ttfts) != args.prompts:
         first = next((e for e in errors if e), "")
-        raise ToolFailed(f"vllm bench serve run {k}: {res.get('completed')}/{args.prompts} requests completed "
-                         f"{first[:300]}")
+        raise ToolFailed(
+            f"vllm bench serve run {k}: {res.get('completed')}/{args.prompts} requests completed {first[:300]}"
+        )
     run = make_run(VLLM_BENCH, k, seed, ttfts, None, win, wall)
     # Its own summary must agree with the per-request list it saved.
     if not math.isclose(res["mean_ttft_ms"], run.client_ttft_mean_ms, rel_tol=1e-6, abs_tol=1e-6):
@@ -243,8 +312,16 @@ def run_vllm_bench(container: str, cfg: Config, probe: Probe, args: argparse.Nam
 
 def warm_up(cfg: Config, url: str, args: argparse.Namespace, out: Path) -> None:
     """One untimed request (unique prompt, same length) so that no window pays first-request costs."""
-    run_cfg = cfg.model_copy(update={"rounds": 1, "concurrency": 1, "max_tokens": args.output_len,
-                                     "request_rate": None, "api": "completions", "wait_between_rounds": 0.0})
+    run_cfg = cfg.model_copy(
+        update={
+            "rounds": 1,
+            "concurrency": 1,
+            "max_tokens": args.output_len,
+            "request_rate": None,
+            "api": "completions",
+            "wait_between_rounds": 0.0,
+        }
+    )
     endpoint = Endpoint(url, cfg.stack.served_model_name)
     out.mkdir(parents=True, exist_ok=True)
     with ServerTokenizer(url, endpoint.model) as tok:
@@ -266,14 +343,46 @@ def _range(xs: list[float], fmt: str = ".2f") -> str:
 
 
 def runs_table(runs: list[Run]) -> str:
-    rows = [[r.tool, r.run, f"{r.requests}/{r.server_requests}", _f(r.server_prompt_tokens_per_request, ".1f"),
-             _f(r.client_ttft_p50_ms), _f(r.client_ttft_mean_ms), _f(r.server_ttft_mean_ms), _f(r.gap_ms),
-             _f(r.server_prefill_mean_ms), _f(r.server_queue_mean_ms), _f(r.server_e2e_mean_ms),
-             _f(r.cached_tokens, ".0f"), r.seed, _f(r.wall_s, ".1f")] for r in runs]
-    return tabulate(rows, disable_numparse=True, colalign=("left", "right", *["right"] * 12), headers=[
-        "tool", "run", "requests\nclient/server", "prompt tok\n/req (server)", "client TTFT\np50 ms", "client TTFT\nmean ms",
-        "server TTFT\nmean ms", "gap ms\n(client-server)", "server prefill\nmean ms", "server queue\nmean ms",
-        "server e2e\nmean ms", "cached\ntok", "seed", "wall s"])
+    rows = [
+        [
+            r.tool,
+            r.run,
+            f"{r.requests}/{r.server_requests}",
+            _f(r.server_prompt_tokens_per_request, ".1f"),
+            _f(r.client_ttft_p50_ms),
+            _f(r.client_ttft_mean_ms),
+            _f(r.server_ttft_mean_ms),
+            _f(r.gap_ms),
+            _f(r.server_prefill_mean_ms),
+            _f(r.server_queue_mean_ms),
+            _f(r.server_e2e_mean_ms),
+            _f(r.cached_tokens, ".0f"),
+            r.seed,
+            _f(r.wall_s, ".1f"),
+        ]
+        for r in runs
+    ]
+    return tabulate(
+        rows,
+        disable_numparse=True,
+        colalign=("left", "right", *["right"] * 12),
+        headers=[
+            "tool",
+            "run",
+            "requests\nclient/server",
+            "prompt tok\n/req (server)",
+            "client TTFT\np50 ms",
+            "client TTFT\nmean ms",
+            "server TTFT\nmean ms",
+            "gap ms\n(client-server)",
+            "server prefill\nmean ms",
+            "server queue\nmean ms",
+            "server e2e\nmean ms",
+            "cached\ntok",
+            "seed",
+            "wall s",
+        ],
+    )
 
 
 def summary(runs: list[Run]) -> dict[str, dict]:
@@ -285,7 +394,9 @@ def summary(runs: list[Run]) -> dict[str, dict]:
         gaps = [r.gap_ms for r in rs]
         out[tool] = {
             "runs": len(rs),
-            "gap_mean_ms": float(np.mean(gaps)), "gap_min_ms": min(gaps), "gap_max_ms": max(gaps),
+            "gap_mean_ms": float(np.mean(gaps)),
+            "gap_min_ms": min(gaps),
+            "gap_max_ms": max(gaps),
             "client_ttft_mean_ms": [r.client_ttft_mean_ms for r in rs],
             "server_ttft_mean_ms": [r.server_ttft_mean_ms for r in rs],
             "client_over_server": [r.client_ttft_mean_ms / r.server_ttft_mean_ms for r in rs],
@@ -295,13 +406,34 @@ def summary(runs: list[Run]) -> dict[str, dict]:
 
 
 def summary_table(summ: dict[str, dict]) -> str:
-    rows = [[tool, s["runs"], f"{s['gap_mean_ms']:.2f}", _range([s["gap_min_ms"], s["gap_max_ms"]]),
-             _range(s["client_ttft_mean_ms"]), _range(s["server_ttft_mean_ms"]),
-             _range(s["client_over_server"], ".3f"), _range(s["server_prefill_mean_ms"])]
-            for tool, s in summ.items()]
-    return tabulate(rows, disable_numparse=True, colalign=("left", *["right"] * 7), headers=[
-        "tool", "runs", "gap mean ms", "gap range ms", "client TTFT mean\nrange ms", "server TTFT mean\nrange ms",
-        "client/server\nTTFT ratio", "server prefill\nmean range ms"])
+    rows = [
+        [
+            tool,
+            s["runs"],
+            f"{s['gap_mean_ms']:.2f}",
+            _range([s["gap_min_ms"], s["gap_max_ms"]]),
+            _range(s["client_ttft_mean_ms"]),
+            _range(s["server_ttft_mean_ms"]),
+            _range(s["client_over_server"], ".3f"),
+            _range(s["server_prefill_mean_ms"]),
+        ]
+        for tool, s in summ.items()
+    ]
+    return tabulate(
+        rows,
+        disable_numparse=True,
+        colalign=("left", *["right"] * 7),
+        headers=[
+            "tool",
+            "runs",
+            "gap mean ms",
+            "gap range ms",
+            "client TTFT mean\nrange ms",
+            "server TTFT mean\nrange ms",
+            "client/server\nTTFT ratio",
+            "server prefill\nmean range ms",
+        ],
+    )
 
 
 def pair_line(runs: list[Run]) -> str | None:
@@ -310,8 +442,10 @@ def pair_line(runs: list[Run]) -> str | None:
     diffs = [by[(VLLM_BENCH, k)] - by[(KVBENCH, k)] for (t, k) in by if t == KVBENCH and (VLLM_BENCH, k) in by]
     if not diffs:
         return None
-    return (f"per pair, vllm bench serve's gap minus kvbench's: {_range(diffs)} ms over {len(diffs)} pair(s) "
-            f"(mean {np.mean(diffs):.2f} ms)")
+    return (
+        f"per pair, vllm bench serve's gap minus kvbench's: {_range(diffs)} ms over {len(diffs)} pair(s) "
+        f"(mean {np.mean(diffs):.2f} ms)"
+    )
 
 
 # ---------------------------------------------------------------- main
@@ -325,8 +459,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=1, help="requests in flight (default: %(default)s)")
     ap.add_argument("--pairs", type=int, default=2, help="kvbench + vllm bench serve runs (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=1, help="base seed; every run derives its own (default: %(default)s)")
-    ap.add_argument("--config", type=Path, default=REPO / "configs" / "test_config.yaml",
-                    help="suite YAML whose `stack:` is brought up (default: configs/test_config.yaml)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "configs" / "test_config.yaml",
+        help="suite YAML whose `stack:` is brought up (default: configs/test_config.yaml)",
+    )
     ap.add_argument("--tool-timeout", type=float, default=900, help="seconds per vllm bench serve run")
     ap.add_argument("--json", type=Path, help="also write rows and summary to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (raw results, stack files)")
@@ -383,9 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                             run = run_vllm_bench(container, cfg, probe, args, k, args.seed * 1000 + 500 + k, out)
                         runs.append(run)
                         check_window(run)
-                        print(f"    client TTFT mean {run.client_ttft_mean_ms:.2f} ms, server "
-                              f"{_f(run.server_ttft_mean_ms)} ms, gap {_f(run.gap_ms)} ms ({run.wall_s:.1f} s)",
-                              file=sys.stderr)
+                        print(
+                            f"    client TTFT mean {run.client_ttft_mean_ms:.2f} ms, server "
+                            f"{_f(run.server_ttft_mean_ms)} ms, gap {_f(run.gap_ms)} ms ({run.wall_s:.1f} s)",
+                            file=sys.stderr,
+                        )
             finally:
                 probe.close()
         finally:
@@ -399,9 +539,12 @@ def main(argv: list[str] | None = None) -> int:
         failure = f"{type(e).__name__}: {e}"
     sys.stderr.flush()
 
-    print(f"peer agreement, kvbench vs vllm bench serve, on one fresh vLLM-CPU + Mooncake stack: {args.prompts} unique prompts x "
-          f"{args.input_len} tokens, {args.output_len} output tokens (ignore_eos), concurrency {args.concurrency}, "
-          f"{args.pairs} interleaved pair(s)")
+    print(
+        "peer agreement, kvbench vs vllm bench serve, on one fresh vLLM-CPU + Mooncake stack: "
+        f"{args.prompts} unique prompts x "
+        f"{args.input_len} tokens, {args.output_len} output tokens (ignore_eos), concurrency {args.concurrency}, "
+        f"{args.pairs} interleaved pair(s)"
+    )
     print("server columns: deltas of vLLM's own histograms (_sum/_count) over each run's window\n")
     if runs:
         print(runs_table(runs))
@@ -415,17 +558,26 @@ def main(argv: list[str] | None = None) -> int:
             if line := pair_line(runs):
                 print(line)
     if teardown is not None:
-        print(f"\nstack torn down in {teardown.seconds:.1f} s, "
-              f"{'nothing left' if teardown.verified else 'LEFTOVERS: ' + teardown.leftovers}")
+        print(
+            f"\nstack torn down in {teardown.seconds:.1f} s, "
+            f"{'nothing left' if teardown.verified else 'LEFTOVERS: ' + teardown.leftovers}"
+        )
         if not teardown.verified and failure is None:
             failure = f"teardown left {teardown.leftovers}"
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps({
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "runs": [asdict(r) for r in runs], "summary": summary(runs) if runs else {},
-            "failure": failure, "teardown_verified": teardown.verified if teardown else None,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "runs": [asdict(r) for r in runs],
+                    "summary": summary(runs) if runs else {},
+                    "failure": failure,
+                    "teardown_verified": teardown.verified if teardown else None,
+                },
+                indent=2,
+            )
+        )
     sys.stdout.flush()
     if failure:
         print(f"\nFAILED: {failure}", file=sys.stderr)

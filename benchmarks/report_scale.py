@@ -5,8 +5,9 @@ column the runner writes, ITL cells included, and rounds.csv with the counter co
 into a temporary directory, then runs `report_main([run_dir], None)` - what
 `kvbench report RUN_DIR` does: report.md, report.html, plots/*.png, summary.csv - in a
 child process, and prints its wall time (interpreter start and imports included) and
-peak memory (the child's VmHWM: peak resident set of the report process itself). Targets: <= 10 s and <= 1 GB on the 2-core
-reference machine; exit status 1 when a target is missed.
+peak memory (the child's VmHWM: peak resident set of the report process itself).
+Targets: <= 10 s and <= 1 GB on the 2-core reference machine; exit status 1 when a
+target is missed.
 
     .venv/bin/python benchmarks/report_scale.py [--rows 1000000] [--scenarios 5] [--repeats 2] [--keep DIR]
 """
@@ -14,7 +15,6 @@ reference machine; exit status 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -30,8 +30,18 @@ sys.path.insert(0, str(REPO))
 
 from harness.records import REQUEST_COLUMNS, CellEntry, Manifest  # noqa: E402
 
-SCENARIOS = ["long_context_high_reuse", "multi_turn_conversation", "code_generation", "batch_processing",
-             "cold_start", "rag_a", "rag_b", "summarise", "translate", "classify"]
+SCENARIOS = [
+    "long_context_high_reuse",
+    "multi_turn_conversation",
+    "code_generation",
+    "batch_processing",
+    "cold_start",
+    "rag_a",
+    "rag_b",
+    "summarise",
+    "translate",
+    "classify",
+]
 TARGET_S, TARGET_MB = 10.0, 1024.0
 ROUNDS = 2  # cold round 1, warm round 2
 # The report runs in a fresh interpreter; its peak memory is VmHWM (the high-water RSS of its own address space,
@@ -62,15 +72,33 @@ def _requests(scen: str, n: int, rounds: int, rng: np.random.Generator, itl_pool
     prompt = np.full(len(rnd), 4034)
     cached = np.where(warm, 3968, np.where(idx == 0, 0, 3840))
     cols = {
-        "scenario": scen, "round": rnd, "index": idx, "prompt_id": pids, "prompt_hash": "", "session_id": pids,
-        "turn": 0, "api": "completions", "ok": ok, "http_status": np.where(ok, 200, 500),
-        "error_class": np.where(ok, "", "HTTPStatusError"), "error_message": "",
+        "scenario": scen,
+        "round": rnd,
+        "index": idx,
+        "prompt_id": pids,
+        "prompt_hash": "",
+        "session_id": pids,
+        "turn": 0,
+        "api": "completions",
+        "ok": ok,
+        "http_status": np.where(ok, 200, 500),
+        "error_class": np.where(ok, "", "HTTPStatusError"),
+        "error_message": "",
         "send_s": np.round(np.sort(rng.uniform(0, per / 50, len(rnd))) + (rnd - 1) * per / 40, 6),
-        "ttft_ms": ttft.round(3), "first_token_lag_ms": rng.lognormal(-1.5, 0.5, len(rnd)).round(3),
-        "read_delay_ms": rng.lognormal(-1.0, 0.6, len(rnd)).round(3), "tpot_ms": tpot.round(3), "e2e_ms": e2e.round(3),
-        "itl_ms": itl_pool[rng.integers(0, len(itl_pool), len(rnd))], "n_itl": 15,
-        "prompt_tokens": prompt, "completion_tokens": 16, "cached_tokens": cached, "expected_prompt_tokens": prompt,
-        "shared_prefix_tokens": 4003, "prefix_key": f"{scen}:prefix", "provides_prefix_key": f"{scen}:prefix",
+        "ttft_ms": ttft.round(3),
+        "first_token_lag_ms": rng.lognormal(-1.5, 0.5, len(rnd)).round(3),
+        "read_delay_ms": rng.lognormal(-1.0, 0.6, len(rnd)).round(3),
+        "tpot_ms": tpot.round(3),
+        "e2e_ms": e2e.round(3),
+        "itl_ms": itl_pool[rng.integers(0, len(itl_pool), len(rnd))],
+        "n_itl": 15,
+        "prompt_tokens": prompt,
+        "completion_tokens": 16,
+        "cached_tokens": cached,
+        "expected_prompt_tokens": prompt,
+        "shared_prefix_tokens": 4003,
+        "prefix_key": f"{scen}:prefix",
+        "provides_prefix_key": f"{scen}:prefix",
         "output_chars": 64,
     }
     # Every column the runner writes, in its order: a column not synthesised above (one added to
@@ -81,17 +109,28 @@ def _requests(scen: str, n: int, rounds: int, rng: np.random.Generator, itl_pool
 def _rounds(req: pd.DataFrame, scen: str, rep: int) -> pd.DataFrame:
     ok = req[req["ok"]]
     g = ok.groupby("round")
-    t = pd.DataFrame({
-        "scenario": scen, "isolation": "fresh", "repeat": rep, "round": g.size().index,
-        "phase": ["cold" if r == 1 else "warm" for r in g.size().index],
-        "requests": req.groupby("round").size().to_numpy(), "successes": g.size().to_numpy(),
-        "failures": (req.groupby("round").size() - g.size()).to_numpy(),
-        "ttft_mean_ms": g["ttft_ms"].mean().to_numpy(), "ttft_p50_ms": g["ttft_ms"].median().to_numpy(),
-        "ttft_p90_ms": g["ttft_ms"].quantile(0.9).to_numpy(), "ttft_p99_ms": g["ttft_ms"].quantile(0.99).to_numpy(),
-        "tpot_mean_ms": g["tpot_ms"].mean().to_numpy(), "tpot_p50_ms": g["tpot_ms"].median().to_numpy(),
-        "itl_p50_ms": 5.0, "itl_p99_ms": 30.0,
-        "e2e_mean_ms": g["e2e_ms"].mean().to_numpy(), "e2e_p90_ms": g["e2e_ms"].quantile(0.9).to_numpy(),
-    })
+    t = pd.DataFrame(
+        {
+            "scenario": scen,
+            "isolation": "fresh",
+            "repeat": rep,
+            "round": g.size().index,
+            "phase": ["cold" if r == 1 else "warm" for r in g.size().index],
+            "requests": req.groupby("round").size().to_numpy(),
+            "successes": g.size().to_numpy(),
+            "failures": (req.groupby("round").size() - g.size()).to_numpy(),
+            "ttft_mean_ms": g["ttft_ms"].mean().to_numpy(),
+            "ttft_p50_ms": g["ttft_ms"].median().to_numpy(),
+            "ttft_p90_ms": g["ttft_ms"].quantile(0.9).to_numpy(),
+            "ttft_p99_ms": g["ttft_ms"].quantile(0.99).to_numpy(),
+            "tpot_mean_ms": g["tpot_ms"].mean().to_numpy(),
+            "tpot_p50_ms": g["tpot_ms"].median().to_numpy(),
+            "itl_p50_ms": 5.0,
+            "itl_p99_ms": 30.0,
+            "e2e_mean_ms": g["e2e_ms"].mean().to_numpy(),
+            "e2e_p90_ms": g["e2e_ms"].quantile(0.9).to_numpy(),
+        }
+    )
     dur = (req.groupby("round")["send_s"].max() - req.groupby("round")["send_s"].min()).to_numpy() + 1
     t["req_per_s"] = t["successes"] / dur
     t["output_tok_per_s"] = t["req_per_s"] * 16
@@ -101,8 +140,7 @@ def _rounds(req: pd.DataFrame, scen: str, rep: int) -> pd.DataFrame:
     t["cached_token_ratio"] = cached / prompt
     first = t.iloc[0]
     t["ttft_reduction_pct"] = np.where(t["round"] > 1, (1 - t["ttft_mean_ms"] / first["ttft_mean_ms"]) * 100, np.nan)
-    t["throughput_improvement_pct"] = np.where(t["round"] > 1, (t["req_per_s"] / first["req_per_s"] - 1) * 100,
-                                               np.nan)
+    t["throughput_improvement_pct"] = np.where(t["round"] > 1, (t["req_per_s"] / first["req_per_s"] - 1) * 100, np.nan)
     t["ttft_target_met"] = np.where(t["round"] > 1, t["ttft_reduction_pct"] >= 60, "")
     t["throughput_target_met"] = np.where(t["round"] > 1, t["throughput_improvement_pct"] >= 150, "")
     t["expected_reuse_tokens"] = cached
@@ -123,10 +161,16 @@ def generate(root: Path, rows: int, n_scen: int, repeats: int, rounds: int = ROU
     run = root / "20260101t000000z-scale"
     run.mkdir(parents=True)
     per_dir = rows // (n_scen * repeats)
-    manifest = Manifest(run_id=run.name, harness_version="bench", git_commit=None, host={"hostname": "synthetic"},
-                        command=["report_scale"], started_at="2026-01-01T00:00:00+00:00",
-                        finished_at="2026-01-01T01:00:00+00:00",
-                        config={"targets": {"ttft_reduction_percent": 60, "throughput_increase_percent": 150}})
+    manifest = Manifest(
+        run_id=run.name,
+        harness_version="bench",
+        git_commit=None,
+        host={"hostname": "synthetic"},
+        command=["report_scale"],
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T01:00:00+00:00",
+        config={"targets": {"ttft_reduction_percent": 60, "throughput_increase_percent": 150}},
+    )
     for scen in SCENARIOS[:n_scen]:
         for rep in range(1, repeats + 1):
             key = scen if rep == 1 else f"{scen}/repeat-{rep}"
@@ -136,10 +180,18 @@ def generate(root: Path, rows: int, n_scen: int, repeats: int, rounds: int = ROU
             req.to_csv(d / "requests.csv", index=False)
             _rounds(req, scen, rep).to_csv(d / "rounds.csv", index=False, float_format="%.4f")
             manifest.scenarios[key] = CellEntry(
-                scenario=scen, repeat=rep, status="ok", project=f"kvb-{run.name}-{scen}-r{rep}",
-                engine_container_ids=[f"{rep:02d}{'ab' * 31}"], cold_verified=True, cold_detail="master_key_count=0",
-                foreign_hit_tokens_round1=0, teardown_verified=True, block_size=128,
-                timings={"up_s": 25.0, "teardown_s": 1.5})
+                scenario=scen,
+                repeat=rep,
+                status="ok",
+                project=f"kvb-{run.name}-{scen}-r{rep}",
+                engine_container_ids=[f"{rep:02d}{'ab' * 31}"],
+                cold_verified=True,
+                cold_detail="master_key_count=0",
+                foreign_hit_tokens_round1=0,
+                teardown_verified=True,
+                block_size=128,
+                timings={"up_s": 25.0, "teardown_s": 1.5},
+            )
     (run / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return run
 
@@ -153,16 +205,20 @@ def main() -> int:
     args = ap.parse_args()
     min_rows = 2 * ROUNDS * args.scenarios * args.repeats  # 2 requests in every round of every directory
     if args.rows < min_rows:
-        ap.error(f"--rows must be at least {min_rows} for {args.scenarios} scenario(s) x {args.repeats} "
-                 f"repeat(s) x {ROUNDS} rounds")
+        ap.error(
+            f"--rows must be at least {min_rows} for {args.scenarios} scenario(s) x {args.repeats} "
+            f"repeat(s) x {ROUNDS} rounds"
+        )
     root = args.keep or Path(tempfile.mkdtemp(prefix="kvbench-scale-"))
     try:
         t0 = time.perf_counter()
         run = generate(root, args.rows, args.scenarios, args.repeats)
         size = sum(p.stat().st_size for p in run.rglob("requests.csv"))
         n = sum(1 for _ in run.rglob("requests.csv"))
-        print(f"generated {args.rows:,} request rows in {n} requests.csv files ({size / 2**20:,.0f} MiB) "
-              f"in {time.perf_counter() - t0:.1f} s: {run}")
+        print(
+            f"generated {args.rows:,} request rows in {n} requests.csv files ({size / 2**20:,.0f} MiB) "
+            f"in {time.perf_counter() - t0:.1f} s: {run}"
+        )
         t1 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", CHILD, str(run)], capture_output=True, text=True, cwd=REPO)
         wall = time.perf_counter() - t1
@@ -174,8 +230,10 @@ def main() -> int:
         inner, peak_mb = tags.get("report_s", "?"), float(tags.get("peak_kib", "nan")) / 1024
         print("\n".join(line for line in out.stdout.splitlines() if not line.startswith("@@")))
         ok = wall <= TARGET_S and peak_mb <= TARGET_MB  # NaN (unmeasured) counts as missed
-        print(f"report wall time {wall:.2f} s (in-process {inner} s; target <= {TARGET_S:g} s), "
-              f"peak RSS {peak_mb:,.0f} MiB (target <= {TARGET_MB:,.0f} MiB): {'OK' if ok else 'OVER TARGET'}")
+        print(
+            f"report wall time {wall:.2f} s (in-process {inner} s; target <= {TARGET_S:g} s), "
+            f"peak RSS {peak_mb:,.0f} MiB (target <= {TARGET_MB:,.0f} MiB): {'OK' if ok else 'OVER TARGET'}"
+        )
         return 0 if ok else 1
     finally:
         if not args.keep:

@@ -8,12 +8,12 @@ import re
 import sys
 from pathlib import Path
 
+from . import interrupts
 from .client import set_api_key
 from .config import Config, ConfigError, load_config
-from . import interrupts
+from .images import ImageBuildError
 from .progress import console, say
 from .report import report_main
-from .images import ImageBuildError
 from .stack import force_remove, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, allocate_ports
 from .suite import Suite, SuiteOptions
@@ -22,9 +22,11 @@ DEFAULT_CONFIG = "configs/test_config.yaml"
 EXIT_USAGE = 2
 API_KEY_ENV = "OPENAI_API_KEY"  # as `vllm bench serve`
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-VLLM_FLAGS = ("`vllm bench serve` flags work where they mean the same: --base-url (= --endpoint), --max-concurrency "
-              "(= --concurrency), --request-rate, --seed, --result-dir (= --results); `kvbench run` sends the API "
-              f"key in ${API_KEY_ENV} (or --api-key-env NAME) as Authorization: Bearer.")
+VLLM_FLAGS = (
+    "`vllm bench serve` flags work where they mean the same: --base-url (= --endpoint), --max-concurrency "
+    "(= --concurrency), --request-rate, --seed, --result-dir (= --results); `kvbench run` sends the API "
+    f"key in ${API_KEY_ENV} (or --api-key-env NAME) as Authorization: Bearer."
+)
 
 
 class Refused(Exception):
@@ -42,13 +44,28 @@ class _Typed(argparse.Action):
 def _add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help="suite YAML (default: %(default)s)")
     p.add_argument("--rounds", type=int, help="override rounds")
-    p.add_argument("--concurrency", "--max-concurrency", dest="concurrency", type=int, action=_Typed,
-                   help="override concurrency: requests in flight")
-    p.add_argument("--request-rate", type=float, metavar="RPS",
-                   help="override request_rate: requests/s with Poisson arrivals; inf: no pacing")
+    p.add_argument(
+        "--concurrency",
+        "--max-concurrency",
+        dest="concurrency",
+        type=int,
+        action=_Typed,
+        help="override concurrency: requests in flight",
+    )
+    p.add_argument(
+        "--request-rate",
+        type=float,
+        metavar="RPS",
+        help="override request_rate: requests/s with Poisson arrivals; inf: no pacing",
+    )
     p.add_argument("--seed", type=int, help="override seed (workload texts, arrival times)")
-    p.add_argument("--results", "--result-dir", dest="results", default="results",
-                   help="results root directory (default: %(default)s)")
+    p.add_argument(
+        "--results",
+        "--result-dir",
+        dest="results",
+        default="results",
+        help="results root directory (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,15 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run scenarios against an already running OpenAI-compatible vLLM")
-    run.add_argument("--endpoint", "--base-url", dest="endpoint", required=True,
-                     help="base URL, e.g. http://127.0.0.1:8000")
+    run.add_argument(
+        "--endpoint", "--base-url", dest="endpoint", required=True, help="base URL, e.g. http://127.0.0.1:8000"
+    )
     run.add_argument("--model", required=True, help="served model name")
     run.add_argument("--master-metrics", help="Mooncake master metrics URL, e.g. http://127.0.0.1:9003 (optional)")
     run.add_argument("--scenarios", nargs="+", help="override default_scenarios")
-    run.add_argument("--api-key-env", metavar="NAME",
-                     help=f"environment variable holding the endpoint's API key (default: {API_KEY_ENV}, when "
-                          "set), sent as 'Authorization: Bearer' to that server only. Give the name, never the "
-                          "key: the command line is recorded in manifest.json")
+    run.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help=f"environment variable holding the endpoint's API key (default: {API_KEY_ENV}, when "
+        "set), sent as 'Authorization: Bearer' to that server only. Give the name, never the "
+        "key: the command line is recorded in manifest.json",
+    )
     _add_suite_args(run)
 
     bench = sub.add_parser("bench", help="one scenario on a fresh vLLM + Mooncake stack")
@@ -87,27 +108,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_stack_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--isolation", choices=["fresh", "shared", "both"], default="fresh",
-                   help="fresh: one stack per scenario (default); shared: one stack for all scenarios, as an "
-                        "unisolated script would (shows the pollution); both: run both, report side by side")
+    p.add_argument(
+        "--isolation",
+        choices=["fresh", "shared", "both"],
+        default="fresh",
+        help="fresh: one stack per scenario (default); shared: one stack for all scenarios, as an "
+        "unisolated script would (shows the pollution); both: run both, report side by side",
+    )
     p.add_argument("--repeats", type=int, default=1, help="run each scenario N times, each on its own fresh stack")
-    p.add_argument("--mode", choices=["both", "with-cache", "baseline"],
-                   help="both: each scenario with the KV connector and without it (baseline), each on its own fresh "
-                        "stack, same prompts - what reuse buys; with-cache / baseline: one of them (quicker). "
-                        "Default: the config's mode (both)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="finish an earlier run in its own directory: only the cells not finished ok run again, "
-                        "with the configuration that run started with")
+    p.add_argument(
+        "--mode",
+        choices=["both", "with-cache", "baseline"],
+        help="both: each scenario with the KV connector and without it (baseline), each on its own fresh "
+        "stack, same prompts - what reuse buys; with-cache / baseline: one of them (quicker). "
+        "Default: the config's mode (both)",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="finish an earlier run in its own directory: only the cells not finished ok run again, "
+        "with the configuration that run started with",
+    )
     p.add_argument("--compose-dir", type=Path, default=COMPOSE_DIR, help="compose files (default: %(default)s)")
-    p.add_argument("--compose-file", type=Path, action="append", default=[],
-                   help="extra compose overlay applied last (repeatable)")
+    p.add_argument(
+        "--compose-file", type=Path, action="append", default=[], help="extra compose overlay applied last (repeatable)"
+    )
 
 
 def _load(args: argparse.Namespace, scenarios: list[str] | None, mode: str | None = None) -> Config:
-    flags = {"default_scenarios": "--scenario" if args.command == "bench" else "--scenarios",
-             **getattr(args, "typed", {})}
-    return load_config(args.config, scenarios=scenarios, rounds=args.rounds, concurrency=args.concurrency,
-                       request_rate=args.request_rate, seed=args.seed, mode=mode, flags=flags)
+    flags = {
+        "default_scenarios": "--scenario" if args.command == "bench" else "--scenarios",
+        **getattr(args, "typed", {}),
+    }
+    return load_config(
+        args.config,
+        scenarios=scenarios,
+        rounds=args.rounds,
+        concurrency=args.concurrency,
+        request_rate=args.request_rate,
+        seed=args.seed,
+        mode=mode,
+        flags=flags,
+    )
 
 
 def _api_key(name: str | None) -> tuple[str, str] | None:
@@ -115,8 +158,9 @@ def _api_key(name: str | None) -> tuple[str, str] | None:
     No message shows the key, nor a NAME that may be one."""
     var = name or API_KEY_ENV
     if not ENV_NAME.match(var):
-        raise ConfigError("--api-key-env: expects the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*), "
-                          "not the key")
+        raise ConfigError(
+            "--api-key-env: expects the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*), not the key"
+        )
     key = os.environ.get(var, "").strip()
     if not key:
         if name:
@@ -175,12 +219,15 @@ def _preflight(cfg: Config, args: argparse.Namespace) -> None:
         if not (args.compose_dir / f"{name}.yaml").is_file():
             raise ConfigError(f"{args.config}: stack.overlay: no compose file {args.compose_dir / name}.yaml")
     # Fixed ports must be free before anything starts.
-    allocate_ports(cfg.stack.bind_address, {"vllm_port": cfg.stack.vllm_port,
-                                            "master_metrics_port": cfg.stack.master_metrics_port})
+    allocate_ports(
+        cfg.stack.bind_address, {"vllm_port": cfg.stack.vllm_port, "master_metrics_port": cfg.stack.master_metrics_port}
+    )
     left = leftovers()
     if left:
-        raise Refused(f"leftovers of an earlier run are still present ({left.describe()}); "
-                      "remove them with `kvbench clean` (or `make clean`)")
+        raise Refused(
+            f"leftovers of an earlier run are still present ({left.describe()}); "
+            "remove them with `kvbench clean` (or `make clean`)"
+        )
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -217,8 +264,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_main(args.run_dirs, args.out)
 
 
-COMMANDS = {"run": cmd_run, "bench": cmd_bench, "bench-all": cmd_bench_all, "clean": cmd_clean,
-            "report": cmd_report}
+COMMANDS = {"run": cmd_run, "bench": cmd_bench, "bench-all": cmd_bench_all, "clean": cmd_clean, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,8 @@ import contextlib
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
@@ -187,8 +187,9 @@ async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: Request
         res.http_status = source.response.status_code
         if source.response.status_code != 200:
             detail = redact((await source.response.aread()).decode(errors="replace"))[:300]
-            raise httpx.HTTPStatusError(f"HTTP {res.http_status}: {detail}", request=source.response.request,
-                                        response=source.response)
+            raise httpx.HTTPStatusError(
+                f"HTTP {res.http_status}: {detail}", request=source.response.request, response=source.response
+            )
         done_t: float | None = None
         events = source.aiter_sse()
         async for event in events:

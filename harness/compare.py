@@ -49,13 +49,22 @@ def _flatten(d: object, prefix: str = "") -> dict[str, str]:
 
 
 def _config_diff(datas: list[RunData], labels: list[str]) -> pd.DataFrame:
-    flat = [_flatten({"config": d.manifest.config if d.manifest else None,
-                      "images": d.manifest.images if d.manifest else None,
-                      **{c: sorted(d.dirs[c].unique().tolist()) if len(d.dirs) else [] for c in ("mode", "isolation")}})
-            for d in datas]
+    flat = [
+        _flatten(
+            {
+                "config": d.manifest.config if d.manifest else None,
+                "images": d.manifest.images if d.manifest else None,
+                **{c: sorted(d.dirs[c].unique().tolist()) if len(d.dirs) else [] for c in ("mode", "isolation")},
+            }
+        )
+        for d in datas
+    ]
     keys = sorted(set().union(*flat))
-    rows = [{"key": k, **{lab: f.get(k, "(absent)") for lab, f in zip(labels, flat)}}
-            for k in keys if len({f.get(k, "(absent)") for f in flat}) > 1]
+    rows = [
+        {"key": k, **{lab: f.get(k, "(absent)") for lab, f in zip(labels, flat)}}
+        for k in keys
+        if len({f.get(k, "(absent)") for f in flat}) > 1
+    ]
     return pd.DataFrame(rows, columns=["key", *labels])
 
 
@@ -63,11 +72,17 @@ def _runs(datas: list[RunData], labels: list[str]) -> pd.DataFrame:
     rows = []
     for lab, d in zip(labels, datas):
         st = d.dirs["status"].value_counts().to_dict() if len(d.dirs) else {}
-        rows.append({"run": lab, "run id": d.name, "path": str(d.run_dir),
-                     "mode": ", ".join(sorted(d.dirs["mode"].unique())) if len(d.dirs) else "n/a",
-                     "isolation": ", ".join(sorted(d.dirs["isolation"].unique())) if len(d.dirs) else "n/a",
-                     "scenarios": ", ".join(dict.fromkeys(d.dirs["scenario"])) if len(d.dirs) else "none",
-                     "status": ", ".join(f"{k} {v}" for k, v in st.items()) or "n/a"})
+        rows.append(
+            {
+                "run": lab,
+                "run id": d.name,
+                "path": str(d.run_dir),
+                "mode": ", ".join(sorted(d.dirs["mode"].unique())) if len(d.dirs) else "n/a",
+                "isolation": ", ".join(sorted(d.dirs["isolation"].unique())) if len(d.dirs) else "n/a",
+                "scenarios": ", ".join(dict.fromkeys(d.dirs["scenario"])) if len(d.dirs) else "none",
+                "status": ", ".join(f"{k} {v}" for k, v in st.items()) or "n/a",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -99,8 +114,19 @@ def build(datas: list[RunData]) -> Comparison:
         missing = [lab for lab, p in zip(labels, present) if scen not in p]
         if missing:
             notes.append(f"scenario {scen} is not in run(s) {', '.join(missing)}: no side-by-side values there.")
-    return Comparison(datas, labels, key, _runs(datas, labels), _config_diff(datas, labels),
-                      _metrics(raw, key, labels), _reductions(raw_red, key, labels), ev_df, raw, raw_red, notes)
+    return Comparison(
+        datas,
+        labels,
+        key,
+        _runs(datas, labels),
+        _config_diff(datas, labels),
+        _metrics(raw, key, labels),
+        _reductions(raw_red, key, labels),
+        ev_df,
+        raw,
+        raw_red,
+        notes,
+    )
 
 
 def _metrics(raw: pd.DataFrame, key: list[str], labels: list[str]) -> pd.DataFrame:
@@ -119,8 +145,11 @@ def _metrics(raw: pd.DataFrame, key: list[str], labels: list[str]) -> pd.DataFra
                 v = float(by_run[c].get(lab, math.nan)) if c in by_run else math.nan
                 row[lab] = m.show(v)
                 if lab != base:
-                    row[f"{lab} vs {base}"] = (fmt((v / ref - 1) * 100, 1, True) + " %"
-                                               if ref and math.isfinite(ref) and math.isfinite(v) else "n/a")
+                    row[f"{lab} vs {base}"] = (
+                        fmt((v / ref - 1) * 100, 1, True) + " %"
+                        if ref and math.isfinite(ref) and math.isfinite(v)
+                        else "n/a"
+                    )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -143,10 +172,12 @@ def _reductions(raw_red: pd.DataFrame, key: list[str], labels: list[str]) -> pd.
             row[f"{lab} TTFT -%"] = f"{fmt(x['ttft_reduction_pct'])} ({x['ttft_verdict']})"
             row[f"{lab} thrpt +%"] = f"{fmt(x['throughput_gain_pct'])} ({x['tput_verdict']})"
             if lab != base and base in by.index:
-                row[f"{lab} vs {base} TTFT pp"] = fmt(x["ttft_reduction_pct"] - by.loc[base, "ttft_reduction_pct"],
-                                                       1, True)
-                row[f"{lab} vs {base} thrpt pp"] = fmt(x["throughput_gain_pct"] - by.loc[base, "throughput_gain_pct"],
-                                                        1, True)
+                row[f"{lab} vs {base} TTFT pp"] = fmt(
+                    x["ttft_reduction_pct"] - by.loc[base, "ttft_reduction_pct"], 1, True
+                )
+                row[f"{lab} vs {base} thrpt pp"] = fmt(
+                    x["throughput_gain_pct"] - by.loc[base, "throughput_gain_pct"], 1, True
+                )
         rows.append(row)
     return pd.DataFrame(rows).fillna("n/a")
 
@@ -172,28 +203,46 @@ def _plots(cmp: Comparison) -> list[P.Plot]:
         wide = pd.DataFrame()
     else:
         wide = raw.assign(group=raw.apply(_group_name, axis=1, key=key)).pivot_table(
-            index="group", columns="run", values="ttft_mean_ms", sort=False, dropna=False)
-    out.append(P.compare_bars(wide, labels, "TTFT", "Mean TTFT per scenario and round", "TTFT mean (ms)",
-                              "compare_ttft"))
+            index="group", columns="run", values="ttft_mean_ms", sort=False, dropna=False
+        )
+    out.append(
+        P.compare_bars(wide, labels, "TTFT", "Mean TTFT per scenario and round", "TTFT mean (ms)", "compare_ttft")
+    )
     red = cmp.raw_red
     red2 = red[red["round"] == 2] if not red.empty and "round" in red.columns else pd.DataFrame()
-    for c, title, ylabel, name in (("ttft_reduction_pct", "TTFT reduction, round 2 vs round 1", "TTFT reduction %",
-                                    "compare_ttft_reduction"),
-                                   ("throughput_gain_pct", "Throughput gain, round 2 vs round 1",
-                                    "throughput gain %", "compare_throughput_gain")):
-        w = (red2.assign(group=red2.apply(_group_name, axis=1, key=[k for k in key if k != "round"]))
-             .pivot_table(index="group", columns="run", values=c, sort=False, dropna=False)
-             if not red2.empty else pd.DataFrame())
+    for c, title, ylabel, name in (
+        ("ttft_reduction_pct", "TTFT reduction, round 2 vs round 1", "TTFT reduction %", "compare_ttft_reduction"),
+        ("throughput_gain_pct", "Throughput gain, round 2 vs round 1", "throughput gain %", "compare_throughput_gain"),
+    ):
+        w = (
+            red2.assign(group=red2.apply(_group_name, axis=1, key=[k for k in key if k != "round"])).pivot_table(
+                index="group", columns="run", values=c, sort=False, dropna=False
+            )
+            if not red2.empty
+            else pd.DataFrame()
+        )
         out.append(P.compare_bars(w, labels, c, title, ylabel, name))
     reqs = []
     for lab, d in zip(labels, cmp.datas):
         rq = ok_requests(d)
         if len(rq):
             lbl = np.array([_group_name(x, key[:-1]) for x in d.dirs.to_dict("records")], dtype=object)
-            reqs.append(pd.DataFrame({"run": lab, "label": lbl[rq["dir"].to_numpy(dtype=int)],
-                                      "round": rq["round"].to_numpy(), "ttft_ms": rq["ttft_ms"].to_numpy()}))
-    out.append(P.compare_cdf(pd.concat(reqs, ignore_index=True) if reqs else pd.DataFrame(
-        columns=["run", "label", "round", "ttft_ms"]), labels))
+            reqs.append(
+                pd.DataFrame(
+                    {
+                        "run": lab,
+                        "label": lbl[rq["dir"].to_numpy(dtype=int)],
+                        "round": rq["round"].to_numpy(),
+                        "ttft_ms": rq["ttft_ms"].to_numpy(),
+                    }
+                )
+            )
+    out.append(
+        P.compare_cdf(
+            pd.concat(reqs, ignore_index=True) if reqs else pd.DataFrame(columns=["run", "label", "round", "ttft_ms"]),
+            labels,
+        )
+    )
     return out
 
 
@@ -217,6 +266,9 @@ def console(cmp: Comparison) -> str:
             row[f"{lab} TTFT -%"] = fmt(float(m["ttft_reduction_pct"].iloc[0])) if len(m) else "n/a"
         rows.append(row)
     runs = "  ".join(f"{lab} = {d.name}" for lab, d in zip(labels, cmp.datas))
-    table = tabulate(pd.DataFrame(rows), headers="keys", tablefmt="simple", showindex=False, disable_numparse=True) \
-        if rows else "no scenario has a round 2 in any run"
+    table = (
+        tabulate(pd.DataFrame(rows), headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
+        if rows
+        else "no scenario has a round 2 in any run"
+    )
     return f"{runs}\n{table}"

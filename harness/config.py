@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -98,7 +98,7 @@ class ColdStart(_ScenarioBase):
 
 
 Scenario = Annotated[
-    Union[DocumentQA, CodeGeneration, BatchProcessing, MultiTurn, ColdStart],
+    DocumentQA | CodeGeneration | BatchProcessing | MultiTurn | ColdStart,
     Field(discriminator="kind"),
 ]
 
@@ -157,7 +157,7 @@ class StackConfig(Strict):
         return v
 
     @model_validator(mode="after")
-    def _connector_matches_overlay(self) -> "StackConfig":
+    def _connector_matches_overlay(self) -> StackConfig:
         if ("gpu-lmcache" in self.overlays) != (self.connector == "lmcache"):
             raise ValueError("connector: 'lmcache' goes with the gpu-lmcache overlay (and only with it)")
         if self.protocol == "rdma" and not self.gpu.rdma_devices:
@@ -165,8 +165,10 @@ class StackConfig(Strict):
         if self.vllm_port and self.vllm_port == self.master_metrics_port:
             raise ValueError(f"master_metrics_port: {self.master_metrics_port} is also vllm_port")
         if self.gpu.engine_devices and len(self.gpu.engine_devices) != len(self.engines):
-            raise ValueError(f"gpu.engine_devices: one list of device ids per engine ({len(self.engines)} for "
-                             f"topology {self.topology}), got {len(self.gpu.engine_devices)}")
+            raise ValueError(
+                f"gpu.engine_devices: one list of device ids per engine ({len(self.engines)} for "
+                f"topology {self.topology}), got {len(self.gpu.engine_devices)}"
+            )
         return self
 
     @property
@@ -307,11 +309,27 @@ def load_config(
     default name (`--scenario` of bench, an alias such as `--max-concurrency`)."""
     path = Path(path)
     raw = _read_yaml(path)
-    given = {field: value for field, value in {
-        "default_scenarios": scenarios, "rounds": rounds, "concurrency": concurrency,
-        "request_rate": request_rate, "seed": seed, "mode": mode}.items() if value is not None}
-    names = {"default_scenarios": "--scenarios", "rounds": "--rounds", "concurrency": "--concurrency",
-             "request_rate": "--request-rate", "seed": "--seed", "mode": "--mode", **(flags or {})}
+    given = {
+        field: value
+        for field, value in {
+            "default_scenarios": scenarios,
+            "rounds": rounds,
+            "concurrency": concurrency,
+            "request_rate": request_rate,
+            "seed": seed,
+            "mode": mode,
+        }.items()
+        if value is not None
+    }
+    names = {
+        "default_scenarios": "--scenarios",
+        "rounds": "--rounds",
+        "concurrency": "--concurrency",
+        "request_rate": "--request-rate",
+        "seed": "--seed",
+        "mode": "--mode",
+        **(flags or {}),
+    }
     raw.update(given)
     try:
         return Config.model_validate(raw)

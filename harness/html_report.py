@@ -82,13 +82,17 @@ def table(df: pd.DataFrame, table_id: str | None = None, text_cols: tuple[str, .
             cls = " ".join(x for x in (_cell_class(c, text), "text" if c in text_cols else "") if x)
             cells.append(f'<td class="{cls}">{esc(text)}</td>' if cls else f"<td>{esc(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    return (
+        f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    )
 
 
 def figure(png: bytes, title: str, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><h3>{esc(title)}</h3><img alt="{esc(title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return (
+        f'<figure><h3>{esc(title)}</h3><img alt="{esc(title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
 
 
 def missing_figure(title: str, why: str) -> str:
@@ -112,8 +116,10 @@ def paragraph(text: str, cls: str = "meta") -> str:
 
 
 def page(title: str, subtitle: str, parts: list[str]) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
-            f"<style>{CSS}</style></head><body data-images=\"\" data-broken-images=\"\">"
-            f"<h1>{esc(title)}</h1><p class=\"meta\">{esc(subtitle)}</p>{''.join(parts)}"
-            f"<script>{SCRIPT}</script></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
+        f'<style>{CSS}</style></head><body data-images="" data-broken-images="">'
+        f'<h1>{esc(title)}</h1><p class="meta">{esc(subtitle)}</p>{"".join(parts)}'
+        f"<script>{SCRIPT}</script></body></html>\n"
+    )

@@ -25,6 +25,7 @@ pulled), ``KVB_LOG_DIR`` (default ``build/logs``).
 ``KVB_ENGINE_IMAGE=...`` / ``KVB_MASTER_IMAGE=...`` lines on stdout (or writes them
 to FILE); progress goes to stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,11 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import TextIO
 
 from python_on_whales import ClientNotFoundError, DockerException, docker
 from rich.console import Console
@@ -72,11 +74,17 @@ class ImageSpec:
 
 STACKS: dict[str, tuple[ImageSpec, ...]] = {
     "cpu": (
-        ImageSpec("engine", "kvbench/engine-cpu", "compose/engine.Dockerfile",
-                  "compose/requirements/engine.lock", "engine",
-                  ("scripts/make_tiny_model.py",)),
-        ImageSpec("master", "kvbench/master-cpu", "compose/master.Dockerfile",
-                  "compose/requirements/master.lock", "master"),
+        ImageSpec(
+            "engine",
+            "kvbench/engine-cpu",
+            "compose/engine.Dockerfile",
+            "compose/requirements/engine.lock",
+            "engine",
+            ("scripts/make_tiny_model.py",),
+        ),
+        ImageSpec(
+            "master", "kvbench/master-cpu", "compose/master.Dockerfile", "compose/requirements/master.lock", "master"
+        ),
     ),
 }
 
@@ -86,6 +94,7 @@ class ImageBuildError(RuntimeError):
 
 
 # --- quiet steps ------------------------------------------------------------
+
 
 def log_dir() -> Path:
     return Path(os.environ.get("KVB_LOG_DIR") or REPO_ROOT / "build" / "logs")
@@ -113,8 +122,15 @@ def _spinner(label: str) -> Iterator[None]:
     if not _status.is_terminal:
         yield
         return
-    with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), console=_status, transient=True,
-                  redirect_stdout=False, redirect_stderr=False) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(label),
+        TimeElapsedColumn(),
+        console=_status,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as progress:
         progress.add_task(label, total=None)
         yield
 
@@ -145,8 +161,10 @@ def _step(label: str, verb: str, log_name: str, echo: Echo) -> Iterator[TextIO]:
         echo(f"{label}: {verb} in {secs:.1f} s (log: {_shown(log)})")
         return
     tail = "\n".join(f"  | {line}" for line in _tail(log))
-    raise ImageBuildError(f"{label}: FAILED after {secs:.1f} s; last {TAIL_LINES} lines of {_shown(log)}:\n"
-                          f"{tail}\n(full log: {_shown(log)})") from failure
+    raise ImageBuildError(
+        f"{label}: FAILED after {secs:.1f} s; last {TAIL_LINES} lines of {_shown(log)}:\n"
+        f"{tail}\n(full log: {_shown(log)})"
+    ) from failure
 
 
 def _run_script(name: str, *args: str) -> None:
@@ -156,13 +174,15 @@ def _run_script(name: str, *args: str) -> None:
         out: int | None = sys.stderr.fileno()  # keep stdout for the KVB_* lines
     except (AttributeError, OSError, ValueError):
         out = None
-    rc = subprocess.run(["bash", str(SCRIPTS / name), *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                        stdout=out, check=False).returncode
+    rc = subprocess.run(
+        ["bash", str(SCRIPTS / name), *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, check=False
+    ).returncode
     if rc != 0:
         raise ImageBuildError(f"[images] scripts/{name} {' '.join(args)} failed (exit {rc}); its log is named above")
 
 
 # --- docker helpers ---------------------------------------------------------
+
 
 def image_id(ref: str) -> str | None:
     """The image id of ``ref`` if present locally, else None."""
@@ -193,6 +213,7 @@ def _ensure_engine() -> None:
 
 # --- inputs and tags --------------------------------------------------------
 
+
 def files_digest(spec: ImageSpec) -> str:
     """sha256 over the spec's input files (path and content)."""
     h = hashlib.sha256()
@@ -219,7 +240,7 @@ def ensure_base_image(base: str, echo: Echo = print) -> str:
         _run_script("make_base_image.sh")  # one line, log build/logs/base-image.log
     else:
         with _step(f"[images] base image {base}", "pulled", "base-pull.log", echo) as log:
-            for _, line in docker.pull(base, stream_logs=True):
+            for _, line in docker.pull(base, stream_logs=True):  # type: ignore[union-attr,misc]
                 log.write(line.decode(errors="replace"))
     found = image_id(base)
     if not found:
@@ -228,6 +249,7 @@ def ensure_base_image(base: str, echo: Echo = print) -> str:
 
 
 # --- building ---------------------------------------------------------------
+
 
 def ensure_wheelhouse(specs: list[ImageSpec], echo: Echo = print) -> None:
     """One line per wheelhouse (fetched, or complete already); logs build/logs/wheelhouse-<name>.log."""
@@ -244,11 +266,14 @@ def build_image(spec: ImageSpec, tag: str, base: str, echo: Echo = print) -> flo
         # into the log. Nothing else writes to stdout while the build blocks this thread.
         with redirect_stdout(log):
             try:
-                docker.legacy_build(REPO_ROOT, file=REPO_ROOT / spec.dockerfile,
-                                    build_args={"BASE_IMAGE": base},  # FROM ${BASE_IMAGE}
-                                    labels={LABEL_INPUTS: files_digest(spec),
-                                            LABEL_IMAGE: spec.repository.rsplit("/", 1)[-1]},
-                                    tags=[tag, f"{spec.repository}:latest"], quiet=False)
+                docker.legacy_build(
+                    REPO_ROOT,
+                    file=REPO_ROOT / spec.dockerfile,
+                    build_args={"BASE_IMAGE": base},  # FROM ${BASE_IMAGE}
+                    labels={LABEL_INPUTS: files_digest(spec), LABEL_IMAGE: spec.repository.rsplit("/", 1)[-1]},
+                    tags=[tag, f"{spec.repository}:latest"],
+                    quiet=False,
+                )
             except UnboundLocalError:
                 # python-on-whales takes the id from the legacy builder's "Successfully built <id>";
                 # where `docker build` is BuildKit (buildx installed) there is no such line.
@@ -301,8 +326,9 @@ def image_env(tags: dict[str, str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.images",
-                                 description="Build (if needed) the stack images and print their tags.")
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.images", description="Build (if needed) the stack images and print their tags."
+    )
     ap.add_argument("--stack", default="cpu", choices=sorted(STACKS))
     ap.add_argument("--env-file", type=Path, help="write the KVB_*_IMAGE=... lines to this file instead of stdout")
     args = ap.parse_args(argv)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -46,6 +46,7 @@ _BATCH = 50  # resamples per scipy batch: bounds the jackknife's memory to 50 x 
 class Interval:
     """A point estimate and its interval (lo, hi are NaN when there is none); n: pairs used;
     method: how the interval was made, or why there is none."""
+
     estimate: float
     lo: float
     hi: float
@@ -82,15 +83,14 @@ def _expanded_level(level: float, n: int) -> float:
     return float(2 * stats.norm.cdf(z) - 1)
 
 
-def _mean_log_ratio(a: Sequence[float], b: Sequence[float], level: float, n_resamples: int,
-                    seed: int) -> Interval:
+def _mean_log_ratio(a: Sequence[float], b: Sequence[float], level: float, n_resamples: int, seed: int) -> Interval:
     """Mean of the per-pair log(a/b) and its interval, on the log scale. Pairs where either
     value is missing, non-finite or not positive are dropped."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired values need the same length: {a.shape} vs {b.shape}")
-    keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
-    d = np.log(a[keep]) - np.log(b[keep])
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if xa.shape != xb.shape:
+        raise ValueError(f"paired values need the same length: {xa.shape} vs {xb.shape}")
+    keep = np.isfinite(xa) & np.isfinite(xb) & (xa > 0) & (xb > 0)
+    d = np.log(xa[keep]) - np.log(xb[keep])
     n = len(d)
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, 0, "n/a (no pairs)")
@@ -108,17 +108,25 @@ def _mean_log_ratio(a: Sequence[float], b: Sequence[float], level: float, n_resa
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, batch=_BATCH, vectorized=True,
-                              confidence_level=_expanded_level(level, n), method="BCa",
-                              rng=np.random.default_rng(seed))
+        res = stats.bootstrap(
+            (d,),
+            np.mean,
+            n_resamples=n_resamples,
+            batch=_BATCH,
+            vectorized=True,
+            confidence_level=_expanded_level(level, n),
+            method="BCa",
+            rng=np.random.default_rng(seed),
+        )
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(lo) and math.isfinite(hi)):  # near-degenerate: BCa's corrections undefined
         return Interval(est, math.nan, math.nan, n, "n/a (BCa undefined: too few distinct ratios)")
     return Interval(est, lo, hi, n, f"BCa, expanded ({n_resamples} resamples)")
 
 
-def paired_ratio_bca(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_resamples: int = 2000,
-                     seed: int = 0) -> Interval:
+def paired_ratio_bca(
+    a: Sequence[float], b: Sequence[float], level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> Interval:
     """Typical per-prompt speed-up a/b: the geometric mean of the ratios, exp(mean(log(a/b))),
     with its interval.
 
@@ -131,8 +139,9 @@ def paired_ratio_bca(a: Sequence[float], b: Sequence[float], level: float = 0.95
     return Interval(math.exp(r.estimate), math.exp(r.lo), math.exp(r.hi), r.n, r.method)
 
 
-def paired_change_pct_bca(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_resamples: int = 2000,
-                          seed: int = 0) -> Interval:
+def paired_change_pct_bca(
+    a: Sequence[float], b: Sequence[float], level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> Interval:
     """The same fact as `paired_ratio_bca`, as a TTFT change in percent: (gm(b/a) - 1) * 100,
     so -88 means B's TTFT is typically 88 % lower than A's. The same interval, mapped: the
     map is monotone, so the mapped interval covers the mapped true value exactly as often."""

@@ -63,14 +63,46 @@ _ALL = [
 METRICS: dict[str, Metric] = {m.column: m for m in _ALL}
 
 # What each table shows, by column name.
-ROUND_TABLE = ("successes", "failures", "ttft_mean_ms", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "misses",
-               "ttft_miss_mean_ms", "ttft_hit_mean_ms", "tpot_mean_ms", "tpot_p50_ms", "itl_p50_ms", "itl_p99_ms",
-               "e2e_mean_ms", "e2e_p90_ms", "req_per_s", "output_tok_per_s", "total_tok_per_s", "cached_token_ratio")
-SERVER_TABLE = ("ttft_mean_ms", "server_ttft_mean_ms", "client_server_ttft_gap_ms", "server_prefill_mean_ms",
-                "server_queue_mean_ms", "server_e2e_mean_ms", "server_requests")
+ROUND_TABLE = (
+    "successes",
+    "failures",
+    "ttft_mean_ms",
+    "ttft_p50_ms",
+    "ttft_p90_ms",
+    "ttft_p99_ms",
+    "misses",
+    "ttft_miss_mean_ms",
+    "ttft_hit_mean_ms",
+    "tpot_mean_ms",
+    "tpot_p50_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "e2e_mean_ms",
+    "e2e_p90_ms",
+    "req_per_s",
+    "output_tok_per_s",
+    "total_tok_per_s",
+    "cached_token_ratio",
+)
+SERVER_TABLE = (
+    "ttft_mean_ms",
+    "server_ttft_mean_ms",
+    "client_server_ttft_gap_ms",
+    "server_prefill_mean_ms",
+    "server_queue_mean_ms",
+    "server_e2e_mean_ms",
+    "server_requests",
+)
 HEADLINE = ("ttft_mean_ms", "ttft_p50_ms", "ttft_p90_ms", "req_per_s", "total_tok_per_s")
-COMPARISON = ("ttft_mean_ms", "ttft_p50_ms", "ttft_p90_ms", "e2e_mean_ms", "req_per_s", "total_tok_per_s",
-              "cached_token_ratio")
+COMPARISON = (
+    "ttft_mean_ms",
+    "ttft_p50_ms",
+    "ttft_p90_ms",
+    "e2e_mean_ms",
+    "req_per_s",
+    "total_tok_per_s",
+    "cached_token_ratio",
+)
 
 
 def pick(columns: tuple[str, ...]) -> list[Metric]:

@@ -27,10 +27,16 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 CDF_POINTS = 400
 ROUND_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#7f7f7f"]
 RUN_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#c0392b", "#7f7f7f"]
-SOURCE_COLORS = {"tokens_local_compute": "#9e9e9e", "tokens_local_cache_hit": "#4a90d9",
-                 "tokens_external_kv_transfer": "#2e8540"}
-SOURCE_NAMES = {"tokens_local_compute": "computed (prefill)", "tokens_local_cache_hit": "local prefix-cache hit",
-                "tokens_external_kv_transfer": "external KV transfer (Mooncake)"}
+SOURCE_COLORS = {
+    "tokens_local_compute": "#9e9e9e",
+    "tokens_local_cache_hit": "#4a90d9",
+    "tokens_external_kv_transfer": "#2e8540",
+}
+SOURCE_NAMES = {
+    "tokens_local_compute": "computed (prefill)",
+    "tokens_local_cache_hit": "local prefix-cache hit",
+    "tokens_external_kv_transfer": "external KV transfer (Mooncake)",
+}
 
 
 @dataclass
@@ -75,10 +81,13 @@ def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None
     """TTFT CDF per scenario, one line per round, labelled with the round's measured warmth
     (`phases`: (label, round) -> cold / partly warm / warm). `req`: label, round, ttft_ms."""
     phases = phases or {}
-    plot = Plot("ttft_cdf", "TTFT distribution per round",
-                "Cumulative share of successful requests by time to first token, per scenario (repeats pooled); "
-                "each round with its measured warmth (share of prompt tokens served from cache). "
-                "Further left is faster.")
+    plot = Plot(
+        "ttft_cdf",
+        "TTFT distribution per round",
+        "Cumulative share of successful requests by time to first token, per scenario (repeats pooled); "
+        "each round with its measured warmth (share of prompt tokens served from cache). "
+        "Further left is faster.",
+    )
     if req.empty:
         plot.missing = "no successful requests with a TTFT (requests.csv missing or every request failed)"
         return plot
@@ -90,8 +99,13 @@ def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None
         for rnd in sorted(r for lab, r in groups if lab == label):
             v = groups[(label, rnd)]["ttft_ms"].to_numpy(dtype=float)
             allv.append(v)
-            _cdf(ax, v, color=ROUND_COLORS[min(int(rnd) - 1, len(ROUND_COLORS) - 1)], lw=2,
-                 label=f"round {rnd} ({phases.get((label, int(rnd)), 'warmth unknown')}, n={len(v):,})")
+            _cdf(
+                ax,
+                v,
+                color=ROUND_COLORS[min(int(rnd) - 1, len(ROUND_COLORS) - 1)],
+                lw=2,
+                label=f"round {rnd} ({phases.get((label, int(rnd)), 'warmth unknown')}, n={len(v):,})",
+            )
         _log_if_wide(ax, np.concatenate(allv))
         ax.set_title(label, fontsize=11)
         ax.set_xlabel("TTFT (ms)")
@@ -103,8 +117,9 @@ def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None
     return plot
 
 
-def _bars_with_ci(ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float,
-                  title: str) -> None:
+def _bars_with_ci(
+    ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float, title: str
+) -> None:
     y = np.arange(len(labels))
     colors = ["#2e8540" if v >= target else "#d9822b" for v in np.nan_to_num(vals, nan=-np.inf)]
     ax.barh(y, np.nan_to_num(vals), color=colors, height=0.6)
@@ -116,9 +131,15 @@ def _bars_with_ci(ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: n
     starts = np.where(np.isfinite(lo), np.fmin(vals, lo), vals)
     for yi, v, e, s in zip(y, vals, ends, starts):
         neg = not math.isnan(v) and v < 0
-        ax.annotate("n/a" if math.isnan(v) else f"{v:+.1f} %", (0 if math.isnan(v) else (s if neg else e), yi),
-                    xytext=(-5 if neg else 5, 0), textcoords="offset points", fontsize=8, va="center",
-                    ha="right" if neg else "left")
+        ax.annotate(
+            "n/a" if math.isnan(v) else f"{v:+.1f} %",
+            (0 if math.isnan(v) else (s if neg else e), yi),
+            xytext=(-5 if neg else 5, 0),
+            textcoords="offset points",
+            fontsize=8,
+            va="center",
+            ha="right" if neg else "left",
+        )
     ax.axvline(target, color="#c0392b", ls="--", lw=1.2)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels)
@@ -131,9 +152,12 @@ def _bars_with_ci(ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: n
 
 def gains(red: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
     """TTFT reduction and throughput gain per scenario (warm round 2), with 95 % CI whiskers."""
-    plot = Plot("gains", "TTFT reduction and throughput gain (round 2 vs round 1)",
-                "Bars: mean over repeats; whiskers: 95 % CI (Student-t over repeats when there are several, "
-                "else TTFT over requests; throughput has no CI with one repeat). Green: target met.")
+    plot = Plot(
+        "gains",
+        "TTFT reduction and throughput gain (round 2 vs round 1)",
+        "Bars: mean over repeats; whiskers: 95 % CI (Student-t over repeats when there are several, "
+        "else TTFT over requests; throughput has no CI with one repeat). Green: target met.",
+    )
     r2 = red[red["round"] == 2] if not red.empty and "round" in red.columns else pd.DataFrame()
     if r2.empty or (r2["ttft_reduction_pct"].isna().all() and r2["throughput_gain_pct"].isna().all()):
         plot.missing = "no scenario has both a round 1 and a round 2"
@@ -142,24 +166,37 @@ def gains(red: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
     fig = _figure(13, 1.9 + 0.5 * len(labels))
     a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     f = lambda c: r2[c].to_numpy(dtype=float)  # noqa: E731
-    _bars_with_ci(a, labels, f("ttft_reduction_pct"), f("ttft_ci_lo"), f("ttft_ci_hi"), ttft_target,
-                  "TTFT reduction (mean TTFT)")
-    _bars_with_ci(b, labels, f("throughput_gain_pct"), f("tput_ci_lo"), f("tput_ci_hi"), tput_target,
-                  "Throughput gain (req/s)")
+    _bars_with_ci(
+        a, labels, f("ttft_reduction_pct"), f("ttft_ci_lo"), f("ttft_ci_hi"), ttft_target, "TTFT reduction (mean TTFT)"
+    )
+    _bars_with_ci(
+        b, labels, f("throughput_gain_pct"), f("tput_ci_lo"), f("tput_ci_hi"), tput_target, "Throughput gain (req/s)"
+    )
     b.set_yticks(np.arange(len(labels)), [""] * len(labels))
-    fig.legend(handles=[Patch(color="#2e8540", label="target met"), Patch(color="#d9822b", label="target missed"),
-                        Line2D([], [], color="#c0392b", ls="--", label="target"),
-                        Line2D([], [], color="black", marker="|", markersize=10, label="95 % CI")],
-               loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    fig.legend(
+        handles=[
+            Patch(color="#2e8540", label="target met"),
+            Patch(color="#d9822b", label="target missed"),
+            Line2D([], [], color="#c0392b", ls="--", label="target"),
+            Line2D([], [], color="black", marker="|", markersize=10, label="95 % CI"),
+        ],
+        loc="outside lower center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
     plot.png = _png(fig)
     return plot
 
 
 def token_sources(src: pd.DataFrame) -> Plot:
     """Stacked bars: prompt tokens by source per scenario and round."""
-    plot = Plot("token_sources", "Prompt tokens by source, per round",
-                "Where each round's prompt tokens came from, from the engine's counters (mean over repeats): "
-                "computed, local prefix-cache hits, or transferred from the external KV store.")
+    plot = Plot(
+        "token_sources",
+        "Prompt tokens by source, per round",
+        "Where each round's prompt tokens came from, from the engine's counters (mean over repeats): "
+        "computed, local prefix-cache hits, or transferred from the external KV store.",
+    )
     if src.empty:
         plot.missing = "the server exposed no prompt_tokens_by_source counters (columns absent or empty)"
         return plot
@@ -184,10 +221,13 @@ def token_sources(src: pd.DataFrame) -> Plot:
 
 def speedups(pairs: pd.DataFrame) -> Plot:
     """Per-request paired TTFT speed-up (round-1 TTFT / later-round TTFT of the same prompt), one box per scenario."""
-    plot = Plot("speedups", "Per-request TTFT speed-up (same prompt, round 1 / later round)",
-                "Each request's round-1 TTFT divided by its TTFT in a later round (round 1 is itself partly warm "
-                "where requests share a prefix: see its measured warmth). Box: 25-75 %, line: median, "
-                "whiskers: 5-95 %. Above 1x: the later request was faster.")
+    plot = Plot(
+        "speedups",
+        "Per-request TTFT speed-up (same prompt, round 1 / later round)",
+        "Each request's round-1 TTFT divided by its TTFT in a later round (round 1 is itself partly warm "
+        "where requests share a prefix: see its measured warmth). Box: 25-75 %, line: median, "
+        "whiskers: 5-95 %. Above 1x: the later request was faster.",
+    )
     if pairs.empty:
         plot.missing = "no prompt answered successfully in both round 1 and a warm round"
         return plot
@@ -199,13 +239,25 @@ def speedups(pairs: pd.DataFrame) -> Plot:
         names.append(f"{label} r{rnd} (n={len(g):,})" if multi else f"{label} (n={len(g):,})")
     fig = _figure(11, 1.6 + 0.5 * len(stats))
     ax = fig.add_subplot(1, 1, 1)
-    ax.bxp(stats, showfliers=False, patch_artist=True, orientation="horizontal", boxprops={"facecolor": "#cfe2f3"},
-           medianprops={"color": "#c0392b", "lw": 2})
+    ax.bxp(
+        stats,
+        showfliers=False,
+        patch_artist=True,
+        orientation="horizontal",
+        boxprops={"facecolor": "#cfe2f3"},
+        medianprops={"color": "#c0392b", "lw": 2},
+    )
     ax.set_yticks(np.arange(1, len(names) + 1), names, fontsize=9)
     ax.invert_yaxis()
     for i, s in enumerate(stats, start=1):
-        ax.annotate(f"median {s['med']:.2f}x", (s["whishi"], i), xytext=(6, 0), textcoords="offset points",
-                    fontsize=8, va="center")
+        ax.annotate(
+            f"median {s['med']:.2f}x",
+            (s["whishi"], i),
+            xytext=(6, 0),
+            textcoords="offset points",
+            fontsize=8,
+            va="center",
+        )
     ax.axvline(1, color="black", ls="--", lw=1)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -237,8 +289,15 @@ def compare_bars(wide: pd.DataFrame, runs: list[str], metric: str, title: str, y
         pos = y - 0.4 + h * (k + 0.5)
         ax.barh(pos, np.nan_to_num(v), height=h, color=RUN_COLORS[k % len(RUN_COLORS)], label=run)
         for p, x in zip(pos, v):
-            ax.annotate("n/a" if math.isnan(x) else f"{x:,.1f}", (0 if math.isnan(x) else x, p), xytext=(4, 0),
-                        textcoords="offset points", fontsize=7, va="center", ha="left" if x >= 0 else "right")
+            ax.annotate(
+                "n/a" if math.isnan(x) else f"{x:,.1f}",
+                (0 if math.isnan(x) else x, p),
+                xytext=(4, 0),
+                textcoords="offset points",
+                fontsize=7,
+                va="center",
+                ha="left" if x >= 0 else "right",
+            )
     ax.set_yticks(y, groups, fontsize=9)
     ax.invert_yaxis()
     ax.margins(x=0.12)
@@ -253,8 +312,11 @@ def compare_bars(wide: pd.DataFrame, runs: list[str], metric: str, title: str, y
 def compare_cdf(req: pd.DataFrame, runs: list[str]) -> Plot:
     """TTFT CDFs of every run per scenario: colour = run, solid = round 1, dashed = round 2. `req`: run, label,
     round, ttft_ms."""
-    plot = Plot("compare_ttft_cdf", "TTFT distributions side by side",
-                "Per scenario: solid lines round 1, dashed round 2; one colour per run.")
+    plot = Plot(
+        "compare_ttft_cdf",
+        "TTFT distributions side by side",
+        "Per scenario: solid lines round 1, dashed round 2; one colour per run.",
+    )
     req = req[req["round"] <= 2] if not req.empty else req
     if req.empty:
         plot.missing = "no successful requests in any run"
@@ -271,8 +333,14 @@ def compare_cdf(req: pd.DataFrame, runs: list[str]) -> Plot:
                     continue
                 v = g["ttft_ms"].to_numpy(dtype=float)
                 allv.append(v)
-                _cdf(ax, v, color=RUN_COLORS[k % len(RUN_COLORS)], lw=2, ls="-" if rnd == 1 else "--",
-                     label=f"{run} r{rnd}")
+                _cdf(
+                    ax,
+                    v,
+                    color=RUN_COLORS[k % len(RUN_COLORS)],
+                    lw=2,
+                    ls="-" if rnd == 1 else "--",
+                    label=f"{run} r{rnd}",
+                )
         if allv:
             _log_if_wide(ax, np.concatenate(allv))
         ax.set_title(label, fontsize=11)

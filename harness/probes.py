@@ -159,7 +159,7 @@ class Probe:
 STATS_WAIT_S = 5.0
 
 
-def settled(probe: "Probe", before: Snapshot, finished: int, timeout: float = STATS_WAIT_S) -> Snapshot:
+def settled(probe: Probe, before: Snapshot, finished: int, timeout: float = STATS_WAIT_S) -> Snapshot:
     """The snapshot after a round, once the engine has recorded its `finished` requests: vLLM
     updates its request histograms after the response is sent, so a scrape right after the last
     response can miss the last requests. Bounded: a server without the histogram, or requests it
@@ -184,11 +184,11 @@ def deltas(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
         server = before.master if k in MASTER_GAUGES or k in MASTER_COUNTERS else before.vllm
         if k in MASTER_GAUGES:
             out[f"{k}_start"], out[f"{k}_end"] = b[k], a[k]
-        elif a[k] is None or server is None:
+        elif (now := a[k]) is None or server is None:
             out[k] = None  # not exposed, or the scrape before the round failed: unknown, not zero
         else:
             # Labelled counters appear on first use: absent before the round means 0 then.
-            out[k] = a[k] - (b[k] or 0.0)
+            out[k] = now - (b[k] or 0.0)
     for k in SERVER_HISTOGRAMS:
         s, n = out.pop(f"{k}_sum"), out.pop(f"{k}_count")
         out[f"{k}_mean_ms"] = s / n * 1e3 if s is not None and n else None

@@ -72,8 +72,7 @@ class RequestRow(Record):
 
 REQUEST_COLUMNS = RequestRow.columns()
 # Text columns stay text when read back (an all-empty column would otherwise read as floats).
-REQUEST_TEXT_DTYPES = {name: str for name, f in RequestRow.model_fields.items()
-                       if f.annotation in (str, Api)}
+REQUEST_TEXT_DTYPES = {name: str for name, f in RequestRow.model_fields.items() if f.annotation in (str, Api)}
 
 
 # ------------------------------------------------------------------ rounds.csv
@@ -161,7 +160,8 @@ class _RoundFields(Record):
 
 # The server's counter deltas and histogram means (probes.deltas): one column each, defined there.
 RoundSummary: type[_RoundFields] = create_model(  # type: ignore[call-overload]
-    "RoundSummary", __base__=_RoundFields, **{c: (Num, math.nan) for c in COUNTER_COLUMNS})
+    "RoundSummary", __base__=_RoundFields, **{c: (Num, math.nan) for c in COUNTER_COLUMNS}
+)
 ROUND_COLUMNS = RoundSummary.columns()
 
 
@@ -191,7 +191,6 @@ class CellEntry(Record):
     teardown_verified: bool | None = None
     teardown_leftovers: str | None = None
     previous_attempts: list[CellEntry] = Field(default_factory=list)
-
 
 
 class Plan(Record):

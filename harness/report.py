@@ -11,27 +11,52 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 from tabulate import tabulate
 
-from . import compare, html_report as H, plots as P
+from . import compare
+from . import html_report as H
+from . import plots as P
 from .metrics import HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from .report_data import RunData, col, evidence, load_run, ok_requests, paired_speedups, reductions, token_sources
+from .results import write_table
 from .stats import round1_caveat
 from .verdict import fidelity, headline_round, reuse_buys, targets_vs_baseline
-from .results import write_table
 
-TIMINGS = [("up_s", "up s"), ("service_start_s", "vLLM start s"), ("workload_s", "workload s"),
-           ("rounds_s", "rounds s"), ("teardown_s", "teardown s"), ("harness_overhead_s", "overhead s"),
-           ("total_s", "total s")]
+TIMINGS = [
+    ("up_s", "up s"),
+    ("service_start_s", "vLLM start s"),
+    ("workload_s", "workload s"),
+    ("rounds_s", "rounds s"),
+    ("teardown_s", "teardown s"),
+    ("harness_overhead_s", "overhead s"),
+    ("total_s", "total s"),
+]
 STATUS_RANK = ["failed", "interrupted", "contaminated", "running", "pending", "unknown", "no manifest", "ok"]
 PLOT_NAMES = ("ttft_cdf", "gains", "token_sources", "speedups")
-TEXT_COLS = ("scenario", "mode", "isolation", "status", "stack project", "engine container", "contamination",
-             "reuse achieved/expected tokens", "reason", "phase", "note", "run", "metric", "key", "value", "run id",
-             "path", "scenarios")
+TEXT_COLS = (
+    "scenario",
+    "mode",
+    "isolation",
+    "status",
+    "stack project",
+    "engine container",
+    "contamination",
+    "reuse achieved/expected tokens",
+    "reason",
+    "phase",
+    "note",
+    "run",
+    "metric",
+    "key",
+    "value",
+    "run id",
+    "path",
+    "scenarios",
+)
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -44,18 +69,24 @@ def _change_ci(v: float, lo: float, hi: float) -> str:
 
 def reuse_table(data: RunData) -> pd.DataFrame:
     """The headline: per scenario and round, with cache vs without (baseline), same prompts."""
-    t = targets_vs_baseline(reuse_buys(data), data.targets.ttft_reduction_percent,
-                            data.targets.throughput_increase_percent)
+    t = targets_vs_baseline(
+        reuse_buys(data), data.targets.ttft_reduction_percent, data.targets.throughput_increase_percent
+    )
     rows = []
     for x in t.to_dict("records"):
-        row = {"scenario": x["scenario"], "round": str(x["round"]), "with cache": x["phase with cache"],
-               "repeats": str(x["repeats"])}
+        row = {
+            "scenario": x["scenario"],
+            "round": str(x["round"]),
+            "with cache": x["phase with cache"],
+            "repeats": str(x["repeats"]),
+        }
         for m in pick(HEADLINE):
             c = m.column
             row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}"
             row[f"{m.header} change"] = _change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"])
-        row["per-prompt TTFT change"] = (_change_ci(x["paired_change"], x["paired_lo"], x["paired_hi"])
-                                         + f" ({x['pairs']} prompts)")
+        row["per-prompt TTFT change"] = (
+            _change_ci(x["paired_change"], x["paired_lo"], x["paired_hi"]) + f" ({x['pairs']} prompts)"
+        )
         row[f"TTFT target -{data.targets.ttft_reduction_percent:g} % vs baseline"] = x["ttft_target"]
         row[f"throughput target +{data.targets.throughput_increase_percent:g} % vs baseline"] = x["tput_target"]
         rows.append(row)
@@ -67,13 +98,17 @@ def fidelity_table(data: RunData) -> pd.DataFrame:
     if f.empty:
         return f
     out = f[["scenario"]].copy()
-    out["could it fail?"] = [f"yes ({o} outputs for {p} prompts)" if o > 1 else
-                             f"NO: {p} different prompts all gave one output (degenerate model): identical outputs "
-                             "prove nothing" for p, o in zip(f["distinct prompts"], f["distinct outputs"])]
+    out["could it fail?"] = [
+        f"yes ({o} outputs for {p} prompts)"
+        if o > 1
+        else f"NO: {p} different prompts all gave one output (degenerate model): identical outputs prove nothing"
+        for p, o in zip(f["distinct prompts"], f["distinct outputs"])
+    ]
     for name in ("warm vs cold", "with cache vs baseline"):
         out[f"identical output, {name}"] = [
             "n/a" if not n else f"{same}/{n} ({pct:.0f} %)"
-            for same, n, pct in zip(f[f"{name} identical"], f[f"{name} pairs"], f[f"{name} %"])]
+            for same, n, pct in zip(f[f"{name} identical"], f[f"{name} pairs"], f[f"{name} %"])
+        ]
     return out
 
 
@@ -82,7 +117,10 @@ def round_phases(data: RunData) -> dict[tuple[str, int], str]:
     r = data.rounds
     if r.empty or "phase" not in r.columns:
         return {}
-    return {(lab, int(rnd)): "/".join(sorted(set(g.astype(str)))) for (lab, rnd), g in r.groupby(["label", "round"])["phase"]}
+    return {
+        (lab, int(rnd)): "/".join(sorted(set(g.astype(str))))
+        for (lab, rnd), g in r.groupby(["label", "round"])["phase"]
+    }
 
 
 def warm_round1_notes(data: RunData) -> list[str]:
@@ -103,9 +141,16 @@ def stats_table(data: RunData) -> pd.DataFrame:
     r = data.rounds
     if r.empty:
         return pd.DataFrame()
-    out = pd.DataFrame({"scenario": r["scenario"], "mode": r["mode"], "isolation": r["isolation"], "rep": r["repeat"],
-                        "round": r["round"],
-                        "phase": r["phase"] if "phase" in r else "unknown"})
+    out = pd.DataFrame(
+        {
+            "scenario": r["scenario"],
+            "mode": r["mode"],
+            "isolation": r["isolation"],
+            "rep": r["repeat"],
+            "round": r["round"],
+            "phase": r["phase"] if "phase" in r else "unknown",
+        }
+    )
     for m in pick(ROUND_TABLE):
         out[m.header] = col(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
@@ -125,23 +170,35 @@ def reductions_table(red: pd.DataFrame, data: RunData) -> pd.DataFrame:
     rows = []
     for x in red.to_dict("records"):
         if x.get("note"):
-            rows.append({"scenario": x["scenario"], "mode": x["mode"], "isolation": x["isolation"],
-                         "round": fmt(x["round"], 0) if not math.isnan(x["round"]) else "-",
-                         "repeats": str(x["repeats"]), "note": x["note"]})
+            rows.append(
+                {
+                    "scenario": x["scenario"],
+                    "mode": x["mode"],
+                    "isolation": x["isolation"],
+                    "round": fmt(x["round"], 0) if not math.isnan(x["round"]) else "-",
+                    "repeats": str(x["repeats"]),
+                    "note": x["note"],
+                }
+            )
             continue
-        rows.append({
-            "scenario": x["scenario"], "mode": x["mode"], "isolation": x["isolation"], "round": str(int(x["round"])),
-            "repeats": str(x["repeats"]),
-            "TTFT reduction %": fmt(x["ttft_reduction_pct"]),
-            "TTFT 95 % CI": _ci(x["ttft_ci_lo"], x["ttft_ci_hi"]) + (f" ({x['ttft_ci_basis']})"
-                                                               if not math.isnan(x["ttft_ci_lo"]) else ""),
-            f"TTFT target >= {t.ttft_reduction_percent:g} %": x["ttft_verdict"],
-            "throughput gain %": fmt(x["throughput_gain_pct"]),
-            "throughput 95 % CI": _ci(x["tput_ci_lo"], x["tput_ci_hi"]),
-            f"throughput target >= {t.throughput_increase_percent:g} %": x["tput_verdict"],
-            "paired speed-up p50": "n/a" if math.isnan(x["speedup_p50"]) else f"{x['speedup_p50']:.2f}x",
-            "note": "",
-        })
+        rows.append(
+            {
+                "scenario": x["scenario"],
+                "mode": x["mode"],
+                "isolation": x["isolation"],
+                "round": str(int(x["round"])),
+                "repeats": str(x["repeats"]),
+                "TTFT reduction %": fmt(x["ttft_reduction_pct"]),
+                "TTFT 95 % CI": _ci(x["ttft_ci_lo"], x["ttft_ci_hi"])
+                + (f" ({x['ttft_ci_basis']})" if not math.isnan(x["ttft_ci_lo"]) else ""),
+                f"TTFT target >= {t.ttft_reduction_percent:g} %": x["ttft_verdict"],
+                "throughput gain %": fmt(x["throughput_gain_pct"]),
+                "throughput 95 % CI": _ci(x["tput_ci_lo"], x["tput_ci_hi"]),
+                f"throughput target >= {t.throughput_increase_percent:g} %": x["tput_verdict"],
+                "paired speed-up p50": "n/a" if math.isnan(x["speedup_p50"]) else f"{x['speedup_p50']:.2f}x",
+                "note": "",
+            }
+        )
     return drop_default_mode(pd.DataFrame(rows).fillna(""))
 
 
@@ -160,9 +217,13 @@ def isolation_table(data: RunData) -> pd.DataFrame:
     if r.empty or r["isolation"].nunique() < 2:
         return pd.DataFrame()
     r1 = r[r["round"] == 1]
-    cols = {"ttft_p50_ms": "r1 TTFT p50 ms", "cached_tokens": "r1 cached tokens",
-            "external_hits": "r1 Mooncake hits", "foreign_hit_tokens": "r1 foreign hits",
-            "master_key_count_start": "keys before r1"}
+    cols = {
+        "ttft_p50_ms": "r1 TTFT p50 ms",
+        "cached_tokens": "r1 cached tokens",
+        "external_hits": "r1 Mooncake hits",
+        "foreign_hit_tokens": "r1 foreign hits",
+        "master_key_count_start": "keys before r1",
+    }
     name = r1["scenario"] + r1["mode"].map(lambda m: "" if m == "with-cache" else f" [{m}]")
     vals = pd.DataFrame({k: col(r1, k) for k in cols}).assign(scenario=name, isolation=r1["isolation"])
     wide = vals.pivot_table(index="scenario", columns="isolation", values=list(cols), aggfunc="mean", dropna=False)
@@ -174,9 +235,14 @@ def run_info(data: RunData) -> str:
     m = data.manifest
     if m is None:
         return f"run {data.name} (no manifest.json)"
-    parts = [f"run {m.run_id}", f"started {m.started_at}", f"finished {m.finished_at or 'not finished'}",
-             f"harness {m.harness_version}", f"commit {(m.git_commit or '?')[:10]}",
-             f"host {m.host.get('hostname', '?')}"]
+    parts = [
+        f"run {m.run_id}",
+        f"started {m.started_at}",
+        f"finished {m.finished_at or 'not finished'}",
+        f"harness {m.harness_version}",
+        f"commit {(m.git_commit or '?')[:10]}",
+        f"host {m.host.get('hostname', '?')}",
+    ]
     return " | ".join(parts)
 
 
@@ -194,10 +260,16 @@ def _safe(name: str, title: str, make: Callable[[], P.Plot]) -> P.Plot:
 def make_plots(data: RunData, red: pd.DataFrame) -> list[P.Plot]:
     t = data.targets
     return [
-        _safe("ttft_cdf", "TTFT distribution", lambda: P.ttft_cdf(ok_requests(data)[["label", "round", "ttft_ms"]],
-                                                                    round_phases(data))),
-        _safe("gains", "TTFT reduction and throughput gain",
-              lambda: P.gains(red, t.ttft_reduction_percent, t.throughput_increase_percent)),
+        _safe(
+            "ttft_cdf",
+            "TTFT distribution",
+            lambda: P.ttft_cdf(ok_requests(data)[["label", "round", "ttft_ms"]], round_phases(data)),
+        ),
+        _safe(
+            "gains",
+            "TTFT reduction and throughput gain",
+            lambda: P.gains(red, t.ttft_reduction_percent, t.throughput_increase_percent),
+        ),
         _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(token_sources(data))),
         _safe("speedups", "Per-request TTFT speed-up", lambda: P.speedups(paired_speedups(data))),
     ]
@@ -231,24 +303,36 @@ def md_notes(notes: list[str]) -> list[str]:
 def md_plots(plots: list[P.Plot]) -> list[str]:
     out = []
     for p in plots:
-        out += [f"### {p.title}", "", f"![{p.title}](plots/{p.name}.png)" if p.png else f"_No figure: {p.missing}._",
-                ""]
+        out += [
+            f"### {p.title}",
+            "",
+            f"![{p.title}](plots/{p.name}.png)" if p.png else f"_No figure: {p.missing}._",
+            "",
+        ]
     return out
 
 
 def _sections(data: RunData, red: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    return {"reuse": reuse_table(data), "evidence": drop_default_mode(evidence(data)),
-            "reductions": reductions_table(red, data), "stats": stats_table(data), "timings": timings_table(data),
-            "isolation": isolation_table(data), "fidelity": fidelity_table(data),
-            "server": server_table(data)}
+    return {
+        "reuse": reuse_table(data),
+        "evidence": drop_default_mode(evidence(data)),
+        "reductions": reductions_table(red, data),
+        "stats": stats_table(data),
+        "timings": timings_table(data),
+        "isolation": isolation_table(data),
+        "fidelity": fidelity_table(data),
+        "server": server_table(data),
+    }
 
 
 REUSE_TITLE = "What reuse buys: with the KV cache vs without it (same prompts, each on its own fresh stack)"
-REUSE_TEXT = ("Per round, the same prompts with the KV connector and on the same engine without it (baseline). "
-              "'with cache' is the measured warmth of the with-cache round (share of prompt tokens served from "
-              "cache). Change: with cache vs baseline; CI: Student-t over repeats (none with one repeat). "
-              "Per-prompt TTFT change: geometric mean of each prompt's with/without TTFT ratio, 95 % CI "
-              "(BCa bootstrap over prompts, or Student-t over repeats' prompts).")
+REUSE_TEXT = (
+    "Per round, the same prompts with the KV connector and on the same engine without it (baseline). "
+    "'with cache' is the measured warmth of the with-cache round (share of prompt tokens served from "
+    "cache). Change: with cache vs baseline; CI: Student-t over repeats (none with one repeat). "
+    "Per-prompt TTFT change: geometric mean of each prompt's with/without TTFT ratio, 95 % CI "
+    "(BCa bootstrap over prompts, or Student-t over repeats' prompts)."
+)
 SEED_TITLE = "Round over round (the seed's figures: warm rounds vs round 1 of the same stack)"
 
 
@@ -257,8 +341,15 @@ def server_table(data: RunData) -> pd.DataFrame:
     r = data.rounds
     if r.empty or "server_ttft_mean_ms" not in r.columns:
         return pd.DataFrame()
-    out = pd.DataFrame({"scenario": r["scenario"], "mode": r["mode"], "isolation": r["isolation"],
-                        "rep": r["repeat"], "round": r["round"]})
+    out = pd.DataFrame(
+        {
+            "scenario": r["scenario"],
+            "mode": r["mode"],
+            "isolation": r["isolation"],
+            "rep": r["repeat"],
+            "round": r["round"],
+        }
+    )
     for m in pick(SERVER_TABLE):
         out[m.header] = col(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
@@ -269,15 +360,32 @@ def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] 
     parts = [f"# kvbench report: {data.name}", "", run_info(data), ""]
     if not tabs["reuse"].empty:
         parts += [f"## {REUSE_TITLE}", "", REUSE_TEXT, "", md_table(tabs["reuse"]), ""]
-    parts += [*[f"> {n}" for n in warm_round1_notes(data)], "", "## What is missing", "", *md_notes(data.notes),
-              "## Evidence: isolation and cleanliness", "", md_table(tabs["evidence"]), "",
-              f"## {SEED_TITLE} (targets: TTFT -{t.ttft_reduction_percent:g} %, "
-              f"throughput +{t.throughput_increase_percent:g} %)", "", md_table(tabs["reductions"]), ""]
+    parts += [
+        *[f"> {n}" for n in warm_round1_notes(data)],
+        "",
+        "## What is missing",
+        "",
+        *md_notes(data.notes),
+        "## Evidence: isolation and cleanliness",
+        "",
+        md_table(tabs["evidence"]),
+        "",
+        f"## {SEED_TITLE} (targets: TTFT -{t.ttft_reduction_percent:g} %, "
+        f"throughput +{t.throughput_increase_percent:g} %)",
+        "",
+        md_table(tabs["reductions"]),
+        "",
+    ]
     if plots is not None:
         parts += ["## Figures", "", *md_plots(plots)]
     parts += ["## Per-round statistics", "", md_table(tabs["stats"]), ""]
     if not tabs["server"].empty:
-        parts += ["## Client vs server-side timings (vLLM's own histograms, per round)", "", md_table(tabs["server"]), ""]
+        parts += [
+            "## Client vs server-side timings (vLLM's own histograms, per round)",
+            "",
+            md_table(tabs["server"]),
+            "",
+        ]
     if not tabs["fidelity"].empty:
         parts += ["## Reuse fidelity (temperature 0: identical generated tokens)", "", md_table(tabs["fidelity"]), ""]
     if not tabs["isolation"].empty:
@@ -295,29 +403,55 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
     t = data.targets
     parts = []
     if not tabs["reuse"].empty:
-        parts.append(H.section(REUSE_TITLE, H.paragraph(REUSE_TEXT), H.table(tabs["reuse"], "reuse", TEXT_COLS),
-                               *[H.paragraph(n) for n in warm_round1_notes(data)]))
+        parts.append(
+            H.section(
+                REUSE_TITLE,
+                H.paragraph(REUSE_TEXT),
+                H.table(tabs["reuse"], "reuse", TEXT_COLS),
+                *[H.paragraph(n) for n in warm_round1_notes(data)],
+            )
+        )
     parts += [
         H.notes(data.notes),
-        H.section("Evidence: isolation and cleanliness", H.table(tabs["evidence"], "evidence", TEXT_COLS),
-                  H.paragraph("One fresh Docker Compose stack per scenario (or one shared stack): its project, the "
-                              "engine container, the cold check before round 1, the teardown check, foreign cache "
-                              "hits, KV reuse achieved vs what the scenario itself makes possible."),
-                  section_id="evidence-section"),
-        H.section(f"{SEED_TITLE} (targets: TTFT -{t.ttft_reduction_percent:g} %, throughput "
-                  f"+{t.throughput_increase_percent:g} %)", H.table(tabs["reductions"], "reductions", TEXT_COLS)),
+        H.section(
+            "Evidence: isolation and cleanliness",
+            H.table(tabs["evidence"], "evidence", TEXT_COLS),
+            H.paragraph(
+                "One fresh Docker Compose stack per scenario (or one shared stack): its project, the "
+                "engine container, the cold check before round 1, the teardown check, foreign cache "
+                "hits, KV reuse achieved vs what the scenario itself makes possible."
+            ),
+            section_id="evidence-section",
+        ),
+        H.section(
+            f"{SEED_TITLE} (targets: TTFT -{t.ttft_reduction_percent:g} %, throughput "
+            f"+{t.throughput_increase_percent:g} %)",
+            H.table(tabs["reductions"], "reductions", TEXT_COLS),
+        ),
         H.section("Figures", *html_figures(plots)),
         H.section("Per-round statistics", H.table(tabs["stats"], "round-stats", TEXT_COLS)),
     ]
     if not tabs["server"].empty:
-        parts.append(H.section("Client vs server-side timings (vLLM's own histograms, per round)",
-                               H.table(tabs["server"], "server", TEXT_COLS)))
+        parts.append(
+            H.section(
+                "Client vs server-side timings (vLLM's own histograms, per round)",
+                H.table(tabs["server"], "server", TEXT_COLS),
+            )
+        )
     if not tabs["fidelity"].empty:
-        parts.append(H.section("Reuse fidelity (temperature 0: identical generated tokens)",
-                               H.table(tabs["fidelity"], "fidelity", TEXT_COLS)))
+        parts.append(
+            H.section(
+                "Reuse fidelity (temperature 0: identical generated tokens)",
+                H.table(tabs["fidelity"], "fidelity", TEXT_COLS),
+            )
+        )
     if not tabs["isolation"].empty:
-        parts.append(H.section("Isolation: fresh stack per scenario vs one shared stack",
-                               H.table(tabs["isolation"], "isolation", TEXT_COLS)))
+        parts.append(
+            H.section(
+                "Isolation: fresh stack per scenario vs one shared stack",
+                H.table(tabs["isolation"], "isolation", TEXT_COLS),
+            )
+        )
     if not tabs["timings"].empty:
         parts.append(H.section("Timings", H.table(tabs["timings"], "timings", TEXT_COLS)))
     return H.page(f"kvbench report: {data.name}", run_info(data), parts)
@@ -330,8 +464,11 @@ def summary_csv(data: RunData) -> pd.DataFrame:
     head = reuse_buys(data)
     if head.empty:
         return rounds
-    keep = {c: f"vs_baseline_{c}" for c in head.columns if c.endswith(("_change", "_lo", "_hi")) or c.startswith(
-        "paired_") or c == "pairs"}
+    keep = {
+        c: f"vs_baseline_{c}"
+        for c in head.columns
+        if c.endswith(("_change", "_lo", "_hi")) or c.startswith("paired_") or c == "pairs"
+    }
     head = head[["scenario", "round", *keep]].rename(columns=keep).assign(mode="with-cache", isolation="fresh")
     merged = rounds.merge(head, on=["scenario", "round", "mode", "isolation"], how="left")
     ident = [c for c in ("scenario", "mode", "isolation", "repeat", "round", "phase") if c in merged.columns]
@@ -382,14 +519,23 @@ def summary_rows(data: RunData, red: pd.DataFrame) -> pd.DataFrame:
         rr = r[r["label"] == label] if not r.empty else r
         red1 = red[(red["label"] == label) & (red["round"] == 2)] if not red.empty else red
         x = red1.iloc[0].to_dict() if len(red1) else {}
-        p50 = lambda n: fmt(col(rr[rr["round"] == n], "ttft_p50_ms").mean()) if len(rr) else "n/a"  # noqa: E731
-        rows.append({
-            "scenario": label, "reps": len(d), "status": _worst(d["status"]),
-            "r1 TTFT p50 ms": p50(1), "r2 TTFT p50 ms": p50(2),
-            "r2 vs r1 TTFT -%": fmt(x.get("ttft_reduction_pct")), "r2 vs r1 thrpt +%": fmt(x.get("throughput_gain_pct")),
-            "targets r2 vs r1": f"{x.get('ttft_verdict', 'n/a')}/{x.get('tput_verdict', 'n/a')}",
-            "cold/teardown": "/".join(_evidence_word(d, k) for k in ("cold_verified", "teardown_verified")),
-        })
+
+        def p50(n: int, rr: pd.DataFrame = rr) -> str:
+            return fmt(col(rr[rr["round"] == n], "ttft_p50_ms").mean()) if len(rr) else "n/a"
+
+        rows.append(
+            {
+                "scenario": label,
+                "reps": len(d),
+                "status": _worst(d["status"]),
+                "r1 TTFT p50 ms": p50(1),
+                "r2 TTFT p50 ms": p50(2),
+                "r2 vs r1 TTFT -%": fmt(x.get("ttft_reduction_pct")),
+                "r2 vs r1 thrpt +%": fmt(x.get("throughput_gain_pct")),
+                "targets r2 vs r1": f"{x.get('ttft_verdict', 'n/a')}/{x.get('tput_verdict', 'n/a')}",
+                "cold/teardown": "/".join(_evidence_word(d, k) for k in ("cold_verified", "teardown_verified")),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -402,26 +548,34 @@ def _evidence_word(d: pd.DataFrame, key: str) -> str:
 
 def headline_lines(data: RunData) -> list[str]:
     """What reuse buys, one line per scenario (its last round): what the console leads with."""
-    t = headline_round(targets_vs_baseline(reuse_buys(data), data.targets.ttft_reduction_percent,
-                                           data.targets.throughput_increase_percent))
+    t = headline_round(
+        targets_vs_baseline(
+            reuse_buys(data), data.targets.ttft_reduction_percent, data.targets.throughput_increase_percent
+        )
+    )
     lines = []
     for x in t.to_dict("records"):
-        lines.append(f"{x['scenario']} round {x['round']}: TTFT mean {fmt(x['ttft_mean_ms_cache'])} ms with cache vs "
-                     f"{fmt(x['ttft_mean_ms_base'])} ms without "
-                     f"({_change_ci(x['ttft_mean_ms_change'], x['ttft_mean_ms_lo'], x['ttft_mean_ms_hi'])}), "
-                     f"per prompt {_change_ci(x['paired_change'], x['paired_lo'], x['paired_hi'])}; "
-                     f"throughput {fmt(x['req_per_s_cache'], 2)} vs {fmt(x['req_per_s_base'], 2)} req/s "
-                     f"({_change_ci(x['req_per_s_change'], x['req_per_s_lo'], x['req_per_s_hi'])}); "
-                     f"targets vs baseline {x['ttft_target']}/{x['tput_target']}")
+        lines.append(
+            f"{x['scenario']} round {x['round']}: TTFT mean {fmt(x['ttft_mean_ms_cache'])} ms with cache vs "
+            f"{fmt(x['ttft_mean_ms_base'])} ms without "
+            f"({_change_ci(x['ttft_mean_ms_change'], x['ttft_mean_ms_lo'], x['ttft_mean_ms_hi'])}), "
+            f"per prompt {_change_ci(x['paired_change'], x['paired_lo'], x['paired_hi'])}; "
+            f"throughput {fmt(x['req_per_s_cache'], 2)} vs {fmt(x['req_per_s_base'], 2)} req/s "
+            f"({_change_ci(x['req_per_s_change'], x['req_per_s_lo'], x['req_per_s_hi'])}); "
+            f"targets vs baseline {x['ttft_target']}/{x['tput_target']}"
+        )
     return lines
 
 
 def _console_table(data: RunData, red: pd.DataFrame) -> str:
     rows = summary_rows(data, red)
-    table = (tabulate(rows, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
-             if not rows.empty else "no scenario results")
+    table = (
+        tabulate(rows, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
+        if not rows.empty
+        else "no scenario results"
+    )
     head = headline_lines(data)
-    parts = (["What reuse buys (with cache vs without, same prompts):", *[f"  {x}" for x in head], ""] if head else [])
+    parts = ["What reuse buys (with cache vs without, same prompts):", *[f"  {x}" for x in head], ""] if head else []
     parts += [*[f"note: {n}" for n in warm_round1_notes(data)], table]
     return "\n".join(parts) + (f"\n{len(data.notes)} note(s) on missing data: see the report" if data.notes else "")
 
@@ -439,16 +593,38 @@ def console_summary(run_dir: Path) -> str:
 
 
 def _compare_markdown(cmp: compare.Comparison, plots: list[P.Plot]) -> str:
-    parts = ["# kvbench comparison: " + " vs ".join(cmp.labels), "",
-             " | ".join(f"{lab}: {d.name}" for lab, d in zip(cmp.labels, cmp.datas)), "",
-             "## What is missing", "", *md_notes(cmp.notes),
-             "## Runs", "", md_table(cmp.runs), "",
-             "## Configuration differences", "", md_table(cmp.config_diff), "",
-             "## Reductions side by side (round 2 vs round 1; pp = percentage points vs run A)", "",
-             md_table(cmp.reductions), "",
-             "## Figures", "", *md_plots(plots),
-             "## Metrics side by side (mean over repeats; delta vs run A)", "", md_table(cmp.metrics), "",
-             "## Evidence: isolation and cleanliness", "", md_table(cmp.evidence), ""]
+    parts = [
+        "# kvbench comparison: " + " vs ".join(cmp.labels),
+        "",
+        " | ".join(f"{lab}: {d.name}" for lab, d in zip(cmp.labels, cmp.datas)),
+        "",
+        "## What is missing",
+        "",
+        *md_notes(cmp.notes),
+        "## Runs",
+        "",
+        md_table(cmp.runs),
+        "",
+        "## Configuration differences",
+        "",
+        md_table(cmp.config_diff),
+        "",
+        "## Reductions side by side (round 2 vs round 1; pp = percentage points vs run A)",
+        "",
+        md_table(cmp.reductions),
+        "",
+        "## Figures",
+        "",
+        *md_plots(plots),
+        "## Metrics side by side (mean over repeats; delta vs run A)",
+        "",
+        md_table(cmp.metrics),
+        "",
+        "## Evidence: isolation and cleanliness",
+        "",
+        md_table(cmp.evidence),
+        "",
+    ]
     return "\n".join(parts) + "\n"
 
 
@@ -460,15 +636,20 @@ def _write_comparison(datas: list[RunData], out: Path) -> tuple[Path, str, compa
     text = _compare_markdown(cmp, plots)
     path = out / "comparison.md"
     path.write_text(text)
-    body = [H.notes(cmp.notes),
-            H.section("Runs", H.table(cmp.runs, "runs", TEXT_COLS)),
-            H.section("Configuration differences", H.table(cmp.config_diff, "config-diff", TEXT_COLS)),
-            H.section("Reductions side by side (round 2 vs round 1; pp = percentage points vs run A)",
-                      H.table(cmp.reductions, "reductions", TEXT_COLS)),
-            H.section("Figures", *html_figures(plots)),
-            H.section("Metrics side by side (mean over repeats; delta vs run A)",
-                      H.table(cmp.metrics, "metrics", TEXT_COLS)),
-            H.section("Evidence: isolation and cleanliness", H.table(cmp.evidence, "evidence", TEXT_COLS))]
+    body = [
+        H.notes(cmp.notes),
+        H.section("Runs", H.table(cmp.runs, "runs", TEXT_COLS)),
+        H.section("Configuration differences", H.table(cmp.config_diff, "config-diff", TEXT_COLS)),
+        H.section(
+            "Reductions side by side (round 2 vs round 1; pp = percentage points vs run A)",
+            H.table(cmp.reductions, "reductions", TEXT_COLS),
+        ),
+        H.section("Figures", *html_figures(plots)),
+        H.section(
+            "Metrics side by side (mean over repeats; delta vs run A)", H.table(cmp.metrics, "metrics", TEXT_COLS)
+        ),
+        H.section("Evidence: isolation and cleanliness", H.table(cmp.evidence, "evidence", TEXT_COLS)),
+    ]
     subtitle = " | ".join(f"{lab}: {d.name}" for lab, d in zip(cmp.labels, datas))
     (out / "comparison.html").write_text(H.page("kvbench comparison: " + " vs ".join(cmp.labels), subtitle, body))
     return path, text, cmp
@@ -484,7 +665,8 @@ def write_comparison(run_dirs: list[Path], out_dir: Path | None = None) -> tuple
 def _has_results(run_dir: Path) -> bool:
     """A cheap look: a manifest, or any rounds.csv / requests.csv below the directory."""
     return (run_dir / "manifest.json").exists() or any(
-        next(run_dir.rglob(name), None) is not None for name in ("rounds.csv", "requests.csv"))
+        next(run_dir.rglob(name), None) is not None for name in ("rounds.csv", "requests.csv")
+    )
 
 
 def report_main(run_dirs: list[Path], out: Path | None) -> int:
@@ -499,8 +681,10 @@ def report_main(run_dirs: list[Path], out: Path | None) -> int:
             print(f"kvbench: run_dir: {d} is not a directory", file=sys.stderr)
             return 2
         if not _has_results(Path(d)):
-            print(f"kvbench: report: {d} holds no kvbench results (no manifest.json, rounds.csv or requests.csv)",
-                  file=sys.stderr)
+            print(
+                f"kvbench: report: {d} holds no kvbench results (no manifest.json, rounds.csv or requests.csv)",
+                file=sys.stderr,
+            )
             return 2
     if len(run_dirs) == 1:
         data = load_run(Path(run_dirs[0]))

@@ -11,9 +11,9 @@ empty counter columns) becomes a note in `RunData.notes`, never an exception.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,9 @@ def truthy(s: pd.Series) -> pd.Series:
 
 
 IDENTITY = ("scenario", "mode", "isolation", "repeat")
-_NO_ENTRY = CellEntry(scenario="", mode="", isolation="", repeat=1, status="pending")  # no manifest entry: nothing known
+_NO_ENTRY = CellEntry(
+    scenario="", mode="", isolation="", repeat=1, status="pending"
+)  # no manifest entry: nothing known
 MODES = ("with-cache", "baseline")
 
 
@@ -76,15 +78,21 @@ def _path_identity(rel: str) -> dict:
     mode = parts[0] if parts[0] in MODES and len(parts) > 1 else "with-cache"
     rest = parts[1:] if parts[0] in MODES and len(parts) > 1 else parts
     names = [p for p in rest if p != "shared" and not p.startswith("repeat-")]
-    return {"scenario": names[0] if names else rel, "mode": mode,
-            "isolation": "shared" if rest and rest[0] == "shared" else "fresh", "repeat": rep}
+    return {
+        "scenario": names[0] if names else rel,
+        "mode": mode,
+        "isolation": "shared" if rest and rest[0] == "shared" else "fresh",
+        "repeat": rep,
+    }
 
 
 def _read_manifest(run_dir: Path, notes: list[str]) -> Manifest | None:
     path = run_dir / "manifest.json"
     if not path.exists():
-        notes.append("manifest.json is missing: no stack project, container ids, cold or teardown "
-                     "verification for any scenario (evidence columns say 'unknown').")
+        notes.append(
+            "manifest.json is missing: no stack project, container ids, cold or teardown "
+            "verification for any scenario (evidence columns say 'unknown')."
+        )
         return None
     try:
         return read_manifest(path)
@@ -102,8 +110,9 @@ def _targets(manifest: Manifest | None) -> Targets:
         return Targets()
 
 
-def _read_csv(path: Path, notes: list[str], rel: str, read: Callable[..., pd.DataFrame] = pd.read_csv,
-              **kw: object) -> pd.DataFrame | None:
+def _read_csv(
+    path: Path, notes: list[str], rel: str, read: Callable[..., pd.DataFrame] = pd.read_csv, **kw: object
+) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
@@ -128,8 +137,13 @@ def _discover(run_dir: Path, manifest: Manifest | None) -> list[str]:
 
 
 def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | None:
-    df = _read_csv(path, notes, rel, usecols=lambda c: c in LOADED_COLUMNS,
-                   dtype={"prompt_id": "category", "ok": "category", "output_hash": "category"})
+    df = _read_csv(
+        path,
+        notes,
+        rel,
+        usecols=lambda c: c in LOADED_COLUMNS,
+        dtype={"prompt_id": "category", "ok": "category", "output_hash": "category"},
+    )
     if df is None:
         return None
     missing = [c for c in ("round", "ttft_ms") if c not in df.columns]
@@ -137,13 +151,15 @@ def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | Non
         notes.append(f"{rel}: requests.csv has no {', '.join(missing)} column: request rows ignored.")
         return None
     no_id = pd.Categorical([f"{rel}#{i}" for i in range(len(df))])  # without prompt ids nothing pairs up
-    out = pd.DataFrame({
-        "round": pd.to_numeric(df["round"], errors="coerce"),
-        "pid": df["prompt_id"] if "prompt_id" in df.columns else no_id,
-        "ok": truthy(df["ok"]) if "ok" in df.columns else True,
-        "ttft_ms": pd.to_numeric(df["ttft_ms"], errors="coerce"),
-        "out": df["output_hash"] if "output_hash" in df.columns else pd.Categorical([None] * len(df)),
-    })
+    out = pd.DataFrame(
+        {
+            "round": pd.to_numeric(df["round"], errors="coerce"),
+            "pid": df["prompt_id"] if "prompt_id" in df.columns else no_id,
+            "ok": truthy(df["ok"]) if "ok" in df.columns else True,
+            "ttft_ms": pd.to_numeric(df["ttft_ms"], errors="coerce"),
+            "out": df["output_hash"] if "output_hash" in df.columns else pd.Categorical([None] * len(df)),
+        }
+    )
     out = out[out["round"].notna()]
     return out.astype({"round": np.int16})
 
@@ -158,8 +174,10 @@ def _recompute_rounds(path: Path, rel: str, targets: Targets, notes: list[str]) 
     except (KeyError, ValueError, TypeError) as e:
         notes.append(f"{rel}: rounds.csv is missing and its statistics could not be recomputed ({e}).")
         return None
-    notes.append(f"{rel}: rounds.csv is missing (interrupted?): statistics recomputed from its "
-                 f"{len(df)} request rows; no server counters, expected-reuse or speed-up columns.")
+    notes.append(
+        f"{rel}: rounds.csv is missing (interrupted?): statistics recomputed from its "
+        f"{len(df)} request rows; no server counters, expected-reuse or speed-up columns."
+    )
     return table
 
 
@@ -183,11 +201,16 @@ def load_run(run_dir: Path) -> RunData:
             ident.update(entry.model_dump(include=set(ident)))
         ident["repeat"] = int(ident["repeat"])
         status = entry.status if entry else ("unknown" if manifest is not None or rounds is None else "no manifest")
-        row = {"dir": rel, **ident, "label": _label(ident["scenario"], ident["mode"], ident["isolation"]),
-               "status": status,
-               "reason": (entry.reason if entry else None) or "", "entry": entry or _NO_ENTRY,
-               "has_rounds": (d / "rounds.csv").exists(),
-               "has_requests": (d / "requests.csv").exists()}
+        row = {
+            "dir": rel,
+            **ident,
+            "label": _label(ident["scenario"], ident["mode"], ident["isolation"]),
+            "status": status,
+            "reason": (entry.reason if entry else None) or "",
+            "entry": entry or _NO_ENTRY,
+            "has_rounds": (d / "rounds.csv").exists(),
+            "has_requests": (d / "requests.csv").exists(),
+        }
         dir_rows.append(row)
         if rounds is not None and not rounds.empty and "round" not in rounds.columns:
             notes.append(f"{rel}: rounds.csv has no round column: its rows are ignored.")
@@ -203,15 +226,21 @@ def load_run(run_dir: Path) -> RunData:
         if req is not None:
             req_frames.append(req.assign(dir=np.int16(i)))
         _note_gaps(rel, row, rounds, req, notes)
-    dirs = pd.DataFrame(dir_rows, columns=["dir", *IDENTITY, "label", "status", "reason", "entry", "has_rounds",
-                                           "has_requests"])
+    dirs = pd.DataFrame(
+        dir_rows, columns=["dir", *IDENTITY, "label", "status", "reason", "entry", "has_rounds", "has_requests"]
+    )
     rounds_df = pd.concat(rounds_frames, ignore_index=True) if rounds_frames else pd.DataFrame()
-    req_df = (_concat_requests(req_frames) if req_frames
-              else pd.DataFrame({"round": [], "pid": [], "ok": [], "ttft_ms": [], "out": [], "dir": []}))
+    req_df = (
+        _concat_requests(req_frames)
+        if req_frames
+        else pd.DataFrame({"round": [], "pid": [], "ok": [], "ttft_ms": [], "out": [], "dir": []})
+    )
     never = manifest.not_reached if manifest else []
     if never:
-        notes.append(f"never reached (the run stopped first): {', '.join(never)}; `kvbench bench-all --resume "
-                     f"{run_dir}` runs them.")
+        notes.append(
+            f"never reached (the run stopped first): {', '.join(never)}; `kvbench bench-all --resume "
+            f"{run_dir}` runs them."
+        )
     if dirs.empty:
         notes.append("no scenario results in this directory (no manifest entries, no rounds.csv or requests.csv).")
     return RunData(run_dir, manifest, dirs, rounds_df, req_df, targets, notes)
@@ -236,8 +265,7 @@ def _concat_requests(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return df.assign(**codes)
 
 
-def _note_gaps(rel: str, row: dict, rounds: pd.DataFrame | None, req: pd.DataFrame | None,
-               notes: list[str]) -> None:
+def _note_gaps(rel: str, row: dict, rounds: pd.DataFrame | None, req: pd.DataFrame | None, notes: list[str]) -> None:
     status, reason = row["status"], row["reason"]
     if status not in ("ok", "contaminated", "unknown", "no manifest"):
         notes.append(f"{rel}: status {status}" + (f" ({reason})" if reason else "") + ": results are partial.")
@@ -269,8 +297,11 @@ def ok_requests(data: RunData) -> pd.DataFrame:
     """Successful requests with a TTFT, with their scenario label."""
     req = data.requests
     req = req[req["ok"].astype(bool) & np.isfinite(req["ttft_ms"].to_numpy(dtype=float))]
-    return req.assign(label=data.dirs["label"].to_numpy()[req["dir"].to_numpy(dtype=int)]) if len(req) else \
-        req.assign(label=pd.Series(dtype=str))
+    return (
+        req.assign(label=data.dirs["label"].to_numpy()[req["dir"].to_numpy(dtype=int)])
+        if len(req)
+        else req.assign(label=pd.Series(dtype=str))
+    )
 
 
 def paired_speedups(data: RunData) -> pd.DataFrame:
@@ -289,8 +320,9 @@ def _round_pairs(rq: pd.DataFrame | None, rnd: int) -> Interval:
     if rq is None:
         return Interval(math.nan, math.nan, math.nan, 0, "n/a (no request rows)")
     first = rq.drop_duplicates(["round", "pid"])
-    pairs = first[first["round"] == 1][["pid", "ttft_ms"]].merge(first[first["round"] == rnd][["pid", "ttft_ms"]],
-                                                                  on="pid", suffixes=("_1", "_r"))
+    pairs = first[first["round"] == 1][["pid", "ttft_ms"]].merge(
+        first[first["round"] == rnd][["pid", "ttft_ms"]], on="pid", suffixes=("_1", "_r")
+    )
     return paired_change_pct_bca(pairs["ttft_ms_1"], pairs["ttft_ms_r"])
 
 
@@ -322,16 +354,36 @@ def reductions(data: RunData) -> pd.DataFrame:
     for (label, scen, mode, iso), g in rounds.groupby(["label", "scenario", "mode", "isolation"], sort=False):
         warm = g[g["round"] > 1]
         if warm.empty:
-            rows.append({"label": label, "scenario": scen, "mode": mode, "isolation": iso, "round": math.nan,
-                         "repeats": g["repeat"].nunique(), "note": "round 2 missing: no warm round"})
+            rows.append(
+                {
+                    "label": label,
+                    "scenario": scen,
+                    "mode": mode,
+                    "isolation": iso,
+                    "round": math.nan,
+                    "repeats": g["repeat"].nunique(),
+                    "note": "round 2 missing: no warm round",
+                }
+            )
             continue
         for rnd, w in warm.groupby("round"):
-            if col(w, "partial").fillna(0).astype(bool).any() or col(g[g["round"] == 1], "partial").fillna(0).astype(
-                    bool).any():  # cut short: counts, never a verdict
-                rows.append({"label": label, "scenario": scen, "mode": mode, "isolation": iso, "round": int(rnd),
-                             "repeats": len(w), "note": f"partial: {int(col(w, 'requests').sum())} of "
-                             f"{int(col(w, 'planned').sum())} requests sent, "
-                             f"{int(col(w, 'failures').sum())} failed; no verdict"})
+            if (
+                col(w, "partial").fillna(0).astype(bool).any()
+                or col(g[g["round"] == 1], "partial").fillna(0).astype(bool).any()
+            ):  # cut short: counts, never a verdict
+                rows.append(
+                    {
+                        "label": label,
+                        "scenario": scen,
+                        "mode": mode,
+                        "isolation": iso,
+                        "round": int(rnd),
+                        "repeats": len(w),
+                        "note": f"partial: {int(col(w, 'requests').sum())} of "
+                        f"{int(col(w, 'planned').sum())} requests sent, "
+                        f"{int(col(w, 'failures').sum())} failed; no verdict",
+                    }
+                )
                 continue
             ttft, tput = col(w, "ttft_reduction_pct").dropna(), col(w, "throughput_improvement_pct").dropna()
             if len(w) >= 2:  # one value per repeat: Student-t over them
@@ -340,18 +392,31 @@ def reductions(data: RunData) -> pd.DataFrame:
                 rq = by_dir.get(int(w["dir"].iloc[0]))
                 iv = _round_pairs(rq, int(rnd))
                 t_ci, p_ci, basis = (iv.lo, iv.hi), (math.nan, math.nan), f"prompts ({iv.method})"
-            rows.append({
-                "label": label, "scenario": scen, "mode": mode, "isolation": iso, "round": int(rnd), "repeats": len(w),
-                "ttft_reduction_pct": ttft.mean() if len(ttft) else math.nan,
-                "ttft_ci_lo": t_ci[0], "ttft_ci_hi": t_ci[1],
-                "ttft_ci_basis": basis,
-                "ttft_verdict": _verdict(_met(w, "ttft_reduction_pct", "ttft_target_met", t.ttft_reduction_percent)),
-                "throughput_gain_pct": tput.mean() if len(tput) else math.nan,
-                "tput_ci_lo": p_ci[0], "tput_ci_hi": p_ci[1],
-                "tput_verdict": _verdict(_met(w, "throughput_improvement_pct", "throughput_target_met",
-                                              t.throughput_increase_percent)),
-                "speedup_p50": float(speed.get((label, rnd), math.nan)), "note": "",
-            })
+            rows.append(
+                {
+                    "label": label,
+                    "scenario": scen,
+                    "mode": mode,
+                    "isolation": iso,
+                    "round": int(rnd),
+                    "repeats": len(w),
+                    "ttft_reduction_pct": ttft.mean() if len(ttft) else math.nan,
+                    "ttft_ci_lo": t_ci[0],
+                    "ttft_ci_hi": t_ci[1],
+                    "ttft_ci_basis": basis,
+                    "ttft_verdict": _verdict(
+                        _met(w, "ttft_reduction_pct", "ttft_target_met", t.ttft_reduction_percent)
+                    ),
+                    "throughput_gain_pct": tput.mean() if len(tput) else math.nan,
+                    "tput_ci_lo": p_ci[0],
+                    "tput_ci_hi": p_ci[1],
+                    "tput_verdict": _verdict(
+                        _met(w, "throughput_improvement_pct", "throughput_target_met", t.throughput_increase_percent)
+                    ),
+                    "speedup_p50": float(speed.get((label, rnd), math.nan)),
+                    "note": "",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -367,29 +432,43 @@ def evidence(data: RunData) -> pd.DataFrame:
     for i, d in data.dirs.iterrows():
         e: CellEntry = d["entry"]
         r = rounds[rounds["dir"] == i] if not rounds.empty else rounds
-        foreign = [x for x in [e.foreign_hit_tokens_round1, *col(r, "foreign_hit_tokens").dropna()]
-                   if x is not None and not (isinstance(x, float) and math.isnan(x))]
+        foreign = [
+            x
+            for x in [e.foreign_hit_tokens_round1, *col(r, "foreign_hit_tokens").dropna()]
+            if x is not None and not (isinstance(x, float) and math.isnan(x))
+        ]
         contaminated = d["status"] == "contaminated" or any(float(x) > 0 for x in foreign)
-        hits = "; ".join(f"r{int(x['round'])} {_fmt_tokens(x['achieved'])}/{_fmt_tokens(x['expected'])}"
-                         for x in r.assign(achieved=col(r, "achieved_reuse_tokens"),
-                                           expected=col(r, "expected_reuse_tokens")).to_dict("records")
-                         if not (math.isnan(x["achieved"]) and math.isnan(x["expected"])))
-        n_fail = (int(fails.get(i, 0)) if d["has_requests"] else
-                  (int(col(r, "failures").sum()) if "failures" in r.columns and len(r) else None))
+        hits = "; ".join(
+            f"r{int(x['round'])} {_fmt_tokens(x['achieved'])}/{_fmt_tokens(x['expected'])}"
+            for x in r.assign(
+                achieved=col(r, "achieved_reuse_tokens"), expected=col(r, "expected_reuse_tokens")
+            ).to_dict("records")
+            if not (math.isnan(x["achieved"]) and math.isnan(x["expected"]))
+        )
+        n_fail = (
+            int(fails.get(i, 0))
+            if d["has_requests"]
+            else (int(col(r, "failures").sum()) if "failures" in r.columns and len(r) else None)
+        )
         ids = e.engine_container_ids or []
-        rows.append({
-            "scenario": d["dir"], "mode": d["mode"], "isolation": d["isolation"], "repeat": d["repeat"],
-            "status": d["status"],
-            "stack project": e.project or "unknown",
-            "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
-            "cold verified": _yes_no(e.cold_verified),
-            "teardown verified": _yes_no(e.teardown_verified),
-            "contamination": ("CONTAMINATED" if contaminated else ("no" if foreign else "unknown"))
-            + (f" ({int(max(float(x) for x in foreign)):,} foreign tokens)" if contaminated and foreign else ""),
-            "reuse achieved/expected tokens": hits or "n/a",
-            "failures": "n/a" if n_fail is None else str(n_fail),
-            "reason": (str(d["reason"]) or "")[:160],
-        })
+        rows.append(
+            {
+                "scenario": d["dir"],
+                "mode": d["mode"],
+                "isolation": d["isolation"],
+                "repeat": d["repeat"],
+                "status": d["status"],
+                "stack project": e.project or "unknown",
+                "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
+                "cold verified": _yes_no(e.cold_verified),
+                "teardown verified": _yes_no(e.teardown_verified),
+                "contamination": ("CONTAMINATED" if contaminated else ("no" if foreign else "unknown"))
+                + (f" ({int(max(float(x) for x in foreign)):,} foreign tokens)" if contaminated and foreign else ""),
+                "reuse achieved/expected tokens": hits or "n/a",
+                "failures": "n/a" if n_fail is None else str(n_fail),
+                "reason": (str(d["reason"]) or "")[:160],
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -15,7 +15,7 @@ import secrets
 import socket
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,15 @@ from .config import check_name
 from .metrics import bench_serve_record
 from .records import REQUEST_COLUMNS, REQUEST_TEXT_DTYPES, Manifest, RequestRow, RoundSummary
 
+
 def new_run_id(name: str | None = None) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%Sz")
+    stamp = datetime.now(UTC).strftime("%Y%m%dt%H%M%Sz")
     rid = f"{stamp}-{secrets.token_hex(3)}"
     return f"{rid}-{check_name(name, 'run_name')}" if name else rid
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RequestLog:
@@ -67,7 +68,7 @@ class RunDir:
     run_id: str
 
     @classmethod
-    def create(cls, results_root: Path, run_name: str | None = None) -> "RunDir":
+    def create(cls, results_root: Path, run_name: str | None = None) -> RunDir:
         results_root.mkdir(parents=True, exist_ok=True)
         run_id = new_run_id(run_name)
         root = results_root / run_id
@@ -132,21 +133,33 @@ def write_bench_serve(path: Path, table: pd.DataFrame, settings: dict) -> None:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def host_info() -> dict:
-    return {"hostname": socket.gethostname(), "platform": platform.platform(),
-            "python": platform.python_version(), "cpus": os.cpu_count()}
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
 
 
 def base_manifest(run_id: str, config: dict, command: list[str]) -> Manifest:
-    return Manifest(run_id=run_id, harness_version=__version__, git_commit=git_commit(), host=host_info(),
-                    command=command, started_at=utc_now(), config=config)
+    return Manifest(
+        run_id=run_id,
+        harness_version=__version__,
+        git_commit=git_commit(),
+        host=host_info(),
+        command=command,
+        started_at=utc_now(),
+        config=config,
+    )
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -39,7 +39,7 @@ def block_chain(token_ids: list[int] | None, block: int | None) -> str:
     h = hashlib.blake2b(digest_size=6)
     keys = []
     for end in range(block, len(token_ids) + 1, block):
-        h.update(array("l", token_ids[end - block:end]).tobytes())
+        h.update(array("l", token_ids[end - block : end]).tobytes())
         keys.append(h.copy().hexdigest())
     return " ".join(keys)
 
@@ -91,13 +91,15 @@ def reuse_by_round(requests: pd.DataFrame, block: int | None) -> pd.DataFrame:
     rows = []
     for rnd, g in df.groupby("round"):
         exp, got = int(g["expected_reuse"].sum()), int(g["cached"].sum())
-        rows.append({
-            "round": int(rnd),
-            "expected_reuse_tokens": exp,
-            "achieved_reuse_tokens": got,
-            "reuse_achieved_ratio": got / exp if exp else (math.nan if got == 0 else math.inf),
-            "foreign_hit_tokens": int(g["foreign"].sum()),
-        })
+        rows.append(
+            {
+                "round": int(rnd),
+                "expected_reuse_tokens": exp,
+                "achieved_reuse_tokens": got,
+                "reuse_achieved_ratio": got / exp if exp else (math.nan if got == 0 else math.inf),
+                "foreign_hit_tokens": int(g["foreign"].sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -110,7 +112,7 @@ def ttft_speedups(requests: pd.DataFrame) -> pd.DataFrame:
         warm = g.groupby("prompt_id")["ttft_ms"].first()
         s = (cold / warm).dropna()
         s = s[np.isfinite(s)]
-        row = {"round": int(rnd), "paired_requests": int(len(s))}
+        row: dict[str, float] = {"round": int(rnd), "paired_requests": int(len(s))}
         for q in (10, 50, 90):
             row[f"ttft_speedup_p{q}"] = float(np.percentile(s, q)) if len(s) else math.nan
         rows.append(row)

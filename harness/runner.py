@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pandas as pd
@@ -22,9 +22,9 @@ from . import interrupts
 from .client import RequestResult, RequestSettings, auth_headers, send
 from .config import Config
 from .probes import Probe, deltas, settled
-from .reuse import block_chain, reuse_by_round, ttft_speedups
 from .records import RequestRow
 from .results import RequestLog, read_requests, write_bench_serve, write_rounds
+from .reuse import block_chain, reuse_by_round, ttft_speedups
 from .stats import rounds_table
 from .wire import stamped_client
 from .workload import Prompt, Session, Workload
@@ -65,8 +65,18 @@ class Pacer:
 
 
 # Failures that say the server may be gone (as opposed to a request it rejected).
-SERVER_FAULTS = {"ConnectError", "ConnectTimeout", "RemoteProtocolError", "ReadError", "WriteError", "ReadTimeout",
-                 "PoolTimeout", "Timeout", "IncompleteStream", "StreamError"}
+SERVER_FAULTS = {
+    "ConnectError",
+    "ConnectTimeout",
+    "RemoteProtocolError",
+    "ReadError",
+    "WriteError",
+    "ReadTimeout",
+    "PoolTimeout",
+    "Timeout",
+    "IncompleteStream",
+    "StreamError",
+}
 HEALTH_TIMEOUT_S = 5.0
 
 
@@ -98,8 +108,10 @@ class EngineWatch:
             if await self._healthy():
                 self._faults = 0
             else:
-                self.down = f"engine unreachable after {self._faults} failed requests (last: {res.error_class}: " \
-                            f"{res.error_message[:120]}); GET /health failed"
+                self.down = (
+                    f"engine unreachable after {self._faults} failed requests (last: {res.error_class}: "
+                    f"{res.error_message[:120]}); GET /health failed"
+                )
 
     async def _healthy(self) -> bool:
         try:
@@ -124,19 +136,37 @@ class RoundContext:
 
     def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> RequestRow:
         return RequestRow(
-            scenario=self.scenario, round=self.round, index=session.first_index + turn,
-            prompt_id=prompt.prompt_id, prompt_hash=prompt.prompt_hash, session_id=session.session_id, turn=turn,
-            api=self.settings.api, ok=res.ok, http_status=res.http_status,
-            error_class=res.error_class, error_message=res.error_message,
+            scenario=self.scenario,
+            round=self.round,
+            index=session.first_index + turn,
+            prompt_id=prompt.prompt_id,
+            prompt_hash=prompt.prompt_hash,
+            session_id=session.session_id,
+            turn=turn,
+            api=self.settings.api,
+            ok=res.ok,
+            http_status=res.http_status,
+            error_class=res.error_class,
+            error_message=res.error_message,
             send_s=round(res.send_time - self.t0, 6) if res.send_time else None,
-            ttft_ms=_r(res.ttft_ms), first_token_lag_ms=_r(res.first_token_lag_ms),
-            read_delay_ms=_r(res.read_delay_ms), tpot_ms=_r(res.tpot_ms), e2e_ms=_r(res.e2e_ms),
-            itl_ms=" ".join(f"{x:.3f}" for x in res.itl_ms), n_itl=len(res.itl_ms),
-            prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
-            cached_tokens=res.cached_tokens, expected_prompt_tokens=prompt.prompt_tokens,
-            shared_prefix_tokens=prompt.shared_prefix_tokens, prefix_key=prompt.prefix_key,
-            provides_prefix_key=prompt.provides_prefix_key, output_chars=len(res.text),
-            output_hash=res.output_hash, prefix_blocks=block_chain(res.prompt_ids, self.block))
+            ttft_ms=_r(res.ttft_ms),
+            first_token_lag_ms=_r(res.first_token_lag_ms),
+            read_delay_ms=_r(res.read_delay_ms),
+            tpot_ms=_r(res.tpot_ms),
+            e2e_ms=_r(res.e2e_ms),
+            itl_ms=" ".join(f"{x:.3f}" for x in res.itl_ms),
+            n_itl=len(res.itl_ms),
+            prompt_tokens=res.prompt_tokens,
+            completion_tokens=res.completion_tokens,
+            cached_tokens=res.cached_tokens,
+            expected_prompt_tokens=prompt.prompt_tokens,
+            shared_prefix_tokens=prompt.shared_prefix_tokens,
+            prefix_key=prompt.prefix_key,
+            provides_prefix_key=prompt.provides_prefix_key,
+            output_chars=len(res.text),
+            output_hash=res.output_hash,
+            prefix_blocks=block_chain(res.prompt_ids, self.block),
+        )
 
 
 def _r(x: float | None) -> float | None:
@@ -148,12 +178,18 @@ async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Se
     for turn in range(session.turns):
         if len(replies) < turn:  # an earlier turn failed: the history cannot be built honestly
             prompt = session.build(turn, replies + [""] * (turn - len(replies)))  # for the row only, never sent
-            res = RequestResult(error_class="PreviousTurnFailed", error_message="an earlier turn of this session failed",
-                                send_time=time.perf_counter(), e2e_ms=0.0)
+            res = RequestResult(
+                error_class="PreviousTurnFailed",
+                error_message="an earlier turn of this session failed",
+                send_time=time.perf_counter(),
+                e2e_ms=0.0,
+            )
         else:
             # Later turns tokenize their history: off the event loop, so that other
             # streams' chunks are still read (and timed) promptly.
-            prompt = session.build(turn, replies) if turn == 0 else await asyncio.to_thread(session.build, turn, replies)
+            prompt = (
+                session.build(turn, replies) if turn == 0 else await asyncio.to_thread(session.build, turn, replies)
+            )
             await ctx.pacer.wait()
             async with ctx.sem:
                 if ctx.watch.down:  # the engine is gone: what was not sent is not a request
@@ -166,12 +202,36 @@ async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Se
         ctx.progress.advance(res.ok)
 
 
-async def run_round(workload: Workload, rnd: int, cfg: Config, endpoint: Endpoint, log: RequestLog,
-                    t0: float, progress: RoundProgress, watch: EngineWatch, block: int | None = None) -> None:
-    settings = RequestSettings(model=endpoint.model, api=cfg.api, max_tokens=cfg.max_tokens,
-                               temperature=cfg.temperature, timeout=cfg.request_timeout)
-    ctx = RoundContext(workload.scenario, rnd, settings, log, t0, asyncio.Semaphore(cfg.concurrency),
-                       Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"), progress, watch, block)
+async def run_round(
+    workload: Workload,
+    rnd: int,
+    cfg: Config,
+    endpoint: Endpoint,
+    log: RequestLog,
+    t0: float,
+    progress: RoundProgress,
+    watch: EngineWatch,
+    block: int | None = None,
+) -> None:
+    settings = RequestSettings(
+        model=endpoint.model,
+        api=cfg.api,
+        max_tokens=cfg.max_tokens,
+        temperature=cfg.temperature,
+        timeout=cfg.request_timeout,
+    )
+    ctx = RoundContext(
+        workload.scenario,
+        rnd,
+        settings,
+        log,
+        t0,
+        asyncio.Semaphore(cfg.concurrency),
+        Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"),
+        progress,
+        watch,
+        block,
+    )
     limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     timeout = httpx.Timeout(cfg.request_timeout, connect=min(10.0, cfg.request_timeout))
     progress.start(rnd, workload.num_requests)
@@ -204,8 +264,14 @@ def _prebuild_first_turns(workload: Workload) -> None:
 Route = tuple[Endpoint, Probe | None]
 
 
-def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], out_dir: Path,
-               progress: RoundProgress | None = None, labels: dict | None = None) -> pd.DataFrame:
+def run_rounds(
+    workload: Workload,
+    cfg: Config,
+    routes: Endpoint | list[Route],
+    out_dir: Path,
+    progress: RoundProgress | None = None,
+    labels: dict | None = None,
+) -> pd.DataFrame:
     """All rounds of one scenario -> requests.csv (live) and rounds.csv; returns the rounds table.
 
     Round r goes to routes[min(r, len) - 1] (the users' `endpoints_per_round`).
@@ -231,8 +297,10 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
             watch = EngineWatch(endpoint.base_url)
             _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch, block))
             if probe and before:
-                counters[rnd] = {"engine_url": endpoint.base_url,
-                                 **deltas(before, settled(probe, before, watch.succeeded))}
+                counters[rnd] = {
+                    "engine_url": endpoint.base_url,
+                    **deltas(before, settled(probe, before, watch.succeeded)),
+                }
             if watch.down:
                 raise EngineDown(f"round {rnd}: {watch.down}")
     finally:
@@ -241,12 +309,22 @@ def run_rounds(workload: Workload, cfg: Config, routes: Endpoint | list[Route], 
     return table
 
 
-def _rounds_table(out_dir: Path, workload: Workload, cfg: Config, block: int | None, counters: dict[int, dict],
-                  labels: dict | None, model: str) -> pd.DataFrame:
+def _rounds_table(
+    out_dir: Path,
+    workload: Workload,
+    cfg: Config,
+    block: int | None,
+    counters: dict[int, dict],
+    labels: dict | None,
+    model: str,
+) -> pd.DataFrame:
     requests = read_requests(out_dir / "requests.csv")
     table = rounds_table(requests, cfg.targets, planned=workload.num_requests)
-    for extra in (reuse_by_round(requests, block), ttft_speedups(requests),
-                  pd.DataFrame([{"round": r, **c} for r, c in counters.items()])):
+    for extra in (
+        reuse_by_round(requests, block),
+        ttft_speedups(requests),
+        pd.DataFrame([{"round": r, **c} for r, c in counters.items()]),
+    ):
         if not extra.empty and "round" in extra and not table.empty:
             table = table.merge(extra, on="round", how="left")
     if "server_ttft_mean_ms" in table:  # what the client adds to the server's own TTFT
@@ -254,7 +332,16 @@ def _rounds_table(out_dir: Path, workload: Workload, cfg: Config, block: int | N
     for i, (k, v) in enumerate((labels or {}).items()):  # identity columns first
         table.insert(i, k, v)
     write_rounds(out_dir / "rounds.csv", table)
-    write_bench_serve(out_dir / "bench_serve.json", table, {
-        "backend": "kvbench", "model_id": model, "endpoint_type": f"openai-{cfg.api}",
-        "max_concurrency": cfg.concurrency, "request_rate": cfg.request_rate or "inf", "num_prompts": workload.num_requests})
+    write_bench_serve(
+        out_dir / "bench_serve.json",
+        table,
+        {
+            "backend": "kvbench",
+            "model_id": model,
+            "endpoint_type": f"openai-{cfg.api}",
+            "max_concurrency": cfg.concurrency,
+            "request_rate": cfg.request_rate or "inf",
+            "num_prompts": workload.num_requests,
+        },
+    )
     return table

@@ -14,10 +14,11 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from python_on_whales import DockerClient, DockerException, docker
 
@@ -43,12 +44,11 @@ class Leftovers:
         return bool(self.containers or self.volumes or self.networks)
 
     def describe(self) -> str:
-        return (f"{len(self.containers)} containers, {len(self.volumes)} volumes, "
-                f"{len(self.networks)} networks")
+        return f"{len(self.containers)} containers, {len(self.volumes)} volumes, {len(self.networks)} networks"
 
 
 def find_resources(label: str, keep: Callable[[dict], bool] = lambda labels: True) -> Leftovers:
-    f = [("label", label)]
+    f: Any = [("label", label)]  # the CLI's filter literal types name each key; this one is "label"
     lookups = (
         lambda: [c.name for c in docker.container.list(all=True, filters=f) if keep(c.config.labels or {})],
         lambda: [v.name for v in docker.volume.list(filters=f) if keep(v.labels or {})],
@@ -111,9 +111,12 @@ class Stack:
         self.workdir = workdir
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
-        self.client = DockerClient(compose_files=spec.files, compose_project_name=spec.project,
-                                   compose_env_files=[write_env_file(spec, workdir / "stack.env")],
-                                   compose_project_directory=spec.files[0].parent)
+        self.client = DockerClient(
+            compose_files=list[str | Path](spec.files),
+            compose_project_name=spec.project,
+            compose_env_files=[write_env_file(spec, workdir / "stack.env")],
+            compose_project_directory=spec.files[0].parent,
+        )
         self.teardown: TeardownResult | None = None
         self._fast = False
 
@@ -125,23 +128,24 @@ class Stack:
         _REGISTRY.add(self)
         deadline = time.monotonic() + self.ready_timeout
         try:
-            self.client.compose.up(detach=True, wait=True, wait_timeout=self.ready_timeout, quiet=True,
-                                   pull="never")
+            self.client.compose.up(detach=True, wait=True, wait_timeout=self.ready_timeout, quiet=True, pull="never")
             # Seen on compose 2.40: `up --wait` returning while a service was still
             # "starting". Readiness is checked here too, on the containers' own health.
             self._wait_healthy(deadline)
         except (DockerException, StackError) as e:
             self.save_logs()
             why = _last_line(e) if isinstance(e, DockerException) else str(e)
-            raise StackError(f"stack {self.spec.project} did not become healthy within "
-                             f"{self.ready_timeout} s: {why}") from None
+            raise StackError(
+                f"stack {self.spec.project} did not become healthy within {self.ready_timeout} s: {why}"
+            ) from None
 
     def health(self) -> dict[str, str]:
         """Service -> "healthy" / "starting" / "unhealthy" / "running" (no healthcheck) / "exited" ..."""
-        out = {}
+        out: dict[str, str] = {}
         for c in self.client.compose.ps(all=True):
-            service = (c.config.labels or {}).get("com.docker.compose.service", c.name)
-            out[service] = c.state.health.status if c.state.running and c.state.health else c.state.status
+            service = (c.config.labels or {}).get("com.docker.compose.service") or c.name
+            status = c.state.health.status if c.state.running and c.state.health else c.state.status
+            out[service] = status or "unknown"
         return out
 
     def _wait_healthy(self, deadline: float) -> None:
@@ -162,9 +166,16 @@ class Stack:
         d.mkdir(parents=True, exist_ok=True)
         try:
             (d / "compose.log").write_text(self.client.compose.logs(timestamps=True))
-            ps = [{"name": c.name, "image": c.config.image, "status": c.state.status,
-                   "health": c.state.health.status if c.state.health else None, "exit_code": c.state.exit_code}
-                  for c in self.client.compose.ps(all=True)]
+            ps = [
+                {
+                    "name": c.name,
+                    "image": c.config.image,
+                    "status": c.state.status,
+                    "health": c.state.health.status if c.state.health else None,
+                    "exit_code": c.state.exit_code,
+                }
+                for c in self.client.compose.ps(all=True)
+            ]
             (d / "ps.json").write_text(json.dumps(ps, indent=2))
         except DockerException as e:
             (d / "logs-error.txt").write_text(str(e))
@@ -177,7 +188,7 @@ class Stack:
         t = time.perf_counter()
         attempts = 0
         with interrupts.shielded(self.kill_now):  # a second Ctrl-C: kill, but still remove everything
-            for attempts in range(1, 4):
+            for attempts in range(1, 4):  # noqa: B007 - read after the loop
                 try:
                     timeout = 0 if self._fast else self.stop_timeout
                     # down stops dependents first (depends_on), so the engines stop before
@@ -191,8 +202,9 @@ class Stack:
             if left:
                 force_remove(left)
                 left = find_resources(self.label)
-        self.teardown = TeardownResult(not left, round(time.perf_counter() - t, 3), left.describe() if left else "",
-                                       attempts)
+        self.teardown = TeardownResult(
+            not left, round(time.perf_counter() - t, 3), left.describe() if left else "", attempts
+        )
         _REGISTRY.discard(self)
         return self.teardown
 
@@ -203,10 +215,14 @@ class Stack:
         # handler while down() is blocked in `compose down`, so it must fire and return at
         # once; python-on-whales' compose.kill() waits for the CLI to finish. Fire-and-forget
         # in its own session (a further Ctrl-C does not reach it); down() verifies by label.
-        subprocess.Popen(["docker", "compose", "-p", self.spec.project, "kill"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            ["docker", "compose", "-p", self.spec.project, "kill"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc: object) -> None:

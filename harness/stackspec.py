@@ -54,7 +54,9 @@ def allocate_ports(bind: str, wanted: dict[str, int]) -> dict[str, int]:
             try:
                 sock.bind((bind, port))
             except OSError:
-                raise PortInUse(f"stack.{name}: {bind}:{port} is already in use (set it to 0 to pick a free port)")
+                raise PortInUse(
+                    f"stack.{name}: {bind}:{port} is already in use (set it to 0 to pick a free port)"
+                ) from None
             ports[name] = sock.getsockname()[1]
     return ports
 
@@ -84,14 +86,28 @@ class StackSpec:
 
 
 def vllm_command(s: StackConfig, with_connector: bool = True) -> list[str]:
-    args = [s.model, "--served-model-name", s.served_model_name, "--host", "0.0.0.0", "--port", "8000",
-            "--max-model-len", str(s.max_model_len), "--enable-prompt-tokens-details",
-            "--enable-prefix-caching" if s.enable_prefix_caching else "--no-enable-prefix-caching"]
+    args = [
+        s.model,
+        "--served-model-name",
+        s.served_model_name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--max-model-len",
+        str(s.max_model_len),
+        "--enable-prompt-tokens-details",
+        "--enable-prefix-caching" if s.enable_prefix_caching else "--no-enable-prefix-caching",
+    ]
     if with_connector:  # baseline mode: the same stack, no KV connector
         args += ["--kv-transfer-config", json.dumps({"kv_connector": CONNECTORS[s.connector], "kv_role": "kv_both"})]
     if s.on_gpu:
-        args += ["--tensor-parallel-size", str(s.gpu.tensor_parallel_size),
-                 "--gpu-memory-utilization", str(s.gpu.gpu_memory_utilization)]
+        args += [
+            "--tensor-parallel-size",
+            str(s.gpu.tensor_parallel_size),
+            "--gpu-memory-utilization",
+            str(s.gpu.gpu_memory_utilization),
+        ]
     else:
         args.append("--enforce-eager")  # ~17 s to healthy instead of 25-50 s; the compile cache does not reload
     return args + list(s.extra_vllm_args)
@@ -172,8 +188,9 @@ def _top_level(s: StackConfig) -> dict:
 def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int, lmcache_b: Path | None) -> dict:
     """Engine B = engine A as the merged compose model has it, on its own port, cpuset,
     GPUs and (LMCache) hostname."""
-    merged = DockerClient(compose_files=files, compose_env_files=[env_file],
-                          compose_project_directory=files[0].parent).compose.config(return_json=True)
+    merged = DockerClient(
+        compose_files=list[str | Path](files), compose_env_files=[env_file], compose_project_directory=files[0].parent
+    ).compose.config(return_json=True)
     b = copy.deepcopy(merged["services"]["vllm"])
     for key in ("build", "container_name", "hostname"):
         b.pop(key, None)
@@ -183,14 +200,21 @@ def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int,
     if s.on_gpu and s.gpu.engine_devices:
         b["deploy"] = _gpu_reservation(s.gpu.engine_devices[1])
     for v in b.get("volumes", []) if lmcache_b else []:  # the LMCache overlay's config mount
-        if v.get("target") == LMCACHE_TARGET:
+        if lmcache_b and v.get("target") == LMCACHE_TARGET:
             v["source"] = str(lmcache_b.resolve())
     return b
 
 
-def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict[str, str],
-            compose_dir: Path = COMPOSE_DIR, extra_files: list[Path] | None = None,
-            with_connector: bool = True) -> StackSpec:
+def prepare(
+    s: StackConfig,
+    run_id: str,
+    label: str,
+    workdir: Path,
+    images: dict[str, str],
+    compose_dir: Path = COMPOSE_DIR,
+    extra_files: list[Path] | None = None,
+    with_connector: bool = True,
+) -> StackSpec:
     """Render the stack for one scenario run into `workdir` and assemble the compose call."""
     wanted = {"vllm_port": s.vllm_port, "master_metrics_port": s.master_metrics_port}
     if s.topology == "cross-instance":
@@ -209,8 +233,12 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
     generated = workdir / "compose.generated.yaml"
     overlay = {"services": {"vllm": _engine_overrides(s, with_connector)}, **_top_level(s)}
     generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
-    files = [compose_dir / "base.yaml", *(compose_dir / f"{o}.yaml" for o in s.overlays), generated,
-             *(extra_files or [])]
+    files = [
+        compose_dir / "base.yaml",
+        *(compose_dir / f"{o}.yaml" for o in s.overlays),
+        generated,
+        *(extra_files or []),
+    ]
     env = {
         "KVB_RUN_ID": run_id,
         "KVB_OWNER": owner_id(),
@@ -229,8 +257,7 @@ def prepare(s: StackConfig, run_id: str, label: str, workdir: Path, images: dict
         "KVB_MODEL_CACHE": s.gpu.model_cache,
         **({"KVB_LMCACHE_CONFIG": str(lm.resolve())} if lm else {}),
     }
-    spec = StackSpec(project_name(run_id, label), run_id, label, files, env, s.bind_address, ports, metrics,
-                     s.engines)
+    spec = StackSpec(project_name(run_id, label), run_id, label, files, env, s.bind_address, ports, metrics, s.engines)
     env_file = write_env_file(spec, workdir / "stack.env")
     if s.topology == "cross-instance":
         lm_b = workdir / "lmcache-b.yaml" if lm else None

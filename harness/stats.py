@@ -7,7 +7,7 @@ from the round's first send to its last response end, on the monotonic clock.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,11 +20,11 @@ SHARED_STAMP_WARN_PCT = 5.0
 READ_DELAY_WARN_MS = 2.0  # p99 over requests of the longest wait of response bytes in the kernel
 
 
-def _pct(values: Sequence[float], q: float) -> float:
+def _pct(values: Sequence[float] | np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else math.nan
 
 
-def _mean(values: Sequence[float]) -> float:
+def _mean(values: Sequence[float] | np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
@@ -119,13 +119,20 @@ def saturation_warning(r: dict | pd.Series) -> str | None:
     delay = r.get("read_delay_p99_ms", math.nan)
     if not (shared > SHARED_STAMP_WARN_PCT and delay > READ_DELAY_WARN_MS):  # NaN-safe
         return None
-    return (f"{shared:.1f} % of tokens shared a read with the one before, and reads came up to "
-            f"{delay:.1f} ms (p99) after the data arrived: the client could not keep up (too many streams, or "
-            f"too little CPU left for it); lower the concurrency")
+    return (
+        f"{shared:.1f} % of tokens shared a read with the one before, and reads came up to "
+        f"{delay:.1f} ms (p99) after the data arrived: the client could not keep up (too many streams, or "
+        f"too little CPU left for it); lower the concurrency"
+    )
 
 
-GAIN_COLUMNS = ("ttft_reduction_pct", "ttft_p50_reduction_pct", "throughput_improvement_pct", "ttft_target_met",
-                "throughput_target_met")
+GAIN_COLUMNS = (
+    "ttft_reduction_pct",
+    "ttft_p50_reduction_pct",
+    "throughput_improvement_pct",
+    "ttft_target_met",
+    "throughput_target_met",
+)
 
 
 def gains(first: dict, later: dict, targets: Targets) -> dict:
@@ -138,7 +145,8 @@ def gains(first: dict, later: dict, targets: Targets) -> dict:
         "throughput_improvement_pct": tput_inc,
         "ttft_target_met": bool(ttft_red >= targets.ttft_reduction_percent) if not math.isnan(ttft_red) else False,
         "throughput_target_met": bool(tput_inc >= targets.throughput_increase_percent)
-        if not math.isnan(tput_inc) else False,
+        if not math.isnan(tput_inc)
+        else False,
     }
 
 
@@ -173,8 +181,10 @@ def round1_caveat(reused_pct: float) -> str | None:
     """The sentence a reader of round-over-round figures needs when round 1 was not cold."""
     if not reused_pct > WARM_ROUND1_PCT:  # NaN-safe
         return None
-    return (f"round 1 already reused {reused_pct:.0f} % of its prompt tokens (requests share a prefix within the "
-            f"round), so round-over-round understates what reuse buys: read the with-cache vs baseline figures")
+    return (
+        f"round 1 already reused {reused_pct:.0f} % of its prompt tokens (requests share a prefix within the "
+        f"round), so round-over-round understates what reuse buys: read the with-cache vs baseline figures"
+    )
 
 
 def rounds_table(requests: pd.DataFrame, targets: Targets, planned: int | None = None) -> pd.DataFrame:
@@ -187,8 +197,12 @@ def rounds_table(requests: pd.DataFrame, targets: Targets, planned: int | None =
     for rnd, rows in sorted(requests.groupby("round"), key=lambda kv: int(kv[0])):
         s = {"round": int(rnd), **round_summary(rows)}
         reused = 100 * s["cached_token_ratio"]
-        s.update(phase=warmth(reused), reused_token_pct=reused, planned=planned if planned else math.nan,
-                 partial=bool(planned and s["requests"] < planned))
+        s.update(
+            phase=warmth(reused),
+            reused_token_pct=reused,
+            planned=planned if planned else math.nan,
+            partial=bool(planned and s["requests"] < planned),
+        )
         if first is None:
             first = s
         elif not first["partial"] and not s["partial"]:

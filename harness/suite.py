@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 from python_on_whales import docker
@@ -21,10 +21,10 @@ from python_on_whales import docker
 from .config import Config, ConfigError
 from .probes import Probe, Snapshot, cold_state
 from .progress import console, print_rounds, round_progress, say, step
-from .report import console_summary, write_report
 from .records import CellEntry, Manifest, Plan, Resumed, StackInfo
+from .report import console_summary, write_report
 from .results import RunDir, base_manifest, read_manifest, utc_now
-from .runner import EngineDown, Endpoint, run_rounds
+from .runner import Endpoint, EngineDown, Route, run_rounds
 from .stack import Stack, StackError
 from .stackspec import COMPOSE_DIR, StackSpec, prepare
 from .tokenizer import ServerTokenizer
@@ -40,13 +40,18 @@ def _urls(spec: StackSpec) -> list[str]:
 def judge(table: pd.DataFrame, cold: bool, max_failed_percent: float) -> dict:
     """A measured cell's status: failed (too many failed requests) before contaminated before ok."""
     foreign = table.loc[table["round"] == 1, "foreign_hit_tokens"] if "foreign_hit_tokens" in table else None
-    out: dict = {"foreign_hit_tokens_round1": int(foreign.iloc[0]) if foreign is not None and len(foreign)
-                 and foreign.notna().iloc[0] else None}
+    out: dict = {
+        "foreign_hit_tokens_round1": int(foreign.iloc[0])
+        if foreign is not None and len(foreign) and foreign.notna().iloc[0]
+        else None
+    }
     sent, failed = int(table["requests"].sum()), int(table["failures"].sum())
     pct = 100 * failed / sent if sent else 100.0
     if pct > max_failed_percent:
-        out.update(status="failed", reason=f"{failed} of {sent} requests failed ({pct:.1f} % > max_failed_percent "
-                                           f"{max_failed_percent:g} %)")
+        out.update(
+            status="failed",
+            reason=f"{failed} of {sent} requests failed ({pct:.1f} % > max_failed_percent {max_failed_percent:g} %)",
+        )
     else:
         out["status"] = "ok" if cold and not out["foreign_hit_tokens_round1"] else "contaminated"
     return out
@@ -71,11 +76,12 @@ def service_start_seconds(stack: Stack) -> float | None:
     Harness overhead is bring-up + teardown minus this; healthcheck polling and
     compose's own work are the harness's share."""
     try:
-        by_service = {c.config.labels.get("com.docker.compose.service"): c for c in stack.client.compose.ps(all=True)}
+        ps = stack.client.compose.ps(all=True)
+        by_service = {(c.config.labels or {}).get("com.docker.compose.service"): c for c in ps}
         master, engine = by_service.get("mooncake-master"), by_service.get("vllm")
-        if not master or not engine:
+        if not master or not engine or master.state.started_at is None:
             return None
-        for line in docker.container.logs(engine, timestamps=True).splitlines():
+        for line in str(docker.container.logs(engine, timestamps=True)).splitlines():
             if "Application startup complete" in line:
                 ready = _parse_ts(line.split(" ", 1)[0])
                 return round((ready - master.state.started_at).total_seconds(), 3)
@@ -96,8 +102,15 @@ class Suite:
     Every cell is registered as `pending` before the first stack starts, so an interrupted run
     shows what it never reached, and `resume` runs exactly the cells not finished `ok`."""
 
-    def __init__(self, cfg: Config, images: ImageProvider, opts: SuiteOptions, command: list[str],
-                 run: RunDir | None = None, manifest: Manifest | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        images: ImageProvider,
+        opts: SuiteOptions,
+        command: list[str],
+        run: RunDir | None = None,
+        manifest: Manifest | None = None,
+    ) -> None:
         self.cfg = cfg
         self.images = images
         self.opts = opts
@@ -108,7 +121,7 @@ class Suite:
         self.model = cfg.stack.served_model_name
 
     @classmethod
-    def resume(cls, run_dir: Path, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> "Suite":
+    def resume(cls, run_dir: Path, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> Suite:
         """The run in `run_dir`, with the configuration it was started with (ConfigError when unusable)."""
         path = Path(run_dir) / "manifest.json"
         try:
@@ -120,8 +133,9 @@ class Suite:
             raise ConfigError(f"--resume: {path}: file not found") from None
         except (OSError, ValueError) as e:
             first = str(e).splitlines()[0] if str(e) else ""
-            raise ConfigError(f"--resume: {path}: not a resumable kvbench run ({type(e).__name__}: {first})"[:300]) \
-                from None
+            raise ConfigError(
+                f"--resume: {path}: not a resumable kvbench run ({type(e).__name__}: {first})"[:300]
+            ) from None
         manifest.resumed.append(Resumed(at=utc_now(), command=command))
         manifest.finished_at = None
         return cls(cfg, images, opts, command, RunDir(Path(run_dir), manifest.run_id), manifest)
@@ -141,8 +155,14 @@ class Suite:
         names, isolation, repeats, modes = plan.scenarios, plan.isolation, plan.repeats, plan.modes
         say(f"run [bold]{self.run.run_id}[/bold] -> {self.run.root}")
         self.manifest.topology = self.cfg.stack.topology
-        cells = [(n, m, iso, r) for iso in ("fresh", "external") if iso in isolation
-                 for n in names for r in range(1, repeats + 1) for m in modes]
+        cells = [
+            (n, m, iso, r)
+            for iso in ("fresh", "external")
+            if iso in isolation
+            for n in names
+            for r in range(1, repeats + 1)
+            for m in modes
+        ]
         for n, m, iso, r in cells + [(n, m, "shared", 1) for m in modes if "shared" in isolation for n in names]:
             self._register(n, m, iso, r)
         self.run.write_manifest(self.manifest)
@@ -151,7 +171,7 @@ class Suite:
             self.manifest.images = self.image_tags
         try:
             for n, m, iso, r in cells:  # scenario-major: with-cache and baseline of a scenario back to back
-                if iso == "external":
+                if iso == "external" and external is not None:
                     self._external(n, external)
                 else:
                     self._fresh(n, r, m)
@@ -169,10 +189,14 @@ class Suite:
                 write_report(self.run.root)
                 print(console_summary(self.run.root))
             except Exception as e:  # the results are on disk: a report fault must not hide them
-                console.print(f"[red]the report could not be written ({type(e).__name__}: {e}); the results are in "
-                              f"{self.run.root}; `kvbench report {self.run.root}` retries[/red]")
-        return all(e.status == "ok" or (e.isolation != "fresh" and e.status == "contaminated")
-                   for e in self.manifest.scenarios.values())
+                console.print(
+                    f"[red]the report could not be written ({type(e).__name__}: {e}); the results are in "
+                    f"{self.run.root}; `kvbench report {self.run.root}` retries[/red]"
+                )
+        return all(
+            e.status == "ok" or (e.isolation != "fresh" and e.status == "contaminated")
+            for e in self.manifest.scenarios.values()
+        )
 
     def _register(self, name: str, mode: str, iso: str, rep: int) -> None:
         key = cell_key(name, mode, iso, rep)
@@ -219,9 +243,15 @@ class Suite:
         key = cell_key(name, mode, "fresh", rep)
         entry = self._todo(key)
         if entry is not None:
-            self._with_stack(key.replace("/", "-"), self.run.root / key, [entry], mode,
-                             lambda spec, stack: self._measure(name, _urls(spec), spec.master_metrics_url,
-                                                               self.run.root / key, entry))
+            self._with_stack(
+                key.replace("/", "-"),
+                self.run.root / key,
+                [entry],
+                mode,
+                lambda spec, stack: self._measure(
+                    name, _urls(spec), spec.master_metrics_url, self.run.root / key, entry
+                ),
+            )
 
     def _shared(self, names: list[str], mode: str) -> None:
         """All scenarios back to back on one stack, as the users' old script did: pollution on purpose."""
@@ -250,8 +280,9 @@ class Suite:
         stack_info = self._with_stack(label, shared_dir, [e for _, e in entries.values()], mode, body)
         self.manifest.shared_stacks[mode] = stack_info
 
-    def _with_stack(self, label: str, workdir: Path, entries: list[CellEntry], mode: str,
-                    body: Callable[[StackSpec, Stack], None]) -> StackInfo:
+    def _with_stack(
+        self, label: str, workdir: Path, entries: list[CellEntry], mode: str, body: Callable[[StackSpec, Stack], None]
+    ) -> StackInfo:
         """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries`."""
         t_all = time.perf_counter()
         info = StackInfo()
@@ -260,15 +291,23 @@ class Suite:
             e.status = "running"
         console.rule(label)
         try:  # a preparation fault (port clash, compose files) fails this scenario, not the run
-            spec = prepare(self.cfg.stack, self.run.run_id, label, workdir, self.image_tags, self.opts.compose_dir,
-                           list(self.opts.extra_compose_files), with_connector=mode != "baseline")
+            spec = prepare(
+                self.cfg.stack,
+                self.run.run_id,
+                label,
+                workdir,
+                self.image_tags,
+                self.opts.compose_dir,
+                list(self.opts.extra_compose_files),
+                with_connector=mode != "baseline",
+            )
         except Exception as e:
             self._fail(entries, f"stack preparation failed: {type(e).__name__}: {e}"[:500], logs=None)
             self.run.write_manifest(self.manifest)
             return info
         info.set(project=spec.project, ports={**spec.engine_ports, "master_metrics": spec.master_metrics_port})
-        for e in entries:
-            e.set(project=spec.project, ports=info.ports)
+        for entry in entries:
+            entry.set(project=spec.project, ports=info.ports)
         self.run.write_manifest(self.manifest)
         say(f"  stack {spec.project}")
         stack = Stack(spec, workdir, self.cfg.stack.ready_timeout, self.cfg.stack.teardown_timeout)
@@ -294,17 +333,17 @@ class Suite:
             self._teardown(stack, entries, info, timings, t_all)
         return info
 
-    def _teardown(self, stack: Stack, entries: list[CellEntry], info: StackInfo, timings: dict,
-                  t_all: float) -> None:
+    def _teardown(self, stack: Stack, entries: list[CellEntry], info: StackInfo, timings: dict, t_all: float) -> None:
         with step("teardown (down -v, verify)", timings, "teardown_s"):
             td = stack.down()
         timings["total_s"] = round(time.perf_counter() - t_all, 3)
         if timings.get("service_start_s") is not None:
-            timings["harness_overhead_s"] = round(timings["up_s"] + timings["teardown_s"] - timings["service_start_s"], 3)
+            timings["harness_overhead_s"] = round(
+                timings["up_s"] + timings["teardown_s"] - timings["service_start_s"], 3
+            )
         info.set(teardown_verified=td.verified, teardown_leftovers=td.leftovers, timings=timings)
         for e in entries:
-            e.set(teardown_verified=td.verified, teardown_leftovers=td.leftovers,
-                  timings={**timings, **e.timings})
+            e.set(teardown_verified=td.verified, teardown_leftovers=td.leftovers, timings={**timings, **e.timings})
             if not td.verified:
                 e.set(status="failed", reason=(e.reason or "") + f"; teardown left {td.leftovers}")
         self.run.write_manifest(self.manifest)
@@ -324,8 +363,9 @@ class Suite:
         self.model = model
         self.manifest.driver, self.manifest.endpoint = "external-endpoint", endpoint
         self.plan_cells(self.cfg.default_scenarios, ("external",), 1, self.cfg.modes[:1])
-        return self.run_all(lambda name, entry: self._measure(name, [endpoint.rstrip("/")], master_metrics,
-                                                               self.run.root / name, entry))
+        return self.run_all(
+            lambda name, entry: self._measure(name, [endpoint.rstrip("/")], master_metrics, self.run.root / name, entry)
+        )
 
     def _measure(self, name: str, urls: list[str], master_url: str | None, out: Path, entry: CellEntry) -> None:
         """Cold-state gate, workload, rounds. Round 1 goes to the first engine, rounds 2+ to the last
@@ -341,7 +381,7 @@ class Suite:
             say(f"  {name}: cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
             if not cold and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
-            routes = [(Endpoint(u, self.model), p) for u, p in zip(urls, probes)]
+            routes: list[Route] = [(Endpoint(u, self.model), p) for u, p in zip(urls, probes)]
             with ServerTokenizer(routes[0][0].base_url, self.model) as tok:
                 with step("workload (exact token lengths via /tokenize)", timings, "workload_s"):
                     wl = build_workload(name, self.cfg.scenarios[name], tok, api=self.cfg.api, seed=self.cfg.seed)

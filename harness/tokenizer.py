@@ -35,7 +35,7 @@ class ServerTokenizer:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "ServerTokenizer":
+    def __enter__(self) -> ServerTokenizer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,8 +17,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .metrics import HEADLINE
 from .intervals import Interval, paired_change_pct_bca, t_interval
+from .metrics import HEADLINE
 from .report_data import RunData, col, ok_requests
 
 
@@ -28,10 +28,12 @@ def _change(base: float, cache: float) -> float:
 
 def _paired(req: pd.DataFrame, base: pd.DataFrame, cache: pd.DataFrame, rnd: int) -> pd.DataFrame:
     """TTFT of the same prompt in the same round and repeat, baseline vs with cache."""
+
     def side(rounds: pd.DataFrame) -> pd.DataFrame:
         rep = dict(zip(rounds["dir"], rounds["repeat"]))
         rows = req[req["dir"].isin(list(rep)) & (req["round"] == rnd)].drop_duplicates(["dir", "pid"])
         return rows.assign(repeat=rows["dir"].map(rep))[["repeat", "pid", "ttft_ms"]]
+
     return side(base).merge(side(cache), on=["repeat", "pid"], suffixes=("_base", "_cache"))
 
 
@@ -64,8 +66,12 @@ def reuse_buys(data: RunData) -> pd.DataFrame:
         if base.empty or cache.empty:
             continue
         reps = sorted(set(base["repeat"]) & set(cache["repeat"]))
-        row: dict = {"scenario": scen, "round": int(rnd), "repeats": len(reps),
-                     "phase with cache": "/".join(sorted(set(cache["phase"].astype(str)))) if "phase" in cache else "?"}
+        row: dict = {
+            "scenario": scen,
+            "round": int(rnd),
+            "repeats": len(reps),
+            "phase with cache": "/".join(sorted(set(cache["phase"].astype(str)))) if "phase" in cache else "?",
+        }
         for metric in HEADLINE:
             b, c = _per_repeat(base, metric), _per_repeat(cache, metric)
             changes = [_change(b[k], c[k]) for k in reps]
@@ -85,9 +91,11 @@ def targets_vs_baseline(table: pd.DataFrame, ttft_reduction: float, tput_increas
 
     def verdict(v: float, ok: bool) -> str:
         return "n/a" if math.isnan(v) else ("pass" if ok else "FAIL")
+
     return table.assign(
         ttft_target=[verdict(v, -v >= ttft_reduction) for v in table["ttft_mean_ms_change"]],
-        tput_target=[verdict(v, v >= tput_increase) for v in table["req_per_s_change"]])
+        tput_target=[verdict(v, v >= tput_increase) for v in table["req_per_s_change"]],
+    )
 
 
 def headline_round(table: pd.DataFrame) -> pd.DataFrame:
@@ -108,15 +116,22 @@ def fidelity(data: RunData) -> pd.DataFrame:
         return pd.DataFrame()
     req = req[req["out"] >= 0]
     d = req["dir"].to_numpy(dtype=int)
-    req = req.assign(mode=data.dirs["mode"].to_numpy()[d], scenario=data.dirs["scenario"].to_numpy()[d],
-                     iso=data.dirs["isolation"].to_numpy()[d])
+    req = req.assign(
+        mode=data.dirs["mode"].to_numpy()[d],
+        scenario=data.dirs["scenario"].to_numpy()[d],
+        iso=data.dirs["isolation"].to_numpy()[d],
+    )
     req = req[req["iso"] == "fresh"]
     rows = []
     for scen, g in req.groupby("scenario", sort=False):
         cache = g[g["mode"] == "with-cache"]
         # A check that cannot fail is no evidence: when different prompts all produce the same
         # tokens (a degenerate model at temperature 0), identical outputs say nothing about the KV.
-        row = {"scenario": scen, "distinct prompts": int(g["pid"].nunique()), "distinct outputs": int(g["out"].nunique())}
+        row = {
+            "scenario": scen,
+            "distinct prompts": int(g["pid"].nunique()),
+            "distinct outputs": int(g["out"].nunique()),
+        }
         row.update(_same(cache[cache["round"] == 1], cache[cache["round"] > 1], ["dir", "pid"], "warm vs cold"))
         row.update(_same(g[g["mode"] == "baseline"], cache, ["round", "pid"], "with cache vs baseline"))
         rows.append(row)
@@ -127,5 +142,4 @@ def _same(a: pd.DataFrame, b: pd.DataFrame, on: list[str], name: str) -> dict:
     pairs = a[[*on, "out"]].merge(b[[*on, "out"]], on=on, suffixes=("_a", "_b"))
     n = len(pairs)
     same = int((pairs["out_a"] == pairs["out_b"]).sum())
-    return {f"{name} identical": same, f"{name} pairs": n,
-            f"{name} %": 100 * same / n if n else math.nan}
+    return {f"{name} identical": same, f"{name} pairs": n, f"{name} %": 100 * same / n if n else math.nan}

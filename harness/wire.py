@@ -31,7 +31,8 @@ import struct
 import sys
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -160,9 +161,14 @@ class StampedStream(httpcore.AsyncNetworkStream):
             raise httpcore.ReadError(str(self._error) or type(self._error).__name__)
         return b""  # the peer closed the connection
 
-    async def _ready(self, add: Callable[..., None], remove: Callable[[int], None]) -> None:
+    async def _ready(self, add: Callable[..., None], remove: Callable[[int], object]) -> None:
         ready = self._loop.create_future()
-        add(self._fd, lambda: ready.done() or ready.set_result(None))
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        add(self._fd, wake)
         try:
             await ready
         finally:
@@ -180,7 +186,7 @@ class StampedStream(httpcore.AsyncNetworkStream):
             async with asyncio.timeout(timeout):
                 while view:
                     try:
-                        view = view[self._sock.send(view):]
+                        view = view[self._sock.send(view) :]
                     except BlockingIOError:
                         await self._ready(self._loop.add_writer, self._loop.remove_writer)
 
@@ -213,8 +219,14 @@ class StampedStream(httpcore.AsyncNetworkStream):
 class StampingBackend(httpcore.AsyncNetworkBackend):
     """Opens StampedStreams: TCP_NODELAY, and kernel receive stamps switched on."""
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> StampedStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> StampedStream:
         loop = asyncio.get_running_loop()
         with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
             async with asyncio.timeout(timeout):
@@ -235,8 +247,13 @@ class StampingBackend(httpcore.AsyncNetworkBackend):
                 raise error
 
     @staticmethod
-    async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any,
-                       local_address: str | None, socket_options: Any) -> None:
+    async def _connect(
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        address: Any,
+        local_address: str | None,
+        socket_options: Any,
+    ) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if KERNEL_STAMPS:
@@ -247,8 +264,9 @@ class StampingBackend(httpcore.AsyncNetworkBackend):
             sock.bind((local_address, 0))
         await loop.sock_connect(sock, address)
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.AsyncNetworkStream:
         raise httpcore.UnsupportedProtocol("unix sockets are not used by the harness")
 
     async def sleep(self, seconds: float) -> None:
@@ -263,8 +281,11 @@ class _PoolTransport(httpx.AsyncHTTPTransport):
         # build that pool directly instead of calling super().__init__, which would
         # also load a CA bundle (~70 ms) that plain HTTP never needs.
         self._pool = httpcore.AsyncConnectionPool(
-            max_connections=max_connections, max_keepalive_connections=max_connections,
-            keepalive_expiry=keepalive_expiry, network_backend=StampingBackend())
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+            network_backend=StampingBackend(),
+        )
 
 
 class _Released(httpx.AsyncByteStream):
@@ -312,8 +333,12 @@ class StampedTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._release(i)
             raise
-        return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
-                              stream=_Released(response.stream, functools.partial(self._release, i)))
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            extensions=response.extensions,
+            stream=_Released(cast(httpx.AsyncByteStream, response.stream), functools.partial(self._release, i)),
+        )
 
     def _release(self, shard: int) -> None:
         self._busy[shard] -= 1
@@ -326,8 +351,9 @@ class StampedTransport(httpx.AsyncBaseTransport):
 def stamped_client(base_url: str, limits: httpx.Limits, timeout: httpx.Timeout | float) -> httpx.AsyncClient:
     """The harness's HTTP client: plain-HTTP connections are wire-stamped and go
     direct (a benchmark must not time a proxy); https keeps httpx's default."""
-    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout,
-                             mounts={"http://": StampedTransport(limits)})
+    return httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=timeout, mounts={"http://": StampedTransport(limits)}
+    )
 
 
 def stamps_of(response: httpx.Response) -> StampedStream | None:

@@ -8,11 +8,13 @@ keeps its `prompt_id` across rounds and round 2+ can reuse round 1's KV blocks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Literal
 
 from .config import (
     Api,
@@ -170,11 +172,16 @@ class _Builder:
 
 
 def _static(prompts: list[Prompt]) -> list[Session]:
-    return [Session(p.prompt_id, 1, (lambda p: lambda turn, replies: p)(p)) for p in prompts]
+    return [Session(p.prompt_id, 1, functools.partial(_same_prompt, p)) for p in prompts]
 
 
-def _shared_prefix(b: _Builder, n: int, prefix_len: int, prefix_style: Style, variants: list[str],
-                   label: str) -> list[Session]:
+def _same_prompt(p: Prompt, turn: int, replies: list[str]) -> Prompt:
+    return p
+
+
+def _shared_prefix(
+    b: _Builder, n: int, prefix_len: int, prefix_style: Style, variants: list[str], label: str
+) -> list[Session]:
     # The label belongs to what every request shares: counted in the shared prefix, a block it
     # completes is expected reuse, not a foreign hit.
     prefix = b.prefix_text.make(prefix_len, prefix_style, "prefix") + f"\n\n{label}:"
@@ -244,7 +251,7 @@ def _render(msgs: list[dict]) -> str:
     return "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in msgs)
 
 
-_KINDS = {
+_KINDS: dict[type, Callable[[_Builder, Any], list[Session]]] = {
     DocumentQA: _document_qa,
     CodeGeneration: _code_generation,
     BatchProcessing: _batch,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.stack import find_resources, MANAGED_LABEL
+from harness.stack import MANAGED_LABEL, find_resources
 
 REPO = Path(__file__).resolve().parent.parent
 LIGHT_COMPOSE = REPO / "tests" / "compose"
@@ -15,8 +15,10 @@ LIGHT_COMPOSE = REPO / "tests" / "compose"
 def _docker_ok() -> bool:
     if not shutil.which("docker"):
         return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0 and \
-        subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+        and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    )
 
 
 @pytest.fixture(scope="session")

@@ -45,23 +45,44 @@ def requests_frame(s: Scen, rng: np.random.Generator) -> pd.DataFrame:
         for i in range(s.n):
             ttft = float(rng.lognormal(5, 0.3)) / (s.speedup if rnd > 1 else 1.0)
             tpot = float(rng.uniform(5, 10))
-            rows.append({
-                "scenario": s.name, "round": rnd, "index": i, "prompt_id": f"{s.name}-{i:04d}", "prompt_hash": "",
-                "session_id": f"{s.name}-{i:04d}", "turn": 0, "api": "completions", "ok": True, "http_status": 200,
-                "error_class": "", "error_message": "", "send_s": round((rnd - 1) * 10 + i * 0.05, 6),
-                "ttft_ms": round(ttft, 3), "tpot_ms": round(tpot, 3), "e2e_ms": round(ttft + 15 * tpot, 3),
-                "itl_ms": " ".join(f"{x:.3f}" for x in rng.uniform(3, 12, 4)), "n_itl": 4, "prompt_tokens": 1034,
-                "completion_tokens": 16, "cached_tokens": 1024 if rnd > 1 else (0 if i == 0 else 896),
-                "expected_prompt_tokens": 1034, "shared_prefix_tokens": 1000, "prefix_key": f"{s.name}:p",
-                "provides_prefix_key": f"{s.name}:p", "output_chars": 40,
-            })
+            rows.append(
+                {
+                    "scenario": s.name,
+                    "round": rnd,
+                    "index": i,
+                    "prompt_id": f"{s.name}-{i:04d}",
+                    "prompt_hash": "",
+                    "session_id": f"{s.name}-{i:04d}",
+                    "turn": 0,
+                    "api": "completions",
+                    "ok": True,
+                    "http_status": 200,
+                    "error_class": "",
+                    "error_message": "",
+                    "send_s": round((rnd - 1) * 10 + i * 0.05, 6),
+                    "ttft_ms": round(ttft, 3),
+                    "tpot_ms": round(tpot, 3),
+                    "e2e_ms": round(ttft + 15 * tpot, 3),
+                    "itl_ms": " ".join(f"{x:.3f}" for x in rng.uniform(3, 12, 4)),
+                    "n_itl": 4,
+                    "prompt_tokens": 1034,
+                    "completion_tokens": 16,
+                    "cached_tokens": 1024 if rnd > 1 else (0 if i == 0 else 896),
+                    "expected_prompt_tokens": 1034,
+                    "shared_prefix_tokens": 1000,
+                    "prefix_key": f"{s.name}:p",
+                    "provides_prefix_key": f"{s.name}:p",
+                    "output_chars": 40,
+                }
+            )
     return pd.DataFrame(rows, columns=REQUEST_COLUMNS)
 
 
 def rounds_frame(s: Scen, req: pd.DataFrame) -> pd.DataFrame:
     t = rounds_table(req, Targets())
-    for i, (k, v) in enumerate({"scenario": s.name, "mode": s.mode, "isolation": s.isolation,
-                                "repeat": s.repeat}.items()):
+    for i, (k, v) in enumerate(
+        {"scenario": s.name, "mode": s.mode, "isolation": s.isolation, "repeat": s.repeat}.items()
+    ):
         t.insert(i, k, v)
     cached = req.groupby("round")["cached_tokens"].sum().to_numpy()
     prompt = req.groupby("round")["prompt_tokens"].sum().to_numpy()
@@ -79,25 +100,48 @@ def rounds_frame(s: Scen, req: pd.DataFrame) -> pd.DataFrame:
 
 
 def entry(s: Scen, run_id: str) -> CellEntry:
-    return CellEntry(scenario=s.name, mode=s.mode, isolation=s.isolation, repeat=s.repeat, status=s.status,
-                     reason=s.reason, project=f"kvb-{run_id}-{s.key.replace('/', '-')}",
-                     engine_container_ids=[f"{zlib.crc32(s.key.encode()):08x}" + "cafe" * 14],
-                     cold_verified=s.foreign_r1 == 0, cold_detail="master_key_count=0",
-                     foreign_hit_tokens_round1=s.foreign_r1, teardown_verified=True, block_size=128,
-                     timings={"up_s": 25.1, "service_start_s": 23.0, "workload_s": 0.2, "rounds_s": 3.0,
-                              "teardown_s": 1.4, "harness_overhead_s": 2.0, "total_s": 30.0})
+    return CellEntry(
+        scenario=s.name,
+        mode=s.mode,
+        isolation=s.isolation,
+        repeat=s.repeat,
+        status=s.status,
+        reason=s.reason,
+        project=f"kvb-{run_id}-{s.key.replace('/', '-')}",
+        engine_container_ids=[f"{zlib.crc32(s.key.encode()):08x}" + "cafe" * 14],
+        cold_verified=s.foreign_r1 == 0,
+        cold_detail="master_key_count=0",
+        foreign_hit_tokens_round1=s.foreign_r1,
+        teardown_verified=True,
+        block_size=128,
+        timings={
+            "up_s": 25.1,
+            "service_start_s": 23.0,
+            "workload_s": 0.2,
+            "rounds_s": 3.0,
+            "teardown_s": 1.4,
+            "harness_overhead_s": 2.0,
+            "total_s": 30.0,
+        },
+    )
 
 
-def make_run(root: Path, scens: list[Scen], run_id: str = "20260101t000000z-abc123", seed: int = 0,
-             write_csv: bool = True) -> Path:
+def make_run(
+    root: Path, scens: list[Scen], run_id: str = "20260101t000000z-abc123", seed: int = 0, write_csv: bool = True
+) -> Path:
     run = root / run_id
     run.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    manifest = Manifest(run_id=run_id, harness_version="0.1.0", git_commit="0" * 40, host={"hostname": "test"},
-                        command=["kvbench", "bench-all"], started_at="2026-01-01T00:00:00+00:00",
-                        finished_at="2026-01-01T00:10:00+00:00",
-                        config={"rounds": 2, "targets": {"ttft_reduction_percent": 60,
-                                                         "throughput_increase_percent": 150}})
+    manifest = Manifest(
+        run_id=run_id,
+        harness_version="0.1.0",
+        git_commit="0" * 40,
+        host={"hostname": "test"},
+        command=["kvbench", "bench-all"],
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:10:00+00:00",
+        config={"rounds": 2, "targets": {"ttft_reduction_percent": 60, "throughput_increase_percent": 150}},
+    )
     for s in scens:
         manifest.scenarios[s.key] = entry(s, run_id)
         if not write_csv:

@@ -41,9 +41,15 @@ def _chunk(text: str, chat: bool, **extra: object) -> dict:
 
 
 def _usage(prompt_tokens: int, completion: int) -> dict:
-    return {"choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                                     "total_tokens": prompt_tokens + completion,
-                                     "prompt_tokens_details": {"cached_tokens": 0}}}
+    return {
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
+    }
 
 
 class _Conn:
@@ -110,7 +116,7 @@ async def _respond(mode: str, body: dict, c: _Conn, tokens: int) -> bool:
 
 
 def _header(lines: list[str], name: str) -> str | None:
-    return next((l.split(":", 1)[1].strip() for l in lines if l.lower().startswith(f"{name}:")), None)
+    return next((x.split(":", 1)[1].strip() for x in lines if x.lower().startswith(f"{name}:")), None)
 
 
 async def _json(c: _Conn, status: int, obj: dict) -> None:
@@ -124,8 +130,9 @@ def _words(body: dict) -> int:
     return sum(len(t.split()) for t in texts)
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int,
-                  seen: list | None = None) -> None:
+async def _handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int, seen: list | None = None
+) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -167,8 +174,7 @@ class StubServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._accept, "127.0.0.1", 0))
+        server = self._loop.run_until_complete(asyncio.start_server(self._accept, "127.0.0.1", 0))
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
@@ -180,7 +186,7 @@ class StubServer:
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.port}/{mode}"
 
-    def __enter__(self) -> "StubServer":
+    def __enter__(self) -> StubServer:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("stub server did not start")

@@ -11,8 +11,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_report_scale_runs_at_tiny_size():
@@ -37,7 +42,11 @@ def test_client_overhead_runs_at_tiny_size():
     lines = out.stdout.splitlines()
     assert "overhead p50 ms" in lines[0]
     rows = [line.split() for line in lines if line.split()[:1] in (["instant"], ["paced"])]
-    assert [r[:3] for r in rows] == [["instant", "1", "6"], ["instant", "2", "6"],
-                                     ["paced", "1", "6"], ["paced", "2", "6"]]
+    assert [r[:3] for r in rows] == [
+        ["instant", "1", "6"],
+        ["instant", "2", "6"],
+        ["paced", "1", "6"],
+        ["paced", "2", "6"],
+    ]
     assert all(len(r) == 10 and math.isfinite(sum(map(float, r[3:]))) for r in rows)  # every figure a number
     assert "targets at 64" in out.stdout

@@ -22,7 +22,7 @@ import yaml
 from harness.client import RequestResult, RequestSettings, auth_headers, send, set_api_key
 from harness.config import Config
 from harness.results import RequestLog
-from harness.runner import EngineDown, EngineWatch, Endpoint, run_round, run_rounds
+from harness.runner import Endpoint, EngineDown, EngineWatch, run_round, run_rounds
 from harness.tokenizer import ServerTokenizer, TokenizerError
 from harness.wire import stamped_client
 from harness.workload import Prompt, Session, Workload
@@ -43,6 +43,7 @@ def _client(url: str, timeout: float, wire: bool) -> httpx.AsyncClient:
 
 def _send(url: str, api: str = "completions", timeout: float = 5.0, prompt="hi", wire: bool = True, busy=None):
     """Send one request; `busy` is a coroutine run alongside it on the same event loop."""
+
     async def go():
         async with _client(url, timeout, wire) as c:
             body = [{"role": "user", "content": prompt}] if api == "chat" else prompt
@@ -50,6 +51,7 @@ def _send(url: str, api: str = "completions", timeout: float = 5.0, prompt="hi",
             if busy is None:
                 return await send(c, body, settings)
             return (await asyncio.gather(send(c, body, settings), busy()))[0]
+
     return asyncio.run(go())
 
 
@@ -96,8 +98,7 @@ def test_ok_stream_timings_are_ordered(stub):
 
 @pytest.mark.parametrize(
     "mode,error_class",
-    [("http500", "HTTPStatusError"), ("error500", "StreamError"), ("drop", "RemoteProtocolError"),
-     ("hang", "Timeout")],
+    [("http500", "HTTPStatusError"), ("error500", "StreamError"), ("drop", "RemoteProtocolError"), ("hang", "Timeout")],
 )
 def test_faults_become_failed_results(stub, mode, error_class):
     r = _send(stub.url(mode), timeout=1.0)
@@ -115,23 +116,40 @@ def test_faults_become_failed_results(stub, mode, error_class):
 
 def _workload(n: int) -> Workload:
     prompts = [Prompt(f"p{i}", f"prompt {i}", 3, 0) for i in range(n)]
-    return Workload("stubbed", [Session(p.prompt_id, 1, (lambda p: lambda t, r: p)(p)) for p in prompts])
+    return Workload("stubbed", [Session(p.prompt_id, 1, lambda t, r, p=p: p) for p in prompts])
 
 
 def _cfg(**kw) -> Config:
-    return Config.model_validate({"default_scenarios": ["x"], "request_timeout": 1.0, "concurrency": 3,
-                                  "scenarios": {"x": {"kind": "cold_start", "num_requests": 1, "prompt_length": 5}},
-                                  **kw})
+    return Config.model_validate(
+        {
+            "default_scenarios": ["x"],
+            "request_timeout": 1.0,
+            "concurrency": 3,
+            "scenarios": {"x": {"kind": "cold_start", "num_requests": 1, "prompt_length": 5}},
+            **kw,
+        }
+    )
 
 
 @pytest.mark.parametrize("mode", ["http500", "error500", "drop", "hang"])
 def test_round_completes_and_records_every_request(stub, tmp_path: Path, mode):
     log = RequestLog(tmp_path / "requests.csv")
-    from harness.runner import RoundProgress
     import time
 
-    asyncio.run(run_round(_workload(5), 1, _cfg(), Endpoint(stub.url(mode), "stub"), log, time.perf_counter(),
-                          RoundProgress(), EngineWatch(stub.url(mode))))
+    from harness.runner import RoundProgress
+
+    asyncio.run(
+        run_round(
+            _workload(5),
+            1,
+            _cfg(),
+            Endpoint(stub.url(mode), "stub"),
+            log,
+            time.perf_counter(),
+            RoundProgress(),
+            EngineWatch(stub.url(mode)),
+        )
+    )
     log.close()
     df = pd.read_csv(tmp_path / "requests.csv")
     assert len(df) == 5
@@ -144,12 +162,23 @@ def test_concurrency_is_a_semaphore_not_batches(stub, tmp_path: Path):
     """With 3 slots and 6 requests that each take ~200 ms, a 4th request starts as soon
     as one finishes (~200 ms), and the whole round takes ~2 x 200 ms."""
     import time
+
     from harness.runner import RoundProgress
 
     log = RequestLog(tmp_path / "requests.csv")
     t0 = time.perf_counter()
-    asyncio.run(run_round(_workload(6), 1, _cfg(), Endpoint(stub.url("role200"), "stub"), log, t0, RoundProgress(),
-                          EngineWatch(stub.url("role200"))))
+    asyncio.run(
+        run_round(
+            _workload(6),
+            1,
+            _cfg(),
+            Endpoint(stub.url("role200"), "stub"),
+            log,
+            t0,
+            RoundProgress(),
+            EngineWatch(stub.url("role200")),
+        )
+    )
     log.close()
     df = pd.read_csv(tmp_path / "requests.csv").sort_values("send_s")
     assert df["ok"].all()
@@ -163,12 +192,23 @@ def test_connections_are_kept_alive_across_requests(tmp_path: Path):
     end after [DONE], so a connection goes back to the pool instead of being
     closed and re-opened for every request."""
     import time
+
     from harness.runner import RoundProgress
 
     with StubServer(tokens=4) as fresh:
         log = RequestLog(tmp_path / "requests.csv")
-        asyncio.run(run_round(_workload(12), 1, _cfg(), Endpoint(fresh.url("ok"), "stub"), log, time.perf_counter(),
-                              RoundProgress(), EngineWatch(fresh.url("ok"))))
+        asyncio.run(
+            run_round(
+                _workload(12),
+                1,
+                _cfg(),
+                Endpoint(fresh.url("ok"), "stub"),
+                log,
+                time.perf_counter(),
+                RoundProgress(),
+                EngineWatch(fresh.url("ok")),
+            )
+        )
         log.close()
         assert pd.read_csv(tmp_path / "requests.csv")["ok"].all()
         assert fresh.connections <= 3, fresh.connections
@@ -176,6 +216,7 @@ def test_connections_are_kept_alive_across_requests(tmp_path: Path):
 
 def test_failed_turn_fails_the_rest_of_its_conversation_without_sending(stub, tmp_path: Path):
     import time
+
     from harness.runner import RoundProgress
 
     def build(turn: int, replies: list[str]) -> Prompt:
@@ -184,8 +225,18 @@ def test_failed_turn_fails_the_rest_of_its_conversation_without_sending(stub, tm
 
     wl = Workload("stubbed", [Session("c0", 3, build)])
     log = RequestLog(tmp_path / "requests.csv")
-    asyncio.run(run_round(wl, 1, _cfg(), Endpoint(stub.url("http500"), "stub"), log, time.perf_counter(),
-                          RoundProgress(), EngineWatch(stub.url("http500"))))
+    asyncio.run(
+        run_round(
+            wl,
+            1,
+            _cfg(),
+            Endpoint(stub.url("http500"), "stub"),
+            log,
+            time.perf_counter(),
+            RoundProgress(),
+            EngineWatch(stub.url("http500")),
+        )
+    )
     log.close()
     df = pd.read_csv(tmp_path / "requests.csv").sort_values("turn")
     assert list(df["error_class"]) == ["HTTPStatusError", "PreviousTurnFailed", "PreviousTurnFailed"]
@@ -195,13 +246,25 @@ def test_failed_turn_fails_the_rest_of_its_conversation_without_sending(stub, tm
 def test_request_rate_paces_sends_as_poisson_arrivals(stub, tmp_path: Path):
     """20 requests at 40 req/s: sends spread over ~0.5 s with exponential gaps, not all at once."""
     import time
+
     import numpy as np
+
     from harness.runner import RoundProgress
 
     log = RequestLog(tmp_path / "requests.csv")
     cfg = _cfg(request_rate=40.0, concurrency=20)
-    asyncio.run(run_round(_workload(20), 1, cfg, Endpoint(stub.url("ok"), "stub"), log, time.perf_counter(),
-                          RoundProgress(), EngineWatch(stub.url("ok"))))
+    asyncio.run(
+        run_round(
+            _workload(20),
+            1,
+            cfg,
+            Endpoint(stub.url("ok"), "stub"),
+            log,
+            time.perf_counter(),
+            RoundProgress(),
+            EngineWatch(stub.url("ok")),
+        )
+    )
     log.close()
     sends = np.sort(pd.read_csv(tmp_path / "requests.csv")["send_s"].to_numpy())
     gaps = np.diff(sends)
@@ -250,11 +313,21 @@ REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-kvbench-test-9d8c7b6a5f4e3d2c1b0a"
 DECOY = "sk-openai-decoy-0a1b2c3d4e5f6a7b"  # in $OPENAI_API_KEY, not the variable the run names
 RUN_CONFIG = {
-    "default_scenarios": ["docs", "turns"], "rounds": 2, "concurrency": 4, "wait_between_rounds": 0,
-    "request_timeout": 5, "max_tokens": 4, "mode": "with-cache",
+    "default_scenarios": ["docs", "turns"],
+    "rounds": 2,
+    "concurrency": 4,
+    "wait_between_rounds": 0,
+    "request_timeout": 5,
+    "max_tokens": 4,
+    "mode": "with-cache",
     "scenarios": {
-        "docs": {"kind": "document_qa", "num_requests": 4, "context_length": 40, "num_questions": 2,
-                 "question_length": 6},
+        "docs": {
+            "kind": "document_qa",
+            "num_requests": 4,
+            "context_length": 40,
+            "num_questions": 2,
+            "question_length": 6,
+        },
         "turns": {"kind": "multi_turn", "num_conversations": 2, "turns": 2, "system_length": 10, "user_length": 5},
     },
 }
@@ -276,11 +349,36 @@ def test_kvbench_run_sends_the_key_to_its_endpoint_only_and_writes_it_nowhere(tm
     results = tmp_path / "results"
     with StubServer() as engine, StubServer() as master:
         out = subprocess.run(
-            [sys.executable, "-m", "harness", "run", "--base-url", engine.url("ok"), "--model", "stub",
-             "--master-metrics", master.url("ok"), "--config", str(config), "--result-dir", str(results),
-             "--api-key-env", "KVB_TEST_KEY", "--max-concurrency", "2", "--request-rate", "inf", "--seed", "42"],
-            env={**os.environ, "OPENAI_API_KEY": DECOY, "KVB_TEST_KEY": KEY}, cwd=REPO, capture_output=True,
-            text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "run",
+                "--base-url",
+                engine.url("ok"),
+                "--model",
+                "stub",
+                "--master-metrics",
+                master.url("ok"),
+                "--config",
+                str(config),
+                "--result-dir",
+                str(results),
+                "--api-key-env",
+                "KVB_TEST_KEY",
+                "--max-concurrency",
+                "2",
+                "--request-rate",
+                "inf",
+                "--seed",
+                "42",
+            ],
+            env={**os.environ, "OPENAI_API_KEY": DECOY, "KVB_TEST_KEY": KEY},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert out.returncode == 0, out.stderr[-3000:]
     sent = {(method, path.removeprefix("/ok")) for method, path, _ in engine.requests}
     assert {("POST", "/v1/completions"), ("POST", "/tokenize"), ("GET", "/metrics")} <= sent, sent
@@ -288,8 +386,9 @@ def test_kvbench_run_sends_the_key_to_its_endpoint_only_and_writes_it_nowhere(tm
     assert master.requests and {auth for _, _, auth in master.requests} == {None}
 
     files = [f for f in results.rglob("*") if f.is_file()]
-    assert {"manifest.json", "requests.csv", "rounds.csv", "summary.csv", "report.md", "report.html"} <= \
-        {f.name for f in files}
+    assert {"manifest.json", "requests.csv", "rounds.csv", "summary.csv", "report.md", "report.html"} <= {
+        f.name for f in files
+    }
     assert {str(f): _leaks(f.read_bytes()) for f in files if _leaks(f.read_bytes())} == {}
     assert _leaks(out.stdout) == [] and _leaks(out.stderr) == []
     (manifest_path,) = results.glob("*/manifest.json")
@@ -297,8 +396,11 @@ def test_kvbench_run_sends_the_key_to_its_endpoint_only_and_writes_it_nowhere(tm
     command = manifest["command"]
     assert command[command.index("--api-key-env") + 1] == "KVB_TEST_KEY"  # the name is recorded
     assert manifest["endpoint_auth"] == "Authorization: Bearer from $KVB_TEST_KEY (the key is not recorded)"
-    assert (manifest["config"]["concurrency"], manifest["config"]["request_rate"], manifest["config"]["seed"]) == \
-        (2, None, 42)
+    assert (manifest["config"]["concurrency"], manifest["config"]["request_rate"], manifest["config"]["seed"]) == (
+        2,
+        None,
+        42,
+    )
     rows = pd.concat(pd.read_csv(f) for f in files if f.name == "requests.csv")
     assert len(rows) == 2 * (4 + 2 * 2) and rows["ok"].all()
 
@@ -315,10 +417,13 @@ def test_the_key_reaches_the_health_check_and_the_tokenizer_and_stops_when_unset
             set_api_key(s.url("ok"), None)
         keyed = list(s.requests)
         assert _send(s.url("ok")).ok
-    assert {(m, p) for m, p, _ in keyed} == {("POST", "/dead/v1/completions"), ("GET", "/dead/health"),
-                                             ("POST", "/ok/tokenize")}
+    assert {(m, p) for m, p, _ in keyed} == {
+        ("POST", "/dead/v1/completions"),
+        ("GET", "/dead/health"),
+        ("POST", "/ok/tokenize"),
+    }
     assert {auth for _, _, auth in keyed} == {f"Bearer {KEY}"}
-    assert s.requests[len(keyed):] == [("POST", "/ok/v1/completions", None)]  # forgotten: no header
+    assert s.requests[len(keyed) :] == [("POST", "/ok/v1/completions", None)]  # forgotten: no header
 
 
 GATEWAY = "http://gateway:8000"
@@ -326,9 +431,11 @@ GATEWAY = "http://gateway:8000"
 
 def _send_with_key(handler) -> RequestResult:
     """One request to `handler` (httpx.MockTransport) with KEY set for its server."""
+
     async def go() -> RequestResult:
-        async with httpx.AsyncClient(base_url=GATEWAY, transport=httpx.MockTransport(handler),
-                                     headers=auth_headers(GATEWAY)) as c:
+        async with httpx.AsyncClient(
+            base_url=GATEWAY, transport=httpx.MockTransport(handler), headers=auth_headers(GATEWAY)
+        ) as c:
             return await send(c, "hi", RequestSettings(model="m", timeout=5))
 
     set_api_key(GATEWAY, KEY)
@@ -342,6 +449,7 @@ def _send_with_key(handler) -> RequestResult:
 def test_a_key_the_server_echoes_back_is_redacted_from_every_message(pad):
     """A gateway that echoes the header in its error must not put the key into requests.csv, even
     where the message is cut to 300 characters inside the key (redacted first, then cut)."""
+
     def said(request: httpx.Request) -> str:
         return "x" * pad + f" invalid credentials: {request.headers['authorization']}"
 
@@ -349,8 +457,11 @@ def test_a_key_the_server_echoes_back_is_redacted_from_every_message(pad):
         return httpx.Response(401, text=said(request))
 
     def error_event(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                              text=f"data: {json.dumps({'error': {'message': said(request)}})}\n\n")
+        return httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            text=f"data: {json.dumps({'error': {'message': said(request)}})}\n\n",
+        )
 
     res = _send_with_key(rejected)
     assert res.http_status == 401 and res.error_class == "HTTPStatusError", res.error_message
@@ -363,8 +474,9 @@ def test_a_key_the_server_echoes_back_is_redacted_from_every_message(pad):
     set_api_key(GATEWAY, KEY)
     try:
         with ServerTokenizer(GATEWAY, "m") as tok:
-            tok._client = httpx.Client(base_url=GATEWAY, transport=httpx.MockTransport(rejected),
-                                       headers=auth_headers(GATEWAY))
+            tok._client = httpx.Client(
+                base_url=GATEWAY, transport=httpx.MockTransport(rejected), headers=auth_headers(GATEWAY)
+            )
             with pytest.raises(TokenizerError) as err:
                 tok.count("hi")
     finally:

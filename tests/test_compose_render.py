@@ -33,14 +33,28 @@ def _render(tmp_path: Path, config: str, topology: str, mode: str, monkeypatch) 
     cfg = load_config(REPO / CONFIGS[config])
     cross = topology == "cross-instance"
     gpu = cfg.stack.gpu.model_copy(update={"engine_devices": [["0", "1"], ["2", "3"]] if cross else []})
-    stack = cfg.stack.model_copy(update={"topology": topology, "gpu": gpu,
-                                         "engine_cpusets": ["0", "1"] if cross else []})
+    stack = cfg.stack.model_copy(
+        update={"topology": topology, "gpu": gpu, "engine_cpusets": ["0", "1"] if cross else []}
+    )
     workdir = tmp_path / "scenario"
-    spec = prepare(stack, "20261124t000000z-abcdef", "long_context_high_reuse", workdir,
-                   {"engine": "kvbench/engine-cpu:x", "master": "kvbench/master-cpu:x"},
-                   with_connector=mode == "with-cache")
-    argv = ["docker", "compose", "-p", spec.project, "--env-file", str(workdir / "stack.env"),
-            "--project-directory", str(spec.files[0].parent)]
+    spec = prepare(
+        stack,
+        "20261124t000000z-abcdef",
+        "long_context_high_reuse",
+        workdir,
+        {"engine": "kvbench/engine-cpu:x", "master": "kvbench/master-cpu:x"},
+        with_connector=mode == "with-cache",
+    )
+    argv = [
+        "docker",
+        "compose",
+        "-p",
+        spec.project,
+        "--env-file",
+        str(workdir / "stack.env"),
+        "--project-directory",
+        str(spec.files[0].parent),
+    ]
     for f in spec.files:
         argv += ["-f", str(f)]
     out = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True, timeout=60)
@@ -122,9 +136,13 @@ def test_overlay_renders_with_key_fields(tmp_path, monkeypatch, config, topology
 
 def test_rdma_option_renders_devices_and_protocol(tmp_path, monkeypatch):
     cfg = load_config(REPO / CONFIGS["gpu"])
-    stack = cfg.stack.model_copy(update={
-        "protocol": "rdma", "device_name": "mlx5_0",
-        "gpu": cfg.stack.gpu.model_copy(update={"rdma_devices": ["/dev/infiniband"]})})
+    stack = cfg.stack.model_copy(
+        update={
+            "protocol": "rdma",
+            "device_name": "mlx5_0",
+            "gpu": cfg.stack.gpu.model_copy(update={"rdma_devices": ["/dev/infiniband"]}),
+        }
+    )
     prepare(stack, "r1", "s", tmp_path, {})
     mc = json.loads((tmp_path / "mooncake.json").read_text())
     assert mc["protocol"] == "rdma" and mc["device_name"] == "mlx5_0"

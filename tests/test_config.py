@@ -27,6 +27,7 @@ def _mutate(path, value):
         else:
             node[path[-1]] = value
         return cfg
+
     return apply
 
 
@@ -41,8 +42,11 @@ CASES = [
     ("non-positive request count", _mutate(["scenarios", "batch_processing", "num_requests"], 0), "num_requests"),
     ("unknown default scenario", _mutate(["default_scenarios"], ["nope"]), "default_scenarios"),
     ("empty selection", _mutate(["default_scenarios"], []), "default_scenarios"),
-    ("bad scenario name", lambda c: {**c, "scenarios": {**c["scenarios"], "Bad Name!": c["scenarios"]["cold_start"]}},
-     "scenario name"),
+    (
+        "bad scenario name",
+        lambda c: {**c, "scenarios": {**c["scenarios"], "Bad Name!": c["scenarios"]["cold_start"]}},
+        "scenario name",
+    ),
     ("bad run name", _mutate(["run_name"], "../etc"), "run_name"),
     ("unknown kind", _mutate(["scenarios", "cold_start", "kind"], "warm_start"), "kind"),
     ("bad api", _mutate(["api"], "grpc"), "api"),
@@ -50,9 +54,11 @@ CASES = [
     ("negative wait", _mutate(["wait_between_rounds"], -1), "wait_between_rounds"),
     ("bad stack overlay name", _mutate(["stack", "overlay"], "../gpu"), "overlay"),
     ("port out of range", _mutate(["stack", "vllm_port"], 70000), "vllm_port"),
-    ("one fixed port for two services",
-     lambda c: {**c, "stack": {**c.get("stack", {}), "vllm_port": 18000, "master_metrics_port": 18000}},
-     "master_metrics_port"),
+    (
+        "one fixed port for two services",
+        lambda c: {**c, "stack": {**c.get("stack", {}), "vllm_port": 18000, "master_metrics_port": 18000}},
+        "master_metrics_port",
+    ),
     ("bad on_contamination", _mutate(["on_contamination"], "ignore"), "on_contamination"),
     ("GPUs for 2 engines on 1", _mutate(["stack", "gpu"], {"engine_devices": [["0"], ["1"]]}), "engine_devices"),
     ("empty device list", _mutate(["stack", "gpu"], {"engine_devices": [[]]}), "engine_devices"),
@@ -69,19 +75,21 @@ def _run_cli(args: list[str], capsys) -> tuple[int, str]:
 def test_malformed_config_exits_2_with_one_line(tmp_path, capsys, name, mutate, field):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(mutate(_good())))
-    code, err = _run_cli(["bench-all", "--config", str(path),
-                          "--results", str(tmp_path / "results")], capsys)
+    code, err = _run_cli(["bench-all", "--config", str(path), "--results", str(tmp_path / "results")], capsys)
     assert code == 2
     assert len(err.splitlines()) == 1, err
     assert str(path) in err and field in err, err
     assert not (tmp_path / "results").exists()  # nothing started, nothing written
 
 
-@pytest.mark.parametrize("content,expect", [
-    (None, "file not found"),
-    ("rounds: [1, 2\n", "invalid YAML"),
-    ("- just\n- a list\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        (None, "file not found"),
+        ("rounds: [1, 2\n", "invalid YAML"),
+        ("- just\n- a list\n", "expected a mapping"),
+    ],
+)
 def test_unreadable_config(tmp_path, capsys, content, expect):
     path = tmp_path / "c.yaml"
     if content is not None:
@@ -112,14 +120,21 @@ def test_seed_scenarios_keep_the_seed_parameters():
     assert s["cold_start"].num_requests == 20 and s["cold_start"].prompt_length == 2000
 
 
-@pytest.mark.parametrize("argv,flag,expect", [
-    (["bench", "--scenario", "nope"], "--scenario", "unknown scenario 'nope' (known: "),
-    (["bench-all", "--scenarios", "cold_start", "nope"], "--scenarios", "unknown scenario 'nope' (known: "),
-    (["bench-all", "--concurrency", "-1"], "--concurrency", "Input should be greater than 0"),
-    (["bench-all", "--rounds", "0"], "--rounds", "Input should be greater than 0"),
-    (["run", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--scenarios", "nope"], "--scenarios",
-     "unknown scenario 'nope'"),
-], ids=["bench-scenario", "bench-all-scenarios", "concurrency", "rounds", "run-scenarios"])
+@pytest.mark.parametrize(
+    "argv,flag,expect",
+    [
+        (["bench", "--scenario", "nope"], "--scenario", "unknown scenario 'nope' (known: "),
+        (["bench-all", "--scenarios", "cold_start", "nope"], "--scenarios", "unknown scenario 'nope' (known: "),
+        (["bench-all", "--concurrency", "-1"], "--concurrency", "Input should be greater than 0"),
+        (["bench-all", "--rounds", "0"], "--rounds", "Input should be greater than 0"),
+        (
+            ["run", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--scenarios", "nope"],
+            "--scenarios",
+            "unknown scenario 'nope'",
+        ),
+    ],
+    ids=["bench-scenario", "bench-all-scenarios", "concurrency", "rounds", "run-scenarios"],
+)
 def test_bad_override_names_the_flag_not_the_file(tmp_path, capsys, argv, flag, expect):
     results = tmp_path / "results"
     code, err = _run_cli([*argv, "--config", str(GOOD), "--results", str(results)], capsys)
@@ -133,8 +148,9 @@ def test_bad_override_names_the_flag_not_the_file(tmp_path, capsys, argv, flag, 
 def test_bad_file_value_still_names_the_file_when_flags_are_given(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_mutate(["wait_between_rounds"], -1)(_good())))
-    code, err = _run_cli(["bench-all", "--config", str(path), "--rounds", "3", "--results", str(tmp_path / "r")],
-                         capsys)
+    code, err = _run_cli(
+        ["bench-all", "--config", str(path), "--rounds", "3", "--results", str(tmp_path / "r")], capsys
+    )
     assert code == 2 and err.startswith(f"kvbench: config error: {path}: wait_between_rounds: "), err
 
 
@@ -151,11 +167,13 @@ def test_extends_merges_nested_keys_and_keeps_the_parents_siblings(tmp_path):
     parent = tmp_path / "base" / "parent.yaml"
     parent.write_text(yaml.safe_dump({**_good(), "rounds": 4}))
     child = tmp_path / "child.yaml"
-    child.write_text("extends: base/parent.yaml\n"  # relative to the child, not to the working directory
-                     "concurrency: 9\n"
-                     "stack: {kvcache_space_gib: 3}\n"
-                     "scenarios: {cold_start: {prompt_length: 64}}\n"
-                     "targets: {ttft_reduction_percent: 40}\n")
+    child.write_text(
+        "extends: base/parent.yaml\n"  # relative to the child, not to the working directory
+        "concurrency: 9\n"
+        "stack: {kvcache_space_gib: 3}\n"
+        "scenarios: {cold_start: {prompt_length: 64}}\n"
+        "targets: {ttft_reduction_percent: 40}\n"
+    )
     cfg = load_config(child)
     assert cfg.concurrency == 9 and cfg.rounds == 4
     assert cfg.stack.kvcache_space_gib == 3 and cfg.stack.client_ttl == 5 and cfg.stack.ready_timeout == 300
@@ -172,16 +190,32 @@ def test_extends_chain_and_a_list_replaces_the_parents_list(tmp_path):
     assert cfg.rounds == 3 and cfg.default_scenarios == ["cold_start"] and cfg.stack.extra_vllm_args == ["--x", "1"]
 
 
-@pytest.mark.parametrize("files", [
-    {"a.yaml": "extends: a.yaml\nrounds: 2\n"},
-    {"a.yaml": "extends: b.yaml\nrounds: 2\n", "b.yaml": "extends: a.yaml\nrounds: 3\n"},
-], ids=["self", "two files"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"a.yaml": "extends: a.yaml\nrounds: 2\n"},
+        {"a.yaml": "extends: b.yaml\nrounds: 2\n", "b.yaml": "extends: a.yaml\nrounds: 3\n"},
+    ],
+    ids=["self", "two files"],
+)
 def test_an_extends_cycle_is_a_one_line_error(tmp_path, capsys, files):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     path = tmp_path / "a.yaml"
-    code, err = _run_cli(["run", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--config", str(path),
-                          "--results", str(tmp_path / "r")], capsys)
+    code, err = _run_cli(
+        [
+            "run",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--model",
+            "m",
+            "--config",
+            str(path),
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "extends: cycle through" in err and str(path) in err, err
     assert not (tmp_path / "r").exists()
@@ -196,6 +230,7 @@ def test_extends_must_name_a_file(tmp_path, capsys):
 
 # --- `vllm bench serve` flag names -------------------------------------------------------------
 
+
 def _parse(argv: list[str]):
     from harness.cli import _load, build_parser
 
@@ -203,14 +238,31 @@ def _parse(argv: list[str]):
     return args, _load(args, getattr(args, "scenarios", None))
 
 
-@pytest.mark.parametrize("argv", [
-    ["run", "--base-url", "http://10.0.0.5:8000", "--model", "m"],
-    ["bench-all"],
-], ids=["run", "bench-all"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--base-url", "http://10.0.0.5:8000", "--model", "m"],
+        ["bench-all"],
+    ],
+    ids=["run", "bench-all"],
+)
 def test_vllm_bench_serve_flag_names_are_aliases(tmp_path, argv):
     out = str(tmp_path / "out")
-    args, cfg = _parse([*argv, "--config", str(GOOD), "--max-concurrency", "3", "--request-rate", "2.5",
-                        "--seed", "7", "--result-dir", out])
+    args, cfg = _parse(
+        [
+            *argv,
+            "--config",
+            str(GOOD),
+            "--max-concurrency",
+            "3",
+            "--request-rate",
+            "2.5",
+            "--seed",
+            "7",
+            "--result-dir",
+            out,
+        ]
+    )
     assert args.results == out and (args.command != "run" or args.endpoint == "http://10.0.0.5:8000")
     assert (cfg.concurrency, cfg.request_rate, cfg.seed) == (3, 2.5, 7)
     args, cfg = _parse([*argv, "--config", str(GOOD), "--concurrency", "5", "--results", out])
@@ -228,13 +280,17 @@ def test_request_rate_inf_means_no_pacing_even_over_a_configured_rate(tmp_path):
     assert load_config(path).request_rate is None
 
 
-@pytest.mark.parametrize("argv,flag", [
-    (["bench-all", "--max-concurrency", "0"], "--max-concurrency"),
-    (["bench-all", "--concurrency", "0"], "--concurrency"),
-    (["bench", "--scenario", "cold_start", "--request-rate", "0"], "--request-rate"),
-    (["bench-all", "--request-rate", "-2"], "--request-rate"),
-    (["run", "--base-url", "http://127.0.0.1:9", "--model", "m", "--request-rate", "nan"], "--request-rate"),
-], ids=["max-concurrency", "concurrency", "rate-zero", "rate-negative", "rate-nan"])
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["bench-all", "--max-concurrency", "0"], "--max-concurrency"),
+        (["bench-all", "--concurrency", "0"], "--concurrency"),
+        (["bench", "--scenario", "cold_start", "--request-rate", "0"], "--request-rate"),
+        (["bench-all", "--request-rate", "-2"], "--request-rate"),
+        (["run", "--base-url", "http://127.0.0.1:9", "--model", "m", "--request-rate", "nan"], "--request-rate"),
+    ],
+    ids=["max-concurrency", "concurrency", "rate-zero", "rate-negative", "rate-nan"],
+)
 def test_a_bad_alias_value_names_the_flag_that_was_typed(tmp_path, capsys, argv, flag):
     results = tmp_path / "results"
     code, err = _run_cli([*argv, "--config", str(GOOD), "--result-dir", str(results)], capsys)
@@ -243,25 +299,49 @@ def test_a_bad_alias_value_names_the_flag_that_was_typed(tmp_path, capsys, argv,
     assert not results.exists()
 
 
-@pytest.mark.parametrize("argv,expect", [
-    (["--base-url", "127.0.0.1:8000"], "--endpoint: expected an http:// or https:// URL, got '127.0.0.1:8000'"),
-    (["--endpoint", "http://127.0.0.1:8000", "--master-metrics", "9003"],
-     "--master-metrics: expected an http:// or https:// URL, got '9003'"),
-], ids=["endpoint", "master-metrics"])
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["--base-url", "127.0.0.1:8000"], "--endpoint: expected an http:// or https:// URL, got '127.0.0.1:8000'"),
+        (
+            ["--endpoint", "http://127.0.0.1:8000", "--master-metrics", "9003"],
+            "--master-metrics: expected an http:// or https:// URL, got '9003'",
+        ),
+    ],
+    ids=["endpoint", "master-metrics"],
+)
 def test_run_urls_must_be_http(tmp_path, capsys, argv, expect):
-    code, err = _run_cli(["run", *argv, "--model", "m", "--config", str(GOOD), "--results", str(tmp_path / "r")],
-                         capsys)
+    code, err = _run_cli(
+        ["run", *argv, "--model", "m", "--config", str(GOOD), "--results", str(tmp_path / "r")], capsys
+    )
     assert code == 2 and err == f"kvbench: config error: {expect}", err
     assert not (tmp_path / "r").exists()
 
 
 def test_help_shows_the_vllm_bench_serve_names(capsys):
-    for argv, names in ((["--help"], ["--base-url", "--max-concurrency", "--request-rate", "--seed", "--result-dir",
-                                      "OPENAI_API_KEY"]),
-                        (["run", "--help"], ["--endpoint ENDPOINT, --base-url ENDPOINT", "--max-concurrency",
-                                             "--request-rate", "--seed", "--result-dir", "--api-key-env NAME"]),
-                        (["bench", "--help"], ["--concurrency CONCURRENCY, --max-concurrency", "--request-rate",
-                                               "--seed", "--results RESULTS, --result-dir"])):
+    for argv, names in (
+        (["--help"], ["--base-url", "--max-concurrency", "--request-rate", "--seed", "--result-dir", "OPENAI_API_KEY"]),
+        (
+            ["run", "--help"],
+            [
+                "--endpoint ENDPOINT, --base-url ENDPOINT",
+                "--max-concurrency",
+                "--request-rate",
+                "--seed",
+                "--result-dir",
+                "--api-key-env NAME",
+            ],
+        ),
+        (
+            ["bench", "--help"],
+            [
+                "--concurrency CONCURRENCY, --max-concurrency",
+                "--request-rate",
+                "--seed",
+                "--results RESULTS, --result-dir",
+            ],
+        ),
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
@@ -284,19 +364,38 @@ def test_the_api_key_comes_from_openai_api_key_or_the_named_variable(monkeypatch
     assert _api_key("MY_GATEWAY_KEY") == ("MY_GATEWAY_KEY", "other-key")
 
 
-@pytest.mark.parametrize("flag_value,env,expect", [
-    (KEY, {}, "expects the name of an environment variable"),  # the key itself given by mistake
-    ("KVB_UNSET_VARIABLE", {}, "that environment variable is not set or empty"),
-    ("KVB_EMPTY", {"KVB_EMPTY": "  "}, "that environment variable is not set or empty"),
-    ("KVB_BAD", {"KVB_BAD": KEY[:10] + " " + KEY[10:]}, "the key in $KVB_BAD holds whitespace or non-ASCII"),
-], ids=["key-as-name", "unset", "empty", "whitespace"])
-def test_a_bad_api_key_setting_is_a_one_line_error_that_never_shows_the_key(tmp_path, capsys, monkeypatch,
-                                                                             flag_value, env, expect):
+@pytest.mark.parametrize(
+    "flag_value,env,expect",
+    [
+        (KEY, {}, "expects the name of an environment variable"),  # the key itself given by mistake
+        ("KVB_UNSET_VARIABLE", {}, "that environment variable is not set or empty"),
+        ("KVB_EMPTY", {"KVB_EMPTY": "  "}, "that environment variable is not set or empty"),
+        ("KVB_BAD", {"KVB_BAD": KEY[:10] + " " + KEY[10:]}, "the key in $KVB_BAD holds whitespace or non-ASCII"),
+    ],
+    ids=["key-as-name", "unset", "empty", "whitespace"],
+)
+def test_a_bad_api_key_setting_is_a_one_line_error_that_never_shows_the_key(
+    tmp_path, capsys, monkeypatch, flag_value, env, expect
+):
     monkeypatch.delenv("KVB_UNSET_VARIABLE", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    code, err = _run_cli(["run", "--base-url", "http://127.0.0.1:9", "--model", "m", "--config", str(GOOD),
-                          "--api-key-env", flag_value, "--result-dir", str(tmp_path / "r")], capsys)
+    code, err = _run_cli(
+        [
+            "run",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--model",
+            "m",
+            "--config",
+            str(GOOD),
+            "--api-key-env",
+            flag_value,
+            "--result-dir",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
     assert code == 2 and len(err.splitlines()) == 1 and expect in err, err
     assert KEY[:10] not in err and KEY[10:] not in err, err
     assert not (tmp_path / "r").exists()  # nothing written: the command line holding it is recorded nowhere

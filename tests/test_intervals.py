@@ -18,8 +18,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.intervals import (BCA_MAX_PAIRS, BCA_MIN_PAIRS, Interval, paired_change_pct_bca, paired_ratio_bca,
-                               t_interval)
+from harness.intervals import (
+    BCA_MAX_PAIRS,
+    BCA_MIN_PAIRS,
+    Interval,
+    paired_change_pct_bca,
+    paired_ratio_bca,
+    t_interval,
+)
 
 LEVEL = 0.95
 BAND = (0.92, 0.98)
@@ -31,6 +37,7 @@ def _covered(lo: float, hi: float, true: float) -> bool:
 
 
 # --- means over independent repeats -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("repeats", [2, 3, 5])
 def test_t_interval_covers_the_mean_of_few_repeats(repeats):
@@ -56,13 +63,16 @@ def test_naive_intervals_over_two_repeats_undercover():
     # Normal (z) interval: mean +- 1.96 s / sqrt(n).
     m, half = data.mean(1), stats.norm.ppf(0.975) * data.std(1, ddof=1) / math.sqrt(repeats)
     z_cover = float(np.mean(np.abs(m - true_mean) <= half))
-    print(f"\nnaive, 2 repeats: percentile bootstrap coverage {boot_cover:.3f}, z-interval {z_cover:.3f} "
-          f"(nominal {LEVEL})")
+    print(
+        f"\nnaive, 2 repeats: percentile bootstrap coverage {boot_cover:.3f}, z-interval {z_cover:.3f} "
+        f"(nominal {LEVEL})"
+    )
     assert boot_cover < 0.6 and z_cover < 0.8  # theory: 0.50 and 0.70
     assert boot_cover < BAND[0] and z_cover < BAND[0]
 
 
 # --- paired per-prompt comparisons --------------------------------------------------------------
+
 
 def _paired_ttfts(rng: np.random.Generator, pairs: int, speedup: float) -> tuple[np.ndarray, np.ndarray]:
     """TTFTs of the same prompts without (a) and with (b) cache: lognormal, with a per-prompt
@@ -85,8 +95,10 @@ def test_paired_ratio_covers_the_true_speedup(pairs):
         hits += _covered(iv.lo, iv.hi, speedup)
         method = iv.method
     cover = hits / N_EXPERIMENTS
-    print(f"\npaired_ratio_bca, {pairs} pairs [{method}]: coverage {cover:.3f} over {N_EXPERIMENTS} experiments "
-          f"(nominal {LEVEL}), {time.perf_counter() - t0:.1f} s")
+    print(
+        f"\npaired_ratio_bca, {pairs} pairs [{method}]: coverage {cover:.3f} over {N_EXPERIMENTS} experiments "
+        f"(nominal {LEVEL}), {time.perf_counter() - t0:.1f} s"
+    )
     assert BAND[0] <= cover <= BAND[1]
 
 
@@ -98,8 +110,15 @@ def test_plain_bca_undercovers_few_pairs():
     hits = 0
     for i in range(N_EXPERIMENTS):
         a, b = _paired_ttfts(rng, pairs, speedup)
-        ci = stats.bootstrap((np.log(a / b),), np.mean, n_resamples=2000, vectorized=True, method="BCa",
-                             confidence_level=LEVEL, rng=np.random.default_rng(i)).confidence_interval
+        ci = stats.bootstrap(
+            (np.log(a / b),),
+            np.mean,
+            n_resamples=2000,
+            vectorized=True,
+            method="BCa",
+            confidence_level=LEVEL,
+            rng=np.random.default_rng(i),
+        ).confidence_interval
         hits += _covered(math.exp(ci.low), math.exp(ci.high), speedup)
     cover = hits / N_EXPERIMENTS
     print(f"\nplain scipy BCa, {pairs} pairs: coverage {cover:.3f} (nominal {LEVEL})")
@@ -117,6 +136,7 @@ def test_change_pct_is_the_same_interval_on_the_percent_scale():
 
 
 # --- edge cases ---------------------------------------------------------------------------------
+
 
 def test_t_interval_needs_two_repeats():
     assert all(math.isnan(x) for x in t_interval([12.0]))

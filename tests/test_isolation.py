@@ -18,8 +18,24 @@ CONFIG = REPO / "tests" / "configs" / "isolation.yaml"
 @pytest.fixture(scope="module")
 def both_modes(tmp_path_factory, stack_images):
     results = tmp_path_factory.mktemp("results")
-    out = subprocess.run([sys.executable, "-m", "harness", "bench-all", "--config", str(CONFIG), "--isolation", "both",
-                          "--results", str(results)], capture_output=True, text=True, cwd=REPO, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "bench-all",
+            "--config",
+            str(CONFIG),
+            "--isolation",
+            "both",
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
     (run_dir,) = list(results.iterdir())
     print(out.stdout[-4000:], file=sys.stderr)
     return out, run_dir, json.loads((run_dir / "manifest.json").read_text())

@@ -40,10 +40,25 @@ def _running(stack: Stack) -> list[str]:
 
 
 def _die_order(project: str, since: int) -> list[str]:
-    out = subprocess.run(["docker", "events", "--since", str(since), "--until", str(int(time.time()) + 1),
-                          "--filter", f"label=com.docker.compose.project={project}", "--filter", "event=die",
-                          "--format", "{{index .Actor.Attributes \"com.docker.compose.service\"}}"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            "docker",
+            "events",
+            "--since",
+            str(since),
+            "--until",
+            str(int(time.time()) + 1),
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+            "--filter",
+            "event=die",
+            "--format",
+            '{{index .Actor.Attributes "com.docker.compose.service"}}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return out.stdout.split()
 
 
@@ -57,7 +72,7 @@ def test_up_down_removes_containers_volume_and_network(tmp_path, light_image, no
         vol = docker.volume.inspect(found.volumes[0])
         assert vol.labels["io.kvbench.managed"] == "true" and vol.labels["io.kvbench.run"] == "t-updown"
         # the stack answers on the published loopback port
-        with socket.create_connection(("127.0.0.1", stack.spec.engine_ports['vllm']), timeout=5):
+        with socket.create_connection(("127.0.0.1", stack.spec.engine_ports["vllm"]), timeout=5):
             pass
     td = stack.teardown
     assert td is not None and td.verified, td
@@ -89,8 +104,13 @@ def test_bench_refuses_over_leftovers_and_clean_removes_them(tmp_path, light_ima
     try:
         dead.up()
         assert leftovers()
-        out = subprocess.run([*KVBENCH, "bench", "--scenario", "cold_start", "--results", str(tmp_path / "r")],
-                             capture_output=True, text=True, cwd=REPO, timeout=60)
+        out = subprocess.run(
+            [*KVBENCH, "bench", "--scenario", "cold_start", "--results", str(tmp_path / "r")],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
         assert out.returncode == 2
         assert "kvbench clean" in out.stderr and len(out.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "r").exists()
@@ -115,9 +135,22 @@ def _suite_config(tmp_path: Path, overlay: str, names: list[str], **stack) -> Pa
 
 def test_unhealthy_stack_fails_scenario_saves_logs_and_next_runs(tmp_path, light_image, no_harness_leftovers):
     config = _suite_config(tmp_path, "unhealthy", ["first", "second"])
-    out = subprocess.run([*KVBENCH, "bench-all", "--config", str(config), "--compose-dir", str(LIGHT_COMPOSE),
-                          "--results", str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO,
-                         timeout=240)
+    out = subprocess.run(
+        [
+            *KVBENCH,
+            "bench-all",
+            "--config",
+            str(config),
+            "--compose-dir",
+            str(LIGHT_COMPOSE),
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=240,
+    )
     assert out.returncode == 1, out.stderr
     (run_dir,) = (tmp_path / "results").iterdir()
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -139,9 +172,22 @@ def test_busy_fixed_port_is_a_clear_error_before_anything_starts(tmp_path, light
         s.listen()
         port = s.getsockname()[1]
         config = _suite_config(tmp_path, "light", ["only"], vllm_port=port)
-        out = subprocess.run([*KVBENCH, "bench-all", "--config", str(config), "--compose-dir", str(LIGHT_COMPOSE),
-                              "--results", str(tmp_path / "results")], capture_output=True, text=True, cwd=REPO,
-                             timeout=60)
+        out = subprocess.run(
+            [
+                *KVBENCH,
+                "bench-all",
+                "--config",
+                str(config),
+                "--compose-dir",
+                str(LIGHT_COMPOSE),
+                "--results",
+                str(tmp_path / "results"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
     assert out.returncode == 2
     assert f"stack.vllm_port: 127.0.0.1:{port} is already in use" in out.stderr
     assert not (tmp_path / "results").exists()

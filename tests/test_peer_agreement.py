@@ -36,8 +36,23 @@ def _run(argv: list[str], timeout: float) -> tuple[int, str, str]:
 
 def test_peer_agreement_smoke(tmp_path, stack_images, no_harness_leftovers):
     out_json = tmp_path / "peer.json"
-    code, out, err = _run([sys.executable, str(SCRIPT), "--prompts", str(PROMPTS), "--input-len", str(INPUT_LEN),
-                           "--output-len", str(OUTPUT_LEN), "--pairs", "1", "--json", str(out_json)], timeout=480)
+    code, out, err = _run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--prompts",
+            str(PROMPTS),
+            "--input-len",
+            str(INPUT_LEN),
+            "--output-len",
+            str(OUTPUT_LEN),
+            "--pairs",
+            "1",
+            "--json",
+            str(out_json),
+        ],
+        timeout=480,
+    )
     assert code == 0, (out[-3000:], err[-3000:])
     # The runs table comes first (the summary repeats each tool once below it): its first row per tool.
     runs_rows: dict[str, str] = {}

@@ -1,4 +1,5 @@
 """Published-port allocation: every service of a stack gets its own free port."""
+
 from __future__ import annotations
 
 import socket

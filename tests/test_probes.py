@@ -9,8 +9,10 @@ import pytest
 from harness.client import set_api_key
 from harness.probes import Probe, Snapshot, cold_state, deltas, parse, settled
 
-def vllm_text(*, prompt=1000.0, hits=0.0, ext_hits=0.0, ext_kv=None, ttft=(0.0, 0), e2e_count=None,
-              engines=("0",)) -> str:
+
+def vllm_text(
+    *, prompt=1000.0, hits=0.0, ext_hits=0.0, ext_kv=None, ttft=(0.0, 0), e2e_count=None, engines=("0",)
+) -> str:
     """vLLM-like exposition: counters with `_total` (and `_created`), labels engine/model_name,
     `prompt_tokens_by_source{source=external_kv_transfer}` only once it was used (`ext_kv`), the
     request histograms as `_bucket`/`_sum`/`_count`, the cache config as an info gauge."""
@@ -29,29 +31,37 @@ def vllm_text(*, prompt=1000.0, hits=0.0, ext_hits=0.0, ext_kv=None, ttft=(0.0, 
     counter("vllm:external_prefix_cache_hits", ext_hits)
     out.append("# TYPE vllm:prompt_tokens_by_source_total counter")
     for e in engines:
-        out.append(f'vllm:prompt_tokens_by_source_total{{engine="{e}",model_name="tiny",source="local_compute"}} '
-                   f"{prompt - ext_hits}")
+        out.append(
+            f'vllm:prompt_tokens_by_source_total{{engine="{e}",model_name="tiny",source="local_compute"}} '
+            f"{prompt - ext_hits}"
+        )
         if ext_kv is not None:
-            out.append(f'vllm:prompt_tokens_by_source_total{{engine="{e}",model_name="tiny",'
-                       f'source="external_kv_transfer"}} {ext_kv}')
+            out.append(
+                f'vllm:prompt_tokens_by_source_total{{engine="{e}",model_name="tiny",'
+                f'source="external_kv_transfer"}} {ext_kv}'
+            )
     total_s, count = ttft
     for hist, n in (("time_to_first_token", count), ("e2e_request_latency", count if e2e_count is None else e2e_count)):
         name = f"vllm:{hist}_seconds"
         out.append(f"# TYPE {name} histogram")
         for e in engines:
             labels = f'engine="{e}",model_name="tiny"'
-            out.append(f'{name}_bucket{{{labels},le="0.1"}} {n}\n{name}_bucket{{{labels},le="+Inf"}} {n}\n'
-                       f"{name}_count{{{labels}}} {n}\n{name}_sum{{{labels}}} {total_s}")
+            out.append(
+                f'{name}_bucket{{{labels},le="0.1"}} {n}\n{name}_bucket{{{labels},le="+Inf"}} {n}\n'
+                f"{name}_count{{{labels}}} {n}\n{name}_sum{{{labels}}} {total_s}"
+            )
     out.append('# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{block_size="16",cache_dtype="auto"} 1.0')
     return "\n".join(out) + "\n"
 
 
 def master_text(keys: int = 0, allocated: int = 0, puts: int = 0) -> str:
     """The Mooncake master's own exposition: gauges, and counters without `_total`."""
-    return (f"# TYPE master_key_count gauge\nmaster_key_count {keys}\n"
-            f"# TYPE master_allocated_bytes gauge\nmaster_allocated_bytes {allocated}\n"
-            f"# TYPE master_put_start_requests counter\nmaster_put_start_requests {puts}\n"
-            f"# TYPE master_get_replica_list_requests counter\nmaster_get_replica_list_requests {puts * 2}\n")
+    return (
+        f"# TYPE master_key_count gauge\nmaster_key_count {keys}\n"
+        f"# TYPE master_allocated_bytes gauge\nmaster_allocated_bytes {allocated}\n"
+        f"# TYPE master_put_start_requests counter\nmaster_put_start_requests {puts}\n"
+        f"# TYPE master_get_replica_list_requests counter\nmaster_get_replica_list_requests {puts * 2}\n"
+    )
 
 
 def snap(vllm: str | None, master: str | None = None) -> Snapshot:
@@ -59,8 +69,9 @@ def snap(vllm: str | None, master: str | None = None) -> Snapshot:
 
 
 def test_counters_read_vllm_and_master_text():
-    c = snap(vllm_text(prompt=1000, hits=0, ext_hits=256, ext_kv=256, ttft=(0.8, 4)), master_text(12, 4096, 3)) \
-        .counters()
+    c = snap(
+        vllm_text(prompt=1000, hits=0, ext_hits=256, ext_kv=256, ttft=(0.8, 4)), master_text(12, 4096, 3)
+    ).counters()
     assert c["vllm_prompt_tokens"] == 1000 and c["prefix_cache_queries"] == 1000
     assert c["local_hits"] == 0 and c["external_hits"] == 256
     assert c["tokens_local_compute"] == 744 and c["tokens_external_kv_transfer"] == 256
@@ -91,8 +102,9 @@ def test_a_scrape_that_failed_leaves_every_counter_of_that_server_unknown():
 
 def test_round_deltas_and_server_side_means():
     before = snap(vllm_text(prompt=1000, ttft=(0.5, 5)), master_text(0, 0, 0))
-    after = snap(vllm_text(prompt=3000, ext_hits=1536, ext_kv=1536, ttft=(0.5 + 4 * 0.125, 9)),
-                 master_text(40, 1 << 20, 4))
+    after = snap(
+        vllm_text(prompt=3000, ext_hits=1536, ext_kv=1536, ttft=(0.5 + 4 * 0.125, 9)), master_text(40, 1 << 20, 4)
+    )
     d = deltas(before, after)
     assert d["vllm_prompt_tokens"] == 2000 and d["external_hits"] == 1536
     # external_kv_transfer appeared during the round: absent before means 0 then, not unknown
@@ -138,12 +150,19 @@ def test_cold_state_not_cold_names_what_is_warm():
     assert not ok and detail == "not cold: master_key_count=12, external_hits=64"
 
 
-@pytest.mark.parametrize("vllm,master,missing", [
-    (vllm_text(), None, "master_key_count"),
-    (None, master_text(), "local_hits, external_hits"),
-    ("# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total 3\n", master_text(),
-     "local_hits, external_hits"),
-], ids=["no master", "vllm scrape failed", "vllm without hit counters"])
+@pytest.mark.parametrize(
+    "vllm,master,missing",
+    [
+        (vllm_text(), None, "master_key_count"),
+        (None, master_text(), "local_hits, external_hits"),
+        (
+            "# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total 3\n",
+            master_text(),
+            "local_hits, external_hits",
+        ),
+    ],
+    ids=["no master", "vllm scrape failed", "vllm without hit counters"],
+)
 def test_cold_state_cannot_be_verified_without_its_metrics(vllm, master, missing):
     assert cold_state(snap(vllm, master)) == (False, f"cannot verify: missing {missing}")
 
@@ -156,13 +175,17 @@ def _probe(handler) -> Probe:
     return p
 
 
-@pytest.mark.parametrize("status,body", [
-    (200, "<html><body>Welcome to nginx</body></html>"),
-    (200, 'data: {"choices": []}\n\ndata: [DONE]\n\n'),
-    (200, '{"detail": "Not Found"}'),
-    (404, "# TYPE x counter\nx_total 1\n"),
-    (503, ""),
-], ids=["html", "sse", "json", "404", "503"])
+@pytest.mark.parametrize(
+    "status,body",
+    [
+        (200, "<html><body>Welcome to nginx</body></html>"),
+        (200, 'data: {"choices": []}\n\ndata: [DONE]\n\n'),
+        (200, '{"detail": "Not Found"}'),
+        (404, "# TYPE x counter\nx_total 1\n"),
+        (503, ""),
+    ],
+    ids=["html", "sse", "json", "404", "503"],
+)
 def test_a_metrics_answer_that_is_not_prometheus_text_is_no_metrics(status, body):
     p = _probe(lambda request: httpx.Response(status, text=body))
     s = p.snapshot()
@@ -194,9 +217,11 @@ def test_the_endpoint_key_goes_to_the_engine_and_not_to_the_master():
     finally:
         set_api_key("http://engine:8000", None)
     assert s.counters()["master_key_count"] == 2 and s.block_size == 16
-    assert sorted(seen) == [("http://engine:8000/health", "Bearer sk-probe-secret-123"),
-                            ("http://engine:8000/metrics", "Bearer sk-probe-secret-123"),
-                            ("http://master:9003/metrics", None)]
+    assert sorted(seen) == [
+        ("http://engine:8000/health", "Bearer sk-probe-secret-123"),
+        ("http://engine:8000/metrics", "Bearer sk-probe-secret-123"),
+        ("http://master:9003/metrics", None),
+    ]
     seen.clear()
     p.snapshot()
     assert {auth for _, auth in seen} == {None}  # forgotten: nothing sent any more

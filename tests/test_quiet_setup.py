@@ -44,8 +44,13 @@ def test_a_failed_step_raises_with_the_last_lines_of_its_log(tmp_path, monkeypat
 
 
 def _logged(tmp_path, *cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(LOGGED), "[t] step", "done", str(tmp_path / "s.log"), "--", *cmd],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    return subprocess.run(
+        ["bash", str(LOGGED), "[t] step", "done", str(tmp_path / "s.log"), "--", *cmd],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
 
 
 def test_logged_sh_prints_one_line_and_logs_everything(tmp_path):
@@ -78,19 +83,32 @@ def test_force_remove_removes_by_name_and_skips_what_is_gone(light_image):
     vol = docker.volume.create(labels={key: value})
     net = docker.network.create(f"kvb-test-{value}", labels={key: value})
     names = f"kvb-test-{value}", vol.name, net.name  # the objects' attributes inspect: gone after removal
-    docker.run(light_image, ["sleep", "300"], detach=True, labels={key: value}, volumes=[(names[1], "/data")],
-               networks=[names[2]], name=names[0])
+    docker.run(
+        light_image,
+        ["sleep", "300"],
+        detach=True,
+        labels={key: value},
+        volumes=[(names[1], "/data")],
+        networks=[names[2]],
+        name=names[0],
+    )
     try:
         found = find_resources(label)
         assert (found.containers, found.volumes, found.networks) == ([names[0]], [names[1]], [names[2]])
         t = time.monotonic()
-        force_remove(Leftovers(["kvb-test-gone", *found.containers], ["kvb-test-gone", *found.volumes],
-                               ["kvb-test-gone", *found.networks]))
+        force_remove(
+            Leftovers(
+                ["kvb-test-gone", *found.containers],
+                ["kvb-test-gone", *found.volumes],
+                ["kvb-test-gone", *found.networks],
+            )
+        )
         assert not find_resources(label)
         assert time.monotonic() - t < 30
     finally:  # whatever force_remove left
-        for fn, name in zip((lambda n: docker.container.remove(n, force=True), docker.volume.remove,
-                             docker.network.remove), names):
+        for fn, name in zip(
+            (lambda n: docker.container.remove(n, force=True), docker.volume.remove, docker.network.remove), names
+        ):
             try:
                 fn(name)
             except Exception:  # noqa: BLE001 - already gone
@@ -123,8 +141,9 @@ def test_make_images_prints_at_most_three_lines_when_present(docker_ready):
 
 
 @pytest.mark.docker
-def test_second_ctrl_c_kill_returns_at_once_and_down_still_removes_everything(tmp_path, light_image,
-                                                                              no_harness_leftovers):
+def test_second_ctrl_c_kill_returns_at_once_and_down_still_removes_everything(
+    tmp_path, light_image, no_harness_leftovers
+):
     """Stack.kill_now (the signal handler's fire-and-forget `docker compose kill`), then down()."""
     from .test_lifecycle import _light_stack
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import base64
 import json
+import math
 import re
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import pandas as pd
 import pytest
 
 from harness.cli import main as cli_main
+from harness.intervals import t_interval
 from harness.report import console_summary, render, report_main, write_comparison, write_report
 from harness.report_data import load_run, reductions
 from harness.results import write_rounds
-from harness.intervals import t_interval
 
 from .report_synth import Scen, make_run, png_size
 
@@ -111,8 +110,14 @@ def test_contamination_and_repeats(tmp_path):
 def test_failed_scenario_without_csvs(tmp_path):
     run = make_run(tmp_path, [Scen("rag_a")])
     manifest = json.loads((run / "manifest.json").read_text())
-    manifest["scenarios"]["broken"] = {"scenario": "broken", "isolation": "fresh", "repeat": 1, "status": "failed",
-                                       "reason": "StackError: vllm did not become healthy", "timings": {}}
+    manifest["scenarios"]["broken"] = {
+        "scenario": "broken",
+        "isolation": "fresh",
+        "repeat": 1,
+        "status": "failed",
+        "reason": "StackError: vllm did not become healthy",
+        "timings": {},
+    }
     (run / "manifest.json").write_text(json.dumps(manifest))
     _, text = write_report(run)
     assert "broken: status failed (StackError: vllm did not become healthy)" in text
@@ -178,9 +183,19 @@ def test_nan_columns(tmp_path):
     run = make_run(tmp_path, [Scen("rag_a")])
     d = run / "rag_a"
     rounds = pd.read_csv(d / "rounds.csv")
-    for c in ("ttft_reduction_pct", "throughput_improvement_pct", "ttft_target_met", "throughput_target_met",
-              "tokens_local_compute", "tokens_local_cache_hit", "tokens_external_kv_transfer", "tpot_mean_ms",
-              "expected_reuse_tokens", "achieved_reuse_tokens", "foreign_hit_tokens"):
+    for c in (
+        "ttft_reduction_pct",
+        "throughput_improvement_pct",
+        "ttft_target_met",
+        "throughput_target_met",
+        "tokens_local_compute",
+        "tokens_local_cache_hit",
+        "tokens_external_kv_transfer",
+        "tpot_mean_ms",
+        "expected_reuse_tokens",
+        "achieved_reuse_tokens",
+        "foreign_hit_tokens",
+    ):
         rounds[c] = float("nan")
     rounds.to_csv(d / "rounds.csv", index=False)
     req = pd.read_csv(d / "requests.csv")
@@ -234,8 +249,9 @@ def test_console_summary_and_report_main(tmp_path, capsys):
 
 def test_comparison_of_two_runs(tmp_path, capsys):
     a = make_run(tmp_path / "a", [Scen("rag_a", speedup=3.0), Scen("rag_b")], run_id="20260101t000000z-aaaaaa")
-    b = make_run(tmp_path / "b", [Scen("rag_a", mode="baseline", speedup=1.0)], run_id="20260102t000000z-bbbbbb",
-                 seed=1)
+    b = make_run(
+        tmp_path / "b", [Scen("rag_a", mode="baseline", speedup=1.0)], run_id="20260102t000000z-bbbbbb", seed=1
+    )
     assert report_main([a, b], None) == 0
     printed = capsys.readouterr().out
     assert f"report: {a / 'comparison.html'}" in printed and "A r2 TTFT ms" in printed
@@ -265,6 +281,7 @@ def test_with_cache_vs_baseline_in_one_run(tmp_path):
     _, text = write_report(run)
     assert text.index("## What reuse buys") < text.index("## Evidence")
     from harness.verdict import reuse_buys
+
     r2 = reuse_buys(load_run(run)).set_index("round").loc[2]
     assert r2["pairs"] == 40 and -75 < r2["paired_change"] < -58  # true value: (1/3 - 1) * 100 = -66.7 %
     assert r2["paired_lo"] < r2["paired_change"] < r2["paired_hi"]
@@ -288,8 +305,9 @@ def test_report_of_a_directory_without_results_is_refused_and_writes_nothing(tmp
     argv = ["report", str(empty)] + (["--out", str(tmp_path / out)] if out else [])
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"kvbench: report: {empty} holds no kvbench results "
-                   "(no manifest.json, rounds.csv or requests.csv)"), err
+    assert err == (
+        f"kvbench: report: {empty} holds no kvbench results (no manifest.json, rounds.csv or requests.csv)"
+    ), err
     assert [p.name for p in empty.rglob("*")] == ["notes"]
     assert not (tmp_path / "elsewhere").exists()
 
@@ -307,9 +325,16 @@ def _csv_column(text: str, name: str) -> list[str]:
 
 
 def test_whole_number_columns_are_written_as_integers(tmp_path):
-    table = pd.DataFrame({"scenario": ["a", "a"], "round": [1, 2],
-                          "external_hits": [float("nan"), 64268.0], "master_key_count_start": [0.0, 8.0],
-                          "ttft_p50_ms": [12.345678, float("nan")], "cached_token_ratio": [0.0, 1.0 / 3]})
+    table = pd.DataFrame(
+        {
+            "scenario": ["a", "a"],
+            "round": [1, 2],
+            "external_hits": [float("nan"), 64268.0],
+            "master_key_count_start": [0.0, 8.0],
+            "ttft_p50_ms": [12.345678, float("nan")],
+            "cached_token_ratio": [0.0, 1.0 / 3],
+        }
+    )
     write_rounds(tmp_path / "rounds.csv", table)
     text = (tmp_path / "rounds.csv").read_text()
     assert _csv_column(text, "external_hits") == ["", "64268"]
@@ -343,8 +368,11 @@ def test_a_partial_round_shows_its_counts_and_no_verdict(tmp_path):
 def test_with_repeats_the_headline_pairs_prompts_within_a_repeat_and_uses_student_t(tmp_path):
     from harness.verdict import reuse_buys
 
-    scens = [Scen("rag_a", mode=m, repeat=r, n=20, speedup=3.0 if m == "with-cache" else 1.0)
-             for r in (1, 2, 3) for m in ("with-cache", "baseline")]
+    scens = [
+        Scen("rag_a", mode=m, repeat=r, n=20, speedup=3.0 if m == "with-cache" else 1.0)
+        for r in (1, 2, 3)
+        for m in ("with-cache", "baseline")
+    ]
     r2 = reuse_buys(load_run(make_run(tmp_path, scens))).set_index("round").loc[2]
     assert r2["repeats"] == 3 and r2["pairs"] == 60  # 20 prompts x 3 repeats, never across repeats
     assert r2["paired_method"] == "t over 3 repeats" and r2["paired_lo"] < r2["paired_change"] < r2["paired_hi"]

@@ -31,9 +31,21 @@ def _chromium() -> str:
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-           "--no-default-browser-check", "--disable-extensions", f"--user-data-dir={profile}", *args]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -54,8 +66,7 @@ def _body_counts(dom: str) -> tuple[int, int]:
 
 def _screenshot(tmp_path: Path, page: Path, name: str) -> Path:
     shot = tmp_path / name
-    out = _run(tmp_path, f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}", "--hide-scrollbars",
-               page.as_uri())
+    out = _run(tmp_path, f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}", "--hide-scrollbars", page.as_uri())
     assert out.returncode == 0 and shot.exists(), out.stderr[-2000:]
     return shot
 
@@ -64,8 +75,11 @@ def _screenshot(tmp_path: Path, page: Path, name: str) -> Path:
 def full_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     scens = [Scen("long_context_high_reuse", repeat=r, speedup=2.5 + r / 3, n=30) for r in (1, 2, 3)]
-    scens += [Scen("batch_processing", n=40, speedup=1.6), Scen("cold_start", n=20, speedup=1.2),
-              Scen("batch_processing", isolation="shared", status="contaminated", foreign_r1=3968, n=40)]
+    scens += [
+        Scen("batch_processing", n=40, speedup=1.6),
+        Scen("cold_start", n=20, speedup=1.2),
+        Scen("batch_processing", isolation="shared", status="contaminated", foreign_r1=3968, n=40),
+    ]
     run = make_run(root, scens)
     write_report(run)
     return run
@@ -95,9 +109,15 @@ def test_partial_report_still_renders(tmp_path):
 
 
 def test_comparison_html_in_chromium(full_run, tmp_path):
-    other = make_run(tmp_path / "b", [Scen("long_context_high_reuse", mode="baseline", speedup=1.0, n=30),
-                                      Scen("batch_processing", mode="baseline", speedup=1.0, n=40)],
-                     run_id="20260102t000000z-bbbbbb", seed=3)
+    other = make_run(
+        tmp_path / "b",
+        [
+            Scen("long_context_high_reuse", mode="baseline", speedup=1.0, n=30),
+            Scen("batch_processing", mode="baseline", speedup=1.0, n=40),
+        ],
+        run_id="20260102t000000z-bbbbbb",
+        seed=3,
+    )
     md, _ = write_comparison([full_run, other], tmp_path / "cmp")
     page = md.with_suffix(".html")
     images, broken = _body_counts(_dom(tmp_path, page))

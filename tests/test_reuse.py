@@ -10,13 +10,21 @@ BLOCK = 4
 
 
 def _rows(prompts: list[list[int]], first_token_s: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "round": 1, "prompt_id": [f"p{i}" for i in range(len(prompts))], "prompt_hash": "",
-        "send_s": 0.0, "ttft_ms": [t * 1e3 for t in first_token_s],
-        "prompt_tokens": [len(p) for p in prompts], "expected_prompt_tokens": [len(p) for p in prompts],
-        "shared_prefix_tokens": 0, "prefix_key": "", "provides_prefix_key": "",
-        "prefix_blocks": [block_chain(p, BLOCK) for p in prompts],
-    })
+    return pd.DataFrame(
+        {
+            "round": 1,
+            "prompt_id": [f"p{i}" for i in range(len(prompts))],
+            "prompt_hash": "",
+            "send_s": 0.0,
+            "ttft_ms": [t * 1e3 for t in first_token_s],
+            "prompt_tokens": [len(p) for p in prompts],
+            "expected_prompt_tokens": [len(p) for p in prompts],
+            "shared_prefix_tokens": 0,
+            "prefix_key": "",
+            "provides_prefix_key": "",
+            "prefix_blocks": [block_chain(p, BLOCK) for p in prompts],
+        }
+    )
 
 
 def test_block_keys_match_exactly_where_whole_block_prefixes_match():

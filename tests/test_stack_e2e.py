@@ -12,12 +12,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
-
 from python_on_whales import docker
 
 from harness.stack import find_resources
@@ -39,8 +38,13 @@ def _only_run(results: Path) -> Path:
 def bench_all(tmp_path_factory, stack_images):
     results = tmp_path_factory.mktemp("results")
     t = time.perf_counter()
-    out = subprocess.run([*KVBENCH, "bench-all", "--config", str(E2E), "--results", str(results)],
-                         capture_output=True, text=True, cwd=REPO, timeout=900)
+    out = subprocess.run(
+        [*KVBENCH, "bench-all", "--config", str(E2E), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
     wall = time.perf_counter() - t
     run_dir = _only_run(results)
     print(out.stdout[-3000:], f"\nbench-all wall time {wall:.1f} s", file=sys.stderr)
@@ -65,8 +69,12 @@ def test_each_scenario_ran_on_its_own_fresh_stack(bench_all):
     _, _, manifest = bench_all
     scen = manifest["scenarios"].values()
     # mode both (the default): every scenario with the cache and without it, each its own stack
-    assert sorted(manifest["scenarios"]) == ["baseline/cold_start", "baseline/long_context_high_reuse",
-                                             "cold_start", "long_context_high_reuse"]
+    assert sorted(manifest["scenarios"]) == [
+        "baseline/cold_start",
+        "baseline/long_context_high_reuse",
+        "cold_start",
+        "long_context_high_reuse",
+    ]
     projects = [s["project"] for s in scen]
     engines = [tuple(s["engine_container_ids"]) for s in scen]
     assert len(set(projects)) == len(projects) == 4
@@ -143,12 +151,23 @@ def _wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float) -
     raise AssertionError(f"fewer than {n} rows in {path} after {timeout} s")
 
 
-def _bench_acting_mid_round(args: list[str], results: Path, scenario: str, rows: int,
-                            act: Callable[[subprocess.Popen, Path], None], timeout: float = 600) -> tuple[int, str, Path]:
+def _bench_acting_mid_round(
+    args: list[str],
+    results: Path,
+    scenario: str,
+    rows: int,
+    act: Callable[[subprocess.Popen, Path], None],
+    timeout: float = 600,
+) -> tuple[int, str, Path]:
     """Start kvbench; once `scenario` has `rows` request rows, `act(proc, run_dir)`; wait for the exit.
     Returns (exit code, stderr, run directory)."""
-    proc = subprocess.Popen([*KVBENCH, *args, "--results", str(results)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*KVBENCH, *args, "--results", str(results)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not results.exists() or not any(results.iterdir()):
@@ -169,9 +188,14 @@ def _sigint(proc: subprocess.Popen, run_dir: Path) -> None:
 
 
 def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images, no_harness_leftovers):
-    code, err, run_dir = _bench_acting_mid_round(["bench", "--config", str(E2E), "--scenario", "long_batch",
-                                                  "--concurrency", "1"], tmp_path / "results", "long_batch", 5,
-                                                 _sigint, timeout=60)
+    code, err, run_dir = _bench_acting_mid_round(
+        ["bench", "--config", str(E2E), "--scenario", "long_batch", "--concurrency", "1"],
+        tmp_path / "results",
+        "long_batch",
+        5,
+        _sigint,
+        timeout=60,
+    )
     csv = run_dir / "long_batch" / "requests.csv"
     assert code == 130, err[-2000:]
     assert "Traceback" not in err and "Fatal error" not in err, err[-2000:]  # interrupted cleanly, not crashed
@@ -188,15 +212,32 @@ def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path, stack_images,
 def test_killed_engine_fails_its_scenario_and_the_next_one_still_runs(tmp_path, stack_images, no_harness_leftovers):
     """`docker kill` of the engine mid-round: the scenario is failed with its logs saved and no
     round 2 sent, the next scenario runs on its own stack and is ok, the run exits non-zero."""
+
     def kill_engine(proc: subprocess.Popen, run_dir: Path) -> None:
         project = json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["project"]
-        (engine,) = docker.container.list(filters=[("label", f"com.docker.compose.project={project}"),
-                                                   ("label", "com.docker.compose.service=vllm")])
+        (engine,) = docker.container.list(
+            filters=[("label", f"com.docker.compose.project={project}"), ("label", "com.docker.compose.service=vllm")]
+        )
         docker.container.kill(engine)
 
-    code, err, run_dir = _bench_acting_mid_round(["bench-all", "--config", str(E2E), "--scenarios", "long_batch",
-                                                  "cold_start", "--mode", "with-cache", "--concurrency", "1"],
-                                                 tmp_path / "results", "long_batch", 3, kill_engine)
+    code, err, run_dir = _bench_acting_mid_round(
+        [
+            "bench-all",
+            "--config",
+            str(E2E),
+            "--scenarios",
+            "long_batch",
+            "cold_start",
+            "--mode",
+            "with-cache",
+            "--concurrency",
+            "1",
+        ],
+        tmp_path / "results",
+        "long_batch",
+        3,
+        kill_engine,
+    )
     assert code == 1, err[-2000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     failed, ok = manifest["scenarios"]["long_batch"], manifest["scenarios"]["cold_start"]
@@ -210,12 +251,30 @@ def test_killed_engine_fails_its_scenario_and_the_next_one_still_runs(tmp_path, 
     assert "long_batch: status failed (EngineDown: round 1: engine unreachable" in (run_dir / "report.md").read_text()
 
 
-def test_resume_finishes_an_interrupted_bench_all_without_rerunning_finished_cells(tmp_path, stack_images,
-                                                                                  no_harness_leftovers):
-    code, err, run_dir = _bench_acting_mid_round(["bench-all", "--config", str(E2E), "--scenarios", "cold_start",
-                                                  "long_batch", "--mode", "with-cache", "--rounds", "1",
-                                                  "--concurrency", "1"], tmp_path / "results", "long_batch", 5,
-                                                 _sigint, timeout=60)
+def test_resume_finishes_an_interrupted_bench_all_without_rerunning_finished_cells(
+    tmp_path, stack_images, no_harness_leftovers
+):
+    code, err, run_dir = _bench_acting_mid_round(
+        [
+            "bench-all",
+            "--config",
+            str(E2E),
+            "--scenarios",
+            "cold_start",
+            "long_batch",
+            "--mode",
+            "with-cache",
+            "--rounds",
+            "1",
+            "--concurrency",
+            "1",
+        ],
+        tmp_path / "results",
+        "long_batch",
+        5,
+        _sigint,
+        timeout=60,
+    )
     assert code == 130, err[-2000:]
     first = json.loads((run_dir / "manifest.json").read_text())
     assert first["scenarios"]["cold_start"]["status"] == "ok"
@@ -223,8 +282,9 @@ def test_resume_finishes_an_interrupted_bench_all_without_rerunning_finished_cel
     done_csv = run_dir / "cold_start" / "requests.csv"
     done_bytes = done_csv.read_bytes()
 
-    out = subprocess.run([*KVBENCH, "bench-all", "--resume", str(run_dir)], capture_output=True, text=True, cwd=REPO,
-                         timeout=900)
+    out = subprocess.run(
+        [*KVBENCH, "bench-all", "--resume", str(run_dir)], capture_output=True, text=True, cwd=REPO, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "cold_start: ok in an earlier attempt, not run again" in out.stderr
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -250,16 +310,49 @@ def test_run_against_an_already_running_server(tmp_path, stack_images, no_harnes
     spec = prepare(cfg.stack, "t-external", "server", tmp_path / "stack", stack_images)
     with Stack(spec, tmp_path / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
         stack.up()
-        out = subprocess.run([*KVBENCH, "run", "--endpoint", spec.vllm_url, "--model", "tiny",
-                              "--master-metrics", spec.master_metrics_url, "--config", str(E2E),
-                              "--scenarios", "cold_start", "--results", str(tmp_path / "results")],
-                             capture_output=True, text=True, cwd=REPO, timeout=300)
+        out = subprocess.run(
+            [
+                *KVBENCH,
+                "run",
+                "--endpoint",
+                spec.vllm_url,
+                "--model",
+                "tiny",
+                "--master-metrics",
+                spec.master_metrics_url,
+                "--config",
+                str(E2E),
+                "--scenarios",
+                "cold_start",
+                "--results",
+                str(tmp_path / "results"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
         probe = Probe(spec.vllm_url, spec.master_metrics_url)
         block = probe.snapshot().block_size
         probe.close()
-        chat = subprocess.run([*KVBENCH, "run", "--endpoint", spec.vllm_url, "--model", "tiny",
-                               "--config", str(E2E_CHAT), "--results", str(tmp_path / "chat")],
-                              capture_output=True, text=True, cwd=REPO, timeout=300)
+        chat = subprocess.run(
+            [
+                *KVBENCH,
+                "run",
+                "--endpoint",
+                spec.vllm_url,
+                "--model",
+                "tiny",
+                "--config",
+                str(E2E_CHAT),
+                "--results",
+                str(tmp_path / "chat"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
     assert out.returncode == 0, out.stderr[-2000:]
     assert chat.returncode == 0, chat.stderr[-2000:]
     _check_chat_run(_only_run(tmp_path / "chat"), block)
@@ -282,5 +375,7 @@ def _check_chat_run(run_dir: Path, block: int) -> None:
     assert rows["ttft_ms"].gt(0).all() and rows["completion_tokens"].eq(8).all()
     later = rows[(rows["round"] == 1) & (rows["turn"] > 0)]
     # vLLM caches full blocks only: at most one partial block of the history is recomputed.
-    assert (later["cached_tokens"] > later["shared_prefix_tokens"] - block).all(), \
-        (block, later[["turn", "cached_tokens", "shared_prefix_tokens"]])
+    assert (later["cached_tokens"] > later["shared_prefix_tokens"] - block).all(), (
+        block,
+        later[["turn", "cached_tokens", "shared_prefix_tokens"]],
+    )

@@ -18,11 +18,20 @@ def _rows(n: int, rng: np.random.Generator, rnd: int = 1, fail: int = 0) -> pd.D
     send = np.sort(rng.uniform(0, 2, n))
     ok = np.array([True] * (n - fail) + [False] * fail)
     itl = [" ".join(f"{x:.3f}" for x in rng.uniform(1, 9, 5)) for _ in range(n)]
-    return pd.DataFrame({
-        "round": rnd, "ok": ok, "ttft_ms": ttft, "e2e_ms": e2e, "send_s": send,
-        "tpot_ms": (e2e - ttft) / 15, "itl_ms": itl, "prompt_tokens": 1000, "completion_tokens": 16,
-        "cached_tokens": rng.integers(0, 1000, n),
-    })
+    return pd.DataFrame(
+        {
+            "round": rnd,
+            "ok": ok,
+            "ttft_ms": ttft,
+            "e2e_ms": e2e,
+            "send_s": send,
+            "tpot_ms": (e2e - ttft) / 15,
+            "itl_ms": itl,
+            "prompt_tokens": 1000,
+            "completion_tokens": 16,
+            "cached_tokens": rng.integers(0, 1000, n),
+        }
+    )
 
 
 def test_round_summary_matches_numpy():
@@ -56,7 +65,11 @@ def test_ttft_is_split_into_full_prefills_and_hits():
     assert s["ttft_miss_mean_ms"] == pytest.approx(ok.loc[ok["cached_tokens"] == 0, "ttft_ms"].mean())
     assert s["ttft_hit_mean_ms"] == pytest.approx(ok.loc[ok["cached_tokens"] > 0, "ttft_ms"].mean())
     unknown = round_summary(df.drop(columns="cached_tokens"))  # a server without cached-token usage
-    assert math.isnan(unknown["misses"]) and math.isnan(unknown["ttft_miss_mean_ms"]) and math.isnan(unknown["ttft_hit_mean_ms"])
+    assert (
+        math.isnan(unknown["misses"])
+        and math.isnan(unknown["ttft_miss_mean_ms"])
+        and math.isnan(unknown["ttft_hit_mean_ms"])
+    )
 
 
 def test_all_failed_round_gives_nan_not_zero():
@@ -79,8 +92,9 @@ def test_gains_and_targets():
 
 def test_rounds_table_has_one_row_per_round_and_gains_from_round_two():
     rng = np.random.default_rng(3)
-    df = pd.concat([_rows(20, rng, 1).assign(cached_tokens=0), _rows(20, rng, 2).assign(cached_tokens=1000),
-                    _rows(20, rng, 3)])
+    df = pd.concat(
+        [_rows(20, rng, 1).assign(cached_tokens=0), _rows(20, rng, 2).assign(cached_tokens=1000), _rows(20, rng, 3)]
+    )
     t = rounds_table(df, Targets(), planned=20)
     # the label is what was measured: nothing reused, all reused, some reused
     assert list(t["round"]) == [1, 2, 3] and list(t["phase"]) == ["cold", "warm", "partly warm"]
@@ -103,10 +117,23 @@ def test_tokens_read_together_are_counted_and_warned_about_only_when_reads_were_
     """Two tokens read in one go share a stamp: an ITL of exactly 0. A round where
     more than 5 % of ITLs are 0 and reads came late had a saturated client and says
     so; tokens that arrived together but were read at once (a server burst) do not."""
+
     def rows(itls: list[str], read_delay_ms: float) -> pd.DataFrame:
-        return pd.DataFrame({"ok": True, "send_s": 0.0, "ttft_ms": 10.0, "tpot_ms": 1.0, "e2e_ms": 20.0,
-                             "prompt_tokens": 5, "completion_tokens": 4, "cached_tokens": 0,
-                             "first_token_lag_ms": 0.5, "read_delay_ms": read_delay_ms, "itl_ms": itls})
+        return pd.DataFrame(
+            {
+                "ok": True,
+                "send_s": 0.0,
+                "ttft_ms": 10.0,
+                "tpot_ms": 1.0,
+                "e2e_ms": 20.0,
+                "prompt_tokens": 5,
+                "completion_tokens": 4,
+                "cached_tokens": 0,
+                "first_token_lag_ms": 0.5,
+                "read_delay_ms": read_delay_ms,
+                "itl_ms": itls,
+            }
+        )
 
     fine = round_summary(rows(["20.1 19.9 20.3"] * 50, 0.2))
     assert fine["shared_stamp_pct"] == 0 and fine["read_delay_p99_ms"] == pytest.approx(0.2)
@@ -124,8 +151,7 @@ def test_a_failed_scrape_before_a_round_gives_unknown_deltas_not_lifetime_totals
     must not turn into a delta of 5000 (the snapshot of nothing is not a snapshot of zeros)."""
     from harness.probes import Snapshot, deltas, parse
 
-    text = ('# TYPE vllm:external_prefix_cache_hits counter\n'
-            'vllm:external_prefix_cache_hits_total{engine="0"} 5000\n')
+    text = '# TYPE vllm:external_prefix_cache_hits counter\nvllm:external_prefix_cache_hits_total{engine="0"} 5000\n'
     after = Snapshot(parse(text), None)
     assert deltas(Snapshot(None, None), after)["external_hits"] is None
     assert deltas(Snapshot(parse(text.replace("5000", "4000")), None), after)["external_hits"] == 1000
@@ -134,12 +160,38 @@ def test_a_failed_scrape_before_a_round_gives_unknown_deltas_not_lifetime_totals
 def _row(i: int, **changes):
     from harness.records import RequestRow
 
-    fields = dict(scenario="s", round=1, index=i, prompt_id=f"p{i}", prompt_hash="h", session_id=f"p{i}", turn=0,
-                  api="completions", ok=True, http_status=200, error_class="", error_message="", send_s=0.1 * i,
-                  ttft_ms=5.0, first_token_lag_ms=0.01, read_delay_ms=0.02, tpot_ms=1.0, e2e_ms=20.0,
-                  itl_ms="1.000 1.000", n_itl=2, prompt_tokens=100, completion_tokens=3, cached_tokens=0,
-                  expected_prompt_tokens=100, shared_prefix_tokens=0, prefix_key="", provides_prefix_key="",
-                  output_chars=9, output_hash="ab", prefix_blocks="")
+    fields = dict(
+        scenario="s",
+        round=1,
+        index=i,
+        prompt_id=f"p{i}",
+        prompt_hash="h",
+        session_id=f"p{i}",
+        turn=0,
+        api="completions",
+        ok=True,
+        http_status=200,
+        error_class="",
+        error_message="",
+        send_s=0.1 * i,
+        ttft_ms=5.0,
+        first_token_lag_ms=0.01,
+        read_delay_ms=0.02,
+        tpot_ms=1.0,
+        e2e_ms=20.0,
+        itl_ms="1.000 1.000",
+        n_itl=2,
+        prompt_tokens=100,
+        completion_tokens=3,
+        cached_tokens=0,
+        expected_prompt_tokens=100,
+        shared_prefix_tokens=0,
+        prefix_key="",
+        provides_prefix_key="",
+        output_chars=9,
+        output_hash="ab",
+        prefix_blocks="",
+    )
     return RequestRow(**{**fields, **changes})
 
 
@@ -180,10 +232,23 @@ def test_request_rows_are_written_and_read_back_by_their_type(tmp_path):
     log.close()
     df = read_requests(tmp_path / "requests.csv")
     assert tuple(df.columns) == REQUEST_COLUMNS
-    back = [RequestRow.model_validate({k: (None if pd.isna(v) else v) for k, v in rec.items()}
-                                     | {c: "" for c in ("output_hash", "prefix_key", "provides_prefix_key",
-                                                        "prefix_blocks", "error_class", "error_message")})
-            for rec in df.to_dict("records")]
+    back = [
+        RequestRow.model_validate(
+            {k: (None if pd.isna(v) else v) for k, v in rec.items()}
+            | {
+                c: ""
+                for c in (
+                    "output_hash",
+                    "prefix_key",
+                    "provides_prefix_key",
+                    "prefix_blocks",
+                    "error_class",
+                    "error_message",
+                )
+            }
+        )
+        for rec in df.to_dict("records")
+    ]
     assert back == rows
     assert pd.api.types.is_string_dtype(df["output_hash"])  # all empty, still text (not a float column)
 
@@ -196,8 +261,16 @@ def test_round_summaries_are_checked_both_ways(tmp_path):
     from harness.probes import COUNTER_COLUMNS
     from harness.results import read_rounds, write_rounds
 
-    table = pd.DataFrame({"round": [1, 2], "requests": [4, 4], "ttft_mean_ms": [10.5, 2.25],
-                          "external_hits": [0.0, 512.0], "phase": ["cold", "warm"], "partial": [False, False]})
+    table = pd.DataFrame(
+        {
+            "round": [1, 2],
+            "requests": [4, 4],
+            "ttft_mean_ms": [10.5, 2.25],
+            "external_hits": [0.0, 512.0],
+            "phase": ["cold", "warm"],
+            "partial": [False, False],
+        }
+    )
     write_rounds(tmp_path / "rounds.csv", table)
     back = read_rounds(tmp_path / "rounds.csv")
     pd.testing.assert_frame_equal(back, table, check_dtype=False, check_like=True)

@@ -11,9 +11,12 @@ from harness.config import Config, ConfigError
 from harness.records import CellEntry, StackInfo
 from harness.suite import Suite, SuiteOptions
 
-CFG = Config.model_validate({"default_scenarios": ["a", "b"],
-                             "scenarios": {n: {"kind": "cold_start", "num_requests": 1, "prompt_length": 5}
-                                           for n in ("a", "b")}})
+CFG = Config.model_validate(
+    {
+        "default_scenarios": ["a", "b"],
+        "scenarios": {n: {"kind": "cold_start", "num_requests": 1, "prompt_length": 5} for n in ("a", "b")},
+    }
+)
 
 
 def _suite(tmp_path: Path, calls: list, monkeypatch, suite: Suite | None = None) -> Suite:
@@ -41,8 +44,12 @@ def test_cells_run_scenario_major_and_resume_reruns_only_what_was_not_ok(tmp_pat
     (suite.run.root / "baseline" / "b" / "requests.csv").write_text("round\n1\n")
 
     calls.clear()
-    resumed = _suite(tmp_path, calls, monkeypatch,
-                     Suite.resume(suite.run.root, lambda overlay: {}, SuiteOptions(tmp_path), ["resume"]))
+    resumed = _suite(
+        tmp_path,
+        calls,
+        monkeypatch,
+        Suite.resume(suite.run.root, lambda overlay: {}, SuiteOptions(tmp_path), ["resume"]),
+    )
     resumed.run_all()
     assert calls == [("b", "baseline", 1)]
     manifest = json.loads((suite.run.root / "manifest.json").read_text())

@@ -17,8 +17,21 @@ KVBENCH = [sys.executable, "-m", "harness"]
 
 def _bench(tmp_path, config: str, *extra: str):
     results = tmp_path / "results"
-    out = subprocess.run([*KVBENCH, "bench-all", "--config", str(REPO / "tests" / "configs" / config),
-                          "--results", str(results), *extra], capture_output=True, text=True, cwd=REPO, timeout=900)
+    out = subprocess.run(
+        [
+            *KVBENCH,
+            "bench-all",
+            "--config",
+            str(REPO / "tests" / "configs" / config),
+            "--results",
+            str(results),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
     (run_dir,) = list(results.iterdir())
     print(out.stdout[-3000:], file=sys.stderr)
     return out, run_dir, json.loads((run_dir / "manifest.json").read_text())

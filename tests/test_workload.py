@@ -74,8 +74,11 @@ def split_shared(p: Prompt, label: str) -> tuple[str, str]:
 def test_prompt_tokens_are_the_tokenizers_count_of_the_body(kind, api, tok):
     wl = build(kind, tok, api=api)
     ps = prompts(wl)
-    assert len(ps) == wl.num_requests == (CHAT.num_conversations * CHAT.turns if kind == "chat"
-                                          else KINDS[kind].num_requests)
+    assert (
+        len(ps)
+        == wl.num_requests
+        == (CHAT.num_conversations * CHAT.turns if kind == "chat" else KINDS[kind].num_requests)
+    )
     for p in ps:
         assert p.prompt_tokens == tok.count_prompt(p.body), p.prompt_id
         assert isinstance(p.body, str) if api == "completions" else p.body[-1]["role"] == "user"
@@ -83,8 +86,10 @@ def test_prompt_tokens_are_the_tokenizers_count_of_the_body(kind, api, tok):
 
 @pytest.mark.parametrize("tok", TOKENIZERS.values(), ids=TOKENIZERS.keys())
 def test_parts_have_exactly_the_configured_lengths(tok):
-    for kind, label, size, part in (("doc", "Question", DOC.context_length, DOC.question_length),
-                                    ("code", "Task", CODE.context_length, CODE.task_length)):
+    for kind, label, size, part in (
+        ("doc", "Question", DOC.context_length, DOC.question_length),
+        ("code", "Task", CODE.context_length, CODE.task_length),
+    ):
         for p in prompts(build(kind, tok)):
             shared, rest = split_shared(p, label)
             assert tok.count(shared.removesuffix(f"\n\n{label}:")) == size, (kind, p.prompt_id)
@@ -98,8 +103,9 @@ def test_parts_have_exactly_the_configured_lengths(tok):
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])
-@pytest.mark.parametrize("kind,label,variants", [("doc", "Question", DOC.num_questions),
-                                                 ("code", "Task", CODE.num_tasks)])
+@pytest.mark.parametrize(
+    "kind,label,variants", [("doc", "Question", DOC.num_questions), ("code", "Task", CODE.num_tasks)]
+)
 def test_document_and_code_prompts_share_the_context_and_repeat_their_questions(kind, label, variants, api):
     tok = Words()
     ps = prompts(build(kind, tok, api=api))
@@ -157,11 +163,13 @@ def test_later_turns_carry_the_earlier_replies_and_extend_the_previous_prompt(ap
             if api == "completions":
                 assert p.body.startswith(prev.body)  # the previous prompt, then its reply, then the new turn
             else:
-                assert p.body[:len(prev.body)] == prev.body
+                assert p.body[: len(prev.body)] == prev.body
                 assert p.body[len(prev.body)] == {"role": "assistant", "content": replies[t - 1]}
     # Different conversations are different from their system prompt on.
-    systems = {s.build(0, []).body[0]["content"] if api == "chat" else s.build(0, []).body.split("\n\n")[0]
-               for s in wl.sessions}
+    systems = {
+        s.build(0, []).body[0]["content"] if api == "chat" else s.build(0, []).body.split("\n\n")[0]
+        for s in wl.sessions
+    }
     assert len(systems) == CHAT.num_conversations
 
 
