@@ -14,7 +14,7 @@ import pytest
 from harness.cli import main as cli_main
 from harness.intervals import t_interval
 from harness.report import console_summary, render, report_main, write_comparison, write_report
-from harness.report_data import load_run, reductions
+from harness.report.data import load_run, reductions
 from harness.results import write_rounds
 
 from .report_synth import Scen, make_run, png_size
@@ -280,7 +280,7 @@ def test_with_cache_vs_baseline_in_one_run(tmp_path):
     run = make_run(tmp_path, [Scen("rag_a", n=40), Scen("rag_a", mode="baseline", speedup=1.0, n=40)])
     _, text = write_report(run)
     assert text.index("## What reuse buys") < text.index("## Evidence")
-    from harness.verdict import reuse_buys
+    from harness.report.verdict import reuse_buys
 
     r2 = reuse_buys(load_run(run)).set_index("round").loc[2]
     assert r2["pairs"] == 40 and -75 < r2["paired_change"] < -58  # true value: (1/3 - 1) * 100 = -66.7 %
@@ -366,7 +366,7 @@ def test_a_partial_round_shows_its_counts_and_no_verdict(tmp_path):
 
 
 def test_with_repeats_the_headline_pairs_prompts_within_a_repeat_and_uses_student_t(tmp_path):
-    from harness.verdict import reuse_buys
+    from harness.report.verdict import reuse_buys
 
     scens = [
         Scen("rag_a", mode=m, repeat=r, n=20, speedup=3.0 if m == "with-cache" else 1.0)

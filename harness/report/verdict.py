@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .intervals import Interval, paired_change_pct_bca, t_interval
-from .metrics import HEADLINE
-from .report_data import RunData, col, ok_requests
+from ..intervals import Interval, paired_change_pct_bca, t_interval
+from ..metrics import HEADLINE
+from .data import RunData, col, ok_requests
 
 
 def _change(base: float, cache: float) -> float:

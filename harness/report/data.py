@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
-from .config import Targets
-from .intervals import Interval, paired_change_pct_bca, t_interval
-from .records import REQUEST_COLUMNS, CellEntry, Manifest
-from .results import read_manifest, read_requests, read_rounds
-from .stats import rounds_table
+from ..config import Targets
+from ..intervals import Interval, paired_change_pct_bca, t_interval
+from ..records import REQUEST_COLUMNS, CellEntry, Manifest
+from ..results import read_manifest, read_requests, read_rounds
+from ..stats import rounds_table
 
 LOADED_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms", "output_hash")  # what the report needs of a request
 assert set(LOADED_COLUMNS) <= set(REQUEST_COLUMNS)

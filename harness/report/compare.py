@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from ..metrics import COMPARISON, fmt, pick
 from . import plots as P
-from .metrics import COMPARISON, fmt, pick
-from .report_data import RunData, col, evidence, ok_requests, reductions
+from .data import RunData, col, evidence, ok_requests, reductions
 
 METRICS = pick(COMPARISON)
 PLOT_NAMES = ("compare_ttft", "compare_ttft_reduction", "compare_throughput_gain", "compare_ttft_cdf")

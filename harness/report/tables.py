@@ -1,0 +1,309 @@
+"""The report's tables as display strings (pandas frames of text), built from a loaded run: the
+headline (with cache vs baseline), evidence, round-over-round figures, statistics, server-side
+times, timings, isolation and reuse fidelity; and the rows of summary.csv."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..metrics import HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
+from ..stats import round1_caveat
+from .data import RunData, col
+from .verdict import fidelity, headline_round, reuse_buys, targets_vs_baseline
+
+TIMINGS = [
+    ("up_s", "up s"),
+    ("service_start_s", "vLLM start s"),
+    ("workload_s", "workload s"),
+    ("rounds_s", "rounds s"),
+    ("teardown_s", "teardown s"),
+    ("harness_overhead_s", "overhead s"),
+    ("total_s", "total s"),
+]
+
+
+STATUS_RANK = ["failed", "interrupted", "contaminated", "running", "pending", "unknown", "no manifest", "ok"]
+
+
+def _ci(lo: float, hi: float) -> str:
+    return "n/a" if math.isnan(lo) or math.isnan(hi) else f"[{lo:+.1f}, {hi:+.1f}]"
+
+
+def _change_ci(v: float, lo: float, hi: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:+.1f} % " + ("(no CI: 1 repeat)" if math.isnan(lo) else _ci(lo, hi))
+
+
+def reuse_table(data: RunData) -> pd.DataFrame:
+    """The headline: per scenario and round, with cache vs without (baseline), same prompts."""
+    t = targets_vs_baseline(
+        reuse_buys(data), data.targets.ttft_reduction_percent, data.targets.throughput_increase_percent
+    )
+    rows = []
+    for x in t.to_dict("records"):
+        row = {
+            "scenario": x["scenario"],
+            "round": str(x["round"]),
+            "with cache": x["phase with cache"],
+            "repeats": str(x["repeats"]),
+        }
+        for m in pick(HEADLINE):
+            c = m.column
+            row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}"
+            row[f"{m.header} change"] = _change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"])
+        row["per-prompt TTFT change"] = (
+            _change_ci(x["paired_change"], x["paired_lo"], x["paired_hi"]) + f" ({x['pairs']} prompts)"
+        )
+        row[f"TTFT target -{data.targets.ttft_reduction_percent:g} % vs baseline"] = x["ttft_target"]
+        row[f"throughput target +{data.targets.throughput_increase_percent:g} % vs baseline"] = x["tput_target"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fidelity_table(data: RunData) -> pd.DataFrame:
+    f = fidelity(data)
+    if f.empty:
+        return f
+    out = f[["scenario"]].copy()
+    out["could it fail?"] = [
+        f"yes ({o} outputs for {p} prompts)"
+        if o > 1
+        else f"NO: {p} different prompts all gave one output (degenerate model): identical outputs prove nothing"
+        for p, o in zip(f["distinct prompts"], f["distinct outputs"])
+    ]
+    for name in ("warm vs cold", "with cache vs baseline"):
+        out[f"identical output, {name}"] = [
+            "n/a" if not n else f"{same}/{n} ({pct:.0f} %)"
+            for same, n, pct in zip(f[f"{name} identical"], f[f"{name} pairs"], f[f"{name} %"])
+        ]
+    return out
+
+
+def round_phases(data: RunData) -> dict[tuple[str, int], str]:
+    """(scenario label, round) -> the measured warmth; repeats that differ are joined with '/'."""
+    r = data.rounds
+    if r.empty or "phase" not in r.columns:
+        return {}
+    return {
+        (lab, int(rnd)): "/".join(sorted(set(g.astype(str))))
+        for (lab, rnd), g in r.groupby(["label", "round"])["phase"]
+    }
+
+
+def warm_round1_notes(data: RunData) -> list[str]:
+    """One sentence per with-cache scenario whose round 1 was not cold."""
+    r = data.rounds
+    if r.empty or "reused_token_pct" not in r.columns:
+        return []
+    r1 = r[(r["round"] == 1) & (r["mode"] == "with-cache")]
+    pct = col(r1, "reused_token_pct").groupby(r1["label"], sort=False).mean()
+    return [f"{label}: {c}." for label, v in pct.items() if (c := round1_caveat(v))]
+
+
+def stats_table(data: RunData) -> pd.DataFrame:
+    """Per scenario, repeat and round: the seed's statistics from rounds.csv."""
+    r = data.rounds
+    if r.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame(
+        {
+            "scenario": r["scenario"],
+            "mode": r["mode"],
+            "isolation": r["isolation"],
+            "rep": r["repeat"],
+            "round": r["round"],
+            "phase": r["phase"] if "phase" in r else "unknown",
+        }
+    )
+    for m in pick(ROUND_TABLE):
+        out[m.header] = col(r, m.column).map(m.show)
+    return drop_default_mode(out.astype(str))
+
+
+def drop_default_mode(df: pd.DataFrame) -> pd.DataFrame:
+    """The mode column only matters when some rows are not with-cache (baseline runs)."""
+    if "mode" in df.columns and (df["mode"].astype(str) == "with-cache").all():
+        return df.drop(columns="mode")
+    return df
+
+
+def reductions_table(red: pd.DataFrame, data: RunData) -> pd.DataFrame:
+    if red.empty:
+        return pd.DataFrame()
+    t = data.targets
+    rows = []
+    for x in red.to_dict("records"):
+        if x.get("note"):
+            rows.append(
+                {
+                    "scenario": x["scenario"],
+                    "mode": x["mode"],
+                    "isolation": x["isolation"],
+                    "round": fmt(x["round"], 0) if not math.isnan(x["round"]) else "-",
+                    "repeats": str(x["repeats"]),
+                    "note": x["note"],
+                }
+            )
+            continue
+        rows.append(
+            {
+                "scenario": x["scenario"],
+                "mode": x["mode"],
+                "isolation": x["isolation"],
+                "round": str(int(x["round"])),
+                "repeats": str(x["repeats"]),
+                "TTFT reduction %": fmt(x["ttft_reduction_pct"]),
+                "TTFT 95 % CI": _ci(x["ttft_ci_lo"], x["ttft_ci_hi"])
+                + (f" ({x['ttft_ci_basis']})" if not math.isnan(x["ttft_ci_lo"]) else ""),
+                f"TTFT target >= {t.ttft_reduction_percent:g} %": x["ttft_verdict"],
+                "throughput gain %": fmt(x["throughput_gain_pct"]),
+                "throughput 95 % CI": _ci(x["tput_ci_lo"], x["tput_ci_hi"]),
+                f"throughput target >= {t.throughput_increase_percent:g} %": x["tput_verdict"],
+                "paired speed-up p50": "n/a" if math.isnan(x["speedup_p50"]) else f"{x['speedup_p50']:.2f}x",
+                "note": "",
+            }
+        )
+    return drop_default_mode(pd.DataFrame(rows).fillna(""))
+
+
+def timings_table(data: RunData) -> pd.DataFrame:
+    rows = []
+    for d in data.dirs.to_dict("records"):
+        t = d["entry"].timings
+        if t:
+            rows.append({"scenario": d["dir"], **{h: fmt(t.get(k)) for k, h in TIMINGS}})
+    return pd.DataFrame(rows)
+
+
+def isolation_table(data: RunData) -> pd.DataFrame:
+    """Fresh vs shared stack, side by side: what pollution does to the cold round."""
+    r = data.rounds
+    if r.empty or r["isolation"].nunique() < 2:
+        return pd.DataFrame()
+    r1 = r[r["round"] == 1]
+    cols = {
+        "ttft_p50_ms": "r1 TTFT p50 ms",
+        "cached_tokens": "r1 cached tokens",
+        "external_hits": "r1 Mooncake hits",
+        "foreign_hit_tokens": "r1 foreign hits",
+        "master_key_count_start": "keys before r1",
+    }
+    name = r1["scenario"] + r1["mode"].map(lambda m: "" if m == "with-cache" else f" [{m}]")
+    vals = pd.DataFrame({k: col(r1, k) for k in cols}).assign(scenario=name, isolation=r1["isolation"])
+    wide = vals.pivot_table(index="scenario", columns="isolation", values=list(cols), aggfunc="mean", dropna=False)
+    wide.columns = [f"{cols[m]} ({iso})" for m, iso in wide.columns]
+    return wide.reset_index().map(lambda v: v if isinstance(v, str) else fmt(v))
+
+
+def run_info(data: RunData) -> str:
+    m = data.manifest
+    if m is None:
+        return f"run {data.name} (no manifest.json)"
+    parts = [
+        f"run {m.run_id}",
+        f"started {m.started_at}",
+        f"finished {m.finished_at or 'not finished'}",
+        f"harness {m.harness_version}",
+        f"commit {(m.git_commit or '?')[:10]}",
+        f"host {m.host.get('hostname', '?')}",
+    ]
+    return " | ".join(parts)
+
+
+def server_table(data: RunData) -> pd.DataFrame:
+    """The client's TTFT next to vLLM's own (histogram deltas over exactly the round's requests)."""
+    r = data.rounds
+    if r.empty or "server_ttft_mean_ms" not in r.columns:
+        return pd.DataFrame()
+    out = pd.DataFrame(
+        {
+            "scenario": r["scenario"],
+            "mode": r["mode"],
+            "isolation": r["isolation"],
+            "rep": r["repeat"],
+            "round": r["round"],
+        }
+    )
+    for m in pick(SERVER_TABLE):
+        out[m.header] = col(r, m.column).map(m.show)
+    return drop_default_mode(out.astype(str))
+
+
+def summary_csv(data: RunData) -> pd.DataFrame:
+    """Every round of every cell, led by the headline: on with-cache rows of fresh stacks, the change
+    vs baseline (same scenario and round) with its intervals, as `vs_baseline_*` columns."""
+    rounds = data.rounds.drop(columns=["dir", "label"])
+    head = reuse_buys(data)
+    if head.empty:
+        return rounds
+    keep = {
+        c: f"vs_baseline_{c}"
+        for c in head.columns
+        if c.endswith(("_change", "_lo", "_hi")) or c.startswith("paired_") or c == "pairs"
+    }
+    head = head[["scenario", "round", *keep]].rename(columns=keep).assign(mode="with-cache", isolation="fresh")
+    merged = rounds.merge(head, on=["scenario", "round", "mode", "isolation"], how="left")
+    ident = [c for c in ("scenario", "mode", "isolation", "repeat", "round", "phase") if c in merged.columns]
+    return merged[[*ident, *keep.values(), *[c for c in rounds.columns if c not in ident]]]
+
+
+def _worst(statuses: pd.Series) -> str:
+    s = set(statuses)
+    return next((x for x in STATUS_RANK if x in s), next(iter(s), "?"))
+
+
+def summary_rows(data: RunData, red: pd.DataFrame) -> pd.DataFrame:
+    """One compact row per scenario (and isolation): repeats averaged."""
+    rows = []
+    r = data.rounds
+    for label, d in data.dirs.groupby("label", sort=False):
+        rr = r[r["label"] == label] if not r.empty else r
+        red1 = red[(red["label"] == label) & (red["round"] == 2)] if not red.empty else red
+        x = red1.iloc[0].to_dict() if len(red1) else {}
+
+        def p50(n: int, rr: pd.DataFrame = rr) -> str:
+            return fmt(col(rr[rr["round"] == n], "ttft_p50_ms").mean()) if len(rr) else "n/a"
+
+        rows.append(
+            {
+                "scenario": label,
+                "reps": len(d),
+                "status": _worst(d["status"]),
+                "r1 TTFT p50 ms": p50(1),
+                "r2 TTFT p50 ms": p50(2),
+                "r2 vs r1 TTFT -%": fmt(x.get("ttft_reduction_pct")),
+                "r2 vs r1 thrpt +%": fmt(x.get("throughput_gain_pct")),
+                "targets r2 vs r1": f"{x.get('ttft_verdict', 'n/a')}/{x.get('tput_verdict', 'n/a')}",
+                "cold/teardown": "/".join(_evidence_word(d, k) for k in ("cold_verified", "teardown_verified")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _evidence_word(d: pd.DataFrame, key: str) -> str:
+    vals = [getattr(e, key) for e in d["entry"]]
+    if any(v is None for v in vals):
+        return "?"
+    return "yes" if all(vals) else "NO"
+
+
+def headline_lines(data: RunData) -> list[str]:
+    """What reuse buys, one line per scenario (its last round): what the console leads with."""
+    t = headline_round(
+        targets_vs_baseline(
+            reuse_buys(data), data.targets.ttft_reduction_percent, data.targets.throughput_increase_percent
+        )
+    )
+    lines = []
+    for x in t.to_dict("records"):
+        lines.append(
+            f"{x['scenario']} round {x['round']}: TTFT mean {fmt(x['ttft_mean_ms_cache'])} ms with cache vs "
+            f"{fmt(x['ttft_mean_ms_base'])} ms without "
+            f"({_change_ci(x['ttft_mean_ms_change'], x['ttft_mean_ms_lo'], x['ttft_mean_ms_hi'])}), "
+            f"per prompt {_change_ci(x['paired_change'], x['paired_lo'], x['paired_hi'])}; "
+            f"throughput {fmt(x['req_per_s_cache'], 2)} vs {fmt(x['req_per_s_base'], 2)} req/s "
+            f"({_change_ci(x['req_per_s_change'], x['req_per_s_lo'], x['req_per_s_hi'])}); "
+            f"targets vs baseline {x['ttft_target']}/{x['tput_target']}"
+        )
+    return lines
