@@ -4,7 +4,7 @@ there is one. Stats compute the columns; console, report, comparison and the
 `bench_serve.json` export read them from here.
 
 Adding a metric: one entry here, plus its computation in stats.round_summary (or probes for
-a server-side one).
+a server-side one). records.RoundSummary declares every entry as a rounds.csv column.
 """
 
 from __future__ import annotations
@@ -59,6 +59,24 @@ _ALL = [
     Metric("server_queue_mean_ms", "server queue mean ms", "ms", 1, "lower"),
     Metric("server_e2e_mean_ms", "server E2E mean ms", "ms", 1, "lower"),
     Metric("server_requests", "server requests", "", 0),
+    # How the client itself fared (kernel arrival stamps vs when Python read them).
+    Metric("client_lag_p99_ms", "client lag p99 ms", "ms", 2, "lower"),
+    Metric("shared_stamp_pct", "shared stamps %", "%", 1, "lower"),
+    Metric("read_delay_p99_ms", "read delay p99 ms", "ms", 2, "lower"),
+    # Reuse: what the server reported, what the workload's prefixes allowed, and round-over-round.
+    Metric("cached_tokens", "cached tokens", "tok", 0),
+    Metric("reused_token_pct", "reused %", "%", 1),
+    Metric("expected_reuse_tokens", "expected reuse tokens", "tok", 0),
+    Metric("achieved_reuse_tokens", "achieved reuse tokens", "tok", 0),
+    Metric("reuse_achieved_ratio", "reuse achieved/expected", "", 3, "higher"),
+    Metric("foreign_hit_tokens", "foreign hit tokens", "tok", 0, "lower"),
+    Metric("ttft_reduction_pct", "r2 vs r1 TTFT -%", "%", 1, "higher"),
+    Metric("ttft_p50_reduction_pct", "r2 vs r1 TTFT p50 -%", "%", 1, "higher"),
+    Metric("throughput_improvement_pct", "r2 vs r1 thrpt +%", "%", 1, "higher"),
+    Metric("paired_requests", "paired requests", "", 0),
+    Metric("ttft_speedup_p10", "TTFT speed-up p10", "x", 2, "higher"),
+    Metric("ttft_speedup_p50", "TTFT speed-up p50", "x", 2, "higher"),
+    Metric("ttft_speedup_p90", "TTFT speed-up p90", "x", 2, "higher"),
 ]
 METRICS: dict[str, Metric] = {m.column: m for m in _ALL}
 

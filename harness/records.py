@@ -1,7 +1,8 @@
 """The typed records at the pipeline's seams, each written and read back by the same model.
 
 - `RequestRow`: one line of requests.csv (runner -> results -> stats, report);
-- `RoundSummary`: one line of rounds.csv (stats + reuse + probes -> report);
+- `RoundSummary`: one line of rounds.csv (stats + reuse + probes -> report), its figures
+  declared by the metric registry (metrics.METRICS);
 - `Manifest` and its `CellEntry`s: manifest.json (suite -> report, resume).
 
 Every model forbids unknown fields: a column or key nobody declared is an error when it is
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from .config import Api
+from .metrics import METRICS
 from .probes import COUNTER_COLUMNS
 
 
@@ -92,64 +94,7 @@ Text = Annotated[str | None, BeforeValidator(_nan_is_none)]
 Flag = Annotated[bool | None, BeforeValidator(_nan_is_none)]
 
 
-class _RoundFields(Record):
-    """Client-side figures of one round (stats.round_summary), its measured warmth, round-over-round
-    gains, expected-vs-achieved reuse and paired speed-ups. Server counters are added below.
-    Only `round` is required: a rounds.csv of an older or interrupted run may lack columns."""
-
-    # identity (absent in rounds of older runs)
-    scenario: Text = None
-    mode: Text = None
-    isolation: Text = None
-    repeat: Count = None
-    round: int
-    requests: Count = None
-    successes: Count = None
-    failures: Count = None
-    ttft_mean_ms: Num = math.nan
-    ttft_p50_ms: Num = math.nan
-    ttft_p90_ms: Num = math.nan
-    ttft_p99_ms: Num = math.nan
-    tpot_mean_ms: Num = math.nan
-    tpot_p50_ms: Num = math.nan
-    itl_p50_ms: Num = math.nan
-    itl_p99_ms: Num = math.nan
-    client_lag_p99_ms: Num = math.nan
-    shared_stamp_pct: Num = math.nan
-    read_delay_p99_ms: Num = math.nan
-    misses: Count = None
-    ttft_miss_mean_ms: Num = math.nan
-    ttft_hit_mean_ms: Num = math.nan
-    e2e_mean_ms: Num = math.nan
-    e2e_p90_ms: Num = math.nan
-    duration_s: Num = math.nan
-    req_per_s: Num = math.nan
-    output_tok_per_s: Num = math.nan
-    total_tok_per_s: Num = math.nan
-    prompt_tokens: Count = None
-    completion_tokens: Count = None
-    cached_tokens: Count = None
-    cached_token_ratio: Num = math.nan
-    phase: Text = None
-    reused_token_pct: Num = math.nan
-    planned: Count = None
-    partial: Flag = None
-    ttft_reduction_pct: Num = math.nan
-    ttft_p50_reduction_pct: Num = math.nan
-    throughput_improvement_pct: Num = math.nan
-    ttft_target_met: Flag = None
-    throughput_target_met: Flag = None
-    expected_reuse_tokens: Count = None
-    achieved_reuse_tokens: Count = None
-    reuse_achieved_ratio: Num = math.nan
-    foreign_hit_tokens: Count = None
-    paired_requests: Count = None
-    ttft_speedup_p10: Num = math.nan
-    ttft_speedup_p50: Num = math.nan
-    ttft_speedup_p90: Num = math.nan
-    engine_url: Text = None
-    client_server_ttft_gap_ms: Num = math.nan
-
+class _RoundBase(Record):
     @model_validator(mode="before")
     @classmethod
     def _older_names(cls, data: Any) -> Any:
@@ -158,9 +103,31 @@ class _RoundFields(Record):
         return data
 
 
-# The server's counter deltas and histogram means (probes.deltas): one column each, defined there.
-RoundSummary: type[_RoundFields] = create_model(  # type: ignore[call-overload]
-    "RoundSummary", __base__=_RoundFields, **{c: (Num, math.nan) for c in COUNTER_COLUMNS}
+# One rounds.csv row: identity, then every registry metric (metrics.METRICS: figures, NaN when
+# unknown), the round's labels, then the server's counters (probes). Only `round` is required: a
+# rounds.csv of an older or interrupted run may lack columns.
+_IDENTITY: dict[str, Any] = {
+    "scenario": (Text, None),
+    "mode": (Text, None),
+    "isolation": (Text, None),
+    "repeat": (Count, None),
+    "round": (int, ...),
+}
+_LABELS: dict[str, Any] = {
+    "phase": (Text, None),  # measured warmth: cold / partly warm / warm (stats.warmth)
+    "planned": (Count, None),  # requests the round should have sent
+    "partial": (Flag, None),  # cut short: no verdict
+    "ttft_target_met": (Flag, None),
+    "throughput_target_met": (Flag, None),
+    "engine_url": (Text, None),  # which engine served the round (cross-instance: A, then B)
+}
+RoundSummary: type[_RoundBase] = create_model(  # type: ignore[call-overload]
+    "RoundSummary",
+    __base__=_RoundBase,
+    **_IDENTITY,
+    **{c: (Num, math.nan) for c in METRICS},
+    **_LABELS,
+    **{c: (Num, math.nan) for c in COUNTER_COLUMNS if c not in METRICS},
 )
 ROUND_COLUMNS = RoundSummary.columns()
 
