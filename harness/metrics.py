@@ -42,6 +42,7 @@ _ALL = [
     Metric("ttft_hit_mean_ms", "TTFT hit ms", "ms", 1, "lower"),
     Metric("tpot_mean_ms", "TPOT mean ms", "ms", 2, "lower", "mean_tpot_ms"),
     Metric("tpot_p50_ms", "TPOT p50 ms", "ms", 2, "lower", "median_tpot_ms"),
+    Metric("itl_mean_ms", "ITL mean ms", "ms", 2, "lower", "mean_itl_ms"),
     Metric("itl_p50_ms", "ITL p50 ms", "ms", 2, "lower", "median_itl_ms"),
     Metric("itl_p99_ms", "ITL p99 ms", "ms", 2, "lower", "p99_itl_ms"),
     Metric("e2e_mean_ms", "E2E mean ms", "ms", 1, "lower", "mean_e2el_ms"),

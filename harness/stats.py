@@ -81,6 +81,7 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "ttft_p99_ms": _pct(ttft, 99),
         "tpot_mean_ms": _mean(tpot),
         "tpot_p50_ms": _pct(tpot, 50),
+        "itl_mean_ms": _mean(itl),
         "itl_p50_ms": _pct(itl, 50),
         "itl_p99_ms": _pct(itl, 99),
         # How long first tokens waited in the client before it parsed them (TTFT

@@ -297,6 +297,8 @@ def test_rounds_are_exported_in_vllm_bench_serve_result_shape(stub, tmp_path: Pa
     the same as rounds.csv's (one definition per metric: harness.metrics)."""
     import json
 
+    from harness.metrics import METRICS
+
     table = run_rounds(_workload(6), _cfg(rounds=2, concurrency=2), Endpoint(stub.url("ok"), "stub"), tmp_path)
     records = json.loads((tmp_path / "bench_serve.json").read_text())
     assert [r["round"] for r in records] == [1, 2]
@@ -305,6 +307,11 @@ def test_rounds_are_exported_in_vllm_bench_serve_result_shape(stub, tmp_path: Pa
         assert rec["mean_ttft_ms"] == pytest.approx(row["ttft_mean_ms"])
         assert rec["request_throughput"] == pytest.approx(row["req_per_s"])
         assert rec["max_concurrency"] == 2 and rec["model_id"] == "stub" and rec["num_prompts"] == 6
+        keyed = [m for m in METRICS.values() if m.bench_serve_key]
+        assert {m.bench_serve_key: rec[m.bench_serve_key] for m in keyed} == pytest.approx(
+            {m.bench_serve_key: float(row[m.column]) for m in keyed}, nan_ok=True
+        )
+        assert rec["mean_itl_ms"] > 0  # the stub paces its chunks
 
 
 # --- the API key of `kvbench run` ------------------------------------------------------------
