@@ -123,7 +123,7 @@ class IncompleteStream(Exception):
     """The stream ended without its final `[DONE]` event."""
 
 
-def request_body(prompt: str | list[dict], s: RequestSettings) -> tuple[str, dict]:
+def request_body(prompt: str | list[dict] | list[int], s: RequestSettings) -> tuple[str, dict]:
     body: dict = {
         "model": s.model,
         "max_tokens": s.max_tokens,
@@ -159,7 +159,7 @@ def _chunk_ids(chunk: dict, key: str) -> list[int]:
     return ids if isinstance(ids, list) else []
 
 
-async def send(client: httpx.AsyncClient, prompt: str | list[dict], s: RequestSettings) -> RequestResult:
+async def send(client: httpx.AsyncClient, prompt: str | list[dict] | list[int], s: RequestSettings) -> RequestResult:
     """Send one streaming request; never raises for server or network faults."""
     res = RequestResult()
     path, body = request_body(prompt, s)

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from .trace import TraceError, read_trace
+
 Api = Literal["completions", "chat"]  # which OpenAI endpoint the requests go to
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,48}$")
 
@@ -87,6 +89,10 @@ class MultiTurn(_ScenarioBase):
     turns: PositiveInt
     system_length: PositiveInt = 500
     user_length: PositiveInt = 100
+    # The user's think time between an answer and the next turn, so other conversations write to
+    # the cache meanwhile: fixed, or exponential with this mean (seeded, the same every round).
+    think_time_s: NonNegFloat = 0.0
+    think_time: Literal["fixed", "exponential"] = "fixed"
 
 
 class ColdStart(_ScenarioBase):
@@ -97,8 +103,33 @@ class ColdStart(_ScenarioBase):
     prompt_length: PositiveInt
 
 
+class Trace(_ScenarioBase):
+    """Replay of a request trace in the Mooncake FAST'25 format (harness/trace.py): each hash id a
+    deterministic 512-token block, arrivals at the trace's timestamps divided by `speed`."""
+
+    kind: Literal["trace"]
+    path: Path  # relative paths: to the config file's directory
+    num_requests: PositiveInt | None = None  # the first N requests of the window (None: all)
+    start_ms: NonNegFloat = 0.0
+    end_ms: NonNegFloat | None = None
+    speed: Annotated[float, Field(gt=0)] = 1.0  # 10: ten times faster than recorded
+    timestamps: bool = True  # false: send as fast as `concurrency` allows
+    # The trace's output_length is honoured (fixed length); this caps it for slow engines (recorded).
+    max_output_length: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _readable(self) -> Trace:  # the whole trace is validated before any container starts
+        try:
+            read_trace(self.path)
+        except TraceError as e:
+            raise ValueError(str(e)) from None
+        if self.end_ms is not None and self.end_ms <= self.start_ms:
+            raise ValueError(f"end_ms {self.end_ms:g} must be after start_ms {self.start_ms:g}")
+        return self
+
+
 Scenario = Annotated[
-    DocumentQA | CodeGeneration | BatchProcessing | MultiTurn | ColdStart,
+    DocumentQA | CodeGeneration | BatchProcessing | MultiTurn | ColdStart | Trace,
     Field(discriminator="kind"),
 ]
 
@@ -242,6 +273,13 @@ class Config(Strict):
                 raise ValueError(f"unknown scenario {name!r} (known: {', '.join(sorted(known))})")
         return v
 
+    @model_validator(mode="after")
+    def _traces_need_completions(self) -> Config:
+        traces = [n for n, s in self.scenarios.items() if isinstance(s, Trace)]
+        if traces and self.api != "completions":
+            raise ValueError(f"scenario {traces[0]}: a trace is replayed as token ids, which needs api: completions")
+        return self
+
     @property
     def modes(self) -> tuple[str, ...]:
         return ("with-cache", "baseline") if self.mode == "both" else (self.mode,)
@@ -331,6 +369,9 @@ def load_config(
         **(flags or {}),
     }
     raw.update(given)
+    for sc in (raw.get("scenarios") or {}).values():  # trace paths are relative to the config file
+        if isinstance(sc, dict) and sc.get("kind") == "trace" and isinstance(sc.get("path"), str):
+            sc["path"] = str((path.parent / Path(sc["path"]).expanduser()).resolve())
     try:
         return Config.model_validate(raw)
     except ValidationError as e:

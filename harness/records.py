@@ -155,6 +155,7 @@ class CellEntry(Record):
     cold_detail: str | None = None
     block_size: int | None = None
     foreign_hit_tokens_round1: int | None = None
+    skipped_requests: int | None = None  # trace requests longer than the served context
     teardown_verified: bool | None = None
     teardown_leftovers: str | None = None
     previous_attempts: list[CellEntry] = Field(default_factory=list)

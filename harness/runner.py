@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -133,6 +133,10 @@ class RoundContext:
     progress: RoundProgress
     watch: EngineWatch
     block: int | None  # the engine's KV block size: prompt ids become block keys
+    start: float = 0.0  # perf_counter at the round's start: trace arrivals are scheduled from it
+
+    def settings_for(self, prompt: Prompt) -> RequestSettings:
+        return self.settings if prompt.max_tokens is None else replace(self.settings, max_tokens=prompt.max_tokens)
 
     def row(self, session: Session, turn: int, prompt: Prompt, res: RequestResult) -> RequestRow:
         return RequestRow(
@@ -185,16 +189,20 @@ async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Se
                 e2e_ms=0.0,
             )
         else:
+            if turn and session.think_s:  # the user reads the answer and types; other sessions go on
+                await asyncio.sleep(session.think_s[turn - 1])
             # Later turns tokenize their history: off the event loop, so that other
             # streams' chunks are still read (and timed) promptly.
             prompt = (
                 session.build(turn, replies) if turn == 0 else await asyncio.to_thread(session.build, turn, replies)
             )
+            if prompt.send_at_s is not None:  # trace replay: the recorded arrival (scaled)
+                await asyncio.sleep(max(0.0, ctx.start + prompt.send_at_s - time.perf_counter()))
             await ctx.pacer.wait()
             async with ctx.sem:
                 if ctx.watch.down:  # the engine is gone: what was not sent is not a request
                     return
-                res = await send(client, prompt.body, ctx.settings)
+                res = await send(client, prompt.body, ctx.settings_for(prompt))
                 await ctx.watch.record(res)  # holding the slot: nothing new is sent while /health is asked
             if res.ok:
                 replies.append(res.text)
@@ -238,6 +246,7 @@ async def run_round(
     try:
         async with stamped_client(endpoint.base_url, limits, timeout) as client:
             client.headers.update(auth_headers(endpoint.base_url))  # the endpoint's API key, if any
+            ctx.start = time.perf_counter()
             await asyncio.gather(*(_run_session(ctx, client, s) for s in workload.sessions))
     finally:
         progress.stop()

@@ -384,7 +384,20 @@ class Suite:
             routes: list[Route] = [(Endpoint(u, self.model), p) for u, p in zip(urls, probes)]
             with ServerTokenizer(routes[0][0].base_url, self.model) as tok:
                 with step("workload (exact token lengths via /tokenize)", timings, "workload_s"):
-                    wl = build_workload(name, self.cfg.scenarios[name], tok, api=self.cfg.api, seed=self.cfg.seed)
+                    wl = build_workload(
+                        name,
+                        self.cfg.scenarios[name],
+                        tok,
+                        api=self.cfg.api,
+                        seed=self.cfg.seed,
+                        max_model_len=self.cfg.stack.max_model_len,
+                    )
+                if wl.skipped:
+                    entry.skipped_requests = wl.skipped
+                    say(
+                        f"  {name}: {wl.skipped} trace requests skipped: input + output longer than "
+                        f"max_model_len {self.cfg.stack.max_model_len}; {wl.num_requests} replayed"
+                    )
                 t = time.perf_counter()
                 labels = entry.model_dump(include={"scenario", "mode", "isolation", "repeat"})
                 table = run_rounds(wl, self.cfg, routes, out, progress=round_progress(name), labels=labels)

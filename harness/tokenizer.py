@@ -21,6 +21,9 @@ class Tokenizer(Protocol):
     def count_prompt(self, prompt: str | list[dict]) -> int:
         """Tokens the server will see for a whole request (special tokens / chat template included)."""
 
+    def ids(self, text: str) -> list[int]:
+        """The token ids of a text fragment, without special tokens."""
+
 
 class TokenizerError(RuntimeError):
     pass
@@ -48,6 +51,12 @@ class ServerTokenizer:
         if isinstance(prompt, str):
             return self._post({"prompt": prompt, "add_special_tokens": True})
         return self._post({"messages": prompt, "add_generation_prompt": True})
+
+    def ids(self, text: str) -> list[int]:
+        r = self._client.post("/tokenize", json={"model": self._model, "prompt": text, "add_special_tokens": False})
+        if r.status_code != 200:
+            raise TokenizerError(f"POST /tokenize -> {r.status_code}: {redact(r.text)[:200]}")
+        return [int(t) for t in r.json()["tokens"]]
 
     def _post(self, body: dict) -> int:
         body = {"model": self._model, **body}

@@ -24,8 +24,10 @@ from .config import (
     DocumentQA,
     MultiTurn,
     Scenario,
+    Trace,
 )
 from .tokenizer import Tokenizer
+from .trace import TRACE_BLOCK, BlockMaker, read_trace, select, shared_prefix_blocks
 
 Style = Literal["prose", "code", "instruction", "question", "task", "chat"]
 
@@ -57,7 +59,7 @@ class Prompt:
     """One request body's prompt, with its exact size in the server's tokens."""
 
     prompt_id: str
-    body: str | list[dict]  # completions: text; chat: messages
+    body: str | list[dict] | list[int]  # completions: text (or token ids: trace replay); chat: messages
     prompt_tokens: int
     # Leading tokens another request of the same scenario also sends (document,
     # instruction, conversation history): reusable even in round 1 ...
@@ -65,6 +67,8 @@ class Prompt:
     # ... once a request that provides `prefix_key` has been prefilled.
     prefix_key: str = ""
     provides_prefix_key: str = ""
+    max_tokens: int | None = None  # this request's output length, in place of the suite's max_tokens
+    send_at_s: float | None = None  # scheduled send, seconds after the round's start (trace replay)
 
     @property
     def prompt_hash(self) -> str:
@@ -80,12 +84,14 @@ class Session:
     turns: int
     build: Callable[[int, list[str]], Prompt]
     first_index: int = 0  # position of turn 0 in the workload (request index in every round)
+    think_s: tuple[float, ...] = ()  # the user's pause after answer t before turn t + 1
 
 
 @dataclass
 class Workload:
     scenario: str
     sessions: list[Session]
+    skipped: int = 0  # trace requests left out: longer than the model's context
     num_requests: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +99,14 @@ class Workload:
         for s in self.sessions:
             s.first_index = self.num_requests
             self.num_requests += s.turns
+
+
+def vocabulary(tok: Tokenizer) -> list[int]:
+    """Ordinary token ids of the served model to draw token-id prompts from: every word of the
+    word lists, also capitalised, and punctuation and digits (never a special token)."""
+    words = sorted({w for ws in _WORDS.values() for w in ws})
+    text = " ".join(words + [w.capitalize() for w in words]) + " . , : ; ( ) 0 1 2 3 4 5 6 7 8 9"
+    return sorted(set(tok.ids(text)))
 
 
 class TextMaker:
@@ -146,11 +160,15 @@ class TextMaker:
 
 
 class _Builder:
-    def __init__(self, scenario: str, cfg: Scenario, tok: Tokenizer, api: Api, seed: int) -> None:
+    def __init__(
+        self, scenario: str, cfg: Scenario, tok: Tokenizer, api: Api, seed: int, max_model_len: int | None = None
+    ) -> None:
         self.scenario = scenario
         self.cfg = cfg
         self.tok = tok
         self.api = api
+        self.seed = seed
+        self.max_model_len = max_model_len
         self.text = TextMaker(tok, f"{seed}:{scenario}")
         # A shared prefix_seed makes scenarios share their prefix on purpose.
         prefix_seed = f"prefix:{cfg.prefix_seed}" if cfg.prefix_seed is not None else f"{seed}:{scenario}"
@@ -224,8 +242,41 @@ def _multi_turn(b: _Builder, c: MultiTurn) -> list[Session]:
     for conv in range(c.num_conversations):
         system = b.text.make(c.system_length, "instruction", f"sys{conv}")
         users = [b.text.make(c.user_length, "chat", f"c{conv}u{t}") for t in range(c.turns)]
-        sessions.append(Session(f"{b.scenario}-c{conv:03d}", c.turns, _conversation(b, conv, system, users)))
+        session = Session(f"{b.scenario}-c{conv:03d}", c.turns, _conversation(b, conv, system, users))
+        session.think_s = _think_times(c, random.Random(f"{b.seed}:{b.scenario}:think:{conv}"))
+        sessions.append(session)
     return sessions
+
+
+def _think_times(c: MultiTurn, rng: random.Random) -> tuple[float, ...]:
+    if not c.think_time_s:
+        return ()
+    if c.think_time == "fixed":
+        return (c.think_time_s,) * (c.turns - 1)
+    return tuple(rng.expovariate(1 / c.think_time_s) for _ in range(c.turns - 1))
+
+
+def _trace(b: _Builder, c: Trace) -> tuple[list[Session], int]:
+    sel = select(
+        read_trace(c.path),
+        num_requests=c.num_requests,
+        start_ms=c.start_ms,
+        end_ms=c.end_ms,
+        max_total_tokens=b.max_model_len,
+    )
+    seed = f"prefix:{c.prefix_seed}" if c.prefix_seed is not None else f"{b.seed}:{b.scenario}"
+    blocks = BlockMaker(vocabulary(b.tok), seed)
+    shared = shared_prefix_blocks(sel.records)
+    t0 = sel.records[0].timestamp if sel.records else 0.0
+    prompts = []
+    for i, (rec, k) in enumerate(zip(sel.records, shared, strict=True)):
+        out = min(rec.output_length, c.max_output_length or rec.output_length)
+        at = (rec.timestamp - t0) / 1e3 / c.speed if c.timestamps else None
+        ids = blocks.prompt_ids(rec)
+        prompts.append(
+            Prompt(f"{b.scenario}-{i:05d}", ids, len(ids), min(k * TRACE_BLOCK, len(ids)), max_tokens=out, send_at_s=at)
+        )
+    return _static(prompts), sel.skipped_too_long
 
 
 def _conversation(b: _Builder, conv: int, system: str, users: list[str]) -> Callable[[int, list[str]], Prompt]:
@@ -260,6 +311,12 @@ _KINDS: dict[type, Callable[[_Builder, Any], list[Session]]] = {
 }
 
 
-def build_workload(scenario: str, cfg: Scenario, tokenizer: Tokenizer, *, api: Api, seed: int) -> Workload:
-    b = _Builder(scenario, cfg, tokenizer, api, seed)
+def build_workload(
+    scenario: str, cfg: Scenario, tokenizer: Tokenizer, *, api: Api, seed: int, max_model_len: int | None = None
+) -> Workload:
+    """The scenario's sessions; `max_model_len` (the served context) decides which trace requests fit."""
+    b = _Builder(scenario, cfg, tokenizer, api, seed, max_model_len)
+    if isinstance(cfg, Trace):
+        sessions, skipped = _trace(b, cfg)
+        return Workload(scenario, sessions, skipped)
     return Workload(scenario, _KINDS[type(cfg)](b, cfg))

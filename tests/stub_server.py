@@ -126,6 +126,8 @@ async def _json(c: _Conn, status: int, obj: dict) -> None:
 
 
 def _words(body: dict) -> int:
+    if isinstance(body.get("prompt"), list):  # token ids (trace replay)
+        return len(body["prompt"])
     texts = [body.get("prompt") or ""] + [m.get("content") or "" for m in body.get("messages") or []]
     return sum(len(t.split()) for t in texts)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import pytest
 
@@ -24,6 +25,9 @@ class Words:
         if isinstance(prompt, str):
             return 1 + self.count(prompt)
         return 2 + sum(4 + self.count(m["content"]) for m in prompt)
+
+    def ids(self, text: str) -> list[int]:
+        return [zlib.crc32(w.encode()) % 50_000 for w in text.split()]
 
 
 class Pieces(Words):

@@ -25,7 +25,8 @@ from ..records import REQUEST_COLUMNS, CellEntry, Manifest
 from ..results import read_manifest, read_requests, read_rounds
 from ..stats import rounds_table
 
-LOADED_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms", "output_hash")  # what the report needs of a request
+# What the report needs of a request (a million rows stay small: no text columns but two codes).
+LOADED_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms", "output_hash", "turn", "prompt_tokens", "cached_tokens")
 assert set(LOADED_COLUMNS) <= set(REQUEST_COLUMNS)
 TOKEN_SOURCES = ("tokens_local_compute", "tokens_local_cache_hit", "tokens_external_kv_transfer")
 TRUE_WORDS = ("true", "1", "1.0", "yes")
@@ -158,10 +159,18 @@ def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | Non
             "ok": truthy(df["ok"]) if "ok" in df.columns else True,
             "ttft_ms": pd.to_numeric(df["ttft_ms"], errors="coerce"),
             "out": df["output_hash"] if "output_hash" in df.columns else pd.Categorical([None] * len(df)),
+            "turn": _num(df, "turn").fillna(0).astype(np.int16),
+            "prompt_tokens": _num(df, "prompt_tokens").astype(np.float32),
+            "cached_tokens": _num(df, "cached_tokens").astype(np.float32),
         }
     )
     out = out[out["round"].notna()]
     return out.astype({"round": np.int16})
+
+
+def _num(df: pd.DataFrame, name: str) -> pd.Series:
+    """A numeric column, NaN where missing or unparsable (all NaN when the CSV has none)."""
+    return pd.to_numeric(df[name], errors="coerce") if name in df.columns else pd.Series(np.nan, index=df.index)
 
 
 def _recompute_rounds(path: Path, rel: str, targets: Targets, notes: list[str]) -> pd.DataFrame | None:
@@ -233,7 +242,9 @@ def load_run(run_dir: Path) -> RunData:
     req_df = (
         _concat_requests(req_frames)
         if req_frames
-        else pd.DataFrame({"round": [], "pid": [], "ok": [], "ttft_ms": [], "out": [], "dir": []})
+        else pd.DataFrame(
+            {c: [] for c in ("round", "pid", "ok", "ttft_ms", "out", "turn", "prompt_tokens", "cached_tokens", "dir")}
+        )
     )
     never = manifest.not_reached if manifest else []
     if never:

@@ -230,6 +230,32 @@ def server_table(data: RunData) -> pd.DataFrame:
     return drop_default_mode(out.astype(str))
 
 
+def turns_table(data: RunData) -> pd.DataFrame:
+    """Conversations: per scenario, round and turn index, TTFT and how much of the prompt (the
+    history so far) came from cache. Only for scenarios whose requests have turns."""
+    req = data.requests
+    if req.empty or not (req["turn"] > 0).any():
+        return pd.DataFrame()
+    multi = req[req["ok"] & req["dir"].isin(req.loc[req["turn"] > 0, "dir"].unique())]
+    labels = data.dirs["label"]
+    rows = []
+    for (d, rnd, turn), g in multi.groupby(["dir", "round", "turn"], sort=True):
+        prompt = g["prompt_tokens"].sum()
+        rows.append(
+            {
+                "scenario": labels.iloc[int(d)],
+                "round": str(rnd),
+                "turn": str(turn + 1),
+                "requests": str(len(g)),
+                "TTFT mean ms": fmt(g["ttft_ms"].mean()),
+                "TTFT p50 ms": fmt(g["ttft_ms"].median()),
+                "prompt tokens mean": fmt(g["prompt_tokens"].mean(), 0),
+                "reused %": fmt(100 * g["cached_tokens"].sum() / prompt if prompt else math.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def summary_csv(data: RunData) -> pd.DataFrame:
     """Every round of every cell, led by the headline: on with-cache rows of fresh stacks, the change
     vs baseline (same scenario and round) with its intervals, as `vs_baseline_*` columns."""

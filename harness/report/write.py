@@ -35,6 +35,7 @@ from .tables import (
     summary_csv,
     summary_rows,
     timings_table,
+    turns_table,
     warm_round1_notes,
 )
 
@@ -133,6 +134,7 @@ def _sections(data: RunData, red: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "isolation": isolation_table(data),
         "fidelity": fidelity_table(data),
         "server": server_table(data),
+        "turns": turns_table(data),
     }
 
 
@@ -148,6 +150,14 @@ REUSE_TEXT = (
 )
 
 
+# Sections shown only when they have rows: (table key = HTML table id, title).
+OPTIONAL = (
+    ("server", "Client vs server-side timings (vLLM's own histograms, per round)"),
+    ("turns", "Multi-turn: TTFT and reused history by turn"),
+    ("fidelity", "Reuse fidelity (temperature 0: identical generated tokens)"),
+    ("isolation", "Isolation: fresh stack per scenario vs one shared stack"),
+    ("timings", "Timings"),
+)
 SEED_TITLE = "Round over round (the seed's figures: warm rounds vs round 1 of the same stack)"
 
 
@@ -175,19 +185,9 @@ def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] 
     if plots is not None:
         parts += ["## Figures", "", *md_plots(plots)]
     parts += ["## Per-round statistics", "", md_table(tabs["stats"]), ""]
-    if not tabs["server"].empty:
-        parts += [
-            "## Client vs server-side timings (vLLM's own histograms, per round)",
-            "",
-            md_table(tabs["server"]),
-            "",
-        ]
-    if not tabs["fidelity"].empty:
-        parts += ["## Reuse fidelity (temperature 0: identical generated tokens)", "", md_table(tabs["fidelity"]), ""]
-    if not tabs["isolation"].empty:
-        parts += ["## Isolation: fresh stack per scenario vs one shared stack", "", md_table(tabs["isolation"]), ""]
-    if not tabs["timings"].empty:
-        parts += ["## Timings", "", md_table(tabs["timings"]), ""]
+    for key, title in OPTIONAL:
+        if not tabs[key].empty:
+            parts += [f"## {title}", "", md_table(tabs[key]), ""]
     return "\n".join(parts) + "\n"
 
 
@@ -227,29 +227,7 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
         H.section("Figures", *html_figures(plots)),
         H.section("Per-round statistics", H.table(tabs["stats"], "round-stats", TEXT_COLS)),
     ]
-    if not tabs["server"].empty:
-        parts.append(
-            H.section(
-                "Client vs server-side timings (vLLM's own histograms, per round)",
-                H.table(tabs["server"], "server", TEXT_COLS),
-            )
-        )
-    if not tabs["fidelity"].empty:
-        parts.append(
-            H.section(
-                "Reuse fidelity (temperature 0: identical generated tokens)",
-                H.table(tabs["fidelity"], "fidelity", TEXT_COLS),
-            )
-        )
-    if not tabs["isolation"].empty:
-        parts.append(
-            H.section(
-                "Isolation: fresh stack per scenario vs one shared stack",
-                H.table(tabs["isolation"], "isolation", TEXT_COLS),
-            )
-        )
-    if not tabs["timings"].empty:
-        parts.append(H.section("Timings", H.table(tabs["timings"], "timings", TEXT_COLS)))
+    parts += [H.section(title, H.table(tabs[key], key, TEXT_COLS)) for key, title in OPTIONAL if not tabs[key].empty]
     return H.page(f"kvbench report: {data.name}", run_info(data), parts)
 
 
