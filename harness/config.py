@@ -7,10 +7,11 @@ the command-line flag that gave the value); the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -242,6 +243,46 @@ class Config(Strict):
     on_contamination: Literal["warn", "fail"] = "warn"
     targets: Targets = Targets()
     stack: StackConfig = StackConfig()
+    # Config paths with lists of values, crossed ("stack.global_segment_size": ["256MB", "1GB"]):
+    # every point x scenario x mode x repeat gets its own fresh, cold-verified stack.
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_paths(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path in v:
+            if path.split(".")[0] in UNSWEPT or not _is_field(Config, path.split(".")):
+                raise ValueError(f"{path}: not a setting a sweep can vary")
+        return v
+
+    @model_validator(mode="after")
+    def _sweep_points(self) -> Config:
+        for point in self.points():
+            try:
+                self.at(point)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"sweep point {point}: {where}: {err['msg']}") from None
+        return self
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the sweep's values, in order (the last path varies fastest); none
+        without a sweep."""
+        if not self.sweep:
+            return []
+        return [dict(zip(self.sweep, values, strict=True)) for values in itertools.product(*self.sweep.values())]
+
+    def at(self, point: dict[str, Any]) -> Config:
+        """This configuration with the point's values set and no sweep."""
+        data = self.model_dump(mode="json", exclude={"sweep"})
+        for path, value in point.items():
+            *parents, last = path.split(".")
+            node = data
+            for p in parents:
+                node = node[p]
+            node[last] = value
+        return Config.model_validate(data)
 
     @field_validator("request_rate")
     @classmethod
@@ -286,6 +327,24 @@ class Config(Strict):
 
     def selected(self) -> dict[str, Scenario]:
         return {name: self.scenarios[name] for name in self.default_scenarios}
+
+
+UNSWEPT = ("sweep", "scenarios", "default_scenarios", "run_name", "mode")  # not per point
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """A sweep point as people read it: the last part of each path and its value."""
+    return ", ".join(f"{path.rsplit('.', 1)[-1]}={value}" for path, value in point.items())
+
+
+def _is_field(model: type[BaseModel], parts: list[str]) -> bool:
+    field = model.model_fields.get(parts[0])
+    if field is None:
+        return False
+    if len(parts) == 1:
+        return True
+    sub = field.annotation
+    return isinstance(sub, type) and issubclass(sub, BaseModel) and _is_field(sub, parts[1:])
 
 
 def _one_line(path: Path, err: ValidationError, flags: dict[str, str] | None = None) -> str:

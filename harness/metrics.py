@@ -71,6 +71,10 @@ _ALL = [
     Metric("achieved_reuse_tokens", "achieved reuse tokens", "tok", 0),
     Metric("reuse_achieved_ratio", "reuse achieved/expected", "", 3, "higher"),
     Metric("foreign_hit_tokens", "foreign hit tokens", "tok", 0, "lower"),
+    # The cache-cliff reference: an LRU store of this stack's capacity, simulated on the same requests.
+    Metric("lru_reuse_tokens", "simulated LRU reuse tokens", "tok", 0, "higher"),
+    Metric("kv_bytes_per_block", "KV bytes per block", "B", 0),
+    Metric("store_capacity_blocks", "store capacity blocks", "", 0),
     Metric("ttft_reduction_pct", "r2 vs r1 TTFT -%", "%", 1, "higher"),
     Metric("ttft_p50_reduction_pct", "r2 vs r1 TTFT p50 -%", "%", 1, "higher"),
     Metric("throughput_improvement_pct", "r2 vs r1 thrpt +%", "%", 1, "higher"),

@@ -48,10 +48,16 @@ SERVER_HISTOGRAMS = {
 MASTER_GAUGES = {
     "master_key_count": "master_key_count",
     "master_allocated_bytes": "master_allocated_bytes",
+    "master_capacity_bytes": "master_total_capacity_bytes",  # the store's size, as the master counts it
 }
 MASTER_COUNTERS = {
     "master_put_start_requests": "master_put_start_requests",
     "master_get_replica_list_requests": "master_get_replica_list_requests",
+    # What a store too small for the working set does: evict, and refuse new puts.
+    "master_evicted_keys": "master_evicted_key_count",
+    "master_evicted_bytes": "master_evicted_size_bytes",
+    "master_alloc_failures": "master_put_start_alloc_failures",
+    "master_put_failed_items": "master_batch_put_start_failed_items",
 }
 
 # The rounds.csv columns `deltas` writes, in order (records.RoundSummary declares them from here).

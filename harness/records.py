@@ -156,6 +156,7 @@ class CellEntry(Record):
     block_size: int | None = None
     foreign_hit_tokens_round1: int | None = None
     skipped_requests: int | None = None  # trace requests longer than the served context
+    point: dict[str, Any] | None = None  # the sweep point this cell ran at (config path -> value)
     teardown_verified: bool | None = None
     teardown_leftovers: str | None = None
     previous_attempts: list[CellEntry] = Field(default_factory=list)
@@ -166,6 +167,7 @@ class Plan(Record):
     isolation: list[str]
     repeats: int
     modes: list[str]
+    points: list[dict[str, Any]] = Field(default_factory=list)  # sweep points (config path -> value)
 
 
 class StackInfo(Record):

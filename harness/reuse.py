@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from array import array
+from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
@@ -44,14 +45,39 @@ def block_chain(token_ids: list[int] | None, block: int | None) -> str:
     return " ".join(keys)
 
 
+def _prefill_order(requests: pd.DataFrame) -> pd.Index:
+    first_token = requests["send_s"] + requests["ttft_ms"].fillna(np.inf) / 1e3
+    return requests.assign(_ft=first_token).sort_values(["round", "_ft", "send_s"]).index
+
+
+def lru_reuse(requests: pd.DataFrame, block: int, capacity_blocks: int) -> pd.Series:
+    """Reusable tokens per request if the store held at most `capacity_blocks` blocks and evicted
+    the least recently used: the request sequence (all rounds, prefill order) replayed against a
+    simulated LRU store of whole blocks (prefix-only hits, as the engine reuses; every block of a
+    request is then stored or refreshed). Needs the served prompts' ids (`prefix_blocks`)."""
+    store: OrderedDict[str, None] = OrderedDict()
+    out = pd.Series(0, index=requests.index, dtype=int)
+    for idx in _prefill_order(requests):
+        r = requests.loc[idx]
+        keys = r["prefix_blocks"].split() if isinstance(r["prefix_blocks"], str) else []
+        tokens = r["prompt_tokens"] if pd.notna(r["prompt_tokens"]) else r["expected_prompt_tokens"]
+        shared = next((i for i, k in enumerate(keys) if k not in store), len(keys))
+        out[idx] = min(shared * block, _full_blocks(max(int(tokens) - 1, 0), block))
+        for k in keys:
+            store[k] = None
+            store.move_to_end(k)
+        while len(store) > capacity_blocks:
+            store.popitem(last=False)
+    return out
+
+
 def expected_reuse(requests: pd.DataFrame, block: int) -> pd.Series:
     """Reusable tokens per request (index aligned with `requests`), from the scenario's own history.
 
     With the served prompt's token ids (`prefix_blocks`) this is exact: the leading whole blocks
     an earlier-prefilled request also had. Without them (servers that do not return ids), the
     workload's declared sharing: the same prompt, or the declared shared prefix."""
-    first_token = requests["send_s"] + requests["ttft_ms"].fillna(np.inf) / 1e3
-    order = requests.assign(_ft=first_token).sort_values(["round", "_ft", "send_s"]).index
+    order = _prefill_order(requests)
     seen_prompts: set[str] = set()
     seen_prefixes: set[str] = set()
     seen_blocks: set[str] = set()
@@ -101,6 +127,31 @@ def reuse_by_round(requests: pd.DataFrame, block: int | None) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def lru_by_round(requests: pd.DataFrame, block: int | None, counters: pd.DataFrame) -> pd.DataFrame:
+    """Per round, the reuse an LRU store of this stack's capacity would have given the same request
+    sequence: the reference a measured hit rate is held against in a store-size sweep. The
+    capacity is the master's (`master_capacity_bytes_start`), the size of a block what the
+    connector's puts moved per key (bytes / keys: the model's KV geometry, as measured)."""
+    need = ("master_capacity_bytes_start", "mc_save_put_bytes", "mc_save_put_keys")
+    if not block or counters.empty or any(c not in counters for c in need) or "prefix_blocks" not in requests:
+        return pd.DataFrame()
+    keys = counters["mc_save_put_keys"].sum()
+    capacity = counters["master_capacity_bytes_start"].dropna()
+    if not keys or capacity.empty or not requests["prefix_blocks"].notna().any():
+        return pd.DataFrame()
+    per_block = counters["mc_save_put_bytes"].sum() / keys
+    blocks = int(capacity.iloc[0] // per_block)
+    sim = lru_reuse(requests, block, blocks).groupby(requests["round"]).sum()
+    return pd.DataFrame(
+        {
+            "round": sim.index.astype(int),
+            "lru_reuse_tokens": sim.to_numpy(),
+            "kv_bytes_per_block": per_block,
+            "store_capacity_blocks": blocks,
+        }
+    )
 
 
 def ttft_speedups(requests: pd.DataFrame) -> pd.DataFrame:

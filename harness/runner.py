@@ -24,7 +24,7 @@ from .config import Config
 from .probes import Probe, deltas, settled
 from .records import RequestRow
 from .results import RequestLog, read_requests, write_bench_serve, write_rounds
-from .reuse import block_chain, reuse_by_round, ttft_speedups
+from .reuse import block_chain, lru_by_round, reuse_by_round, ttft_speedups
 from .stats import rounds_table
 from .wire import stamped_client
 from .workload import Prompt, Session, Workload
@@ -329,10 +329,12 @@ def _rounds_table(
 ) -> pd.DataFrame:
     requests = read_requests(out_dir / "requests.csv")
     table = rounds_table(requests, cfg.targets, planned=workload.num_requests)
+    server = pd.DataFrame([{"round": r, **c} for r, c in counters.items()])
     for extra in (
         reuse_by_round(requests, block),
         ttft_speedups(requests),
-        pd.DataFrame([{"round": r, **c} for r, c in counters.items()]),
+        server,
+        lru_by_round(requests, block, server),
     ):
         if not extra.empty and "round" in extra and not table.empty:
             table = table.merge(extra, on="round", how="left")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from python_on_whales import docker
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, point_label
 from .probes import Probe, Snapshot, cold_state
 from .progress import console, print_rounds, round_progress, say, step
 from .records import CellEntry, Manifest, Plan, Resumed, StackInfo
@@ -90,9 +90,10 @@ def service_start_seconds(stack: Stack) -> float | None:
     return None
 
 
-def cell_key(name: str, mode: str, iso: str, rep: int) -> str:
-    """Result key (= directory under the run): [baseline/][shared/]<scenario>[/repeat-N]."""
-    parts = ([mode] if mode != "with-cache" else []) + (["shared"] if iso == "shared" else []) + [name]
+def cell_key(name: str, mode: str, iso: str, rep: int, point: int | None = None) -> str:
+    """Result key (= directory under the run): [point-NN/][baseline/][shared/]<scenario>[/repeat-N]."""
+    parts = [f"point-{point:02d}"] if point else []
+    parts += ([mode] if mode != "with-cache" else []) + (["shared"] if iso == "shared" else []) + [name]
     return "/".join(parts + ([f"repeat-{rep}"] if rep > 1 else []))
 
 
@@ -111,7 +112,8 @@ class Suite:
         run: RunDir | None = None,
         manifest: Manifest | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg  # the configuration of the cell being run (a sweep point's, during a sweep)
+        self.base_cfg = cfg
         self.images = images
         self.opts = opts
         self.run = run or RunDir.create(opts.results_root, cfg.run_name)
@@ -146,7 +148,9 @@ class Suite:
         return self.manifest.plan
 
     def plan_cells(self, names: list[str], isolation: tuple[str, ...], repeats: int, modes: tuple[str, ...]) -> None:
-        self.manifest.plan = Plan(scenarios=names, isolation=list(isolation), repeats=repeats, modes=list(modes))
+        self.manifest.plan = Plan(
+            scenarios=names, isolation=list(isolation), repeats=repeats, modes=list(modes), points=self.cfg.points()
+        )
 
     def run_all(self, external: Callable[[str, CellEntry], None] | None = None) -> bool:
         """True when every cell succeeded (on a shared stack or an external server contamination is
@@ -155,26 +159,32 @@ class Suite:
         names, isolation, repeats, modes = plan.scenarios, plan.isolation, plan.repeats, plan.modes
         say(f"run [bold]{self.run.run_id}[/bold] -> {self.run.root}")
         self.manifest.topology = self.cfg.stack.topology
+        points: list[int | None] = list(range(1, len(plan.points) + 1)) or [None]
         cells = [
-            (n, m, iso, r)
+            (p, n, m, iso, r)
+            for p in points
             for iso in ("fresh", "external")
             if iso in isolation
             for n in names
             for r in range(1, repeats + 1)
             for m in modes
         ]
-        for n, m, iso, r in cells + [(n, m, "shared", 1) for m in modes if "shared" in isolation for n in names]:
-            self._register(n, m, iso, r)
+        shared = [(None, n, m, "shared", 1) for m in modes if "shared" in isolation for n in names]
+        for p, n, m, iso, r in cells + shared:
+            self._register(n, m, iso, r, p)
         self.run.write_manifest(self.manifest)
         if external is None:
             self.image_tags = self.images(self.cfg.stack.overlays[0])
             self.manifest.images = self.image_tags
         try:
-            for n, m, iso, r in cells:  # scenario-major: with-cache and baseline of a scenario back to back
+            # point-major, then scenario-major: with-cache and baseline of a scenario back to back
+            for p, n, m, iso, r in cells:
+                self.cfg = self.base_cfg.at(plan.points[p - 1]) if p else self.base_cfg
                 if iso == "external" and external is not None:
                     self._external(n, external)
                 else:
-                    self._fresh(n, r, m)
+                    self._fresh(n, r, m, p)
+            self.cfg = self.base_cfg
             for m in modes if "shared" in isolation else ():
                 self._shared(names, m)
         except KeyboardInterrupt as e:
@@ -198,12 +208,13 @@ class Suite:
             for e in self.manifest.scenarios.values()
         )
 
-    def _register(self, name: str, mode: str, iso: str, rep: int) -> None:
-        key = cell_key(name, mode, iso, rep)
+    def _register(self, name: str, mode: str, iso: str, rep: int, point: int | None) -> None:
+        key = cell_key(name, mode, iso, rep, point)
         old = self.manifest.scenarios.get(key)
         if old and old.status == "ok":
             return
-        entry = CellEntry(scenario=name, mode=mode, isolation=iso, repeat=rep)
+        values = self.plan.points[point - 1] if point else None
+        entry = CellEntry(scenario=name, mode=mode, isolation=iso, repeat=rep, point=values)
         if old:  # an earlier attempt of a resumed run: its files move aside, its verdict stays on record
             entry.previous_attempts = [*old.previous_attempts, old.model_copy(update={"previous_attempts": []})]
             self._set_aside(key, len(entry.previous_attempts))
@@ -239,10 +250,12 @@ class Suite:
         finally:
             self.run.write_manifest(self.manifest)
 
-    def _fresh(self, name: str, rep: int, mode: str) -> None:
-        key = cell_key(name, mode, "fresh", rep)
+    def _fresh(self, name: str, rep: int, mode: str, point: int | None = None) -> None:
+        key = cell_key(name, mode, "fresh", rep, point)
         entry = self._todo(key)
         if entry is not None:
+            if entry.point:
+                say(f"  sweep point {point}: {point_label(entry.point)}")
             self._with_stack(
                 key.replace("/", "-"),
                 self.run.root / key,

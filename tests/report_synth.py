@@ -32,10 +32,13 @@ class Scen:
     n: int = 12
     rounds: int = 2
     extra: dict = field(default_factory=dict)
+    point: int | None = None  # sweep point index (key prefix point-NN/)
+    point_values: dict | None = None
 
     @property
     def key(self) -> str:
-        parts = ([self.mode] if self.mode != "with-cache" else []) + (["shared"] if self.isolation == "shared" else [])
+        parts = [f"point-{self.point:02d}"] if self.point else []
+        parts += ([self.mode] if self.mode != "with-cache" else []) + (["shared"] if self.isolation == "shared" else [])
         return "/".join(parts + [self.name] + ([f"repeat-{self.repeat}"] if self.repeat > 1 else []))
 
 
@@ -114,6 +117,7 @@ def entry(s: Scen, run_id: str) -> CellEntry:
         foreign_hit_tokens_round1=s.foreign_r1,
         teardown_verified=True,
         block_size=128,
+        point=s.point_values,
         timings={
             "up_s": 25.1,
             "service_start_s": 23.0,

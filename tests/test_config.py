@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.config import load_config
+from harness.config import ConfigError, load_config
 
 GOOD = Path(__file__).resolve().parent.parent / "configs" / "test_config.yaml"
 
@@ -399,3 +399,24 @@ def test_a_bad_api_key_setting_is_a_one_line_error_that_never_shows_the_key(
     assert code == 2 and len(err.splitlines()) == 1 and expect in err, err
     assert KEY[:10] not in err and KEY[10:] not in err, err
     assert not (tmp_path / "r").exists()  # nothing written: the command line holding it is recorded nowhere
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ({"stack.nope": [1]}, r"sweep: stack.nope: not a setting a sweep can vary"),
+        ({"scenarios": [1]}, r"sweep: scenarios: not a setting a sweep can vary"),
+        ({"concurrency": []}, r"sweep.concurrency: List should have at least 1 item"),
+        ({"concurrency": [4, 0]}, r"sweep point \{'concurrency': 0\}: concurrency: Input should be greater than 0"),
+    ],
+)
+def test_a_bad_sweep_is_a_one_line_error_before_anything_starts(tmp_path, sweep, message):
+    doc = {
+        "default_scenarios": ["a"],
+        "scenarios": {"a": {"kind": "cold_start", "num_requests": 1, "prompt_length": 5}},
+        "sweep": sweep,
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(tmp_path / "c.yaml")
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(tmp_path / "c.yaml"))

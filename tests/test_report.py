@@ -388,3 +388,39 @@ def test_a_scenario_whose_requests_all_failed_does_not_break_the_report(tmp_path
         df.assign(output_hash=values(len(df))).to_csv(path, index=False)
     _, text = write_report(run)
     assert "| rag_b " in text
+
+
+def test_a_store_size_sweep_gets_its_cache_cliff_with_both_reference_lines(tmp_path):
+    """Four store sizes: the table lists them by size with the measured hits, the simulated LRU and
+    the counters; the note names the smallest size keeping 90 % of the infinite-cache hits and the
+    loss the simulation does not explain; the figure is drawn."""
+    sizes = [256, 512, 1024, 2048]
+    hits = [0.05, 0.30, 0.93, 1.0]
+    lru = [0.10, 0.35, 1.0, 1.0]
+    scens = [
+        Scen(
+            "tr",
+            point=i + 1,
+            point_values={"stack.global_segment_size": f"{mib}MB"},
+            extra={
+                "master_capacity_bytes_start": mib * 2**20,
+                "expected_reuse_tokens": [0, 10_000],
+                "achieved_reuse_tokens": [0, int(10_000 * h)],
+                "lru_reuse_tokens": [0, int(10_000 * s)],
+                "master_evicted_keys": [100 * (4 - i), 100 * (4 - i)],
+            },
+        )
+        for i, (mib, h, s) in enumerate(zip(sizes, hits, lru, strict=True))
+    ]
+    run = make_run(tmp_path, scens)
+    write_report(run)
+    md = (run / "report.md").read_text()
+    assert "## Cache cliff" in md
+    section = md.split("## Cache cliff: hit rate by store size")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| tr ")]
+    assert [r.split("|")[4].strip() for r in rows] == ["256", "512", "1,024", "2,048"]  # store MiB, by size
+    assert [r.split("|")[5].strip() for r in rows] == ["5.0", "30.0", "93.0", "100.0"]
+    assert "smallest store keeping >= 90 % of the infinite-cache hits is 1,024 MiB (global_segment_size=1024MB)" in md
+    assert "misses by up to +7 points (at 1,024 MiB" in md
+    assert (run / "plots" / "cache_cliff.png").is_file()
+    assert "tr [global_segment_size=256MB]" in md  # points are told apart everywhere by their values

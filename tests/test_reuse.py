@@ -45,3 +45,18 @@ def test_expected_reuse_counts_whole_shared_blocks_in_prefill_order():
     reuse = expected_reuse(_rows([p0, p1, p2, p3], [0.3, 0.1, 0.2, 0.4]), BLOCK)
     # prefill order p1, p2, p0, p3: p1 computes everything first
     assert list(reuse) == [12, 0, 8, 12]
+
+
+def test_an_lru_store_big_enough_reuses_what_is_expected_and_a_small_one_thrashes():
+    """Three distinct 3-block prompts, sent twice (two rounds). Unbounded: round 2 reuses every
+    whole block but the last token's, as expected_reuse says. Room for 6 blocks: each prompt's
+    blocks were evicted by the two after it before it comes back (the LRU cliff): nothing."""
+    from harness.reuse import lru_reuse
+
+    prompts = [[10 * i + k for k in range(12)] for i in range(3)]
+    one = _rows(prompts, [1, 2, 3])
+    rows = pd.concat([one, one.assign(round=2)], ignore_index=True)
+    unbounded = lru_reuse(rows, BLOCK, 10_000)
+    assert unbounded.tolist() == expected_reuse(rows, BLOCK).tolist() == [0, 0, 0, 8, 8, 8]
+    assert lru_reuse(rows, BLOCK, 6).tolist() == [0] * 6
+    assert lru_reuse(rows, BLOCK, 9).tolist() == [0, 0, 0, 8, 8, 8]  # exactly the working set

@@ -62,7 +62,7 @@ def test_an_interrupted_run_lists_the_cells_it_never_reached(tmp_path, monkeypat
     calls: list = []
     suite = _suite(tmp_path, calls, monkeypatch)
 
-    def interrupted(name: str, rep: int, mode: str) -> None:
+    def interrupted(name: str, rep: int, mode: str, point: int | None = None) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(suite, "_fresh", interrupted)
@@ -76,3 +76,41 @@ def test_an_interrupted_run_lists_the_cells_it_never_reached(tmp_path, monkeypat
 def test_resume_of_something_that_is_not_a_run_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="--resume: .*manifest.json: file not found"):
         Suite.resume(tmp_path, lambda overlay: {}, SuiteOptions(tmp_path), ["resume"])
+
+
+def test_a_sweep_runs_every_point_with_its_own_settings_and_resumes_by_point(tmp_path, monkeypatch):
+    """Points x scenarios x modes, point-major; each cell sees its point's config; keys are
+    point-NN/...; the manifest records each cell's point; a resumed sweep reruns only what failed."""
+    cfg = Config.model_validate(
+        {**CFG.model_dump(mode="json"), "sweep": {"stack.global_segment_size": ["256MB", "1GB"], "concurrency": [2]}}
+    )
+    seen: list = []
+    suite = Suite(cfg, lambda overlay: {}, SuiteOptions(tmp_path), ["test"])
+
+    def stack(label: str, workdir: Path, entries: list[CellEntry], mode: str, body) -> StackInfo:
+        (entry,) = entries
+        seen.append((label, suite.cfg.stack.global_segment_size, suite.cfg.concurrency))
+        entry.status = "failed" if (label, mode) == ("point-02-baseline-b", "baseline") else "ok"
+        return StackInfo()
+
+    monkeypatch.setattr(suite, "_with_stack", stack)
+    monkeypatch.setattr("harness.suite.write_report", lambda root: None)
+    monkeypatch.setattr("harness.suite.console_summary", lambda root: "")
+    suite.plan_cells(["a", "b"], ("fresh",), 1, cfg.modes)
+    assert suite.run_all() is False
+    assert [s[0] for s in seen] == [
+        "point-01-a", "point-01-baseline-a", "point-01-b", "point-01-baseline-b",
+        "point-02-a", "point-02-baseline-a", "point-02-b", "point-02-baseline-b",
+    ]  # fmt: skip
+    assert {s[1] for s in seen[:4]} == {"256MB"} and {s[1] for s in seen[4:]} == {"1GB"}
+    assert {s[2] for s in seen} == {2} and suite.cfg.stack.global_segment_size == cfg.stack.global_segment_size
+    manifest = json.loads((suite.run.root / "manifest.json").read_text())
+    assert manifest["plan"]["points"][1] == {"stack.global_segment_size": "1GB", "concurrency": 2}
+    assert manifest["scenarios"]["point-02/baseline/b"]["point"]["stack.global_segment_size"] == "1GB"
+
+    seen.clear()
+    resumed = Suite.resume(suite.run.root, lambda overlay: {}, SuiteOptions(tmp_path), ["resume"])
+    monkeypatch.setattr(resumed, "_with_stack", stack)
+    suite = resumed
+    resumed.run_all()
+    assert seen == [("point-02-baseline-b", "1GB", 2)]

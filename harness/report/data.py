@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
-from ..config import Targets
+from ..config import Targets, point_label
 from ..intervals import Interval, paired_change_pct_bca, t_interval
 from ..records import REQUEST_COLUMNS, CellEntry, Manifest
 from ..results import read_manifest, read_requests, read_rounds
@@ -60,21 +60,22 @@ def truthy(s: pd.Series) -> pd.Series:
     return s.astype(str).str.strip().str.lower().isin(TRUE_WORDS)
 
 
-IDENTITY = ("scenario", "mode", "isolation", "repeat")
+IDENTITY = ("scenario", "mode", "isolation", "repeat", "point")
 _NO_ENTRY = CellEntry(
     scenario="", mode="", isolation="", repeat=1, status="pending"
 )  # no manifest entry: nothing known
 MODES = ("with-cache", "baseline")
 
 
-def _label(scenario: str, mode: str, isolation: str) -> str:
-    tags = [t for t in (mode if mode != "with-cache" else "", isolation if isolation != "fresh" else "") if t]
+def _label(scenario: str, mode: str, isolation: str, point: str = "") -> str:
+    tags = [t for t in (mode if mode != "with-cache" else "", isolation if isolation != "fresh" else "", point) if t]
     return f"{scenario} [{', '.join(tags)}]" if tags else scenario
 
 
 def _path_identity(rel: str) -> dict:
-    """Identity from the result key: [baseline/][shared/]<scenario>[/repeat-N]."""
+    """Identity from the result key: [point-NN/][baseline/][shared/]<scenario>[/repeat-N]."""
     parts = rel.split("/")
+    point = parts.pop(0) if len(parts) > 1 and parts[0].startswith("point-") else ""
     rep = next((int(p.split("-", 1)[1]) for p in parts if p.startswith("repeat-") and p[7:].isdigit()), 1)
     mode = parts[0] if parts[0] in MODES and len(parts) > 1 else "with-cache"
     rest = parts[1:] if parts[0] in MODES and len(parts) > 1 else parts
@@ -84,6 +85,7 @@ def _path_identity(rel: str) -> dict:
         "mode": mode,
         "isolation": "shared" if rest and rest[0] == "shared" else "fresh",
         "repeat": rep,
+        "point": point,
     }
 
 
@@ -207,13 +209,14 @@ def load_run(run_dir: Path) -> RunData:
         if rounds is not None and not rounds.empty:
             ident.update({k: rounds[k].iloc[0] for k in ident if k in rounds.columns and pd.notna(rounds[k].iloc[0])})
         if entry:
-            ident.update(entry.model_dump(include=set(ident)))
+            ident.update(entry.model_dump(include=set(ident) - {"point"}))
+            ident["point"] = point_label(entry.point) if entry.point else ident["point"]
         ident["repeat"] = int(ident["repeat"])
         status = entry.status if entry else ("unknown" if manifest is not None or rounds is None else "no manifest")
         row = {
             "dir": rel,
             **ident,
-            "label": _label(ident["scenario"], ident["mode"], ident["isolation"]),
+            "label": _label(ident["scenario"], ident["mode"], ident["isolation"], ident["point"]),
             "status": status,
             "reason": (entry.reason if entry else None) or "",
             "entry": entry or _NO_ENTRY,
@@ -495,3 +498,32 @@ def token_sources(data: RunData) -> pd.DataFrame:
     vals = pd.DataFrame({c: col(r, c) for c in TOKEN_SOURCES}).assign(label=r["label"], round=r["round"])
     out = vals.groupby(["label", "round"], sort=False)[list(TOKEN_SOURCES)].mean()
     return out[out.notna().any(axis=1)].reset_index()
+
+
+def cache_cliff(data: RunData) -> pd.DataFrame:
+    """A sweep's with-cache cells, their last (warm) round, per scenario and point (repeats averaged):
+    the store size, hits as a share of what an infinite cache would give the same requests (expected
+    reuse), the same for a simulated LRU store of that size, TTFT, throughput and the master's
+    eviction and allocation-failure counters. Empty without sweep points."""
+    r = data.rounds
+    if r.empty or "point" not in r.columns or not (r["point"] != "").any():
+        return pd.DataFrame()
+    warm = r[(r["mode"] == "with-cache") & (r["round"] == r.groupby("dir")["round"].transform("max"))]
+    expected = col(warm, "expected_reuse_tokens").replace(0, np.nan)
+    per = pd.DataFrame(
+        {
+            "scenario": warm["scenario"],
+            "point": warm["point"],
+            "round": warm["round"],
+            "store_mib": col(warm, "master_capacity_bytes_start") / 2**20,
+            "hit_pct": 100 * col(warm, "achieved_reuse_tokens") / expected,
+            "lru_pct": 100 * col(warm, "lru_reuse_tokens") / expected,
+            "ttft_mean_ms": col(warm, "ttft_mean_ms"),
+            "req_per_s": col(warm, "req_per_s"),
+            "evicted_keys": col(warm, "master_evicted_keys"),
+            "alloc_failures": col(warm, "master_alloc_failures"),
+        }
+    )
+    out = per.groupby(["scenario", "point"], sort=False).mean(numeric_only=True).reset_index()
+    out["unexplained_pp"] = out["lru_pct"] - out["hit_pct"]
+    return out.sort_values(["scenario", "store_mib"], kind="stable", ignore_index=True)

@@ -350,3 +350,34 @@ def compare_cdf(req: pd.DataFrame, runs: list[str]) -> Plot:
         ax.legend(fontsize=7, loc="lower right")
     plot.png = _png(fig)
     return plot
+
+
+def cliff(c: pd.DataFrame) -> Plot:
+    """Hit rate by store size per scenario (a store-size sweep), with both reference lines."""
+    plot = Plot(
+        "cache_cliff",
+        "Cache cliff: hits by store size",
+        "Warm round, with cache. Hits as a share of what an infinite cache gives the same requests "
+        "(expected reuse, the 100 % line); dashed: an LRU store of the same size simulated on the "
+        "same request sequence (block size from the connector's own puts).",
+    )
+    c = c.dropna(subset=["store_mib", "hit_pct"]) if not c.empty else c
+    if c.empty:
+        plot.missing = "no sweep point has a store size and a measured hit rate"
+        return plot
+    scenarios = list(dict.fromkeys(c["scenario"]))
+    fig = _figure(5.2 * min(3, len(scenarios)), 3.6 * math.ceil(len(scenarios) / 3))
+    for ax, scen in zip(_grid(fig, len(scenarios)), scenarios, strict=True):
+        g = c[c["scenario"] == scen]
+        ax.axhline(100, color="gray", ls=":", label="infinite cache")
+        ax.plot(g["store_mib"], g["lru_pct"], ls="--", marker=".", color="#7f8c8d", label="simulated LRU")
+        ax.plot(g["store_mib"], g["hit_pct"], marker="o", color="#1f77b4", label="measured")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("store size (MiB)")
+        ax.set_ylabel("hits, % of infinite cache")
+        ax.set_ylim(0, 105)
+        ax.set_title(scen, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=8)
+    plot.png = _png(fig)
+    return plot

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..metrics import HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from ..stats import round1_caveat
-from .data import RunData, col
+from .data import RunData, cache_cliff, col
 from .verdict import fidelity, headline_round, reuse_buys, targets_vs_baseline
 
 TIMINGS = [
@@ -109,6 +109,7 @@ def stats_table(data: RunData) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "scenario": r["scenario"],
+            "point": r["point"] if "point" in r else "",
             "mode": r["mode"],
             "isolation": r["isolation"],
             "rep": r["repeat"],
@@ -122,9 +123,12 @@ def stats_table(data: RunData) -> pd.DataFrame:
 
 
 def drop_default_mode(df: pd.DataFrame) -> pd.DataFrame:
-    """The mode column only matters when some rows are not with-cache (baseline runs)."""
+    """The mode column only matters when some rows are not with-cache (baseline runs), the point
+    column only in a sweep."""
     if "mode" in df.columns and (df["mode"].astype(str) == "with-cache").all():
-        return df.drop(columns="mode")
+        df = df.drop(columns="mode")
+    if "point" in df.columns and (df["point"].astype(str) == "").all():
+        df = df.drop(columns="point")
     return df
 
 
@@ -219,6 +223,7 @@ def server_table(data: RunData) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "scenario": r["scenario"],
+            "point": r["point"] if "point" in r else "",
             "mode": r["mode"],
             "isolation": r["isolation"],
             "rep": r["repeat"],
@@ -254,6 +259,60 @@ def turns_table(data: RunData) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+CLIFF_KEEP = 90.0  # % of the infinite-cache hits a store size must keep to be past the cliff
+
+
+def cliff_table(data: RunData) -> pd.DataFrame:
+    """The cache cliff of a store-size sweep, as display strings (data.cache_cliff)."""
+    c = cache_cliff(data)
+    if c.empty:
+        return c
+    return pd.DataFrame(
+        {
+            "scenario": c["scenario"],
+            "point": c["point"],
+            "round": c["round"].map(lambda v: fmt(v, 0)),
+            "store MiB": c["store_mib"].map(lambda v: fmt(v, 0)),
+            "hits % of infinite cache": c["hit_pct"].map(fmt),
+            "simulated LRU %": c["lru_pct"].map(fmt),
+            "not explained by LRU, pp": c["unexplained_pp"].map(lambda v: fmt(v, 1, signed=True)),
+            "TTFT mean ms": c["ttft_mean_ms"].map(fmt),
+            "req/s": c["req_per_s"].map(lambda v: fmt(v, 2)),
+            "evicted keys": c["evicted_keys"].map(lambda v: fmt(v, 0)),
+            "alloc failures": c["alloc_failures"].map(lambda v: fmt(v, 0)),
+        }
+    )
+
+
+def cliff_notes(data: RunData) -> list[str]:
+    """Per scenario of a store-size sweep: the smallest store that kept CLIFF_KEEP % of the
+    infinite-cache hits, and the largest loss the LRU simulation does not explain."""
+    c = cache_cliff(data)
+    notes: list[str] = []
+    if c.empty:
+        return notes
+    for scen, g in c.groupby("scenario", sort=False):
+        if g["hit_pct"].isna().all():
+            continue
+        kept = g[g["hit_pct"] >= CLIFF_KEEP]
+        where = (
+            f"the smallest store keeping >= {CLIFF_KEEP:g} % of the infinite-cache hits is "
+            f"{kept['store_mib'].iloc[0]:,.0f} MiB ({kept['point'].iloc[0]})"
+            if len(kept)
+            else f"no swept store size kept {CLIFF_KEEP:g} % of the infinite-cache hits (best "
+            f"{g['hit_pct'].max():.0f} %)"
+        )
+        worst = g.loc[g["unexplained_pp"].abs().idxmax()] if g["unexplained_pp"].notna().any() else None
+        gap = (
+            f"; the LRU simulation misses by up to {worst['unexplained_pp']:+.0f} points (at "
+            f"{worst['store_mib']:,.0f} MiB: eviction watermark, lease and write timing are not simulated)"
+            if worst is not None
+            else ""
+        )
+        notes.append(f"{scen}: {where}{gap}.")
+    return notes
 
 
 def summary_csv(data: RunData) -> pd.DataFrame:

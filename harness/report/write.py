@@ -20,8 +20,10 @@ from ..results import write_table
 from . import compare
 from . import html_page as H
 from . import plots as P
-from .data import RunData, evidence, load_run, ok_requests, paired_speedups, reductions, token_sources
+from .data import RunData, cache_cliff, evidence, load_run, ok_requests, paired_speedups, reductions, token_sources
 from .tables import (
+    cliff_notes,
+    cliff_table,
     drop_default_mode,
     fidelity_table,
     headline_lines,
@@ -39,7 +41,7 @@ from .tables import (
     warm_round1_notes,
 )
 
-PLOT_NAMES = ("ttft_cdf", "gains", "token_sources", "speedups")
+PLOT_NAMES = ("ttft_cdf", "gains", "token_sources", "speedups", "cache_cliff")
 
 
 TEXT_COLS = (
@@ -87,6 +89,11 @@ def make_plots(data: RunData, red: pd.DataFrame) -> list[P.Plot]:
         ),
         _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(token_sources(data))),
         _safe("speedups", "Per-request TTFT speed-up", lambda: P.speedups(paired_speedups(data))),
+        *(
+            [_safe("cache_cliff", "Cache cliff", lambda: P.cliff(cliff))]
+            if not (cliff := cache_cliff(data)).empty
+            else []
+        ),
     ]
 
 
@@ -135,6 +142,7 @@ def _sections(data: RunData, red: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "fidelity": fidelity_table(data),
         "server": server_table(data),
         "turns": turns_table(data),
+        "cliff": cliff_table(data),
     }
 
 
@@ -150,9 +158,15 @@ REUSE_TEXT = (
 )
 
 
+def section_notes(data: RunData) -> dict[str, list[str]]:
+    """Sentences shown under an optional section's table."""
+    return {"cliff": cliff_notes(data)}
+
+
 # Sections shown only when they have rows: (table key = HTML table id, title).
 OPTIONAL = (
     ("server", "Client vs server-side timings (vLLM's own histograms, per round)"),
+    ("cliff", "Cache cliff: hit rate by store size (sweep), vs an infinite cache and a simulated LRU store"),
     ("turns", "Multi-turn: TTFT and reused history by turn"),
     ("fidelity", "Reuse fidelity (temperature 0: identical generated tokens)"),
     ("isolation", "Isolation: fresh stack per scenario vs one shared stack"),
@@ -185,9 +199,10 @@ def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] 
     if plots is not None:
         parts += ["## Figures", "", *md_plots(plots)]
     parts += ["## Per-round statistics", "", md_table(tabs["stats"]), ""]
+    said = section_notes(data)
     for key, title in OPTIONAL:
         if not tabs[key].empty:
-            parts += [f"## {title}", "", md_table(tabs[key]), ""]
+            parts += [f"## {title}", "", md_table(tabs[key]), "", *[f"- {n}" for n in said.get(key, [])], ""]
     return "\n".join(parts) + "\n"
 
 
@@ -227,7 +242,12 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
         H.section("Figures", *html_figures(plots)),
         H.section("Per-round statistics", H.table(tabs["stats"], "round-stats", TEXT_COLS)),
     ]
-    parts += [H.section(title, H.table(tabs[key], key, TEXT_COLS)) for key, title in OPTIONAL if not tabs[key].empty]
+    said = section_notes(data)
+    parts += [
+        H.section(title, H.table(tabs[key], key, TEXT_COLS), *[H.paragraph(n) for n in said.get(key, [])])
+        for key, title in OPTIONAL
+        if not tabs[key].empty
+    ]
     return H.page(f"kvbench report: {data.name}", run_info(data), parts)
 
 
