@@ -424,3 +424,23 @@ def test_a_store_size_sweep_gets_its_cache_cliff_with_both_reference_lines(tmp_p
     assert "misses by up to +7 points (at 1,024 MiB" in md
     assert (run / "plots" / "cache_cliff.png").is_file()
     assert "tr [global_segment_size=256MB]" in md  # points are told apart everywhere by their values
+
+
+def test_with_and_without_the_cache_pair_up_within_each_sweep_point(tmp_path):
+    """Two points x both modes: the headline compares each point's with-cache run with that
+    point's baseline, never across points."""
+    from harness.report.tables import headline_lines
+
+    scens = [
+        Scen("s", mode=mode, point=p, point_values={"concurrency": c}, speedup=speed if mode == "with-cache" else 1.0)
+        for p, c, speed in ((1, 4, 2.0), (2, 16, 8.0))
+        for mode in ("with-cache", "baseline")
+    ]
+    run = make_run(tmp_path, scens)
+    lines = headline_lines(load_run(run))
+    assert [line.split(" round")[0] for line in lines] == ["s [concurrency=4]", "s [concurrency=16]"]
+    write_report(run)
+    summary = pd.read_csv(run / "summary.csv")
+    assert set(summary["point"]) == {"concurrency=4", "concurrency=16"}
+    has = summary["vs_baseline_ttft_mean_ms_change"].notna()
+    assert has.tolist() == (summary["mode"] == "with-cache").tolist()  # every with-cache round, per point

@@ -43,7 +43,7 @@ def reuse_table(data: RunData) -> pd.DataFrame:
     rows = []
     for x in t.to_dict("records"):
         row = {
-            "scenario": x["scenario"],
+            "scenario": x["label"],
             "round": str(x["round"]),
             "with cache": x["phase with cache"],
             "repeats": str(x["repeats"]),
@@ -319,6 +319,8 @@ def summary_csv(data: RunData) -> pd.DataFrame:
     """Every round of every cell, led by the headline: on with-cache rows of fresh stacks, the change
     vs baseline (same scenario and round) with its intervals, as `vs_baseline_*` columns."""
     rounds = data.rounds.drop(columns=["dir", "label"])
+    if "point" in rounds and (rounds["point"] == "").all():  # not a sweep
+        rounds = rounds.drop(columns="point")
     head = reuse_buys(data)
     if head.empty:
         return rounds
@@ -327,9 +329,10 @@ def summary_csv(data: RunData) -> pd.DataFrame:
         for c in head.columns
         if c.endswith(("_change", "_lo", "_hi")) or c.startswith("paired_") or c == "pairs"
     }
-    head = head[["scenario", "round", *keep]].rename(columns=keep).assign(mode="with-cache", isolation="fresh")
-    merged = rounds.merge(head, on=["scenario", "round", "mode", "isolation"], how="left")
-    ident = [c for c in ("scenario", "mode", "isolation", "repeat", "round", "phase") if c in merged.columns]
+    on = ["scenario", "round", "mode", "isolation", *(["point"] if "point" in rounds else [])]
+    head = head[["scenario", "point", "round", *keep]].rename(columns=keep).assign(mode="with-cache", isolation="fresh")
+    merged = rounds.merge(head[[*on, *keep.values()]], on=on, how="left")
+    ident = [c for c in ("scenario", "point", "mode", "isolation", "repeat", "round", "phase") if c in merged.columns]
     return merged[[*ident, *keep.values(), *[c for c in rounds.columns if c not in ident]]]
 
 
@@ -383,7 +386,7 @@ def headline_lines(data: RunData) -> list[str]:
     lines = []
     for x in t.to_dict("records"):
         lines.append(
-            f"{x['scenario']} round {x['round']}: TTFT mean {fmt(x['ttft_mean_ms_cache'])} ms with cache vs "
+            f"{x['label']} round {x['round']}: TTFT mean {fmt(x['ttft_mean_ms_cache'])} ms with cache vs "
             f"{fmt(x['ttft_mean_ms_base'])} ms without "
             f"({_change_ci(x['ttft_mean_ms_change'], x['ttft_mean_ms_lo'], x['ttft_mean_ms_hi'])}), "
             f"per prompt {_change_ci(x['paired_change'], x['paired_lo'], x['paired_hi'])}; "

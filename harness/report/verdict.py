@@ -61,13 +61,16 @@ def reuse_buys(data: RunData) -> pd.DataFrame:
     req = ok_requests(data)
     r = r[(r["isolation"] == "fresh") & ~col(r, "partial").fillna(0).astype(bool)]
     rows = []
-    for (scen, rnd), g in r.groupby(["scenario", "round"], sort=False):
+    r = r.assign(point=r["point"] if "point" in r else "")
+    for (scen, point, rnd), g in r.groupby(["scenario", "point", "round"], sort=False):
         base, cache = g[g["mode"] == "baseline"], g[g["mode"] == "with-cache"]
         if base.empty or cache.empty:
             continue
         reps = sorted(set(base["repeat"]) & set(cache["repeat"]))
         row: dict = {
             "scenario": scen,
+            "point": point,  # a sweep point: with and without the cache at the same settings
+            "label": f"{scen} [{point}]" if point else scen,
             "round": int(rnd),
             "repeats": len(reps),
             "phase with cache": "/".join(sorted(set(cache["phase"].astype(str)))) if "phase" in cache else "?",
@@ -102,7 +105,7 @@ def headline_round(table: pd.DataFrame) -> pd.DataFrame:
     """The row per scenario the console leads with: its last round (the warmest with the cache)."""
     if table.empty:
         return table
-    return table.sort_values("round").groupby("scenario", sort=False).tail(1)
+    return table.sort_values("round").groupby("label", sort=False).tail(1)
 
 
 def fidelity(data: RunData) -> pd.DataFrame:
