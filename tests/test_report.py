@@ -421,7 +421,7 @@ def test_a_store_size_sweep_gets_its_cache_cliff_with_both_reference_lines(tmp_p
     assert [r.split("|")[4].strip() for r in rows] == ["256", "512", "1,024", "2,048"]  # store MiB, by size
     assert [r.split("|")[5].strip() for r in rows] == ["5.0", "30.0", "93.0", "100.0"]
     assert "smallest store keeping >= 90 % of the infinite-cache hits is 1,024 MiB (global_segment_size=1024MB)" in md
-    assert "misses by up to +7 points (at 1,024 MiB" in md
+    assert "a loss of 7.0 points of hits at 1,024 MiB is not explained by the simulated LRU store" in md
     assert (run / "plots" / "cache_cliff.png").is_file()
     assert "tr [global_segment_size=256MB]" in md  # points are told apart everywhere by their values
 

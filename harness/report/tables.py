@@ -304,13 +304,16 @@ def cliff_notes(data: RunData) -> list[str]:
             else f"no swept store size kept {CLIFF_KEEP:g} % of the infinite-cache hits (best "
             f"{g['hit_pct'].max():.0f} %)"
         )
-        worst = g.loc[g["unexplained_pp"].abs().idxmax()] if g["unexplained_pp"].notna().any() else None
-        gap = (
-            f"; the LRU simulation misses by up to {worst['unexplained_pp']:+.0f} points (at "
-            f"{worst['store_mib']:,.0f} MiB: eviction watermark, lease and write timing are not simulated)"
-            if worst is not None
-            else ""
-        )
+        gap = ""
+        if g["unexplained_pp"].notna().any():
+            worst = g.loc[g["unexplained_pp"].idxmax()]
+            gap = (
+                f"; a loss of {worst['unexplained_pp']:.1f} points of hits at {worst['store_mib']:,.0f} MiB is not "
+                "explained by the simulated LRU store (eviction watermark, leases and write timing are not simulated)"
+                if worst["unexplained_pp"] >= 1
+                else f"; measured hits are within {g['unexplained_pp'].abs().max():.1f} points of the simulated LRU "
+                "store at every size: the store's size explains the loss"
+            )
         notes.append(f"{scen}: {where}{gap}.")
     return notes
 
