@@ -113,6 +113,8 @@ class Trace(_ScenarioBase):
     num_requests: PositiveInt | None = None  # the first N requests of the window (None: all)
     start_ms: NonNegFloat = 0.0
     end_ms: NonNegFloat | None = None
+    # Requests with a longer input are skipped and counted (as are those that would not fit the context).
+    max_input_length: PositiveInt | None = None
     speed: Annotated[float, Field(gt=0)] = 1.0  # 10: ten times faster than recorded
     timestamps: bool = True  # false: send as fast as `concurrency` allows
     # The trace's output_length is honoured (fixed length); this caps it for slow engines (recorded).

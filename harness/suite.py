@@ -408,8 +408,8 @@ class Suite:
                 if wl.skipped:
                     entry.skipped_requests = wl.skipped
                     say(
-                        f"  {name}: {wl.skipped} trace requests skipped: input + output longer than "
-                        f"max_model_len {self.cfg.stack.max_model_len}; {wl.num_requests} replayed"
+                        f"  {name}: {wl.skipped} trace requests skipped (longer than max_input_length, or input + "
+                        f"output over max_model_len {self.cfg.stack.max_model_len}); {wl.num_requests} replayed"
                     )
                 t = time.perf_counter()
                 labels = entry.model_dump(include={"scenario", "mode", "isolation", "repeat"})

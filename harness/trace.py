@@ -88,12 +88,19 @@ def select(
     start_ms: float = 0.0,
     end_ms: float | None = None,
     max_total_tokens: int | None = None,
+    max_input_length: int | None = None,
 ) -> Selection:
     """The requests in [start_ms, end_ms), the first `num_requests` of them; those whose input plus
-    output would not fit `max_total_tokens` (the served model's context) are skipped and counted."""
+    output would not fit `max_total_tokens` (the served model's context), or whose input is longer
+    than `max_input_length`, are skipped and counted."""
     window = [r for r in records if r.timestamp >= start_ms and (end_ms is None or r.timestamp < end_ms)]
     window = window[:num_requests] if num_requests else window
-    fits = [r for r in window if max_total_tokens is None or r.input_length + r.output_length <= max_total_tokens]
+    fits = [
+        r
+        for r in window
+        if (max_total_tokens is None or r.input_length + r.output_length <= max_total_tokens)
+        and (max_input_length is None or r.input_length <= max_input_length)
+    ]
     return Selection(fits, len(window) - len(fits))
 
 

@@ -263,6 +263,7 @@ def _trace(b: _Builder, c: Trace) -> tuple[list[Session], int]:
         start_ms=c.start_ms,
         end_ms=c.end_ms,
         max_total_tokens=b.max_model_len,
+        max_input_length=c.max_input_length,
     )
     seed = f"prefix:{c.prefix_seed}" if c.prefix_seed is not None else f"{b.seed}:{b.scenario}"
     blocks = BlockMaker(vocabulary(b.tok), seed)

@@ -90,6 +90,8 @@ def test_selection_by_count_window_and_context_counts_what_it_skips():
     window = select(records, num_requests=None, start_ms=10_000, end_ms=20_000)
     assert window.records and all(10_000 <= r.timestamp < 20_000 for r in window.records)
     assert window.skipped_too_long == 0
+    short = select(records, num_requests=200, max_input_length=8192)
+    assert short.skipped_too_long == sum(r.input_length > 8192 for r in records[:200]) > too_long
 
 
 def test_a_bad_trace_is_a_one_line_config_error_naming_file_and_line(tmp_path):

@@ -522,6 +522,8 @@ def cache_cliff(data: RunData) -> pd.DataFrame:
             "req_per_s": col(warm, "req_per_s"),
             "evicted_keys": col(warm, "master_evicted_keys"),
             "alloc_failures": col(warm, "master_alloc_failures"),
+            "kv_bytes_per_block": col(warm, "kv_bytes_per_block"),
+            "store_blocks": col(warm, "store_capacity_blocks"),
         }
     )
     out = per.groupby(["scenario", "point"], sort=False).mean(numeric_only=True).reset_index()

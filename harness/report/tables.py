@@ -314,7 +314,14 @@ def cliff_notes(data: RunData) -> list[str]:
                 else f"; measured hits are within {g['unexplained_pp'].abs().max():.1f} points of the simulated LRU "
                 "store at every size: the store's size explains the loss"
             )
-        notes.append(f"{scen}: {where}{gap}.")
+        per_block = g["kv_bytes_per_block"].dropna()
+        size = (
+            f" The simulated store holds {g['store_blocks'].min():,.0f}-{g['store_blocks'].max():,.0f} blocks of "
+            f"{per_block.iloc[0]:,.0f} bytes (the KV of one block, as the connector's puts measured it: bytes/keys)."
+            if len(per_block)
+            else ""
+        )
+        notes.append(f"{scen}: {where}{gap}.{size}")
     return notes
 
 
