@@ -137,11 +137,25 @@ Scenario = Annotated[
 ]
 
 
+# The GPU stack's images, the one place they are named (the compose overlays get them from here).
+# - vLLM: the V1 MooncakeStoreConnector entered vLLM with PR #40900 (April 2026); vLLM's docs carry its
+#   usage page from v0.21.0 on (docs.vllm.ai/en/v0.21.0/features/mooncake_store_connector_usage/),
+#   v0.11.x has only the V0 lookup buffer. v0.32.0 is the CPU reference stack's generation (vLLM CPU
+#   0.32 + mooncake 0.3.13); its docs name mooncake-transfer-engine-cuda13 for its CUDA 13 default.
+# - Mooncake master: by default the vLLM image itself runs the `mooncake_master` of the transfer
+#   engine it bundles, so master and client are one release by construction. Naming another image
+#   is allowed; the preflight then refuses a release that differs from the engine's.
+# - LMCache (connector: lmcache): vLLM's images leave optional dependencies out, so the LMCache
+#   variant needs an image with lmcache on top of the same vLLM (compose/gpu-lmcache.Dockerfile);
+#   the preflight refuses an image without it.
+GPU_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+
+
 class GpuConfig(Strict):
     """Settings used by the GPU overlays (compose/gpu.yaml, compose/gpu-lmcache.yaml)."""
 
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"  # pin the tag you validated
-    mooncake_image: str = "kvcacheai/mooncake:v0.3.7"
+    vllm_image: str = GPU_VLLM_IMAGE  # pin the tag you validated
+    mooncake_image: str | None = None  # None: the master runs from vllm_image (same Mooncake release)
     devices: Annotated[int, Field(gt=0)] | Literal["all"] | list[str] = 1  # a count, "all", or device ids
     tensor_parallel_size: PositiveInt = 1
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9

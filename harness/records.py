@@ -196,6 +196,8 @@ class Manifest(Record):
     plan: Plan | None = None
     topology: str | None = None
     images: dict[str, str] | None = None
+    versions: dict[str, dict[str, Any]] | None = None  # per image role: vllm, mooncake, lmcache, torch (preflight)
+    refused: str | None = None  # why no stack started (preflight)
     driver: str | None = None  # "external-endpoint" for `kvbench run`
     endpoint: str | None = None
     endpoint_auth: str | None = None  # where the key came from; never the key

@@ -253,7 +253,7 @@ def prepare(
         "KVB_ENGINE_IMAGE": images.get("engine", ""),
         "KVB_MASTER_IMAGE": images.get("master", ""),
         "KVB_VLLM_IMAGE": s.gpu.vllm_image,
-        "KVB_MOONCAKE_IMAGE": s.gpu.mooncake_image,
+        "KVB_MOONCAKE_IMAGE": s.gpu.mooncake_image or s.gpu.vllm_image,
         "KVB_MODEL_CACHE": s.gpu.model_cache,
         **({"KVB_LMCACHE_CONFIG": str(lm.resolve())} if lm else {}),
     }

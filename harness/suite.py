@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from python_on_whales import docker
 
+from . import preflight
 from .config import Config, ConfigError, point_label
 from .probes import Probe, Snapshot, cold_state
 from .progress import console, print_rounds, round_progress, say, step
@@ -176,6 +177,7 @@ class Suite:
         if external is None:
             self.image_tags = self.images(self.cfg.stack.overlays[0])
             self.manifest.images = self.image_tags
+            self._preflight("with-cache" in modes)
         try:
             # point-major, then scenario-major: with-cache and baseline of a scenario back to back
             for p, n, m, iso, r in cells:
@@ -207,6 +209,20 @@ class Suite:
             e.status == "ok" or (e.isolation != "fresh" and e.status == "contaminated")
             for e in self.manifest.scenarios.values()
         )
+
+    def _preflight(self, with_connector: bool) -> None:
+        """Versions inside the stack's images into the manifest; refuse a stack that cannot work."""
+        images = preflight.stack_images(self.cfg.stack, self.image_tags)
+        with step("preflight (versions inside the images)"):
+            try:
+                self.manifest.versions = preflight.check(images, self.cfg.stack, with_connector)
+            except preflight.PreflightError as e:
+                self.manifest.refused = str(e)
+                self.run.write_manifest(self.manifest)
+                raise
+        self.run.write_manifest(self.manifest)
+        for role, v in (self.manifest.versions or {}).items():
+            say(f"  {role}: vllm {v['vllm']}, mooncake {v['mooncake']}, lmcache {v['lmcache']}, torch {v['torch']}")
 
     def _register(self, name: str, mode: str, iso: str, rep: int, point: int | None) -> None:
         key = cell_key(name, mode, iso, rep, point)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import load_config
+from harness.config import GPU_VLLM_IMAGE, load_config
 from harness.stackspec import prepare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,8 +95,9 @@ def test_overlay_renders_with_key_fields(tmp_path, monkeypatch, config, topology
         (dev,) = vllm["deploy"]["resources"]["reservations"]["devices"]
         assert dev["driver"] == "nvidia" and dev["device_ids"] == ["0", "1"]
         assert vllm["ipc"] == "host" and "shm_size" not in vllm
-        assert vllm["image"] == "vllm/vllm-openai:v0.11.0"
-        assert services["mooncake-master"]["image"] == "kvcacheai/mooncake:v0.3.7"
+        want_image = "kvbench/vllm-openai-lmcache:v0.32.0" if config == "gpu-lmcache" else GPU_VLLM_IMAGE
+        assert vllm["image"] == services["mooncake-master"]["image"] == want_image  # one Mooncake release
+        assert services["mooncake-master"]["entrypoint"] in ([], None)  # the master command, not vllm serve
         assert vllm["command"][vllm["command"].index("--tensor-parallel-size") + 1] == "2"
         assert {"source": "hf_token", "target": "/run/secrets/hf_token"}.items() <= vllm["secrets"][0].items()
         assert any(v["target"] == "/models/hf" and v["source"] == "/data/hf-cache" for v in vllm["volumes"])

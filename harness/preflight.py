@@ -1,0 +1,111 @@
+"""Before any stack starts: what is inside the stack's images, and whether they can work together.
+
+Each image runs one short `python3 -c` (no GPU, no network) that reports the installed versions of
+vllm, the Mooncake transfer engine, LMCache and torch, and the KV connectors the vLLM registers.
+The versions go into the manifest; a stack that cannot work is refused in one line (exit 2):
+the configured connector is not in that vLLM (the V1 MooncakeStoreConnector arrived in vLLM
+0.21), or the master's and the engine's Mooncake releases differ.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+
+from python_on_whales import DockerException, docker
+
+from .config import ConfigError, StackConfig
+from .stackspec import CONNECTORS
+
+# Prints one line: KVB{json}. importlib.metadata for versions (no heavy imports); the connector
+# registry is vLLM's own (importing its factory module does not initialise any device).
+PROBE = r"""
+import json, importlib.metadata as md
+def version(*names):
+    for n in names:
+        try:
+            return md.version(n)
+        except md.PackageNotFoundError:
+            pass
+    return None
+out = {
+    "vllm": version("vllm"),
+    "mooncake": version("mooncake-transfer-engine", "mooncake-transfer-engine-cuda13",
+                        "mooncake-transfer-engine-non-cuda"),
+    "lmcache": version("lmcache"),
+    "torch": version("torch"),
+    "connectors": None,
+}
+if out["vllm"]:
+    try:
+        from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
+        out["connectors"] = sorted(KVConnectorFactory._registry)
+    except Exception as e:
+        out["connector_error"] = (type(e).__name__ + ": " + str(e))[:300]
+print("KVB" + json.dumps(out))
+"""
+
+
+class PreflightError(ConfigError):
+    """A stack whose images cannot work together; str() is one line naming the image."""
+
+
+@cache
+def image_versions(image: str) -> dict:
+    """What `PROBE` finds in the image (cached per process: images are tagged by content)."""
+    try:
+        out = docker.run(image, ["python3", "-c", PROBE], entrypoint="", remove=True, networks=["none"])
+    except DockerException as e:
+        last = (e.stderr or str(e)).strip().splitlines()[-1:] or ["?"]
+        raise PreflightError(f"preflight: image {image}: cannot run python3 in it ({last[0][:200]})") from None
+    line = next((x for x in str(out).splitlines() if x.startswith("KVB")), None)
+    if line is None:
+        raise PreflightError(f"preflight: image {image}: no version report (is it a Python image?)")
+    return json.loads(line[3:])
+
+
+def release(version: str | None) -> tuple[int, ...] | None:
+    """0.3.13.post1 -> (0, 3, 13): post and local tags do not change the wire protocol."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    return tuple(int(x or 0) for x in m.groups()) if m else None
+
+
+def stack_images(stack: StackConfig, built: dict[str, str]) -> dict[str, str]:
+    """The images a stack runs, by role: the locally built ones (CPU), or the GPU config's."""
+    if stack.on_gpu:
+        return {"engine": stack.gpu.vllm_image, "master": stack.gpu.mooncake_image or stack.gpu.vllm_image}
+    return built
+
+
+def check(images: dict[str, str], stack: StackConfig, with_connector: bool) -> dict[str, dict]:
+    """Versions per role ("engine", "master"); PreflightError when the stack cannot work."""
+    found = {role: {"image": image, **image_versions(image)} for role, image in images.items()}
+    engine, master = found.get("engine"), found.get("master")
+    if engine and with_connector:
+        _connector_present(engine, CONNECTORS[stack.connector], stack.connector)
+    if engine and master and with_connector:
+        a, b = release(engine["mooncake"]), release(master["mooncake"])
+        if a and b and a != b:
+            raise PreflightError(
+                f"preflight: Mooncake {master['mooncake']} in the master image {master['image']} and "
+                f"{engine['mooncake']} in the engine image {engine['image']} differ: use one release for both "
+                f"(stack.gpu.mooncake_image: null runs the master from the engine image)"
+            )
+    return found
+
+
+def _connector_present(engine: dict, name: str, connector: str) -> None:
+    image, vllm = engine["image"], engine["vllm"]
+    if not vllm:
+        raise PreflightError(f"preflight: image {image}: vllm is not installed")
+    if engine["connectors"] is None:
+        why = engine.get("connector_error", "no connector registry")
+        raise PreflightError(f"preflight: image {image}: vLLM {vllm}'s KV connectors could not be listed ({why})")
+    if name not in engine["connectors"]:
+        hint = " (the V1 MooncakeStoreConnector is in vLLM 0.21 and later)" if name == "MooncakeStoreConnector" else ""
+        raise PreflightError(f"preflight: image {image}: vLLM {vllm} has no {name}{hint}")
+    if connector == "mooncake_store" and not engine["mooncake"]:
+        raise PreflightError(f"preflight: image {image}: {name} needs mooncake-transfer-engine, which is not installed")
+    if connector == "lmcache" and not engine["lmcache"]:
+        raise PreflightError(f"preflight: image {image}: {name} needs lmcache, which is not installed")
