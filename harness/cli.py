@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import interrupts
 from .client import set_api_key
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, check_name, load_config
 from .images import ImageBuildError
 from .progress import console, say
 from .report import report_main
@@ -100,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     clean = sub.add_parser("clean", help="remove leftovers of crashed runs (containers, volumes, networks by label)")
     clean.add_argument("--all", action="store_true", help="also remove stacks of harness runs that are still alive")
+
+    render = sub.add_parser(
+        "render", help="write one scenario's stack for review or GitOps: compose files, or Kubernetes manifests"
+    )
+    render.add_argument("--config", type=Path, default=Path("configs/test_config.yaml"))
+    render.add_argument("--scenario", default="stack", help="names the stack (namespace / project); default: stack")
+    render.add_argument("--mode", choices=["with-cache", "baseline"], default="with-cache")
+    render.add_argument("--backend", choices=["compose", "kubernetes"], default="kubernetes")
+    render.add_argument("--out", type=Path, required=True, help="a new or empty directory")
+    render.add_argument("--compose-dir", type=Path, default=COMPOSE_DIR, help=argparse.SUPPRESS)
 
     rep = sub.add_parser("report", help="report.md + self-contained report.html for a run; several runs: a comparison")
     rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -264,7 +274,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_main(args.run_dirs, args.out)
 
 
-COMMANDS = {"run": cmd_run, "bench": cmd_bench, "bench-all": cmd_bench_all, "clean": cmd_clean, "report": cmd_report}
+def cmd_render(args: argparse.Namespace) -> int:
+    """The stack as it would start, written out: the compose files always (they are the source),
+    and `kubernetes.yaml` translated from them. Images: the GPU config's, or the CPU stack's `:latest`
+    tags (push them to a registry the cluster can pull from)."""
+    from . import kube
+    from .images import STACKS
+    from .results import new_run_id
+    from .stackspec import prepare
+
+    cfg = load_config(args.config)
+    check_name(args.scenario, "--scenario")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise ConfigError(f"--out: {args.out} is not empty")
+    overlay = cfg.stack.overlays[0]
+    images = {s.role: f"{s.repository}:latest" for s in STACKS.get(overlay, ())}
+    spec = prepare(cfg.stack, new_run_id(cfg.run_name), args.scenario, args.out, images, args.compose_dir,
+                   with_connector=args.mode == "with-cache")  # fmt: skip
+    if args.backend == "kubernetes":
+        objs = kube.manifests(spec, args.out)
+        (args.out / "kubernetes.yaml").write_text(kube.dump(objs))
+        say(f"{len(objs)} objects in namespace {objs[0]['metadata']['name']} -> {args.out / 'kubernetes.yaml'}")
+    else:
+        say(f"compose project {spec.project}: {', '.join(str(f) for f in spec.files)}; env {args.out / 'stack.env'}")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "bench": cmd_bench,
+    "bench-all": cmd_bench_all,
+    "clean": cmd_clean,
+    "report": cmd_report,
+    "render": cmd_render,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

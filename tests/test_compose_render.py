@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness.config import GPU_VLLM_IMAGE, load_config
-from harness.stackspec import prepare
+from harness.stackspec import StackSpec, prepare
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "hf_SUPERSECRET_do_not_leak"
@@ -28,7 +28,8 @@ CONFIGS = {
 COMBOS = [(c, t, m) for c in CONFIGS for t in ("single", "cross-instance") for m in ("with-cache", "baseline")]
 
 
-def _render(tmp_path: Path, config: str, topology: str, mode: str, monkeypatch) -> tuple[dict, str, Path]:
+def prepared(tmp_path: Path, config: str, topology: str, mode: str, monkeypatch) -> tuple[StackSpec, Path]:
+    """One stack kind prepared in tmp_path/scenario (what a run writes before compose up)."""
     monkeypatch.setenv("HF_TOKEN", SECRET)
     cfg = load_config(REPO / CONFIGS[config])
     cross = topology == "cross-instance"
@@ -45,6 +46,11 @@ def _render(tmp_path: Path, config: str, topology: str, mode: str, monkeypatch) 
         {"engine": "kvbench/engine-cpu:x", "master": "kvbench/master-cpu:x"},
         with_connector=mode == "with-cache",
     )
+    return spec, workdir
+
+
+def _render(tmp_path: Path, config: str, topology: str, mode: str, monkeypatch) -> tuple[dict, str, Path]:
+    spec, workdir = prepared(tmp_path, config, topology, mode, monkeypatch)
     argv = [
         "docker",
         "compose",

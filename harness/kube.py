@@ -1,0 +1,274 @@
+"""Kubernetes manifests for a stack, translated from its compose model: one source of truth.
+
+`prepare()` renders a scenario's compose files as for a compose run; `manifests()` reads the
+merged compose model (`docker compose config`) and translates every service, so the model, the
+vLLM command, the connector and Mooncake configs, ports, healthchecks and labels are the same
+on both backends. Per stack:
+
+- a Namespace named like the compose project, labelled like the compose resources;
+- ConfigMaps for the files compose bind-mounts from the scenario directory (mooncake.json,
+  lmcache.yaml);
+- per service a Deployment (readiness from the compose healthcheck; engines wait for the
+  master's readiness in an init container, as compose's depends_on does) and a ClusterIP
+  Service with the same name, so `mooncake-master:50051` resolves as in compose;
+- GPUs as `nvidia.com/gpu` limits, `ipc: host` as hostIPC, shm as a memory emptyDir, RDMA
+  devices as hostPath devices with IPC_LOCK; engines of a cross-instance topology on different
+  nodes (required pod anti-affinity);
+- the model cache: an absolute path stays a hostPath, a volume name becomes a PVC of that name
+  (created once by the operator; never deleted by kvbench); the per-stack data volume is an
+  emptyDir (gone with the pod);
+- HF_TOKEN only by reference: the compose secret becomes a Secret volume (`secretName`), never
+  a value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from python_on_whales import DockerClient
+
+from .stackspec import MASTER, StackSpec
+
+HF_SECRET = "hf-token"  # the Secret (key hf_token) the GPU engines read HF_TOKEN from
+ENGINE_ROLE = {"io.kvbench.role": "engine"}
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kvbench"}
+
+
+def compose_model(spec: StackSpec, workdir: Path) -> dict:
+    """The merged compose model of a prepared stack, as `docker compose config` resolves it."""
+    client = DockerClient(
+        compose_files=list[str | Path](spec.files),
+        compose_env_files=[workdir / "stack.env"],
+        compose_project_name=spec.project,
+        compose_project_directory=spec.files[0].parent,
+    )
+    return client.compose.config(return_json=True)
+
+
+def namespace_name(project: str) -> str:
+    """A DNS-1123 label from the compose project name (which may hold '_')."""
+    return re.sub(r"[^a-z0-9-]", "-", project.lower())[:63].strip("-")
+
+
+def manifests(spec: StackSpec, workdir: Path, model: dict | None = None) -> list[dict]:
+    """Every object of the stack, Namespace first."""
+    model = model or compose_model(spec, workdir)
+    services: dict[str, dict] = model["services"]
+    ns = namespace_name(spec.project)
+    labels = {
+        k: label_value(v) for k, v in (services[MASTER].get("labels") or {}).items() if k.startswith("io.kvbench.")
+    }
+    labels |= MANAGED_BY
+    files = _mounted_files(services)
+    external = {k for k, v in (model.get("volumes") or {}).items() if v.get("external")}
+    out: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}]
+    out += [_config_map(ns, labels, name, path) for name, path in files.items()]
+    for name, svc in services.items():
+        out += [
+            _deployment(ns, labels, name, svc, files, external, engines=len(spec.engines)),
+            _service(ns, labels, name, svc),
+        ]
+    return out
+
+
+def label_value(v: object) -> str:
+    """A Kubernetes label value ([A-Za-z0-9._-], at most 63, alphanumeric at both ends)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(v))[:63].strip("._-")
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data: object) -> bool:  # a manifest reads top to bottom: no &id/*id
+        return True
+
+
+def dump(objs: list[dict]) -> str:
+    return yaml.dump_all(objs, Dumper=_NoAliases, sort_keys=False)
+
+
+# ------------------------------------------------------------------ translation
+
+
+def _mounted_files(services: dict[str, dict]) -> dict[str, Path]:
+    """ConfigMap name -> scenario file, for every file compose bind-mounts read-only into a service."""
+    files = {}
+    for svc in services.values():
+        for v in svc.get("volumes") or []:
+            if v.get("type") == "bind" and v.get("read_only") and Path(v["source"]).is_file():
+                files[_cm_name(v["source"])] = Path(v["source"])
+    return files
+
+
+def _cm_name(path: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", Path(path).name.lower()).strip("-")
+
+
+def _config_map(ns: str, labels: dict, name: str, path: Path) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "data": {path.name: path.read_text()},
+    }
+
+
+def _probe(svc: dict) -> dict | None:
+    hc = svc.get("healthcheck") or {}
+    test = hc.get("test") or []
+    if not test or test[0] not in ("CMD", "CMD-SHELL"):
+        return None
+    cmd = test[1:] if test[0] == "CMD" else ["sh", "-c", test[1]]
+    return {"exec": {"command": cmd}, "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 3}
+
+
+def _ports(svc: dict) -> list[int]:
+    """Published ports, and the ports a command listens on (`--rpc_port=50051`, `--port 8000`): on a
+    compose network every port is reachable, a Service must name them."""
+    ports = {int(p["target"]) for p in svc.get("ports") or []} | {int(x) for x in svc.get("expose") or []}
+    args = [str(a) for a in svc.get("command") or []]
+    for i, a in enumerate(args):
+        if m := re.fullmatch(r"--(?:[a-z_]+_)?port=(\d+)", a):
+            ports.add(int(m.group(1)))
+        elif a == "--port" and i + 1 < len(args) and args[i + 1].isdigit():
+            ports.add(int(args[i + 1]))
+    return sorted(ports)
+
+
+def _container(name: str, svc: dict, files: dict[str, Path], external: set[str]) -> tuple[dict, list[dict], dict]:
+    """The container, its pod volumes, and pod-level settings (hostIPC, ...)."""
+    c: dict[str, Any] = {"name": name, "image": svc["image"]}
+    if svc.get("entrypoint"):
+        c["command"] = list(svc["entrypoint"])
+    if svc.get("command"):
+        c["args"] = [str(a) for a in svc["command"]]
+    env = svc.get("environment") or {}
+    if env:
+        c["env"] = [{"name": k, "value": "" if v is None else str(v)} for k, v in env.items()]
+    if ports := _ports(svc):
+        c["ports"] = [{"containerPort": p} for p in ports]
+    if probe := _probe(svc):
+        c["readinessProbe"] = probe
+        start = _seconds((svc.get("healthcheck") or {}).get("start_period"))
+        if start:  # vLLM loads weights for minutes: readiness may take that long, liveness is not judged
+            c["startupProbe"] = {**probe, "failureThreshold": max(1, int(start // 2))}
+    mounts, volumes = [], []
+    pod: dict[str, Any] = {}
+    for i, v in enumerate(svc.get("volumes") or []):
+        vol_name = f"v{i}"
+        if v.get("type") == "bind" and _cm_name(v["source"]) in files:
+            volumes.append({"name": vol_name, "configMap": {"name": _cm_name(v["source"])}})
+            mounts.append({"name": vol_name, "mountPath": v["target"], "subPath": Path(v["source"]).name})
+        elif v.get("type") == "bind":
+            volumes.append({"name": vol_name, "hostPath": {"path": v["source"], "type": "DirectoryOrCreate"}})
+            mounts.append({"name": vol_name, "mountPath": v["target"]})
+        elif v.get("type") == "volume" and v.get("source") in external:
+            volumes.append({"name": vol_name, "persistentVolumeClaim": {"claimName": v["source"]}})
+            mounts.append({"name": vol_name, "mountPath": v["target"]})
+        else:  # the stack's own data: gone with the pod, as `down -v` removes the volume
+            volumes.append({"name": vol_name, "emptyDir": {}})
+            mounts.append({"name": vol_name, "mountPath": v["target"]})
+    if svc.get("shm_size"):
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(svc["shm_size"])}})
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    if svc.get("ipc") == "host":
+        pod["hostIPC"] = True
+    for s in svc.get("secrets") or []:  # HF_TOKEN: a reference to a Secret, never a value
+        volumes.append({"name": "hf-token", "secret": {"secretName": HF_SECRET}})
+        mounts.append({"name": "hf-token", "mountPath": s.get("target", f"/run/secrets/{s['source']}"),
+                       "subPath": "hf_token", "readOnly": True})  # fmt: skip
+    for i, d in enumerate(svc.get("devices") or []):  # RDMA
+        path = d["source"] if isinstance(d, dict) else str(d).split(":")[0]
+        volumes.append({"name": f"dev{i}", "hostPath": {"path": path}})
+        mounts.append({"name": f"dev{i}", "mountPath": path})
+    if svc.get("cap_add") or svc.get("devices"):
+        c["securityContext"] = {"capabilities": {"add": sorted(set(svc.get("cap_add") or []) | {"IPC_LOCK"})}}
+    if gpus := _gpus(svc):
+        c["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+    if mounts:
+        c["volumeMounts"] = mounts
+    return c, volumes, pod
+
+
+def _gpus(svc: dict) -> int | None:
+    for d in (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []:
+        if "gpu" in (d.get("capabilities") or []) or d.get("driver") == "nvidia":
+            # Kubernetes schedules a count; specific device ids are the node's business.
+            return len(d["device_ids"]) if d.get("device_ids") else int(d.get("count") or 1)
+    return None
+
+
+def _seconds(text: str | None) -> float:
+    if not text:
+        return 0.0
+    total = 0.0
+    for n, unit in re.findall(r"([\d.]+)(ms|s|m|h)", str(text)):
+        total += float(n) * {"ms": 1e-3, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+def _wait_for_master(image: str) -> dict:
+    """compose's depends_on: service_healthy, as an init container polling the master's readiness."""
+    check = (
+        "import json, time, urllib.request\n"
+        "while True:\n"
+        "    try:\n"
+        f"        r = urllib.request.urlopen('http://{MASTER}:9003/health', timeout=2)\n"
+        "        if json.load(r).get('service_ready'):\n"
+        "            break\n"
+        "    except Exception:\n"
+        "        pass\n"
+        "    time.sleep(1)\n"
+    )
+    return {"name": "wait-for-master", "image": image, "command": ["python3", "-c", check]}
+
+
+def _deployment(
+    ns: str, labels: dict, name: str, svc: dict, files: dict[str, Path], external: set[str], engines: int
+) -> dict:
+    container, volumes, pod = _container(name, svc, files, external)
+    engine = name != MASTER
+    pod_labels = {**labels, "io.kvbench.service": name, **(ENGINE_ROLE if engine else {})}
+    spec: dict[str, Any] = {"containers": [container], **pod}
+    if volumes:
+        spec["volumes"] = volumes
+    if engine and MASTER in (svc.get("depends_on") or {}):
+        spec["initContainers"] = [_wait_for_master(svc["image"])]
+    if engine and engines > 1:  # cross-instance: A and B on different nodes, or the test means little
+        spec["affinity"] = {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": ENGINE_ROLE}, "topologyKey": "kubernetes.io/hostname"}
+                ]
+            }
+        }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": pod_labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"io.kvbench.service": name}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": spec},
+        },
+    }
+
+
+def _service(ns: str, labels: dict, name: str, svc: dict) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": {**labels, "io.kvbench.service": name}},
+        "spec": {
+            "selector": {"io.kvbench.service": name},
+            "ports": [{"name": f"p{p}", "port": p, "targetPort": p} for p in _ports(svc)],
+        },
+    }
+
+
+def secret_names(objs: list[dict]) -> set[str]:
+    """Secrets the manifests refer to (by name only: no Secret object is ever rendered)."""
+    text = json.dumps(objs)
+    return set(re.findall(r'"secretName": "([^"]+)"', text))
