@@ -64,6 +64,7 @@ _ALL = [
     Metric("client_lag_p99_ms", "client lag p99 ms", "ms", 2, "lower"),
     Metric("shared_stamp_pct", "shared stamps %", "%", 1, "lower"),
     Metric("read_delay_p99_ms", "read delay p99 ms", "ms", 2, "lower"),
+    Metric("send_lag_p99_ms", "send lag p99 ms", "ms", 1, "lower"),  # trace replay: sent late vs its timestamp
     # Reuse: what the server reported, what the workload's prefixes allowed, and round-over-round.
     Metric("cached_tokens", "cached tokens", "tok", 0),
     Metric("reused_token_pct", "reused %", "%", 1),

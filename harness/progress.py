@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .runner import RoundProgress
-from .stats import round1_caveat, saturation_warning
+from .stats import round1_caveat, saturation_warning, schedule_warning
 
 console = Console(stderr=True, highlight=False)
 
@@ -23,8 +23,9 @@ def say(msg: str) -> None:
 def warn_saturation(rounds: pd.DataFrame) -> None:
     """Say which rounds' times the client itself spoiled (stats.saturation_warning)."""
     for _, r in rounds.iterrows():
-        if warning := saturation_warning(r):
-            say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
+        for warning in (saturation_warning(r), schedule_warning(r)):
+            if warning:
+                say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
 
 
 def print_rounds(table: pd.DataFrame) -> None:

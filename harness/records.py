@@ -53,6 +53,7 @@ class RequestRow(Record):
     error_class: str
     error_message: str
     send_s: float | None  # since the scenario's first send
+    scheduled_s: float | None = None  # when a trace replay meant to send it (same clock as send_s)
     ttft_ms: float | None
     first_token_lag_ms: float | None
     read_delay_ms: float | None

@@ -153,6 +153,7 @@ class RoundContext:
             error_class=res.error_class,
             error_message=res.error_message,
             send_s=round(res.send_time - self.t0, 6) if res.send_time else None,
+            scheduled_s=round(self.start + prompt.send_at_s - self.t0, 6) if prompt.send_at_s is not None else None,
             ttft_ms=_r(res.ttft_ms),
             first_token_lag_ms=_r(res.first_token_lag_ms),
             read_delay_ms=_r(res.read_delay_ms),

@@ -43,6 +43,13 @@ def _itls(df: pd.DataFrame) -> np.ndarray:
     return np.fromstring(" ".join(cells), sep=" ")
 
 
+def _send_lag_ms(rows: pd.DataFrame) -> np.ndarray:
+    if "scheduled_s" not in rows:
+        return np.empty(0)
+    lag = pd.to_numeric(rows["send_s"], errors="coerce") - pd.to_numeric(rows["scheduled_s"], errors="coerce")
+    return (lag.dropna() * 1e3).to_numpy(dtype=float)
+
+
 def shared_stamp_pct(itl_ms: np.ndarray) -> float:
     """Share of tokens read together with the one before (same arrival stamp: ITL exactly 0)."""
     return float(100 * np.mean(itl_ms == 0)) if len(itl_ms) else math.nan
@@ -89,6 +96,8 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "client_lag_p99_ms": _pct(_nums(ok, "first_token_lag_ms"), 99),
         "shared_stamp_pct": shared_stamp_pct(itl),
         "read_delay_p99_ms": _pct(_nums(ok, "read_delay_ms"), 99),
+        # Trace replay: how late requests left against their (scaled) timestamps.
+        "send_lag_p99_ms": _pct(_send_lag_ms(rows), 99),
         # Round 1 reuses shared prefixes within the round, so its mean mixes full prefills
         # with hits: this split shows what a hit saves even inside one round.
         "misses": int(len(miss)) if len(hit) + len(miss) else math.nan,  # unknown, not 0, without usage
@@ -105,6 +114,20 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "cached_tokens": int(cached),
         "cached_token_ratio": float(cached / prompt) if prompt else math.nan,
     }
+
+
+SEND_LAG_WARN_MS = 100.0  # a trace replay more late than this no longer follows its timestamps
+
+
+def schedule_warning(r: dict | pd.Series) -> str | None:
+    """A one-line warning when a trace replay's requests left well after their timestamps."""
+    lag = r.get("send_lag_p99_ms", math.nan)
+    if not lag > SEND_LAG_WARN_MS:  # NaN-safe
+        return None
+    return (
+        f"requests left up to {lag:,.0f} ms (p99) after their trace timestamps: `concurrency` capped the "
+        f"replay, so arrivals no longer follow the trace; raise it or lower `speed`"
+    )
 
 
 def saturation_warning(r: dict | pd.Series) -> str | None:

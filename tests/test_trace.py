@@ -168,4 +168,23 @@ def test_the_runner_keeps_the_recorded_arrivals_and_output_lengths(tmp_path):
     lag = rows["send_s"].to_numpy() - rows["send_s"].min() - want  # relative to the first send
     assert (abs(lag) < 0.03).all(), lag  # on schedule (the first send itself may be a few ms late)
     assert rows["completion_tokens"].tolist() == [r.output_length for r in read_trace(path)]
+    lag_ms = (rows["send_s"] - rows["scheduled_s"]) * 1e3  # recorded per request, on the same clock
+    assert (lag_ms > -2).all() and (lag_ms < 30).all(), lag_ms
     assert rows["expected_prompt_tokens"].tolist() == [600] * 5
+
+
+def test_a_replay_capped_by_concurrency_is_told_it_no_longer_follows_the_trace(tmp_path):
+    """Five requests at one instant, one allowed in flight: they leave one after another, the round's
+    send lag says how late, and the warning names the cause."""
+    from harness.stats import schedule_warning
+
+    path = _trace_file(
+        tmp_path,
+        [{"timestamp": 0, "input_length": 600, "output_length": 8, "hash_ids": [i, i + 100]} for i in range(5)],
+    )
+    wl = build_workload("tr", Trace(kind="trace", path=path), Words(), api="completions", seed=1)
+    with StubServer(tokens=8) as stub:
+        table = run_rounds(wl, _cfg(rounds=1, concurrency=1), Endpoint(stub.url("stamp_50_20"), "stub"), tmp_path)
+    lag = table.loc[0, "send_lag_p99_ms"]
+    assert lag > 100, lag
+    assert "concurrency" in schedule_warning(table.loc[0])
