@@ -240,7 +240,21 @@ def _preflight(cfg: Config, args: argparse.Namespace) -> None:
         )
 
 
+RESUME_FIXED = {"rounds": "--rounds", "concurrency": "--concurrency", "request_rate": "--request-rate",
+                "seed": "--seed", "mode": "--mode", "scenarios": "--scenarios"}  # fmt: skip
+
+
 def _resume(args: argparse.Namespace) -> int:
+    """A resumed run continues with the configuration it started with: a flag that would change it
+    is an error, not silently ignored (its cells would not compare with the finished ones)."""
+    given = [flag for dest, flag in RESUME_FIXED.items() if getattr(args, dest, None) is not None]
+    given += ["--repeats"] if args.repeats != 1 else []
+    given += ["--isolation"] if args.isolation != "fresh" else []
+    if given:
+        raise ConfigError(
+            f"{given[0]}: a resumed run keeps the settings it started with (drop {', '.join(given)}, "
+            "or start a new run)"
+        )
     opts = SuiteOptions(args.resume.parent, args.compose_dir, tuple(args.compose_file))
     suite = Suite.resume(args.resume, _images, opts, sys.argv)
     _preflight(suite.cfg, args)

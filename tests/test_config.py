@@ -420,3 +420,12 @@ def test_a_bad_sweep_is_a_one_line_error_before_anything_starts(tmp_path, sweep,
     with pytest.raises(ConfigError, match=message) as e:
         load_config(tmp_path / "c.yaml")
     assert "\n" not in str(e.value) and str(e.value).startswith(str(tmp_path / "c.yaml"))
+
+
+@pytest.mark.parametrize(
+    "extra", [["--rounds", "3"], ["--concurrency", "8"], ["--mode", "baseline"], ["--repeats", "2"]]
+)
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys, extra):
+    code, err = _run_cli(["bench-all", "--resume", str(tmp_path / "run"), *extra], capsys)
+    assert code == 2 and "\n" not in err
+    assert err.startswith(f"kvbench: config error: {extra[0]}: a resumed run keeps the settings it started with")
