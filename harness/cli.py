@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--mode", choices=["with-cache", "baseline"], default="with-cache")
     render.add_argument("--backend", choices=["compose", "kubernetes"], default="kubernetes")
     render.add_argument("--out", type=Path, required=True, help="a new or empty directory")
+    render.add_argument(
+        "--host-network",
+        action="store_true",
+        help="kubernetes: pods on the node's network, service names via hostAliases (one-node players "
+        "without cluster DNS, e.g. podman kube play; single-engine stacks)",
+    )
     render.add_argument("--compose-dir", type=Path, default=COMPOSE_DIR, help=argparse.SUPPRESS)
 
     rep = sub.add_parser("report", help="report.md + self-contained report.html for a run; several runs: a comparison")
@@ -306,7 +312,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     spec = prepare(cfg.stack, new_run_id(cfg.run_name), args.scenario, args.out, images, args.compose_dir,
                    with_connector=args.mode == "with-cache")  # fmt: skip
     if args.backend == "kubernetes":
-        objs = kube.manifests(spec, args.out)
+        try:
+            objs = kube.manifests(spec, args.out, host_network=args.host_network)
+        except ValueError as e:
+            raise ConfigError(f"--host-network: {e}") from None
         (args.out / "kubernetes.yaml").write_text(kube.dump(objs))
         say(f"{len(objs)} objects in namespace {objs[0]['metadata']['name']} -> {args.out / 'kubernetes.yaml'}")
     else:

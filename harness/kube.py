@@ -54,8 +54,12 @@ def namespace_name(project: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", project.lower())[:63].strip("-")
 
 
-def manifests(spec: StackSpec, workdir: Path, model: dict | None = None) -> list[dict]:
-    """Every object of the stack, Namespace first."""
+def manifests(spec: StackSpec, workdir: Path, model: dict | None = None, host_network: bool = False) -> list[dict]:
+    """Every object of the stack, Namespace first. `host_network`: every pod on the node's network,
+    service names resolving to 127.0.0.1 (hostAliases), for a one-node player without cluster DNS
+    such as `podman kube play`; single-engine stacks only (two engines would share port 8000)."""
+    if host_network and len(spec.engines) > 1:
+        raise ValueError("host_network: a cross-instance stack needs a cluster (two engines on one port)")
     model = model or compose_model(spec, workdir)
     services: dict[str, dict] = model["services"]
     ns = namespace_name(spec.project)
@@ -63,16 +67,36 @@ def manifests(spec: StackSpec, workdir: Path, model: dict | None = None) -> list
         k: label_value(v) for k, v in (services[MASTER].get("labels") or {}).items() if k.startswith("io.kvbench.")
     }
     labels |= MANAGED_BY
-    files = _mounted_files(services)
     external = {k for k, v in (model.get("volumes") or {}).items() if v.get("external")}
     out: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}]
-    out += [_config_map(ns, labels, name, path) for name, path in files.items()]
     for name, svc in services.items():
+        files = _mounted_files(name, svc)
+        out += [_config_map(ns, labels, cm, content) for cm, (_, content) in files.items()]
         out += [
             _deployment(ns, labels, name, svc, files, external, engines=len(spec.engines)),
             _service(ns, labels, name, svc),
         ]
-    return out
+    return _on_host_network(out, sorted(services)) if host_network else out
+
+
+def _on_host_network(objs: list[dict], names: list[str]) -> list[dict]:
+    """Every pod on the node's network: service names become 127.0.0.1 where the stack's own
+    configs address them (a player without cluster DNS may also ignore hostAliases, as podman 4.3
+    does), and ports are where processes listen, not mappings."""
+    local = re.compile(rf"\b({'|'.join(map(re.escape, names))})(?=[:/])")
+    for o in objs:
+        if o["kind"] == "ConfigMap":
+            o["data"] = {k: local.sub("127.0.0.1", v) for k, v in o["data"].items()}
+        if o["kind"] == "Deployment":
+            pod = o["spec"]["template"]["spec"]
+            pod |= {"hostNetwork": True, "hostAliases": [{"ip": "127.0.0.1", "hostnames": names}]}
+            # podman 4.3 removes an init container it has just started ("cannot remove container ... as it
+            # is running"): without one, the engine connects to the master while loading its weights (~20 s),
+            # and the pod restarts should the master not be ready yet.
+            pod.pop("initContainers", None)
+            for c in pod["containers"]:
+                c.pop("ports", None)
+    return objs
 
 
 def label_value(v: object) -> str:
@@ -92,27 +116,25 @@ def dump(objs: list[dict]) -> str:
 # ------------------------------------------------------------------ translation
 
 
-def _mounted_files(services: dict[str, dict]) -> dict[str, Path]:
-    """ConfigMap name -> scenario file, for every file compose bind-mounts read-only into a service."""
-    files = {}
-    for svc in services.values():
-        for v in svc.get("volumes") or []:
-            if v.get("type") == "bind" and v.get("read_only") and Path(v["source"]).is_file():
-                files[_cm_name(v["source"])] = Path(v["source"])
+Files = dict[str, tuple[str, dict[str, str]]]  # ConfigMap name -> (mount directory, file name -> content)
+
+
+def _mounted_files(service: str, svc: dict) -> Files:
+    """The files compose bind-mounts read-only into a service (mooncake.json, lmcache.yaml), one
+    ConfigMap per target directory, mounted as that directory: no subPath, which not every player
+    supports (podman 4.3 mounts a directory there)."""
+    files: Files = {}
+    for v in svc.get("volumes") or []:
+        if v.get("type") == "bind" and v.get("read_only") and Path(v["source"]).is_file():
+            target = Path(v["target"])
+            name = re.sub(r"[^a-z0-9]+", "-", f"{service}-{target.parent}".lower()).strip("-")
+            files.setdefault(name, (str(target.parent), {}))[1][target.name] = Path(v["source"]).read_text()
     return files
 
 
-def _cm_name(path: str) -> str:
-    return re.sub(r"[^a-z0-9-]", "-", Path(path).name.lower()).strip("-")
-
-
-def _config_map(ns: str, labels: dict, name: str, path: Path) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "data": {path.name: path.read_text()},
-    }
+def _config_map(ns: str, labels: dict, name: str, data: dict[str, str]) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "data": data}  # fmt: skip
 
 
 def _probe(svc: dict) -> dict | None:
@@ -137,9 +159,10 @@ def _ports(svc: dict) -> list[int]:
     return sorted(ports)
 
 
-def _container(name: str, svc: dict, files: dict[str, Path], external: set[str]) -> tuple[dict, list[dict], dict]:
+def _container(name: str, svc: dict, files: Files, external: set[str]) -> tuple[dict, list[dict], dict]:
     """The container, its pod volumes, and pod-level settings (hostIPC, ...)."""
-    c: dict[str, Any] = {"name": name, "image": svc["image"]}
+    # Images are pinned or content-tagged: pull once (a `:latest` would otherwise be pulled every start).
+    c: dict[str, Any] = {"name": name, "image": svc["image"], "imagePullPolicy": "IfNotPresent"}
     if svc.get("entrypoint"):
         c["command"] = list(svc["entrypoint"])
     if svc.get("command"):
@@ -154,14 +177,15 @@ def _container(name: str, svc: dict, files: dict[str, Path], external: set[str])
         start = _seconds((svc.get("healthcheck") or {}).get("start_period"))
         if start:  # vLLM loads weights for minutes: readiness may take that long, liveness is not judged
             c["startupProbe"] = {**probe, "failureThreshold": max(1, int(start // 2))}
-    mounts, volumes = [], []
+    volumes = [{"name": cm, "configMap": {"name": cm}} for cm in files]
+    mounts = [{"name": cm, "mountPath": directory, "readOnly": True} for cm, (directory, _) in files.items()]
+    in_config_maps = {f"{directory}/{f}" for directory, data in files.values() for f in data}
     pod: dict[str, Any] = {}
     for i, v in enumerate(svc.get("volumes") or []):
         vol_name = f"v{i}"
-        if v.get("type") == "bind" and _cm_name(v["source"]) in files:
-            volumes.append({"name": vol_name, "configMap": {"name": _cm_name(v["source"])}})
-            mounts.append({"name": vol_name, "mountPath": v["target"], "subPath": Path(v["source"]).name})
-        elif v.get("type") == "bind":
+        if v["target"] in in_config_maps:
+            continue
+        if v.get("type") == "bind":
             volumes.append({"name": vol_name, "hostPath": {"path": v["source"], "type": "DirectoryOrCreate"}})
             mounts.append({"name": vol_name, "mountPath": v["target"]})
         elif v.get("type") == "volume" and v.get("source") in external:
@@ -222,12 +246,15 @@ def _wait_for_master(image: str) -> dict:
         "        pass\n"
         "    time.sleep(1)\n"
     )
-    return {"name": "wait-for-master", "image": image, "command": ["python3", "-c", check]}
+    return {
+        "name": "wait-for-master",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-c", check],
+    }
 
 
-def _deployment(
-    ns: str, labels: dict, name: str, svc: dict, files: dict[str, Path], external: set[str], engines: int
-) -> dict:
+def _deployment(ns: str, labels: dict, name: str, svc: dict, files: Files, external: set[str], engines: int) -> dict:
     container, volumes, pod = _container(name, svc, files, external)
     engine = name != MASTER
     pod_labels = {**labels, "io.kvbench.service": name, **(ENGINE_ROLE if engine else {})}

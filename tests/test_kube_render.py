@@ -47,8 +47,10 @@ def test_every_stack_renders_to_valid_labelled_manifests(tmp_path, monkeypatch, 
     master_ports = {p["port"] for s in by_kind["Service"] if s["metadata"]["name"] == "mooncake-master"
                     for p in s["spec"]["ports"]}  # fmt: skip
     assert {50051, 8080, 9003} <= master_ports  # what the engines and the probes reach
-    (cm,) = [c for c in by_kind["ConfigMap"] if "mooncake.json" in c["data"]]
-    assert json.loads(cm["data"]["mooncake.json"]) == json.loads((workdir / "mooncake.json").read_text())
+    cms = [c for c in by_kind["ConfigMap"] if "mooncake.json" in c["data"]]
+    assert len(cms) == len(engines)  # each engine's own files, mounted as /etc/kvbench (no subPath)
+    for cm in cms:
+        assert json.loads(cm["data"]["mooncake.json"]) == json.loads((workdir / "mooncake.json").read_text())
     for d in engines:
         pod = d["spec"]["template"]["spec"]
         (c,) = pod["containers"]

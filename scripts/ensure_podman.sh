@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Idempotently make `podman kube play` able to run the rendered CPU manifests on this host:
+#   scripts/ensure_podman.sh IMAGE [IMAGE ...]     (images to copy from Docker, e.g. the CPU stack's)
+# - Debian's podman (root only to install);
+# - /etc/containers/containers.conf with what a container host without systemd needs:
+#   default ulimits, cgroupfs, file events, and a local pause image as the pods' infra image
+#   (no registry is reachable here to pull one);
+# - the pause image built from the local kvbench base image, and IMAGEs copied from Docker.
+# Quiet: one line per step that does something; output in build/logs/podman-*.log.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOGS="${KVB_LOG_DIR:-$REPO/build/logs}"
+# shellcheck source=scripts/logged.sh
+. "$REPO/scripts/logged.sh"
+PAUSE=localhost/kvbench/pause:1
+BASE="${KVB_BASE_IMAGE:-kvbench/base:bookworm}"
+CONF=/etc/containers/containers.conf
+
+if ! command -v podman >/dev/null 2>&1; then
+  run_logged "[podman] apt-get install podman" installed "$LOGS/podman-install.log" \
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y podman
+fi
+
+# podman's own default ulimits ask for more than a container host may allow: use this host's limits.
+nofile="$(ulimit -Hn)"; nproc="$(ulimit -Hu)"
+if ! grep -q "kvbench.*nofile=$nofile:" "$CONF" 2>/dev/null; then
+  mkdir -p "$(dirname "$CONF")"
+  cat > "$CONF" <<CONF
+# kvbench: podman kube play of the rendered CPU manifests (scripts/ensure_podman.sh writes this)
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]  # kvbench nofile=$nofile:
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+infra_image = "$PAUSE"
+infra_command = "/pause"
+CONF
+  echo "[podman] wrote $CONF"
+fi
+
+if ! podman image exists "$PAUSE"; then
+  work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+  docker save "$BASE" -o "$work/base.tar"
+  cat > "$work/Containerfile" <<'CF'
+FROM docker-archive:base.tar
+RUN printf '#!/bin/sh\ntrap "exit 0" TERM INT\nwhile :; do sleep 3600 & wait $!; done\n' > /pause && chmod +x /pause
+ENTRYPOINT ["/pause"]
+CF
+  run_logged "[podman] pause image $PAUSE" built "$LOGS/podman-pause.log" \
+    podman build -t "$PAUSE" -f "$work/Containerfile" "$work"
+fi
+
+for image in "$@"; do
+  id="$(docker image inspect -f '{{.Id}}' "$image")"
+  if [ "$(podman image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)" != "${id#sha256:}" ]; then
+    run_logged "[podman] copy $image from Docker" copied "$LOGS/podman-load.log" \
+      sh -c "docker save '$image' | podman load"
+  fi
+done
