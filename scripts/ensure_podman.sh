@@ -22,14 +22,19 @@ if ! command -v podman >/dev/null 2>&1; then
     env DEBIAN_FRONTEND=noninteractive apt-get install -y podman
 fi
 
-# podman's own default ulimits ask for more than a container host may allow: use this host's limits.
+# podman's own default ulimits ask for more than a container host may allow: use this host's limits
+# (nproc at most pid_max: above it runc's setrlimit is refused here, "error setting rlimit type 6").
 nofile="$(ulimit -Hn)"; nproc="$(ulimit -Hu)"
-if ! grep -q "kvbench.*nofile=$nofile:" "$CONF" 2>/dev/null; then
+pid_max="$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 32768)"
+case "$nproc" in unlimited) nproc="$pid_max" ;; esac
+[ "$nproc" -le "$pid_max" ] || nproc="$pid_max"
+case "$nofile" in unlimited) nofile=1048576 ;; esac
+if ! grep -q "nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"\]  # kvbench" "$CONF" 2>/dev/null; then
   mkdir -p "$(dirname "$CONF")"
   cat > "$CONF" <<CONF
 # kvbench: podman kube play of the rendered CPU manifests (scripts/ensure_podman.sh writes this)
 [containers]
-default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]  # kvbench nofile=$nofile:
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]  # kvbench
 
 [engine]
 cgroup_manager = "cgroupfs"
