@@ -101,12 +101,9 @@ def warm_round1_notes(data: RunData) -> list[str]:
     return [f"{label}: {c}." for label, v in pct.items() if (c := round1_caveat(v))]
 
 
-def stats_table(data: RunData) -> pd.DataFrame:
-    """Per scenario, repeat and round: the seed's statistics from rounds.csv."""
-    r = data.rounds
-    if r.empty:
-        return pd.DataFrame()
-    out = pd.DataFrame(
+def _round_identity(r: pd.DataFrame) -> pd.DataFrame:
+    """The leading columns of a per-round table: which cell and round a row is."""
+    return pd.DataFrame(
         {
             "scenario": r["scenario"],
             "point": r["point"] if "point" in r else "",
@@ -114,9 +111,16 @@ def stats_table(data: RunData) -> pd.DataFrame:
             "isolation": r["isolation"],
             "rep": r["repeat"],
             "round": r["round"],
-            "phase": r["phase"] if "phase" in r else "unknown",
         }
     )
+
+
+def stats_table(data: RunData) -> pd.DataFrame:
+    """Per scenario, repeat and round: the seed's statistics from rounds.csv."""
+    r = data.rounds
+    if r.empty:
+        return pd.DataFrame()
+    out = _round_identity(r).assign(phase=r["phase"] if "phase" in r else "unknown")
     for m in pick(ROUND_TABLE):
         out[m.header] = col(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
@@ -220,16 +224,7 @@ def server_table(data: RunData) -> pd.DataFrame:
     r = data.rounds
     if r.empty or "server_ttft_mean_ms" not in r.columns:
         return pd.DataFrame()
-    out = pd.DataFrame(
-        {
-            "scenario": r["scenario"],
-            "point": r["point"] if "point" in r else "",
-            "mode": r["mode"],
-            "isolation": r["isolation"],
-            "rep": r["repeat"],
-            "round": r["round"],
-        }
-    )
+    out = _round_identity(r)
     for m in pick(SERVER_TABLE):
         out[m.header] = col(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
