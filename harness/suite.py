@@ -222,7 +222,8 @@ class Suite:
                 raise
         self.run.write_manifest(self.manifest)
         for role, v in (self.manifest.versions or {}).items():
-            say(f"  {role}: vllm {v['vllm']}, mooncake {v['mooncake']}, lmcache {v['lmcache']}, torch {v['torch']}")
+            found = ", ".join(f"{pkg} {v[pkg] or 'not installed'}" for pkg in ("vllm", "mooncake", "lmcache", "torch"))
+            say(f"  {role}: {found}")
 
     def _register(self, name: str, mode: str, iso: str, rep: int, point: int | None) -> None:
         key = cell_key(name, mode, iso, rep, point)
