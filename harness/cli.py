@@ -98,8 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_suite_args(bench_all)
     _add_stack_args(bench_all)
 
-    clean = sub.add_parser("clean", help="remove leftovers of crashed runs (containers, volumes, networks by label)")
+    clean = sub.add_parser(
+        "clean",
+        help="remove leftovers of crashed runs: containers, volumes, networks by label; kvbench namespaces on a "
+        "cluster when a kube context is given or a kubeconfig exists",
+    )
     clean.add_argument("--all", action="store_true", help="also remove stacks of harness runs that are still alive")
+    clean.add_argument("--context", help="kube context whose kvbench namespaces to remove (default: the current one)")
+    clean.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
 
     render = sub.add_parser(
         "render", help="write one scenario's stack for review or GitOps: compose files, or Kubernetes manifests"
@@ -234,6 +240,9 @@ def _preflight(cfg: Config, args: argparse.Namespace) -> None:
     for name in cfg.stack.overlays:
         if not (args.compose_dir / f"{name}.yaml").is_file():
             raise ConfigError(f"{args.config}: stack.overlay: no compose file {args.compose_dir / name}.yaml")
+    if cfg.stack.backend == "kubernetes":
+        _kube_preflight(cfg, args)
+        return
     # Fixed ports must be free before anything starts.
     allocate_ports(
         cfg.stack.bind_address, {"vllm_port": cfg.stack.vllm_port, "master_metrics_port": cfg.stack.master_metrics_port}
@@ -243,6 +252,25 @@ def _preflight(cfg: Config, args: argparse.Namespace) -> None:
         raise Refused(
             f"leftovers of an earlier run are still present ({left.describe()}); "
             "remove them with `kvbench clean` (or `make clean`)"
+        )
+
+
+def _kube_preflight(cfg: Config, args: argparse.Namespace) -> None:
+    """The cluster answers with these credentials, and no stale kvbench namespace is in the way."""
+    from .kubestack import StackError, cluster, stale_namespaces
+
+    try:
+        with cluster(cfg.stack.kubernetes) as api:
+            stale = stale_namespaces(api)
+    except StackError as e:
+        raise ConfigError(f"{args.config}: {e}") from None
+    except Exception as e:
+        raise ConfigError(
+            f"{args.config}: stack.kubernetes: the cluster could not be asked ({type(e).__name__}: {e})"[:300]
+        ) from None
+    if stale:
+        raise Refused(
+            f"namespaces of an earlier run are still present ({', '.join(stale)}); remove them with `kvbench clean`"
         )
 
 
@@ -277,17 +305,47 @@ def cmd_bench_all(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    ok = _clean_namespaces(args) if _kube_wanted(args) else True
     found = leftovers(include_live=args.all)
     if not found:
-        say("nothing to clean")
-        return 0
+        say("nothing to clean (containers, volumes, networks)")
+        return 0 if ok else 1
     say(f"removing {found.describe()}")
     force_remove(found)
     rest = leftovers(include_live=args.all)
     if rest:
         print(f"kvbench: could not remove {rest.describe()}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if ok else 1
+
+
+def _kube_wanted(args: argparse.Namespace) -> bool:
+    default = Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube" / "config")
+    return bool(args.context or args.kubeconfig or default.is_file())
+
+
+def _clean_namespaces(args: argparse.Namespace) -> bool:
+    from .config import KubernetesConfig
+    from .kubestack import StackError, cluster, delete_namespaces, stale_namespaces
+
+    cfg = KubernetesConfig(context=args.context, kubeconfig=args.kubeconfig)
+    try:
+        with cluster(cfg) as api:
+            names = stale_namespaces(api, include_live=args.all)
+            if not names:
+                say("nothing to clean (kvbench namespaces)")
+                return True
+            say(f"deleting {len(names)} kvbench namespaces: {', '.join(names)}")
+            left = delete_namespaces(api, names, cfg.delete_timeout)
+    except StackError as e:
+        print(f"kvbench: {e}", file=sys.stderr)
+        return False
+    except Exception as e:  # the API server refused or is unreachable
+        print(f"kvbench: clean: the cluster could not be asked ({type(e).__name__}: {e})"[:300], file=sys.stderr)
+        return False
+    if left:
+        print(f"kvbench: namespaces still terminating: {', '.join(left)}", file=sys.stderr)
+    return not left
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -167,6 +167,27 @@ class GpuConfig(Strict):
     engine_devices: list[Annotated[list[str], Field(min_length=1)]] = []
 
 
+class KubernetesConfig(Strict):
+    """stack.backend: kubernetes - where the namespaces go and how the harness reaches them."""
+
+    context: str | None = None  # a kube context by name; None: the current one
+    kubeconfig: Path | None = None  # None: $KUBECONFIG or ~/.kube/config
+    in_cluster: bool = False  # kvbench runs in a pod: its service account, not a kubeconfig
+    # port-forward: through the API server to the pods (works from a laptop; adds the tunnel's latency
+    # to every TTFT). cluster-dns: the Services' <name>.<namespace>.svc names (kvbench inside the cluster).
+    access: Literal["port-forward", "cluster-dns"] = "port-forward"
+    # Where the `hf-token` Secret lives; it is copied into each stack's namespace (and deleted with it).
+    secret_namespace: str = "default"
+    delete_timeout: PositiveInt = 300  # seconds for a namespace to finish terminating
+
+    @field_validator("secret_namespace")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", v):
+            raise ValueError(f"{v!r} is not a namespace name (DNS-1123 label)")
+        return v
+
+
 class StackConfig(Strict):
     """How each fresh stack is brought up (compose/base.yaml + the overlays, in order)."""
 
@@ -194,6 +215,10 @@ class StackConfig(Strict):
     protocol: Literal["tcp", "rdma"] = "tcp"
     device_name: str = ""  # RDMA NIC(s) for Mooncake, e.g. "mlx5_0"
     gpu: GpuConfig = GpuConfig()
+    # compose: a Docker Compose project per stack on this host. kubernetes: a namespace per stack on
+    # a cluster, rendered from the same compose files (harness/kube.py).
+    backend: Literal["compose", "kubernetes"] = "compose"
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     @field_validator("overlay")
     @classmethod

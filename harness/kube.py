@@ -36,6 +36,9 @@ from .stackspec import MASTER, StackSpec
 HF_SECRET = "hf-token"  # the Secret (key hf_token) the GPU engines read HF_TOKEN from
 ENGINE_ROLE = {"io.kvbench.role": "engine"}
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kvbench"}
+STACK_LABEL = "io.kvbench.stack"  # = the namespace: every object of a stack, found by label after teardown
+OWNER_LABEL = "io.kvbench.owner"  # host_pid of the harness process (compose's host:pid as a label value)
+PUBLISHED_PORT = "io.kvbench/published-port"  # annotation: the port compose publishes (API, master metrics)
 
 
 def compose_model(spec: StackSpec, workdir: Path) -> dict:
@@ -66,7 +69,7 @@ def manifests(spec: StackSpec, workdir: Path, model: dict | None = None, host_ne
     labels = {
         k: label_value(v) for k, v in (services[MASTER].get("labels") or {}).items() if k.startswith("io.kvbench.")
     }
-    labels |= MANAGED_BY
+    labels |= MANAGED_BY | {STACK_LABEL: ns}
     external = {k for k, v in (model.get("volumes") or {}).items() if v.get("external")}
     out: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}]
     for name, svc in services.items():
@@ -210,7 +213,7 @@ def _container(name: str, svc: dict, files: Files, external: set[str]) -> tuple[
     if svc.get("cap_add") or svc.get("devices"):
         c["securityContext"] = {"capabilities": {"add": sorted(set(svc.get("cap_add") or []) | {"IPC_LOCK"})}}
     if gpus := _gpus(svc):
-        c["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+        c["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}  # a quantity: the API client takes strings
     if mounts:
         c["volumeMounts"] = mounts
     return c, volumes, pod
@@ -271,10 +274,14 @@ def _deployment(ns: str, labels: dict, name: str, svc: dict, files: Files, exter
                 ]
             }
         }
+    published = [int(p["target"]) for p in svc.get("ports") or []]
+    meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": pod_labels}
+    if published:
+        meta["annotations"] = {PUBLISHED_PORT: str(published[0])}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": pod_labels},
+        "metadata": meta,
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"io.kvbench.service": name}},

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from python_on_whales import DockerClient, DockerException, docker
 
@@ -60,7 +61,7 @@ def find_resources(label: str, keep: Callable[[dict], bool] = lambda labels: Tru
     return Leftovers(containers, volumes, networks)
 
 
-def _owner_dead(labels: dict) -> bool:
+def owner_dead(labels: dict) -> bool:
     host, _, pid = labels.get(OWNER_LABEL, "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True  # unknown owner: a leftover
@@ -75,7 +76,7 @@ def _owner_dead(labels: dict) -> bool:
 
 def leftovers(include_live: bool = False) -> Leftovers:
     """Harness resources whose owning process is gone (or all of them)."""
-    return find_resources(MANAGED_LABEL, (lambda labels: True) if include_live else _owner_dead)
+    return find_resources(MANAGED_LABEL, (lambda labels: True) if include_live else owner_dead)
 
 
 def force_remove(found: Leftovers) -> None:
@@ -106,6 +107,9 @@ class TeardownResult:
 class Stack:
     """A compose project for one scenario run; use as a context manager."""
 
+    UP_STEP = "compose up --wait"
+    DOWN_STEP = "down -v, verify"
+
     def __init__(self, spec: StackSpec, workdir: Path, ready_timeout: int, stop_timeout: int) -> None:
         self.spec = spec
         self.workdir = workdir
@@ -124,8 +128,12 @@ class Stack:
     def label(self) -> str:
         return f"{PROJECT_LABEL}={self.spec.project}"
 
+    @property
+    def where(self) -> str:
+        return self.spec.project
+
     def up(self) -> None:
-        _REGISTRY.add(self)
+        REGISTRY.add(self)
         deadline = time.monotonic() + self.ready_timeout
         try:
             self.client.compose.up(detach=True, wait=True, wait_timeout=self.ready_timeout, quiet=True, pull="never")
@@ -160,6 +168,33 @@ class Stack:
 
     def engine_container_ids(self) -> list[str]:
         return sorted(c.id for c in self.client.compose.ps(services=self.spec.engines))
+
+    @property
+    def engine_urls(self) -> list[str]:
+        return [self.spec.engine_url(e) for e in self.spec.engines]
+
+    @property
+    def master_metrics_url(self) -> str:
+        return self.spec.master_metrics_url
+
+    def service_start_seconds(self) -> float | None:
+        """The services' own start: master container start -> vLLM's "Application startup complete".
+
+        Harness overhead is bring-up + teardown minus this; healthcheck polling and
+        compose's own work are the harness's share."""
+        try:
+            ps = self.client.compose.ps(all=True)
+            by_service = {(c.config.labels or {}).get("com.docker.compose.service"): c for c in ps}
+            master, engine = by_service.get("mooncake-master"), by_service.get("vllm")
+            if not master or not engine or master.state.started_at is None:
+                return None
+            for line in str(docker.container.logs(engine, timestamps=True)).splitlines():
+                if "Application startup complete" in line:
+                    ready = _parse_ts(line.split(" ", 1)[0])
+                    return round((ready - master.state.started_at).total_seconds(), 3)
+        except Exception:  # evidence only: never a reason to fail a scenario
+            return None
+        return None
 
     def save_logs(self) -> Path:
         d = self.workdir / "logs"
@@ -205,7 +240,7 @@ class Stack:
         self.teardown = TeardownResult(
             not left, round(time.perf_counter() - t, 3), left.describe() if left else "", attempts
         )
-        _REGISTRY.discard(self)
+        REGISTRY.discard(self)
         return self.teardown
 
     def kill_now(self) -> None:
@@ -229,22 +264,33 @@ class Stack:
         self.down()
 
 
+def _parse_ts(ts: str) -> datetime:
+    # Docker prints RFC 3339 with nanoseconds; Python takes microseconds.
+    head, _, frac = ts.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+
+
 def _last_line(e: DockerException) -> str:
     text = (e.stderr or e.stdout or str(e)).strip().splitlines()
     return text[-1] if text else str(e)
 
 
+class Teardownable(Protocol):
+    def down(self) -> TeardownResult: ...
+
+
 class _Registry:
-    """Live stacks, torn down at exit if anything skipped their `finally`."""
+    """Live stacks (compose projects, Kubernetes namespaces), torn down at exit if anything skipped
+    their `finally`."""
 
     def __init__(self) -> None:
-        self.stacks: list[Stack] = []
+        self.stacks: list[Teardownable] = []
 
-    def add(self, s: Stack) -> None:
+    def add(self, s: Teardownable) -> None:
         if s not in self.stacks:
             self.stacks.append(s)
 
-    def discard(self, s: Stack) -> None:
+    def discard(self, s: Teardownable) -> None:
         if s in self.stacks:
             self.stacks.remove(s)
 
@@ -253,5 +299,5 @@ class _Registry:
             s.down()
 
 
-_REGISTRY = _Registry()
-atexit.register(_REGISTRY.down_all)
+REGISTRY = _Registry()
+atexit.register(REGISTRY.down_all)

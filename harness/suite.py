@@ -12,11 +12,10 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from python_on_whales import docker
 
 from . import preflight
 from .config import Config, ConfigError, point_label
@@ -31,11 +30,12 @@ from .stackspec import COMPOSE_DIR, StackSpec, prepare
 from .tokenizer import ServerTokenizer
 from .workload import build_workload
 
+if TYPE_CHECKING:  # the kubernetes client is imported only when a run uses that backend
+    from .kubestack import KubeStack
+
+    AnyStack = Stack | KubeStack
+
 ImageProvider = Callable[[str], dict[str, str]]
-
-
-def _urls(spec: StackSpec) -> list[str]:
-    return [spec.engine_url(e) for e in spec.engines]
 
 
 def judge(table: pd.DataFrame, cold: bool, max_failed_percent: float) -> dict:
@@ -63,32 +63,6 @@ class SuiteOptions:
     results_root: Path = Path("results")
     compose_dir: Path = COMPOSE_DIR
     extra_compose_files: tuple[Path, ...] = ()
-
-
-def _parse_ts(ts: str) -> datetime:
-    # Docker prints RFC 3339 with nanoseconds; Python takes microseconds.
-    head, _, frac = ts.rstrip("Z").partition(".")
-    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
-
-
-def service_start_seconds(stack: Stack) -> float | None:
-    """The services' own start: master container start -> vLLM's "Application startup complete".
-
-    Harness overhead is bring-up + teardown minus this; healthcheck polling and
-    compose's own work are the harness's share."""
-    try:
-        ps = stack.client.compose.ps(all=True)
-        by_service = {(c.config.labels or {}).get("com.docker.compose.service"): c for c in ps}
-        master, engine = by_service.get("mooncake-master"), by_service.get("vllm")
-        if not master or not engine or master.state.started_at is None:
-            return None
-        for line in str(docker.container.logs(engine, timestamps=True)).splitlines():
-            if "Application startup complete" in line:
-                ready = _parse_ts(line.split(" ", 1)[0])
-                return round((ready - master.state.started_at).total_seconds(), 3)
-    except Exception:  # evidence only: never a reason to fail a scenario
-        return None
-    return None
 
 
 def cell_key(name: str, mode: str, iso: str, rep: int, point: int | None = None) -> str:
@@ -278,8 +252,8 @@ class Suite:
                 self.run.root / key,
                 [entry],
                 mode,
-                lambda spec, stack: self._measure(
-                    name, _urls(spec), spec.master_metrics_url, self.run.root / key, entry
+                lambda stack: self._measure(
+                    name, stack.engine_urls, stack.master_metrics_url, self.run.root / key, entry
                 ),
             )
 
@@ -293,11 +267,11 @@ class Suite:
         entries = {n: (k, self.manifest.scenarios[k]) for n, k in zip(names, keys, strict=True)}
         shared_dir = self.run.root / Path(keys[0]).parent
 
-        def body(spec: StackSpec, stack: Stack) -> None:
+        def body(stack: AnyStack) -> None:
             for n in names:
                 key, entry = entries[n]
                 try:
-                    self._measure(n, _urls(spec), spec.master_metrics_url, self.run.root / key, entry)
+                    self._measure(n, stack.engine_urls, stack.master_metrics_url, self.run.root / key, entry)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as e:  # the shared stack goes on with the next scenario
@@ -311,7 +285,7 @@ class Suite:
         self.manifest.shared_stacks[mode] = stack_info
 
     def _with_stack(
-        self, label: str, workdir: Path, entries: list[CellEntry], mode: str, body: Callable[[StackSpec, Stack], None]
+        self, label: str, workdir: Path, entries: list[CellEntry], mode: str, body: Callable[[AnyStack], None]
     ) -> StackInfo:
         """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries`."""
         t_all = time.perf_counter()
@@ -339,16 +313,21 @@ class Suite:
         for entry in entries:
             entry.set(project=spec.project, ports=info.ports)
         self.run.write_manifest(self.manifest)
-        say(f"  stack {spec.project}")
-        stack = Stack(spec, workdir, self.cfg.stack.ready_timeout, self.cfg.stack.teardown_timeout)
         try:
-            with step("bring-up (compose up --wait)", timings, "up_s"):
+            stack = self._stack(spec, workdir)
+        except Exception as e:
+            self._fail(entries, f"stack preparation failed: {type(e).__name__}: {e}"[:500], logs=None)
+            self.run.write_manifest(self.manifest)
+            return info
+        say(f"  stack {stack.where}")
+        try:
+            with step(f"bring-up ({stack.UP_STEP})", timings, "up_s"):
                 stack.up()
-            timings["service_start_s"] = service_start_seconds(stack)
+            timings["service_start_s"] = stack.service_start_seconds()
             info.engine_container_ids = stack.engine_container_ids()
             for entry in entries:
                 entry.engine_container_ids = info.engine_container_ids
-            body(spec, stack)
+            body(stack)
         except StackError as e:
             self._fail(entries, str(e), logs=str(workdir / "logs"))
         except (KeyboardInterrupt, SystemExit):
@@ -363,8 +342,18 @@ class Suite:
             self._teardown(stack, entries, info, timings, t_all)
         return info
 
-    def _teardown(self, stack: Stack, entries: list[CellEntry], info: StackInfo, timings: dict, t_all: float) -> None:
-        with step("teardown (down -v, verify)", timings, "teardown_s"):
+    def _stack(self, spec: StackSpec, workdir: Path) -> AnyStack:
+        s = self.cfg.stack
+        if s.backend == "kubernetes":
+            from .kubestack import KubeStack
+
+            return KubeStack(spec, workdir, s.kubernetes, s.ready_timeout)
+        return Stack(spec, workdir, s.ready_timeout, s.teardown_timeout)
+
+    def _teardown(
+        self, stack: AnyStack, entries: list[CellEntry], info: StackInfo, timings: dict, t_all: float
+    ) -> None:
+        with step(f"teardown ({stack.DOWN_STEP})", timings, "teardown_s"):
             td = stack.down()
         timings["total_s"] = round(time.perf_counter() - t_all, 3)
         if timings.get("service_start_s") is not None:

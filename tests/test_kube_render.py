@@ -58,7 +58,7 @@ def test_every_stack_renders_to_valid_labelled_manifests(tmp_path, monkeypatch, 
         assert (kv != []) == (mode == "with-cache")
         assert pod["initContainers"][0]["name"] == "wait-for-master" and "readinessProbe" in c
         if config.startswith("gpu"):
-            assert c["resources"]["limits"]["nvidia.com/gpu"] == 2 and pod["hostIPC"] is True
+            assert c["resources"]["limits"]["nvidia.com/gpu"] == "2" and pod["hostIPC"] is True
             assert {"name": "hf-token", "secret": {"secretName": kube.HF_SECRET}} in pod["volumes"]
             assert any(v.get("hostPath", {}).get("path") == "/data/hf-cache" for v in pod["volumes"])  # kept
         else:
