@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,23 +68,25 @@ def selector(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-@dataclass
 class Forward:
     """127.0.0.1:<local> -> a pod's port, one port-forward stream per accepted connection (an HTTP
-    client's keep-alive connections each get their own). Bytes are relayed, nothing is parsed."""
+    client's keep-alive connections each get their own). Bytes are relayed, nothing is parsed.
 
-    core: k8s.CoreV1Api
-    namespace: str
-    pod: str
-    port: int
-    local: socket.socket = field(init=False)
-    _closed: threading.Event = field(default_factory=threading.Event)
+    The client's `portforward()` swaps its ApiClient's `call_api` for a websocket call while it
+    connects: on a shared client a concurrent API call (a teardown's delete, another connection's
+    set-up) would go out as a websocket. So each Forward has its own ApiClient, and its set-ups
+    take turns."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, configuration: k8s.Configuration, namespace: str, pod: str, port: int) -> None:
+        self.api = k8s.ApiClient(configuration)
+        self.core = k8s.CoreV1Api(self.api)
+        self.namespace, self.pod, self.port = namespace, pod, port
+        self._connecting = threading.Lock()
+        self._closed = threading.Event()
         self.local = socket.socket()
         self.local.bind(("127.0.0.1", 0))
         self.local.listen(256)
-        threading.Thread(target=self._accept, name=f"forward {self.pod}:{self.port}", daemon=True).start()
+        threading.Thread(target=self._accept, name=f"forward {pod}:{port}", daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -101,9 +102,10 @@ class Forward:
 
     def _relay(self, conn: socket.socket) -> None:
         try:
-            pf = portforward(
-                self.core.connect_get_namespaced_pod_portforward, self.pod, self.namespace, ports=str(self.port)
-            )
+            with self._connecting:
+                pf = portforward(
+                    self.core.connect_get_namespaced_pod_portforward, self.pod, self.namespace, ports=str(self.port)
+                )
             remote = pf.socket(self.port)
         except Exception:  # the pod is gone or the API server refused: the client sees a closed connection
             conn.close()
@@ -121,6 +123,7 @@ class Forward:
     def close(self) -> None:
         self._closed.set()
         self.local.close()
+        self.api.close()
 
 
 class KubeStack:
@@ -308,7 +311,7 @@ class KubeStack:
                 self.urls[key] = f"http://{service}.{self.namespace}.svc:{port}"
             else:
                 pod = self._pods({"io.kvbench.service": service})[0].metadata.name
-                fwd = Forward(self.core, self.namespace, pod, port)
+                fwd = Forward(self.api.configuration, self.namespace, pod, port)
                 self.forwards.append(fwd)
                 self.urls[key] = fwd.url
 
@@ -356,8 +359,8 @@ LISTS: dict[str, Callable[[k8s.ApiClient, str], Any]] = {
     "pod": lambda api, sel: k8s.CoreV1Api(api).list_pod_for_all_namespaces(label_selector=sel),
     "service": lambda api, sel: k8s.CoreV1Api(api).list_service_for_all_namespaces(label_selector=sel),
     "configmap": lambda api, sel: k8s.CoreV1Api(api).list_config_map_for_all_namespaces(label_selector=sel),
-    "secret": lambda api, sel: k8s.CoreV1Api(api).list_secret_for_all_namespaces(label_selector=sel),
-}
+}  # Secrets are not listed cluster-wide (that would read every Secret's data): the only one kvbench
+#    makes, the hf-token copy, lives in the stack's namespace, which is verified gone.
 
 
 def find(api: k8s.ApiClient, label_selector: str) -> list[str]:

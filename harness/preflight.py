@@ -78,6 +78,15 @@ def stack_images(stack: StackConfig, built: dict[str, str]) -> dict[str, str]:
     return built
 
 
+def not_local(images: dict[str, str]) -> list[str]:
+    """Images this host cannot run: a cluster pulls them itself, this host may have neither them nor
+    a Docker engine (then the preflight is skipped, and says so, instead of pulling gigabytes)."""
+    try:
+        return [i for i in images.values() if not docker.image.exists(i)]
+    except DockerException:
+        return list(images.values())
+
+
 def check(images: dict[str, str], stack: StackConfig, with_connector: bool) -> dict[str, dict]:
     """Versions per role ("engine", "master"); PreflightError when the stack cannot work."""
     found = {role: {"image": image, **image_versions(image)} for role, image in images.items()}

@@ -199,6 +199,7 @@ class Manifest(Record):
     images: dict[str, str] | None = None
     versions: dict[str, dict[str, Any]] | None = None  # per image role: vllm, mooncake, lmcache, torch (preflight)
     refused: str | None = None  # why no stack started (preflight)
+    preflight_skipped: str | None = None  # why the versions were not checked (kubernetes: images not on this host)
     driver: str | None = None  # "external-endpoint" for `kvbench run`
     endpoint: str | None = None
     endpoint_auth: str | None = None  # where the key came from; never the key

@@ -187,6 +187,11 @@ class Suite:
     def _preflight(self, with_connector: bool) -> None:
         """Versions inside the stack's images into the manifest; refuse a stack that cannot work."""
         images = preflight.stack_images(self.cfg.stack, self.image_tags)
+        missing = preflight.not_local(images) if self.cfg.stack.backend == "kubernetes" else []
+        if missing:
+            self.manifest.preflight_skipped = f"kubernetes backend: not on this host: {', '.join(missing)}"
+            say(f"  preflight skipped: {self.manifest.preflight_skipped} (the cluster pulls them)")
+            return
         with step("preflight (versions inside the images)"):
             try:
                 self.manifest.versions = preflight.check(images, self.cfg.stack, with_connector)

@@ -19,12 +19,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
 from harness import kube
-from harness.config import KubernetesConfig
+from harness.config import KubernetesConfig, load_config
 from harness.kubestack import KubeStack, StackError, api_client, find, stale_namespaces
+from harness.stack import Stack
+from harness.stackspec import prepare
 
 from .kube_standin import StandInApiServer
 from .test_compose_render import REPO, SECRET, prepared
@@ -195,3 +198,88 @@ def test_an_unknown_context_is_a_one_line_config_error_before_anything_starts(tm
     (line,) = done.stderr.strip().splitlines()
     assert "no-such-context" in line and str(config) in line
     assert standin.names("namespaces") == [] and not (tmp_path / "results").exists()
+
+
+def _request_verb(method: str, path: str) -> tuple[str, str, str]:
+    """(verb, resource[/subresource], namespace) of an API request, as RBAC authorises it."""
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    ns = ""
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        ns, rest = rest[1], rest[2:]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    named = len(rest) > 1
+    verb = {"POST": "create", "DELETE": "delete"}.get(method, "get" if named else "list")
+    return verb, resource, ns
+
+
+def test_the_shipped_rbac_grants_every_call_the_lifecycle_makes_and_no_cluster_wide_secret_read(
+    tmp_path, monkeypatch, standin
+):
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "rbac.yaml").read_text()))
+    import kubernetes_validate
+
+    for d in docs:
+        kubernetes_validate.validate(d, "1.33.0", strict=True)
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    granted = {(v, r) for rule in cluster_role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert ("get", "secrets") not in granted and ("list", "secrets") not in granted
+
+    standin.put({"metadata": {"name": "default"}}, "namespaces")
+    standin.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token", "namespace": "default"},
+                 "data": {"hf_token": "eA=="}}, "secrets")  # fmt: skip
+    stack = _stack(tmp_path, monkeypatch, config="gpu", topology="cross-instance")
+    stack.up()
+    httpx.get(f"{stack.engine_urls[0]}/health")
+    stack.save_logs()
+    assert stack.down().verified
+    calls = {_request_verb(m, p) for m, p in standin.log}
+    assert ("get", "pods/portforward", stack.namespace) in calls  # the websocket upgrade of a GET
+    for verb, resource, ns in calls:
+        if resource == "secrets" and verb == "get":
+            assert ns == role["metadata"]["namespace"] and role["rules"][0]["resourceNames"] == ["hf-token"]
+        else:
+            assert (verb, resource) in granted, f"{verb} {resource} is not in deploy/kubernetes/rbac.yaml"
+
+
+@pytest.mark.stack
+def test_kvbench_bench_on_the_kubernetes_backend_measures_through_the_port_forward(
+    tmp_path, monkeypatch, standin, stack_images, no_harness_leftovers
+):
+    """The whole pipeline on `stack.backend: kubernetes`: the namespace lives in the stand-in API
+    server, its pods' ports are a real vLLM + Mooncake CPU stack (compose), reached through the
+    official client's port-forward. Cold gate, Mooncake reuse in round 2 and the teardown evidence
+    must come through as on the compose backend."""
+    cfg = load_config(REPO / "tests" / "configs" / "e2e.yaml")
+    spec = prepare(cfg.stack, "20261201t000000z-kube", "pods", tmp_path / "pods", stack_images)
+    with Stack(spec, tmp_path / "pods", cfg.stack.ready_timeout, 5) as pods:
+        pods.up()
+        standin.backends.update(
+            {
+                "vllm": ("127.0.0.1", spec.engine_ports["vllm"]),
+                "mooncake-master": ("127.0.0.1", spec.master_metrics_port),
+            }
+        )
+        data = yaml.safe_load((REPO / "tests" / "configs" / "e2e.yaml").read_text())
+        data["stack"] |= {"backend": "kubernetes",
+                          "kubernetes": {"kubeconfig": str(tmp_path / "kubeconfig"), "context": "standin"}}  # fmt: skip
+        config = tmp_path / "kube.yaml"
+        config.write_text(yaml.safe_dump(data))
+        argv = [sys.executable, "-m", "harness", "bench", "--config", str(config), "--scenario", "cold_start",
+                "--mode", "with-cache", "--results", str(tmp_path / "results")]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "delete namespace, verify" in done.stderr
+    (run,) = (tmp_path / "results").iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    entry = manifest["scenarios"]["cold_start"]
+    assert entry["status"] == "ok" and entry["cold_verified"] is True and entry["teardown_verified"] is True
+    assert manifest["versions"]["engine"]["vllm"]  # the images are on this host: the preflight ran
+    rounds = pd.read_csv(run / "cold_start" / "rounds.csv").set_index("round")
+    assert rounds.loc[1, "external_hits"] == 0
+    assert rounds.loc[2, "external_hits"] == rounds.loc[2, "expected_reuse_tokens"] > 0  # warm, from Mooncake
+    requests = pd.read_csv(run / "cold_start" / "requests.csv")
+    assert requests["ok"].all() and (requests["ttft_ms"] > 0).all()
+    assert standin.forwards >= 2  # engine and master metrics went through the tunnel
+    assert [n for n in standin.names("namespaces") if n.startswith("kvb-")] == []

@@ -78,3 +78,22 @@ def test_kvbench_render_writes_the_manifests_and_refuses_a_non_empty_directory(t
     assert [d["kind"] for d in docs].count("Deployment") == 3 and (out / "compose.generated.yaml").is_file()
     again = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 2 and "--out" in again.stderr and "not empty" in again.stderr
+
+
+def test_the_shipped_cluster_config_renders_valid_manifests_with_a_pvc_and_two_gpu_engines(tmp_path):
+    out = tmp_path / "k8s"
+    argv = [sys.executable, "-m", "harness", "render", "--config", str(REPO / "configs" / "gpu-kubernetes.yaml"),
+            "--scenario", "lc", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    docs = list(yaml.safe_load_all((out / "kubernetes.yaml").read_text()))
+    for d in docs:
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    engines = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] != "mooncake-master"]
+    assert len(engines) == 2
+    for d in engines:
+        pod = d["spec"]["template"]["spec"]
+        assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+        assert {"persistentVolumeClaim": {"claimName": "hf-cache"}} in [
+            {k: v for k, v in vol.items() if k != "name"} for vol in pod["volumes"]
+        ]
