@@ -17,6 +17,7 @@ from .report import report_main
 from .stack import force_remove, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, allocate_ports
 from .suite import Suite, SuiteOptions
+from .tokenizer import LocalTokenizer, TokenizerError, server_tokenize_error
 
 DEFAULT_CONFIG = "configs/test_config.yaml"
 EXIT_USAGE = 2
@@ -79,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True, help="served model name")
     run.add_argument("--master-metrics", help="Mooncake master metrics URL, e.g. http://127.0.0.1:9003 (optional)")
     run.add_argument("--scenarios", nargs="+", help="override default_scenarios")
+    run.add_argument(
+        "--tokenizer",
+        metavar="PATH_OR_NAME",
+        help="the served model's Hugging Face tokenizer (a directory, or a name in the local Hugging Face "
+        "cache; never downloaded), for endpoints without vLLM's POST /tokenize: prompts stay exact in "
+        "the model's tokens. Used only when the endpoint's /tokenize does not answer",
+    )
     run.add_argument(
         "--api-key-env",
         metavar="NAME",
@@ -200,12 +208,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag}: expected an http:// or https:// URL, got {url!r}")
     auth = _api_key(args.api_key_env)
     interrupts.install()
-    suite = Suite(cfg, _images, SuiteOptions(Path(args.results)), sys.argv)
     if auth:
         set_api_key(args.endpoint, auth[1])  # held in memory only: the manifest says where it came from
+    local = _tokenizer(args)
+    suite = Suite(cfg, _images, SuiteOptions(Path(args.results)), sys.argv)
+    suite.local_tokenizer = local
+    if auth:
         suite.manifest.endpoint_auth = f"Authorization: Bearer from ${auth[0]} (the key is not recorded)"
         say(f"sending ${auth[0]} as the API key to {args.endpoint} only")
     return 0 if suite.run_external(args.endpoint, args.model, args.master_metrics) else 1
+
+
+def _tokenizer(args: argparse.Namespace) -> LocalTokenizer | None:
+    """None when the endpoint's POST /tokenize counts tokens; else the --tokenizer (exit 2 without one)."""
+    why = server_tokenize_error(args.endpoint, args.model)
+    if why is None:
+        return None
+    if not args.tokenizer:
+        raise ConfigError(
+            f"--endpoint {args.endpoint}: {why}; pass --tokenizer PATH_OR_NAME (the model's Hugging Face "
+            "tokenizer, loaded offline) to count prompt tokens locally"
+        )
+    try:
+        tok = LocalTokenizer(args.tokenizer)
+    except TokenizerError as e:
+        raise ConfigError(str(e)) from None
+    say(f"{why}: counting tokens with the {tok.source}")
+    return tok
 
 
 def _images(overlay: str) -> dict[str, str]:

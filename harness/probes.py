@@ -14,6 +14,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from .client import auth_headers
+from .console import say
 
 Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -134,6 +135,7 @@ class Probe:
 
     def __init__(self, vllm_url: str, master_metrics_url: str | None, timeout: float = 10.0) -> None:
         self._c = httpx.Client(timeout=timeout)
+        self._unparsable: set[str] = set()  # warned once each
         self.vllm_url = vllm_url.rstrip("/")
         self.master_url = master_metrics_url.rstrip("/") if master_metrics_url else None
 
@@ -149,8 +151,14 @@ class Probe:
         try:
             r = self._c.get(url, headers=auth_headers(url))  # the endpoint's key goes to its server only
             r.raise_for_status()
+        except httpx.HTTPError:
+            return None
+        try:
             return parse(r.text)
-        except (httpx.HTTPError, ValueError):  # ValueError: not Prometheus text
+        except ValueError as e:  # an answer that is not Prometheus text (a gateway's HTML or JSON page)
+            if url not in self._unparsable:
+                self._unparsable.add(url)
+                say(f"[yellow]{url} is not Prometheus text ({str(e)[:80]}): no server metrics from it[/yellow]")
             return None
 
     def healthy(self, timeout: float = 5.0) -> bool:

@@ -7,17 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pandas as pd
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .console import console, say
 from .runner import RoundProgress
 from .stats import round1_caveat, saturation_warning, schedule_warning
-
-console = Console(stderr=True, highlight=False)
-
-
-def say(msg: str) -> None:
-    console.print(msg)
 
 
 def warn_saturation(rounds: pd.DataFrame) -> None:

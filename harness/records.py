@@ -203,6 +203,7 @@ class Manifest(Record):
     driver: str | None = None  # "external-endpoint" for `kvbench run`
     endpoint: str | None = None
     endpoint_auth: str | None = None  # where the key came from; never the key
+    tokenizer: str | None = None  # what counted the prompts' tokens: the server's /tokenize or a local one
     scenarios: dict[str, CellEntry] = Field(default_factory=dict)
     shared_stacks: dict[str, StackInfo] = Field(default_factory=dict)
     interrupted: str | None = None

@@ -27,7 +27,7 @@ from .results import RunDir, base_manifest, read_manifest, utc_now
 from .runner import Endpoint, EngineDown, Route, run_rounds
 from .stack import Stack, StackError
 from .stackspec import COMPOSE_DIR, StackSpec, prepare
-from .tokenizer import ServerTokenizer
+from .tokenizer import LocalTokenizer, ServerTokenizer
 from .workload import build_workload
 
 if TYPE_CHECKING:  # the kubernetes client is imported only when a run uses that backend
@@ -96,6 +96,8 @@ class Suite:
         self.run.write_manifest(self.manifest)
         self.image_tags: dict[str, str] = {}
         self.model = cfg.stack.served_model_name
+        # `kvbench run --tokenizer`: the endpoint has no usable POST /tokenize (not vLLM)
+        self.local_tokenizer: LocalTokenizer | None = None
 
     @classmethod
     def resume(cls, run_dir: Path, images: ImageProvider, opts: SuiteOptions, command: list[str]) -> Suite:
@@ -406,8 +408,10 @@ class Suite:
             if not cold and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
             routes: list[Route] = [(Endpoint(u, self.model), p) for u, p in zip(urls, probes)]
-            with ServerTokenizer(routes[0][0].base_url, self.model) as tok:
-                with step("workload (exact token lengths via /tokenize)", timings, "workload_s"):
+            with self.local_tokenizer or ServerTokenizer(routes[0][0].base_url, self.model) as tok:
+                self.manifest.tokenizer = tok.source
+                how = "local tokenizer" if self.local_tokenizer else "/tokenize"
+                with step(f"workload (exact token lengths via {how})", timings, "workload_s"):
                     wl = build_workload(
                         name,
                         self.cfg.scenarios[name],

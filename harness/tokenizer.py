@@ -1,12 +1,15 @@
-"""Exact token counts from the served model's own tokenizer (vLLM `POST /tokenize`).
+"""Exact token counts from the served model's own tokenizer.
 
-Word-count estimates drift by tens of percent between tokenizers; the harness
-asks the server instead and caches every answer.
+Word-count estimates drift by tens of percent between tokenizers; the harness asks the server
+(vLLM's `POST /tokenize`) and caches every answer. An OpenAI-compatible endpoint without it (a
+router, a gateway, another server) gets the same exact counts from the model's Hugging Face
+tokenizer loaded locally and offline (`kvbench run --tokenizer PATH_OR_NAME`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Protocol
 
 import httpx
@@ -29,7 +32,61 @@ class TokenizerError(RuntimeError):
     pass
 
 
+def server_tokenize_error(base_url: str, model: str, timeout: float = 10.0) -> str | None:
+    """Why `POST /tokenize` of this server cannot count tokens (None: it can)."""
+    try:
+        r = httpx.post(f"{base_url.rstrip('/')}/tokenize", json={"model": model, "prompt": "kvbench"},
+                       headers=auth_headers(base_url), timeout=timeout)  # fmt: skip
+        if r.status_code != 200:
+            return f"POST /tokenize -> HTTP {r.status_code}"
+        count = r.json().get("count")
+        return None if isinstance(count, int) else "POST /tokenize answered without a token count"
+    except (ValueError, AttributeError):
+        return "POST /tokenize answered something that is not JSON"
+    except httpx.HTTPError as e:
+        return f"POST /tokenize failed ({type(e).__name__}: {redact(str(e))[:120]})"
+
+
+class LocalTokenizer:
+    """The model's Hugging Face tokenizer, from a directory or the local Hugging Face cache only
+    (never downloaded mid-run). Counts as vLLM's /tokenize does: text without special tokens;
+    a completions prompt with them; chat messages through the tokenizer's chat template."""
+
+    def __init__(self, name_or_path: str) -> None:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" banner
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise TokenizerError("--tokenizer needs transformers: pip install 'kvbench[hf]'") from None
+        try:
+            self._tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TokenizerError(f"--tokenizer: {name_or_path}: no tokenizer found offline ({first[:200]})") from None
+        self.source = f"local Hugging Face tokenizer {name_or_path}"
+
+    def __enter__(self) -> LocalTokenizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def count(self, text: str) -> int:
+        return len(self.ids(text))
+
+    def count_prompt(self, prompt: str | list[dict]) -> int:
+        if isinstance(prompt, str):
+            return len(self._tok.encode(prompt, add_special_tokens=True))
+        return len(self._tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=False))  # fmt: skip
+
+    def ids(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+
 class ServerTokenizer:
+    source = "the server's POST /tokenize"
+
     def __init__(self, base_url: str, model: str, *, timeout: float = 60.0) -> None:
         self._client = httpx.Client(base_url=base_url, timeout=timeout, headers=auth_headers(base_url))
         self._model = model

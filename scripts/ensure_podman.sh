@@ -53,8 +53,9 @@ FROM docker-archive:base.tar
 RUN printf '#!/bin/sh\ntrap "exit 0" TERM INT\nwhile :; do sleep 3600 & wait $!; done\n' > /pause && chmod +x /pause
 ENTRYPOINT ["/pause"]
 CF
+  # podman resolves docker-archive:base.tar against its working directory, not the build context
   run_logged "[podman] pause image $PAUSE" built "$LOGS/podman-pause.log" \
-    podman build -t "$PAUSE" -f "$work/Containerfile" "$work"
+    sh -c 'cd "$1" && podman build -t "$2" -f Containerfile .' sh "$work" "$PAUSE"
 fi
 
 for image in "$@"; do

@@ -43,6 +43,21 @@ def stack_images(docker_ready) -> dict[str, str]:
     return ensure_images("cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_tokenizer(stack_images, tmp_path_factory) -> Path:
+    """The tiny model's Hugging Face tokenizer files, copied out of the engine image."""
+    from python_on_whales import docker
+
+    out = tmp_path_factory.mktemp("tiny-tokenizer")
+    container = docker.container.create(stack_images["engine"], labels={"io.kvbench.managed": "true"})
+    try:
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            docker.copy((container, f"/models/tiny/{name}"), out / name)
+    finally:
+        container.remove(volumes=True)
+    return out
+
+
 @pytest.fixture
 def no_harness_leftovers(docker_ready):
     """Every docker test must leave nothing with the harness label behind."""

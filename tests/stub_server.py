@@ -17,7 +17,9 @@ first path segment of the base URL (`http://127.0.0.1:PORT/<mode>`):
             `stamp_F_I` waits F ms before the first chunk and I ms between chunks
 
 In every mode `POST .../tokenize` answers `{"count": <whitespace-separated words>}` and
-`GET .../metrics` 404 (a server without metrics), so `kvbench run` can be pointed at it.
+`GET .../metrics` 404 (a server without metrics), so `kvbench run` can be pointed at it; except
+`gateway` (streams as `ok`), an OpenAI-compatible endpoint that is not vLLM: `/tokenize` is an HTML
+404 page and `/metrics` a 200 JSON page, neither of them what kvbench can use.
 `StubServer.requests` records (method, path, Authorization header) of each request.
 
 Runs in a thread (`StubServer`) for tests or as a process for benchmarks:
@@ -125,6 +127,12 @@ async def _json(c: _Conn, status: int, obj: dict) -> None:
     await c.end()
 
 
+async def _html(c: _Conn, status: int, page: str) -> None:
+    await c.head(status, "text/html")
+    await c.raw(page.encode())
+    await c.end()
+
+
 def _words(body: dict) -> int:
     if isinstance(body.get("prompt"), list):  # token ids (trace replay)
         return len(body["prompt"])
@@ -147,6 +155,12 @@ async def _handle(
             mode = path.strip("/").split("/")[0] or "ok"
             if path.endswith("/health"):  # healthy, except the engine of `dead` (every request 500 too)
                 await _health(mode != "dead", _Conn(writer))
+                continue
+            if path.endswith("/tokenize") and mode == "gateway":
+                await _html(_Conn(writer), 404, "<html><body><h1>404 Not Found</h1></body></html>")
+                continue
+            if path.endswith("/metrics") and mode == "gateway":
+                await _json(_Conn(writer), 200, {"detail": "metrics are behind the gateway"})
                 continue
             if path.endswith("/tokenize"):
                 await _json(_Conn(writer), 200, {"count": _words(body)})

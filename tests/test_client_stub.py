@@ -489,3 +489,33 @@ def test_a_key_the_server_echoes_back_is_redacted_from_every_message(pad):
     finally:
         set_api_key(GATEWAY, None)
     assert "401" in str(err.value) and _leaks(str(err.value)) == [], str(err.value)
+
+
+@pytest.mark.docker  # the tokenizer files come out of the engine image
+def test_kvbench_run_on_an_endpoint_without_tokenize_or_prometheus_metrics_uses_the_local_tokenizer(
+    tmp_path, tiny_tokenizer
+):
+    """An OpenAI-compatible endpoint that is not vLLM (the stub's `gateway`: /tokenize is an HTML 404,
+    /metrics a JSON page): without --tokenizer a one-line error and exit 2 before any request; with
+    the tiny model's tokenizer the run completes, its prompts counted locally (exactly what vLLM's
+    /tokenize counts for that model: tests/test_stack_e2e.py), the manifest says so, and the
+    unparsable /metrics is "no metrics" with a warning, not a crash."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(RUN_CONFIG))
+    with StubServer() as engine:
+        argv = [sys.executable, "-m", "harness", "run", "--endpoint", engine.url("gateway"), "--model", "stub",
+                "--config", str(config), "--results", str(tmp_path / "results")]  # fmt: skip
+        refused = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2
+        (line,) = refused.stderr.strip().splitlines()
+        assert "HTTP 404" in line and "--tokenizer" in line
+        assert not [p for _, p, _ in engine.requests if p.endswith("/completions")]
+        done = subprocess.run([*argv, "--tokenizer", str(tiny_tokenizer)], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not Prometheus text" in done.stderr
+    (manifest_path,) = (tmp_path / "results").glob("*/manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["tokenizer"] == f"local Hugging Face tokenizer {tiny_tokenizer}"
+    rows = pd.concat(pd.read_csv(f) for f in (tmp_path / "results").rglob("requests.csv"))
+    assert len(rows) == 2 * (4 + 2 * 2) and rows["ok"].all() and (rows["expected_prompt_tokens"] > 0).all()

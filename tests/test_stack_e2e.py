@@ -298,13 +298,15 @@ def test_resume_finishes_an_interrupted_bench_all_without_rerunning_finished_cel
     assert "| cold_start " in report and "| long_batch " in report and ".attempts" not in report
 
 
-def test_run_against_an_already_running_server(tmp_path, stack_images, no_harness_leftovers):
+def test_run_against_an_already_running_server(tmp_path, stack_images, tiny_tokenizer, no_harness_leftovers):
     """The users' old way: `kvbench run` against a server someone else started (here: a stack
-    brought up directly). No isolation of ours, but the same rows, rounds and counters."""
+    brought up directly). No isolation of ours, but the same rows, rounds and counters. And the
+    local tokenizer (`--tokenizer`, for endpoints without /tokenize) counts what vLLM counts."""
     from harness.config import load_config
     from harness.probes import Probe
     from harness.stack import Stack
     from harness.stackspec import prepare
+    from harness.tokenizer import LocalTokenizer, ServerTokenizer
 
     cfg = load_config(E2E)
     spec = prepare(cfg.stack, "t-external", "server", tmp_path / "stack", stack_images)
@@ -335,6 +337,13 @@ def test_run_against_an_already_running_server(tmp_path, stack_images, no_harnes
         probe = Probe(spec.vllm_url, spec.master_metrics_url)
         block = probe.snapshot().block_size
         probe.close()
+        local = LocalTokenizer(str(tiny_tokenizer))
+        text = "Mooncake keeps the KV cache; vLLM reads it back. " * 40
+        chat_prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+        with ServerTokenizer(spec.vllm_url, "tiny") as server:
+            assert local.ids(text) == server.ids(text)
+            assert local.count_prompt(text) == server.count_prompt(text)
+            assert local.count_prompt(chat_prompt) == server.count_prompt(chat_prompt)
         chat = subprocess.run(
             [
                 *KVBENCH,
