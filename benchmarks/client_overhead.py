@@ -32,13 +32,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 from tabulate import tabulate
 
-from harness.client import RequestResult, RequestSettings, send
+from harness.client import RequestResult, RequestSettings, open_client, send
 from harness.stats import shared_stamp_pct
-from harness.wire import stamped_client
 
 REPO = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"<(\d+\.\d+)>")
@@ -49,8 +47,7 @@ async def _measure(url: str, concurrency: int, n: int, tokens: int) -> list[Requ
     """n timed requests (after warming the pool); the ones that got a first token."""
     settings = RequestSettings(model="stub", max_tokens=tokens, timeout=30)
     sem = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with stamped_client(url, limits, 30) as client:
+    async with open_client(url, concurrency, 30, {}) as client:
 
         async def one() -> RequestResult:
             async with sem:

@@ -61,6 +61,13 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, help="override seed (workload texts, arrival times)")
     p.add_argument(
+        "--client-workers",
+        type=int,
+        metavar="N",
+        help="client processes sharing each round (concurrency and request rate stay the totals; default: "
+        "one per 128 of concurrency, on all cores but one)",
+    )
+    p.add_argument(
         "--results",
         "--result-dir",
         dest="results",
@@ -179,6 +186,7 @@ def _load(args: argparse.Namespace, scenarios: list[str] | None, mode: str | Non
         request_rate=args.request_rate,
         seed=args.seed,
         mode=mode,
+        client_workers=args.client_workers,
         flags=flags,
     )
 
@@ -304,7 +312,8 @@ def _kube_preflight(cfg: Config, args: argparse.Namespace) -> None:
 
 
 RESUME_FIXED = {"rounds": "--rounds", "concurrency": "--concurrency", "request_rate": "--request-rate",
-                "seed": "--seed", "mode": "--mode", "scenarios": "--scenarios"}  # fmt: skip
+                "seed": "--seed", "mode": "--mode", "scenarios": "--scenarios",
+                "client_workers": "--client-workers"}  # fmt: skip
 
 
 def _resume(args: argparse.Namespace) -> int:

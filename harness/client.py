@@ -28,9 +28,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from .config import Api
-from .wire import stamps_of
-
-DRAIN_S = 1.0  # how long to wait for the body's end after [DONE] before dropping the connection
+from .wire import DRAIN_S, WireClient, WireError
 
 _API_KEYS: dict[str, str] = {}  # server origin -> API key; never written anywhere
 
@@ -142,85 +140,143 @@ def request_body(prompt: str | list[dict] | list[int], s: RequestSettings) -> tu
     return "/v1/completions", {**body, "prompt": prompt}
 
 
-def _chunk_text(chunk: dict) -> str:
-    choices = chunk.get("choices") or []
-    if not choices:
-        return ""
-    c = choices[0]
-    if "text" in c:
-        return c.get("text") or ""
-    delta = c.get("delta") or {}
-    return (delta.get("content") or "") + (delta.get("reasoning_content") or "")
-
-
 def _chunk_ids(chunk: dict, key: str) -> list[int]:
     choices = chunk.get("choices") or []
     ids = chunk.get(key) or (choices[0].get(key) if choices else None)  # chat: on the chunk; completions: choice
     return ids if isinstance(ids, list) else []
 
 
-async def send(client: httpx.AsyncClient, prompt: str | list[dict] | list[int], s: RequestSettings) -> RequestResult:
+Client = WireClient | httpx.AsyncClient
+
+
+def open_client(base_url: str, max_connections: int, timeout: float, headers: dict[str, str]) -> Client:
+    """The harness's HTTP client for one round: the wire-stamped one for plain HTTP (its own
+    connections, no proxy: a benchmark must not time one), httpx for https."""
+    connect = min(10.0, timeout)
+    if base_url.startswith("http://"):
+        return WireClient(base_url, max_connections, connect, headers)
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=httpx.Timeout(timeout, connect=connect), headers=headers
+    )
+
+
+class HTTPStatusError(Exception):
+    """A non-200 answer (the wire path; httpx's own on the https path: the same class name)."""
+
+
+class _Events:
+    """One response's events -> its RequestResult: TTFT, inter-token times, text, ids, usage."""
+
+    def __init__(self, res: RequestResult) -> None:
+        self.res = res
+        self.t0 = res.send_time
+        self.last_token_t: float | None = None
+        self.done_t: float | None = None
+        self.error_body = b""
+
+    def on_sent(self, t: float) -> None:
+        """The wire's send time: just before the request's first byte went to the kernel."""
+        self.res.send_time = self.t0 = t
+
+    def on_status(self, status: int) -> None:
+        self.res.http_status = status
+
+    def on_error_body(self, body: bytes) -> None:
+        self.error_body = body
+
+    def on_event(self, data: str, arrived: float, seen: float) -> bool:
+        res = self.res
+        now = arrived if arrived >= self.t0 else seen
+        if data.strip() == "[DONE]":
+            self.done_t = now
+            return True
+        chunk = json.loads(data)
+        if "error" in chunk:
+            raise StreamError(redact(json.dumps(chunk["error"]))[:300])
+        choices = chunk.get("choices")
+        if choices:
+            c = choices[0]
+            if "text" in c:
+                text = c.get("text") or ""
+            else:
+                delta = c.get("delta") or {}
+                text = (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+            if text:
+                if self.last_token_t is None:
+                    res.ttft_ms = (now - self.t0) * 1e3
+                    res.first_token_lag_ms = (seen - now) * 1e3
+                else:
+                    res.itl_ms.append((now - self.last_token_t) * 1e3)
+                self.last_token_t = now
+                res.text += text
+        res.output_ids.extend(_chunk_ids(chunk, "token_ids"))
+        if res.prompt_ids is None:
+            res.prompt_ids = _chunk_ids(chunk, "prompt_token_ids") or None
+        if chunk.get("usage"):
+            _read_usage(chunk["usage"], res)
+        return False
+
+    def finish(self) -> None:
+        if self.res.http_status != 200:
+            detail = redact(self.error_body.decode(errors="replace"))[:300]
+            raise HTTPStatusError(f"HTTP {self.res.http_status}: {detail}")
+        if self.done_t is None:
+            raise IncompleteStream("stream closed before [DONE]")
+        self.res.e2e_ms = (self.done_t - self.t0) * 1e3
+
+
+FAULTS = (httpx.HTTPError, SSEError, StreamError, IncompleteStream, HTTPStatusError, WireError, json.JSONDecodeError)
+
+
+async def send(client: Client, prompt: str | list[dict] | list[int], s: RequestSettings) -> RequestResult:
     """Send one streaming request; never raises for server or network faults."""
     res = RequestResult()
     path, body = request_body(prompt, s)
     res.send_time = time.perf_counter()
     try:
         async with asyncio.timeout(s.timeout):
-            await _stream(client, path, body, res)
+            if isinstance(client, WireClient):
+                await _stream_wire(client, path, json.dumps(body).encode(), res)
+            else:
+                await _stream_httpx(client, path, body, res)
         res.ok = True
     except TimeoutError:
         res.error_class, res.error_message = "Timeout", f"no complete response within {s.timeout:g} s"
-    except (httpx.HTTPError, SSEError, StreamError, IncompleteStream, json.JSONDecodeError) as e:
+    except FAULTS as e:
         res.error_class, res.error_message = type(e).__name__, redact(str(e) or repr(e))[:300]
     if res.e2e_ms is None:  # failed: time until the failure
         res.e2e_ms = (time.perf_counter() - res.send_time) * 1e3
     return res
 
 
-async def _stream(client: httpx.AsyncClient, path: str, body: dict, res: RequestResult) -> None:
-    last_token_t: float | None = None
+async def _stream_wire(client: WireClient, path: str, body: bytes, res: RequestResult) -> None:
+    events = _Events(res)
+    conn = await client.connection()
+    try:
+        await conn.request(client.head(path, body), body, events)
+    finally:
+        client.release(conn)
+    res.read_delay_ms = conn.max_read_delay * 1e3
+    events.finish()
+
+
+async def _stream_httpx(client: httpx.AsyncClient, path: str, body: dict, res: RequestResult) -> None:
+    """https: httpx, events timed in user space when Python reads them."""
+    events = _Events(res)
     async with aconnect_sse(client, "POST", path, json=body) as source:
-        wire = stamps_of(source.response)
-        if wire is not None and wire.request_tx is not None:
-            res.send_time = wire.request_tx
-        t0 = res.send_time
-        res.http_status = source.response.status_code
+        events.on_status(source.response.status_code)
         if source.response.status_code != 200:
-            detail = redact((await source.response.aread()).decode(errors="replace"))[:300]
-            raise httpx.HTTPStatusError(
-                f"HTTP {res.http_status}: {detail}", request=source.response.request, response=source.response
-            )
-        done_t: float | None = None
-        events = source.aiter_sse()
-        async for event in events:
+            events.on_error_body(await source.response.aread())
+            events.finish()
+        stream = source.aiter_sse()
+        async for event in stream:
             seen = time.perf_counter()
-            # The event was completed by the latest read; its arrival stamp is the event's time.
-            now = wire.last_rx if wire is not None and wire.last_rx is not None and wire.last_rx >= t0 else seen
-            if event.data.strip() == "[DONE]":
-                done_t = now
+            if events.on_event(event.data, seen, seen):
                 break
-            chunk = json.loads(event.data)
-            if "error" in chunk:
-                raise StreamError(redact(json.dumps(chunk["error"]))[:300])
-            text = _chunk_text(chunk)
-            if text:
-                if last_token_t is None:
-                    res.ttft_ms = (now - t0) * 1e3
-                    res.first_token_lag_ms = (seen - now) * 1e3
-                else:
-                    res.itl_ms.append((now - last_token_t) * 1e3)
-                last_token_t = now
-                res.text += text
-            res.output_ids.extend(_chunk_ids(chunk, "token_ids"))
-            res.prompt_ids = res.prompt_ids or _chunk_ids(chunk, "prompt_token_ids") or None
-            if chunk.get("usage"):
-                _read_usage(chunk["usage"], res)
-        if done_t is None:
-            raise IncompleteStream("stream closed before [DONE]")
-        if wire is not None:
-            res.read_delay_ms = wire.max_read_delay * 1e3
-        await _drain(events)
-    res.e2e_ms = (done_t - t0) * 1e3
+        if events.done_t is not None:
+            await _drain(stream)
+    events.finish()
 
 
 async def _drain(events: AsyncIterator) -> None:

@@ -265,6 +265,9 @@ class Config(Strict):
     default_scenarios: list[str]
     rounds: PositiveInt = 2
     concurrency: PositiveInt = 4
+    # Client processes that share a round's requests (each its own event loop and connections);
+    # concurrency and request_rate stay the round's totals. None: from the cores and the concurrency.
+    client_workers: PositiveInt | None = None
     # Poisson arrivals, requests/s; None (or inf, as `vllm bench serve --request-rate inf`) = as fast as
     # concurrency allows.
     request_rate: Annotated[float, Field(gt=0)] | None = None
@@ -440,6 +443,7 @@ def load_config(
     request_rate: float | None = None,
     seed: int | None = None,
     mode: str | None = None,
+    client_workers: int | None = None,
     flags: dict[str, str] | None = None,
 ) -> Config:
     """Read, apply command-line overrides, validate. Raises ConfigError; an invalid override
@@ -456,6 +460,7 @@ def load_config(
             "request_rate": request_rate,
             "seed": seed,
             "mode": mode,
+            "client_workers": client_workers,
         }.items()
         if value is not None
     }
@@ -466,6 +471,7 @@ def load_config(
         "request_rate": "--request-rate",
         "seed": "--seed",
         "mode": "--mode",
+        "client_workers": "--client-workers",
         **(flags or {}),
     }
     raw.update(given)

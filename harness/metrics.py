@@ -48,6 +48,8 @@ _ALL = [
     Metric("e2e_mean_ms", "E2E mean ms", "ms", 1, "lower", "mean_e2el_ms"),
     Metric("e2e_p90_ms", "E2E p90 ms", "ms", 1, "lower", "p90_e2el_ms"),
     Metric("duration_s", "duration s", "s", 2, None, "duration"),
+    Metric("concurrency", "concurrency", "", 0),  # requested (bench_serve.json: max_concurrency)
+    Metric("inflight_mean", "in flight (avg)", "", 1, "higher"),
     Metric("req_per_s", "req/s", "1/s", 2, "higher", "request_throughput"),
     Metric("output_tok_per_s", "out tok/s", "tok/s", 1, "higher", "output_throughput"),
     Metric("total_tok_per_s", "total tok/s", "tok/s", 0, "higher", "total_token_throughput"),

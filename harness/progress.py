@@ -11,13 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .console import console, say
 from .runner import RoundProgress
-from .stats import round1_caveat, saturation_warning, schedule_warning
+from .stats import client_limit_warning, round1_caveat, saturation_warning, schedule_warning
 
 
 def warn_saturation(rounds: pd.DataFrame) -> None:
     """Say which rounds' times the client itself spoiled (stats.saturation_warning)."""
     for _, r in rounds.iterrows():
-        for warning in (saturation_warning(r), schedule_warning(r)):
+        for warning in (saturation_warning(r), schedule_warning(r), client_limit_warning(r)):
             if warning:
                 say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
 

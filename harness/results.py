@@ -55,6 +55,13 @@ class RequestLog:
         self._w.writerow(row.model_dump())
         self._fh.flush()
 
+    def extend(self, part: Path) -> None:
+        """Append the rows of another requests CSV (a client worker's part), as they are."""
+        with part.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                self._w.writerow(row)
+        self._fh.flush()
+
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.flush()

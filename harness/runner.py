@@ -14,19 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
 
 from . import interrupts
-from .client import RequestResult, RequestSettings, auth_headers, send
+from .client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
 from .config import Config
 from .probes import Probe, deltas, settled
 from .records import RequestRow
 from .results import RequestLog, read_requests, write_bench_serve, write_rounds
 from .reuse import block_chain, lru_by_round, reuse_by_round, ttft_speedups
 from .stats import rounds_table
-from .wire import stamped_client
+from .workers import Shared, auto_workers, run_workers, shares
 from .workload import Prompt, Session, Workload
 
 
@@ -89,13 +90,20 @@ class EngineWatch:
     errors, 5xx, timeouts) the engine's GET /health decides: not 200 -> the round is aborted and
     nothing more is sent; healthy -> the count starts again (the faults were the requests' own)."""
 
-    def __init__(self, base_url: str, threshold: int = 3) -> None:
+    def __init__(self, base_url: str, threshold: int = 3, shared: Any = None) -> None:
         self.health_url = f"{base_url.rstrip('/')}/health"
         self.threshold = threshold
-        self.down: str | None = None
+        self.shared = shared  # client workers: an Event set by whichever worker finds the engine gone
+        self.found: str | None = None
         self.succeeded = 0  # requests of the round that completed (the server has recorded them)
         self._faults = 0
         self._lock = asyncio.Lock()
+
+    @property
+    def down(self) -> str | None:
+        if self.found is None and self.shared is not None and self.shared.is_set():
+            return "another client worker found the engine unreachable"
+        return self.found
 
     async def record(self, res: RequestResult) -> None:
         self.succeeded += res.ok
@@ -108,10 +116,12 @@ class EngineWatch:
             if await self._healthy():
                 self._faults = 0
             else:
-                self.down = (
+                self.found = (
                     f"engine unreachable after {self._faults} failed requests (last: {res.error_class}: "
                     f"{res.error_message[:120]}); GET /health failed"
                 )
+                if self.shared is not None:
+                    self.shared.set()
 
     async def _healthy(self) -> bool:
         try:
@@ -178,7 +188,7 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-async def _run_session(ctx: RoundContext, client: httpx.AsyncClient, session: Session) -> None:
+async def _run_session(ctx: RoundContext, client: Client, session: Session) -> None:
     replies: list[str] = []
     for turn in range(session.turns):
         if len(replies) < turn:  # an earlier turn failed: the history cannot be built honestly
@@ -221,7 +231,13 @@ async def run_round(
     progress: RoundProgress,
     watch: EngineWatch,
     block: int | None = None,
+    start: float | None = None,
+    stop: Any = None,
+    worker: int | None = None,
 ) -> None:
+    """One round in this process. `start`: the perf_counter instant the round begins (client workers
+    share one); `stop`: an Event that ends the round early (the parent of client workers was
+    interrupted); `worker`: this client worker's index (its own arrival process)."""
     settings = RequestSettings(
         model=endpoint.model,
         api=cfg.api,
@@ -236,21 +252,36 @@ async def run_round(
         log,
         t0,
         asyncio.Semaphore(cfg.concurrency),
-        Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}"),
+        Pacer(cfg.request_rate, f"{cfg.seed}:{workload.scenario}:{rnd}" + (f":{worker}" if worker is not None else "")),
         progress,
         watch,
         block,
     )
-    limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
-    timeout = httpx.Timeout(cfg.request_timeout, connect=min(10.0, cfg.request_timeout))
     progress.start(rnd, workload.num_requests)
+    headers = auth_headers(endpoint.base_url)  # the endpoint's API key, if any, with every request to it
     try:
-        async with stamped_client(endpoint.base_url, limits, timeout) as client:
-            client.headers.update(auth_headers(endpoint.base_url))  # the endpoint's API key, if any
-            ctx.start = time.perf_counter()
-            await asyncio.gather(*(_run_session(ctx, client, s) for s in workload.sessions))
+        async with open_client(endpoint.base_url, cfg.concurrency, cfg.request_timeout, headers) as client:
+            ctx.start = start if start is not None else time.perf_counter()
+            await asyncio.sleep(max(0.0, ctx.start - time.perf_counter()))
+            sessions = asyncio.gather(*(_run_session(ctx, client, s) for s in workload.sessions))
+            watcher = asyncio.ensure_future(_cancel_on(stop, sessions)) if stop is not None else None
+            try:
+                await sessions
+            except asyncio.CancelledError:
+                if stop is None or not stop.is_set():
+                    raise  # Ctrl-C in this process: interrupts.cancellable turns it into Interrupted
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
     finally:
         progress.stop()
+
+
+async def _cancel_on(stop: Any, task: asyncio.Future, poll_s: float = 0.1) -> None:
+    """Cancel `task` once the (cross-process) `stop` event is set."""
+    while not stop.is_set():
+        await asyncio.sleep(poll_s)  # an Event of another process cannot wake an event loop
+    task.cancel()
 
 
 def _run(coro) -> None:
@@ -272,6 +303,53 @@ def _prebuild_first_turns(workload: Workload) -> None:
 
 
 Route = tuple[Endpoint, Probe | None]
+
+
+def _run_sharded(
+    n: int,
+    workload: Workload,
+    rnd: int,
+    cfg: Config,
+    endpoint: Endpoint,
+    log: RequestLog,
+    t0: float,
+    progress: RoundProgress,
+    block: int | None,
+) -> EngineWatch:
+    """One round over n client worker processes (harness/workers.py); their rows are merged into
+    `log`, and the returned watch sums what they saw."""
+    concurrency = shares(cfg.concurrency, n)
+    start = time.perf_counter() + 0.2  # the workers fork and start their loops before it
+    parts = [log.path.with_name(f".{log.path.stem}.round{rnd}.worker{i}.csv") for i in range(n)]
+    progress.start(rnd, workload.num_requests)
+
+    def worker(i: int, shared: Shared) -> dict:
+        share = workload.share(i, n)
+        rate = cfg.request_rate / n if cfg.request_rate else None
+        mine = cfg.model_copy(update={"concurrency": concurrency[i], "request_rate": rate})
+        part = RequestLog(parts[i])
+        watch = EngineWatch(endpoint.base_url, shared=shared.down)
+        try:
+            _run(run_round(share, rnd, mine, endpoint, part, t0, RoundProgress(advance=shared.tick), watch, block,
+                           start=start, stop=shared.stop, worker=i))  # fmt: skip
+        finally:
+            part.close()
+        return {"succeeded": watch.succeeded, "down": watch.found}
+
+    try:
+        results = run_workers(n, worker, progress.advance)
+    finally:
+        progress.stop()
+        for part in parts:  # every completed row, also of an interrupted round
+            if part.exists():
+                log.extend(part)
+                part.unlink()
+    watch = EngineWatch(endpoint.base_url)
+    watch.succeeded = sum(r.get("succeeded", 0) for r in results)
+    watch.found = next((r["down"] for r in results if r.get("down")), None)
+    if errors := [r["error"] for r in results if r.get("error")]:
+        raise RuntimeError("; ".join(errors))
+    return watch
 
 
 def run_rounds(
@@ -304,8 +382,12 @@ def run_rounds(
             endpoint, probe = routes[min(rnd, len(routes)) - 1]
             before = probe.snapshot() if probe else None
             block = block or (before.block_size if before else None)
-            watch = EngineWatch(endpoint.base_url)
-            _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch, block))
+            n = min(cfg.client_workers or auto_workers(cfg.concurrency), cfg.concurrency, len(workload.sessions))
+            if n > 1:
+                watch = _run_sharded(n, workload, rnd, cfg, endpoint, log, t0, progress, block)
+            else:
+                watch = EngineWatch(endpoint.base_url)
+                _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch, block))
             if probe and before:
                 counters[rnd] = {
                     "engine_url": endpoint.base_url,
@@ -329,7 +411,7 @@ def _rounds_table(
     model: str,
 ) -> pd.DataFrame:
     requests = read_requests(out_dir / "requests.csv")
-    table = rounds_table(requests, cfg.targets, planned=workload.num_requests)
+    table = rounds_table(requests, cfg.targets, planned=workload.num_requests, concurrency=cfg.concurrency)
     server = pd.DataFrame([{"round": r, **c} for r, c in counters.items()])
     for extra in (
         reuse_by_round(requests, block),

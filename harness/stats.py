@@ -98,6 +98,10 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "read_delay_p99_ms": _pct(_nums(ok, "read_delay_ms"), 99),
         # Trace replay: how late requests left against their (scaled) timestamps.
         "send_lag_p99_ms": _pct(_send_lag_ms(rows), 99),
+        # Requests in flight, time-weighted over the round (failed ones until they failed).
+        "inflight_mean": float(pd.to_numeric(rows["e2e_ms"], errors="coerce").sum() / 1e3 / duration)
+        if duration and duration > 0
+        else math.nan,
         # Round 1 reuses shared prefixes within the round, so its mean mixes full prefills
         # with hits: this split shows what a hit saves even inside one round.
         "misses": int(len(miss)) if len(hit) + len(miss) else math.nan,  # unknown, not 0, without usage
@@ -127,6 +131,23 @@ def schedule_warning(r: dict | pd.Series) -> str | None:
     return (
         f"requests left up to {lag:,.0f} ms (p99) after their trace timestamps: `concurrency` capped the "
         f"replay, so arrivals no longer follow the trace; raise it or lower `speed`"
+    )
+
+
+INFLIGHT_WARN_RATIO = 0.9  # kept less than this share of the requested concurrency in flight
+
+
+def client_limit_warning(r: dict | pd.Series) -> str | None:
+    """A one-line warning when the client, not the server, kept the round below its concurrency:
+    fewer requests in flight than asked for, while the client's own reads came late."""
+    inflight, asked = r.get("inflight_mean", math.nan), r.get("concurrency", math.nan)
+    lag = max(r.get("read_delay_p99_ms", math.nan), r.get("client_lag_p99_ms", math.nan))
+    if not (inflight < INFLIGHT_WARN_RATIO * asked and lag > READ_DELAY_WARN_MS):  # NaN-safe
+        return None
+    return (
+        f"{inflight:.1f} of {asked:.0f} requests in flight on average while the client read responses up to "
+        f"{lag:.1f} ms (p99) late: the client, not the server, limited this round; give it more cores "
+        f"(client_workers / --client-workers) or lower the concurrency"
     )
 
 
@@ -211,7 +232,9 @@ def round1_caveat(reused_pct: float) -> str | None:
     )
 
 
-def rounds_table(requests: pd.DataFrame, targets: Targets, planned: int | None = None) -> pd.DataFrame:
+def rounds_table(
+    requests: pd.DataFrame, targets: Targets, planned: int | None = None, concurrency: int | None = None
+) -> pd.DataFrame:
     """One row per round of one scenario; complete rounds 2+ carry their gains over a complete round 1.
 
     `planned` is the number of requests a round should send: a round with fewer rows was cut
@@ -225,6 +248,7 @@ def rounds_table(requests: pd.DataFrame, targets: Targets, planned: int | None =
             phase=warmth(reused),
             reused_token_pct=reused,
             planned=planned if planned else math.nan,
+            concurrency=concurrency if concurrency else math.nan,
             partial=bool(planned and s["requests"] < planned),
         )
         if first is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from typing import Protocol
 
 import httpx
@@ -84,13 +85,26 @@ class LocalTokenizer:
         return list(self._tok.encode(text, add_special_tokens=False))
 
 
+_LIVE: weakref.WeakSet[ServerTokenizer] = weakref.WeakSet()
+
+
 class ServerTokenizer:
     source = "the server's POST /tokenize"
 
     def __init__(self, base_url: str, model: str, *, timeout: float = 60.0) -> None:
-        self._client = httpx.Client(base_url=base_url, timeout=timeout, headers=auth_headers(base_url))
+        self._base_url, self._timeout = base_url, timeout
+        self._client = self._open()
         self._model = model
         self._cache: dict[str, int] = {}
+        _LIVE.add(self)
+
+    def _reopen(self) -> None:
+        """In a forked client worker: connections of its own (the parent's sockets are not shared).
+        Multi-turn sessions tokenize their history there, during the round."""
+        self._client = self._open()
+
+    def _open(self) -> httpx.Client:
+        return httpx.Client(base_url=self._base_url, timeout=self._timeout, headers=auth_headers(self._base_url))
 
     def close(self) -> None:
         self._client.close()
@@ -124,3 +138,11 @@ class ServerTokenizer:
                 raise TokenizerError(f"POST /tokenize -> {r.status_code}: {redact(r.text)[:200]}")
             self._cache[key] = int(r.json()["count"])
         return self._cache[key]
+
+
+def _after_fork() -> None:
+    for tok in list(_LIVE):
+        tok._reopen()
+
+
+os.register_at_fork(after_in_child=_after_fork)

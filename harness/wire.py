@@ -1,41 +1,36 @@
-"""Wire-time stamps for the client: when a request's bytes are handed to the kernel
-and when each response read's bytes reached this host.
+"""The timed path: a lean HTTP/1.1 streaming client on wire-stamped sockets.
 
-Why: one event loop parses every stream of a round. Under load a chunk can sit in
-the socket buffer for milliseconds before Python gets to it, and a TTFT stamped
-in user space would include that queueing (at 64 concurrent streams on 2 cores,
-about 11 ms p50). Linux stamps each received segment (SO_TIMESTAMPNS); the client
-times tokens with that stamp, and reports the client-side waits separately
-(`first_token_lag_ms`, `read_delay_ms`) so a saturated client stays visible
-instead of skewing TTFT.
+Why wire stamps: one event loop serves every stream of a round. Under load a chunk can sit in
+the socket buffer before Python gets to it, and a TTFT stamped in user space would include that
+queueing. Linux stamps each received segment (SO_TIMESTAMPNS); the client times tokens with that
+stamp and reports the client-side waits separately (`first_token_lag_ms`, `read_delay_ms`), so a
+saturated client stays visible instead of skewing TTFT.
 
-Sockets are read in the event loop's I/O callback, as soon as they are readable,
-so each chunk normally gets its own stamp. Chunks that arrive before the loop
-gets to poll again are merged by the kernel under the stamp of the last one, so
-a stamp is never earlier than the true arrival: at worst a token is stamped with
-the arrival of a chunk that came right after it.
+Why not httpx here: a profile of a round against an instant server (benchmarks/capacity.py)
+put three quarters of the client's time in httpx, httpcore, h11 and httpx-sse bookkeeping per
+request and per chunk. This module does only what a streaming completions request needs: write
+one POST, parse the response with httptools (llhttp, C), split server-sent events, and hand
+each event, with the arrival stamp of the read that completed it, to the request's `Listener`,
+all inside the event loop's read callback: no task wakes up per chunk. Sockets are read as soon
+as they are readable, so each chunk normally gets its own stamp; chunks that arrive before the
+loop polls again are merged by the kernel under the later stamp (never an earlier one).
 
-This is an httpcore network backend for plain-HTTP connections (what the harness
-uses on loopback); https endpoints keep httpx's default transport and user-space
-stamps. Off Linux the stamps are user-space times taken when the socket is read.
+Plain http:// only (what the harness uses against its stacks and on loopback); https endpoints
+use httpx in client.py, with user-space stamps. Off Linux the stamps are read times.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import select
 import socket
 import struct
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, cast
+from typing import Protocol
+from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import httptools
 
 # Linux asm-generic value (SO_TIMESTAMPNS_OLD): Python's socket module does not
 # export it. The control message carries a struct timespec of two 64-bit longs.
@@ -43,11 +38,11 @@ SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("qq")
 KERNEL_STAMPS = sys.platform == "linux" and struct.calcsize("l") == 8
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if KERNEL_STAMPS else 0
-_READ_SIZE = 64 * 1024
-_READ_AHEAD = 1024 * 1024  # stop reading ahead of the parser beyond this many bytes
+_READ_SIZE = 256 * 1024
 # A stamp older than this (or from the future) means the wall clock was stepped
 # between arrival and read: fall back to the read time rather than trust it.
 _MAX_AGE_NS = 600 * 1_000_000_000
+DRAIN_S = 1.0  # after [DONE], how long to wait for the body's end before dropping the connection
 
 
 def arrival_time(ancillary: list[tuple[int, int, bytes]]) -> float:
@@ -57,6 +52,8 @@ def arrival_time(ancillary: list[tuple[int, int, bytes]]) -> float:
     right now and subtracted from the monotonic clock, so no offset is carried
     across time (a clock step can only spoil reads that straddle it)."""
     now = time.perf_counter()
+    if not ancillary:
+        return now
     wall = time.time_ns()
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
@@ -67,175 +64,283 @@ def arrival_time(ancillary: list[tuple[int, int, bytes]]) -> float:
     return now
 
 
-@contextlib.contextmanager
-def _mapped(timeout_error: type[Exception], os_error: type[Exception]) -> Iterator[None]:
-    """Raise httpcore's exceptions, which httpx maps to its own (ReadError, ...)."""
-    try:
-        yield
-    except TimeoutError as e:  # before OSError: TimeoutError is one
-        raise timeout_error(str(e) or "timed out") from e
-    except OSError as e:
-        raise os_error(str(e) or type(e).__name__) from e
+# Errors carry httpx's class names: they are what requests.csv's error_class records, and the
+# runner's list of faults that may mean the server is gone is written in them.
+class WireError(Exception):
+    pass
 
 
-class StampedStream(httpcore.AsyncNetworkStream):
-    """A non-blocking TCP socket read eagerly with recvmsg(), every read keeping its arrival stamp.
+class ConnectError(WireError):
+    pass
 
-    Reads happen in the event loop's I/O callback as soon as the socket is readable,
-    not when a busy task next asks: each chunk is then read (and stamped) on its
-    own, instead of piling up behind the next one in the socket buffer, where the
-    kernel merges them under the later stamp. read() hands the chunks out in order.
 
-    `request_tx`: perf_counter() just before the first write of the current request.
-    `last_rx`: arrival time of the bytes returned by the latest read(). httpcore reads
-    only when its parser needs more bytes, so when an SSE event comes out of the
-    parser, the latest read is the one that completed it.
-    `max_read_delay`: longest time, in seconds, bytes of the current request's
-    response sat in the kernel before being read: the client's polling delay."""
+class ReadError(WireError):
+    pass
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._loop = asyncio.get_running_loop()
-        self.request_tx: float | None = None
-        self.last_rx: float | None = None
-        self.max_read_delay = 0.0
-        self._writing = False  # a write came after the last read: same request
-        self._chunks: deque[tuple[bytes, float]] = deque()  # read ahead: (data, arrival)
-        self._buffered = 0
-        self._eof = False
-        self._error: OSError | None = None
-        self._waiter: asyncio.Future[None] | None = None
+
+class WriteError(WireError):
+    pass
+
+
+class RemoteProtocolError(WireError):
+    pass
+
+
+class Listener(Protocol):
+    """What a request's response is handed to, inside the read callback."""
+
+    def on_sent(self, t: float) -> None:
+        """perf_counter() just before the request's first byte was written."""
+        ...
+
+    def on_status(self, status: int) -> None: ...
+
+    def on_event(self, data: str, arrived: float, seen: float) -> bool:
+        """One server-sent event's data; True once it was the stream's end (`[DONE]`)."""
+        ...
+
+    def on_error_body(self, body: bytes) -> None:
+        """The body of a non-200 response."""
+        ...
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; one request at a time."""
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock = sock
+        self.loop = loop
+        self.reusable = False
+        self.request_tx = 0.0  # perf_counter() just before the request's first byte went out
+        self.max_read_delay = 0.0  # longest time response bytes sat in the kernel before being read
+        self._listener: Listener | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._status = 0
+        self._buffer = b""  # event bytes not yet terminated by a blank line
+        self._error_body: list[bytes] = []
+        self._arrived = 0.0
+        self._seen = 0.0
+        self._stream_done = False
+        self._headers_done = False
+        self._drain: asyncio.TimerHandle | None = None
         self._reading = False
-        self._resume_reading()
 
-    def _resume_reading(self) -> None:
-        if not self._reading and not self._eof and self._error is None and self._buffered < _READ_AHEAD:
-            self._loop.add_reader(self._fd, self._on_readable)
+    # ---------------------------------------------------------------- request
+
+    async def request(self, head: bytes, body: bytes, listener: Listener) -> None:
+        """Send the request and return once the response is complete (or has failed)."""
+        self._listener, self._done = listener, self.loop.create_future()
+        self._parser = httptools.HttpResponseParser(self)
+        self._status, self._buffer, self._error_body = 0, b"", []
+        self._stream_done = self._headers_done = False
+        self.max_read_delay = 0.0
+        self.reusable = False
+        self.request_tx = time.perf_counter()
+        listener.on_sent(self.request_tx)
+        await self._write(head + body)
+        self._start_reading()
+        try:
+            await self._done
+        finally:
+            self._stop_reading()
+            if self._drain is not None:
+                self._drain.cancel()
+                self._drain = None
+            self._listener = self._done = self._parser = None
+
+    async def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    view = view[self.sock.send(view) :]
+                except BlockingIOError:
+                    ready = self.loop.create_future()
+                    self.loop.add_writer(self.sock.fileno(), ready.set_result, None)
+                    try:
+                        await ready
+                    finally:
+                        self.loop.remove_writer(self.sock.fileno())
+        except OSError as e:
+            raise WriteError(str(e) or type(e).__name__) from None
+
+    def _start_reading(self) -> None:
+        if not self._reading:
+            self.loop.add_reader(self.sock.fileno(), self._on_readable)
             self._reading = True
 
-    def _pause_reading(self) -> None:
+    def _stop_reading(self) -> None:
         if self._reading:
-            self._loop.remove_reader(self._fd)
+            self.loop.remove_reader(self.sock.fileno())
             self._reading = False
+
+    # ---------------------------------------------------------------- the read callback
 
     def _on_readable(self) -> None:
         try:
-            data, ancillary, _, _ = self._sock.recvmsg(_READ_SIZE, _ANCILLARY)
+            data, ancillary, _, _ = self.sock.recvmsg(_READ_SIZE, _ANCILLARY)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            self._error = e
-        else:
-            if data:
-                arrived = arrival_time(ancillary)
-                self.max_read_delay = max(self.max_read_delay, time.perf_counter() - arrived)
-                self._chunks.append((data, arrived))
-                self._buffered += len(data)
-            else:
-                self._eof = True
-        if self._eof or self._error is not None or self._buffered >= _READ_AHEAD:
-            self._pause_reading()  # resumed by read() once the buffer drains
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._writing = False
-        if not self._chunks and not self._eof and self._error is None:
-            with _mapped(httpcore.ReadTimeout, httpcore.ReadError):
-                async with asyncio.timeout(timeout):
-                    self._waiter = self._loop.create_future()
-                    try:
-                        await self._waiter
-                    finally:
-                        self._waiter = None
-        if self._chunks:
-            data, self.last_rx = self._chunks.popleft()
-            if len(data) > max_bytes:
-                self._chunks.appendleft((data[max_bytes:], self.last_rx))
-                data = data[:max_bytes]
-            self._buffered -= len(data)
-            self._resume_reading()
-            return data
-        if self._error is not None:
-            raise httpcore.ReadError(str(self._error) or type(self._error).__name__)
-        return b""  # the peer closed the connection
-
-    async def _ready(self, add: Callable[..., None], remove: Callable[[int], object]) -> None:
-        ready = self._loop.create_future()
-
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        add(self._fd, wake)
-        try:
-            await ready
-        finally:
-            remove(self._fd)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
+            self._fail(ReadError(str(e) or type(e).__name__))
             return
-        if not self._writing:
-            self._writing = True
-            self.request_tx = time.perf_counter()
-            self.max_read_delay = 0.0
-        view = memoryview(buffer)
-        with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
-            async with asyncio.timeout(timeout):
-                while view:
-                    try:
-                        view = view[self._sock.send(view) :]
-                    except BlockingIOError:
-                        await self._ready(self._loop.add_writer, self._loop.remove_writer)
+        if not data:
+            self._fail(self._eof_error())
+            return
+        self._arrived = arrival_time(ancillary)
+        self._seen = time.perf_counter()
+        self.max_read_delay = max(self.max_read_delay, self._seen - self._arrived)
+        try:
+            assert self._parser is not None
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(RemoteProtocolError("unexpected protocol upgrade"))
+        except httptools.HttpParserError as e:
+            self._fail(RemoteProtocolError(f"malformed HTTP response: {e}"))
 
-    async def aclose(self) -> None:
-        self._pause_reading()
-        self._sock.close()
-        if self._waiter is not None and not self._waiter.done():
-            self._error = self._error or ConnectionAbortedError("connection closed")
-            self._waiter.set_result(None)
+    def _eof_error(self) -> WireError:
+        if not self._headers_done:
+            return RemoteProtocolError("Server disconnected without sending a response.")
+        return RemoteProtocolError("peer closed connection without sending complete message body")
 
-    async def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("wire stamps are for plain HTTP; https uses httpx's default transport")
+    def _fail(self, error: BaseException) -> None:
+        self.reusable = False
+        self._stop_reading()
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(error)
 
-    def get_extra_info(self, info: str) -> Any:
-        if info == "socket":
-            return self._sock
-        if info == "client_addr":
-            return self._sock.getsockname()
-        if info == "server_addr":
-            return self._sock.getpeername()
-        if info == "is_readable":  # httpcore's check that an idle keep-alive connection is still usable
-            if self._chunks or self._eof or self._error is not None:
-                return True
-            poller = select.poll()
-            poller.register(self._sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return None
+    # httptools callbacks
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None and self._listener is not None
+        self._headers_done = True
+        self._status = self._parser.get_status_code()
+        self._listener.on_status(self._status)
+
+    def on_body(self, body: bytes) -> None:
+        if self._status != 200:
+            self._error_body.append(body)
+            return
+        if self._stream_done or self._done is None or self._done.done():
+            return  # after [DONE] (the body's end is all that should come), or after a failure
+        buffer = self._buffer + body
+        if b"\r" in buffer:  # SSE allows CRLF line ends; vLLM sends LF
+            buffer = buffer.replace(b"\r\n", b"\n")
+        *events, self._buffer = buffer.split(b"\n\n")
+        assert self._listener is not None
+        for event in events:
+            data = _event_data(event)
+            try:
+                end = data is not None and self._listener.on_event(data, self._arrived, self._seen)
+            except Exception as e:  # the listener's verdict on an event (an error event, bad JSON)
+                self._fail(e)
+                return
+            if end:
+                self._stream_done = True
+                # The request is complete; wait a little for the body's end so the connection
+                # can be reused, then drop it (a server may hold the stream open after [DONE]).
+                self._drain = self.loop.call_later(DRAIN_S, self._finish, False)
+                return
+
+    def on_message_complete(self) -> None:
+        assert self._parser is not None and self._listener is not None
+        if self._status != 200:
+            self._listener.on_error_body(b"".join(self._error_body))
+        self._finish(self._parser.should_keep_alive())
+
+    def _finish(self, keep_alive: bool) -> None:
+        self.reusable = keep_alive and self._status == 200 and self._stream_done
+        self._stop_reading()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def close(self) -> None:
+        self._stop_reading()
+        self.sock.close()
 
 
-class StampingBackend(httpcore.AsyncNetworkBackend):
-    """Opens StampedStreams: TCP_NODELAY, and kernel receive stamps switched on."""
+def _event_data(event: bytes) -> str | None:
+    """The `data:` of one server-sent event (several data lines join with a newline)."""
+    if event.startswith(b"data:") and b"\n" not in event:  # the common case: one data line
+        return event[5:].lstrip(b" ").decode()
+    lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines).decode() if lines else None
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> StampedStream:
+
+class WireClient:
+    """Plain-HTTP connections to one server, at most `max_connections`, kept alive between
+    requests. The caller bounds its requests in flight (the runner's semaphore); a request that
+    finds every connection busy waits for one."""
+
+    def __init__(
+        self, base_url: str, max_connections: int, connect_timeout: float, headers: dict[str, str] | None = None
+    ) -> None:
+        u = urlsplit(base_url)
+        if u.scheme != "http" or not u.hostname:
+            raise ValueError(f"WireClient is for http:// URLs, got {base_url!r}")
+        self.host, self.port = u.hostname, u.port or 80
+        self.prefix = u.path.rstrip("/")
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        host = self.host if self.port == 80 else f"{self.host}:{self.port}"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._headers = (
+            f"Host: {host}\r\nUser-Agent: kvbench\r\nAccept: text/event-stream\r\n"
+            f"Content-Type: application/json\r\n{extra}"
+        )
+        self._idle: deque[Connection] = deque()
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def head(self, path: str, body: bytes) -> bytes:
+        return f"POST {self.prefix}{path} HTTP/1.1\r\n{self._headers}Content-Length: {len(body)}\r\n\r\n".encode()
+
+    async def connection(self) -> Connection:
+        """An idle connection, a new one, or the next one released."""
+        while True:
+            while self._idle:
+                conn = self._idle.pop()  # the most recently used: warm, least likely closed by the server
+                if _still_open(conn.sock):
+                    return conn
+                conn.close()
+                self._open -= 1
+            if self._open < self.max_connections:
+                self._open += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self._open -= 1
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def release(self, conn: Connection) -> None:
+        if conn.reusable:
+            self._idle.append(conn)
+        else:
+            conn.close()
+            self._open -= 1
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                break
+
+    async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
-        with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
-            async with asyncio.timeout(timeout):
-                addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                error: OSError = OSError(f"no address found for {host}")
-                for family, kind, proto, _, address in addresses:  # as create_connection does
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                error: OSError = OSError(f"no address found for {self.host}")
+                for family, kind, proto, _, address in infos:
                     sock = socket.socket(family, kind, proto)
+                    sock.setblocking(False)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if KERNEL_STAMPS:
+                        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                     try:
-                        await self._connect(loop, sock, address, local_address, socket_options)
+                        await loop.sock_connect(sock, address)
                     except OSError as e:
                         sock.close()
                         error = e
@@ -243,120 +348,31 @@ class StampingBackend(httpcore.AsyncNetworkBackend):
                     except BaseException:
                         sock.close()
                         raise
-                    return StampedStream(sock)
+                    return Connection(sock, loop)
                 raise error
-
-    @staticmethod
-    async def _connect(
-        loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
-        address: Any,
-        local_address: str | None,
-        socket_options: Any,
-    ) -> None:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if KERNEL_STAMPS:
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        if local_address:
-            sock.bind((local_address, 0))
-        await loop.sock_connect(sock, address)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.UnsupportedProtocol("unix sockets are not used by the harness")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class _PoolTransport(httpx.AsyncHTTPTransport):
-    """httpx's HTTP transport over one small httpcore pool of StampedStreams."""
-
-    def __init__(self, max_connections: int, keepalive_expiry: float | None) -> None:
-        # httpx takes no network backend. Its transport uses nothing but `_pool`, so
-        # build that pool directly instead of calling super().__init__, which would
-        # also load a CA bundle (~70 ms) that plain HTTP never needs.
-        self._pool = httpcore.AsyncConnectionPool(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=keepalive_expiry,
-            network_backend=StampingBackend(),
-        )
-
-
-class _Released(httpx.AsyncByteStream):
-    """A response body that calls `release` once when it is closed."""
-
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
-        self._stream, self._release = stream, release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        except TimeoutError:
+            raise ConnectError(f"connect to {self.host}:{self.port} timed out") from None
+        except OSError as e:
+            raise ConnectError(str(e) or type(e).__name__) from None
 
     async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            release, self._release = self._release, lambda: None
-            release()
+        while self._idle:
+            self._idle.pop().close()
+        self._open = 0
+
+    async def __aenter__(self) -> WireClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
-class StampedTransport(httpx.AsyncBaseTransport):
-    """Plain-HTTP transport: StampedStreams in several small pools, each request
-    sent through the least busy one.
-
-    Why shards: httpcore 1.0's pool rescans all its connections for every idle one
-    on each request start and end (quadratic). At 64 connections in one pool that
-    bookkeeping took the whole client core and delayed every chunk by milliseconds
-    (benchmarks/client_overhead.py); pools of SHARD_SIZE keep it negligible. The
-    runner's semaphore keeps requests <= connections, so the least busy shard always
-    has a free connection."""
-
-    SHARD_SIZE = 4
-
-    def __init__(self, limits: httpx.Limits) -> None:
-        total = limits.max_connections or 100
-        sizes = [min(self.SHARD_SIZE, total - i) for i in range(0, total, self.SHARD_SIZE)]
-        self._shards = [_PoolTransport(n, limits.keepalive_expiry) for n in sizes]
-        self._busy = [0] * len(sizes)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        i = min(range(len(self._shards)), key=self._busy.__getitem__)
-        self._busy[i] += 1
-        try:
-            response = await self._shards[i].handle_async_request(request)
-        except BaseException:
-            self._release(i)
-            raise
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            extensions=response.extensions,
-            stream=_Released(cast(httpx.AsyncByteStream, response.stream), functools.partial(self._release, i)),
-        )
-
-    def _release(self, shard: int) -> None:
-        self._busy[shard] -= 1
-
-    async def aclose(self) -> None:
-        for shard in self._shards:
-            await shard.aclose()
-
-
-def stamped_client(base_url: str, limits: httpx.Limits, timeout: httpx.Timeout | float) -> httpx.AsyncClient:
-    """The harness's HTTP client: plain-HTTP connections are wire-stamped and go
-    direct (a benchmark must not time a proxy); https keeps httpx's default."""
-    return httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=timeout, mounts={"http://": StampedTransport(limits)}
-    )
-
-
-def stamps_of(response: httpx.Response) -> StampedStream | None:
-    """The wire stamps behind a response, when it came over a StampedStream."""
-    stream = response.extensions.get("network_stream")
-    return stream if isinstance(stream, StampedStream) else None
+def _still_open(sock: socket.socket) -> bool:
+    """An idle keep-alive connection the server has not closed (nothing readable while idle)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False  # end of stream, or bytes nobody asked for

@@ -8,6 +8,7 @@ keeps its `prompt_id` across rounds and round 2+ can reuse round 1's KV blocks.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -99,6 +100,13 @@ class Workload:
         for s in self.sessions:
             s.first_index = self.num_requests
             self.num_requests += s.turns
+
+    def share(self, i: int, n: int) -> Workload:
+        """Client worker i's sessions of n, dealt round-robin; request indices stay the round's."""
+        part = copy.copy(self)
+        part.sessions = self.sessions[i::n]
+        part.num_requests = sum(s.turns for s in part.sessions)
+        return part
 
 
 def vocabulary(tok: Tokenizer) -> list[int]:

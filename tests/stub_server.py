@@ -13,7 +13,8 @@ first path segment of the base URL (`http://127.0.0.1:PORT/<mode>`):
   drop      one token, then the TCP connection is closed mid-body
   hang      role chunk, then silence (the client must time out)
   stamp     like ok, but each chunk's text is `<server_t>`: time.perf_counter()
-            just before the write (CLOCK_MONOTONIC: comparable across processes);
+            just before the write (CLOCK_MONOTONIC: comparable across processes), the
+            first one followed by `[recv_t]`, when the request had been read;
             `stamp_F_I` waits F ms before the first chunk and I ms between chunks
 
 In every mode `POST .../tokenize` answers `{"count": <whitespace-separated words>}` and
@@ -21,6 +22,8 @@ In every mode `POST .../tokenize` answers `{"count": <whitespace-separated words
 `gateway` (streams as `ok`), an OpenAI-compatible endpoint that is not vLLM: `/tokenize` is an HTML
 404 page and `/metrics` a 200 JSON page, neither of them what kvbench can use.
 `StubServer.requests` records (method, path, Authorization header) of each request.
+`GET /stats` answers the completions served since the last `GET /stats?reset=1` and how many were
+in flight on average (time-weighted, from the first one's arrival to the last one's end).
 
 Runs in a thread (`StubServer`) for tests or as a process for benchmarks:
 `python tests/stub_server.py` prints its port on stdout.
@@ -80,7 +83,40 @@ async def _health(ok: bool, c: _Conn) -> None:
     await c.end()
 
 
-async def _respond(mode: str, body: dict, c: _Conn, tokens: int) -> bool:
+class InFlight:
+    """Completions in flight at the server, time-weighted (what a client keeps the server busy with)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.ttft_ms: list[float] = []  # request read -> first content chunk written, per request
+        self.now = self.served = self.peak = 0
+        self.area = 0.0
+        self.first: float | None = None
+        self.last = 0.0
+
+    def change(self, d: int) -> None:
+        t = time.perf_counter()
+        if self.first is None:
+            self.first = t
+        else:
+            self.area += self.now * (t - self.last)
+        self.now += d
+        self.last = t
+        self.peak = max(self.peak, self.now)
+        self.served += d < 0
+
+    def report(self) -> dict:
+        span = self.last - self.first if self.first is not None else 0.0
+        return {"served": self.served, "inflight_avg": self.area / span if span else 0.0, "inflight_peak": self.peak,
+                "span_s": span, "server_ttft_ms": self.ttft_ms}  # fmt: skip
+
+
+INFLIGHT = InFlight()  # per process: the benchmark runs one stub process
+
+
+async def _respond(mode: str, body: dict, c: _Conn, tokens: int, recv_t: float = 0.0) -> bool:
     """Write one response; return False when the connection must close."""
     chat = "messages" in body
     n = int(body.get("max_tokens") or tokens)
@@ -95,7 +131,10 @@ async def _respond(mode: str, body: dict, c: _Conn, tokens: int) -> bool:
         first_s, itl_s = float(first_ms) / 1e3, float(itl_ms) / 1e3
         for i in range(n):
             await asyncio.sleep(first_s if i == 0 else itl_s)
-            await c.event(_chunk(f"<{time.perf_counter():.9f}>", chat))
+            t = time.perf_counter()
+            await c.event(_chunk(f"<{t:.9f}>" + (f"[{recv_t:.9f}]" if i == 0 else ""), chat))
+            if i == 0:
+                INFLIGHT.ttft_ms.append((t - recv_t) * 1e3)
     else:
         if chat or mode in ("role200", "hang"):
             await c.event(ROLE)
@@ -104,6 +143,7 @@ async def _respond(mode: str, body: dict, c: _Conn, tokens: int) -> bool:
         if mode == "role200":
             await asyncio.sleep(0.2)
         await c.event(_chunk("Hello", chat))
+        INFLIGHT.ttft_ms.append((time.perf_counter() - recv_t) * 1e3)
         if mode == "error500":
             await c.event({"error": {"object": "error", "message": "stub: engine died", "code": 500}})
             return False
@@ -146,6 +186,7 @@ async def _handle(
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
+            recv_t = time.perf_counter()
             lines = head.decode().split("\r\n")
             method, path = lines[0].split()[:2]
             length = int(_header(lines, "content-length") or 0)
@@ -155,6 +196,11 @@ async def _handle(
             mode = path.strip("/").split("/")[0] or "ok"
             if path.endswith("/health"):  # healthy, except the engine of `dead` (every request 500 too)
                 await _health(mode != "dead", _Conn(writer))
+                continue
+            if path.split("?")[0].endswith("/stats"):
+                await _json(_Conn(writer), 200, INFLIGHT.report())
+                if path.endswith("reset=1"):
+                    INFLIGHT.reset()
                 continue
             if path.endswith("/tokenize") and mode == "gateway":
                 await _html(_Conn(writer), 404, "<html><body><h1>404 Not Found</h1></body></html>")
@@ -168,7 +214,12 @@ async def _handle(
             if path.endswith("/metrics"):
                 await _json(_Conn(writer), 404, {"detail": "Not Found"})
                 continue
-            if not await _respond(mode, body, _Conn(writer), tokens):
+            INFLIGHT.change(+1)
+            try:
+                keep = await _respond(mode, body, _Conn(writer), tokens, recv_t)
+            finally:
+                INFLIGHT.change(-1)
+            if not keep:
                 break
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -226,4 +277,12 @@ async def _serve_forever(tokens: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve_forever(int(sys.argv[1]) if len(sys.argv) > 1 else 4))
+    # `python tests/stub_server.py [TOKENS] [--uvloop]`: prints its port; uvloop raises its ceiling
+    # (benchmarks/capacity.py: the server must outrun the clients it measures)
+    tokens = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    if "--uvloop" in sys.argv:
+        import uvloop
+
+        uvloop.run(_serve_forever(tokens))
+    else:
+        asyncio.run(_serve_forever(tokens))

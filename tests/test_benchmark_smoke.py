@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -50,3 +52,37 @@ def test_client_overhead_runs_at_tiny_size():
     ]
     assert all(len(r) == 10 and math.isfinite(sum(map(float, r[3:]))) for r in rows)  # every figure a number
     assert "targets at 64" in out.stdout
+
+
+def _capacity_rows(stdout: str) -> list[list[str]]:
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("client "))
+    return [line.split("  ") for line in lines[start + 2 :] if line and not line.startswith("vllm bench serve skipped")]
+
+
+def test_capacity_runs_at_tiny_size_with_one_and_two_client_workers():
+    """kvbench alone (no Docker): both server profiles, concurrency 1 and 4, 1 and 2 workers; every
+    request completes, and the paced server sees the concurrency in flight."""
+    out = _run("capacity.py", "--smoke", "--tools", "kvbench", "--workers", "2", timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = [[c.strip() for c in r if c.strip()] for r in _capacity_rows(out.stdout)]
+    labels = [(r[0], r[1], r[2]) for r in rows]
+    assert labels == [
+        ("kvbench (1 worker)", "instant", "1"), ("kvbench (1 worker)", "instant", "4"),
+        ("kvbench (2 workers)", "instant", "4"), ("kvbench (1 worker)", "paced", "1"),
+        ("kvbench (1 worker)", "paced", "4"), ("kvbench (2 workers)", "paced", "4"),
+    ]  # fmt: skip
+    for r in rows:
+        assert r[3] == "20" and all(math.isfinite(float(x)) for x in r[4:])
+        if r[1] == "paced":
+            assert float(r[5]) > 0.8 * int(r[2])  # in flight at the server, time-weighted
+
+
+@pytest.mark.docker  # `vllm bench serve` runs from the engine image
+def test_capacity_runs_vllm_bench_serve_side_by_side(stack_images):
+    out = _run("capacity.py", "--smoke", "--profile", "paced", "--concurrency", "2", "--workers", "1",
+               timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = [[c.strip() for c in r if c.strip()] for r in _capacity_rows(out.stdout)]
+    assert [r[0] for r in rows] == ["kvbench (1 worker)", "vllm bench serve"]
+    assert all(float(r[4]) > 0 for r in rows)

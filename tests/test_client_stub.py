@@ -19,12 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.client import RequestResult, RequestSettings, auth_headers, send, set_api_key
+from harness.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send, set_api_key
 from harness.config import Config
 from harness.results import RequestLog
 from harness.runner import Endpoint, EngineDown, EngineWatch, run_round, run_rounds
 from harness.tokenizer import ServerTokenizer, TokenizerError
-from harness.wire import stamped_client
 from harness.workload import Prompt, Session, Workload
 
 from .stub_server import StubServer
@@ -36,9 +35,9 @@ def stub():
         yield s
 
 
-def _client(url: str, timeout: float, wire: bool) -> httpx.AsyncClient:
+def _client(url: str, timeout: float, wire: bool) -> Client:
     """The harness's wire-stamped client, or plain httpx (what https endpoints get)."""
-    return stamped_client(url, httpx.Limits(), timeout) if wire else httpx.AsyncClient(base_url=url, timeout=timeout)
+    return open_client(url, 4, timeout, {}) if wire else httpx.AsyncClient(base_url=url, timeout=timeout)
 
 
 def _send(url: str, api: str = "completions", timeout: float = 5.0, prompt="hi", wire: bool = True, busy=None):
