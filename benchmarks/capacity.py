@@ -18,8 +18,8 @@ Figures per run, all from the server's side except TTFT:
                   reported TTFT. "kvbench TTFT" also shows kvbench's recorded (kernel-stamped) one.
 
 `vllm bench serve` runs from the engine image (`docker run --network host`); it is skipped, with
-the reason printed, when Docker or the image is not there. Sizes: `--requests` per run (at least
-4 x concurrency are sent).
+the reason printed, when Docker or the image is not there. Sizes: `--requests` per run (paced: at
+most 16 x concurrency; always at least 4 x concurrency).
 
     .venv/bin/python benchmarks/capacity.py [--concurrency 1 16 64 256] [--profile instant paced]
         [--requests 2000] [--workers N] [--tools kvbench vllm] [--smoke]
@@ -166,13 +166,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concurrency", type=int, nargs="+", help="default: 1 16 64 256 (--smoke: 1 4)")
     ap.add_argument("--profile", nargs="+", choices=list(PROFILES), default=list(PROFILES))
-    ap.add_argument("--requests", type=int, help="per run, at least 4 x concurrency (default: 2000; --smoke: 20)")
+    ap.add_argument(
+        "--requests",
+        type=int,
+        help="per run (default: 4000; --smoke: 20); paced runs send at most 16 x concurrency (each request "
+        "takes 350 ms there), every run at least 4 x concurrency",
+    )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="kvbench's N client workers")
     ap.add_argument("--tools", nargs="+", choices=["kvbench", "vllm"], default=["kvbench", "vllm"])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: concurrency 1 and 4, 20 requests")
     args = ap.parse_args()
     args.concurrency = args.concurrency or ([1, 4] if args.smoke else [1, 16, 64, 256])
-    args.requests = args.requests or (20 if args.smoke else 2000)
+    args.requests = args.requests or (20 if args.smoke else 4000)
     runs: list[tuple[str, int]] = []
     if "kvbench" in args.tools:
         runs += [("kvbench", 1)] + ([("kvbench", args.workers)] if args.workers > 1 else [])
@@ -186,7 +191,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="kvb-capacity-") as tmp:
             for profile in args.profile:
                 for c in args.concurrency:
-                    n = max(args.requests, 4 * c)
+                    n = max(4 * c, min(args.requests, 16 * c) if profile == "paced" else args.requests)
                     done: set[tuple[str, int]] = set()
                     for tool, wanted in runs:
                         workers = min(wanted, c)  # kvbench never runs more workers than requests in flight

@@ -106,6 +106,8 @@ ROUND_TABLE = (
     "e2e_mean_ms",
     "e2e_p90_ms",
     "req_per_s",
+    "concurrency",
+    "inflight_mean",
     "output_tok_per_s",
     "total_tok_per_s",
     "cached_token_ratio",

@@ -37,6 +37,11 @@ def print_rounds(table: pd.DataFrame) -> None:
             f"{_int(r.get('misses'))} full prefills): TTFT p50 {r['ttft_p50_ms']:.1f} ms, "
             f"mean {r['ttft_mean_ms']:.1f} ms, "
             f"ok {int(r['successes'])}/{int(r['requests'])}"
+            + (
+                f", {r['inflight_mean']:.1f} of {int(r['concurrency'])} in flight"
+                if pd.notna(r.get("inflight_mean")) and pd.notna(r.get("concurrency"))
+                else ""
+            )
         )
         if pd.notna(r.get("server_ttft_mean_ms")):
             say(
