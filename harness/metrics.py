@@ -48,7 +48,16 @@ _ALL = [
     Metric("e2e_mean_ms", "E2E mean ms", "ms", 1, "lower", "mean_e2el_ms"),
     Metric("e2e_p90_ms", "E2E p90 ms", "ms", 1, "lower", "p90_e2el_ms"),
     Metric("duration_s", "duration s", "s", 2, None, "duration"),
-    Metric("concurrency", "concurrency", "", 0),  # requested (bench_serve.json: max_concurrency)
+    Metric("concurrency", "concurrency", "", 0),
+    # Time in the KV connector (harness/connector.py): empty for baseline rounds.
+    Metric("mc_lookup_ms_per_req", "lookup ms/req", "ms", 2, "lower"),
+    Metric("mc_load_ms_per_req", "load ms/req", "ms", 2, "lower"),
+    Metric("mc_save_ms_per_req", "save ms/req", "ms", 2, "lower"),
+    Metric("mc_loaded_mb", "loaded MB", "MB", 1),
+    Metric("mc_saved_mb", "saved MB", "MB", 1),
+    Metric("mc_load_gbps", "load GB/s", "GB/s", 2, "higher"),
+    Metric("mc_save_gbps", "save GB/s", "GB/s", 2, "higher"),
+    Metric("fetch_share_pct", "lookup+load % of TTFT", "%", 1),  # requested (bench_serve.json: max_concurrency)
     Metric("inflight_mean", "in flight (avg)", "", 1, "higher"),
     Metric("req_per_s", "req/s", "1/s", 2, "higher", "request_throughput"),
     Metric("output_tok_per_s", "out tok/s", "tok/s", 1, "higher", "output_throughput"),
@@ -111,6 +120,18 @@ ROUND_TABLE = (
     "output_tok_per_s",
     "total_tok_per_s",
     "cached_token_ratio",
+)
+CONNECTOR_TABLE = (
+    "ttft_mean_ms",
+    "server_prefill_mean_ms",
+    "mc_lookup_ms_per_req",
+    "mc_load_ms_per_req",
+    "fetch_share_pct",
+    "mc_loaded_mb",
+    "mc_load_gbps",
+    "mc_save_ms_per_req",
+    "mc_saved_mb",
+    "mc_save_gbps",
 )
 SERVER_TABLE = (
     "ttft_mean_ms",

@@ -36,6 +36,8 @@ for _op in MOONCAKE_OPS:
     VLLM_COUNTERS[f"mc_{_op}_keys"] = ("vllm:mooncake_store_operation_keys", {"operation": _op})
     VLLM_COUNTERS[f"mc_{_op}_bytes"] = ("vllm:mooncake_store_operation_bytes", {"operation": _op})
     VLLM_COUNTERS[f"mc_{_op}_failed_keys"] = ("vllm:mooncake_store_operation_failed_keys", {"operation": _op})
+    # Seconds spent in the operation's RPCs (the histogram's sum; every status counted).
+    VLLM_COUNTERS[f"mc_{_op}_time_s"] = ("vllm:mooncake_store_operation_time_seconds_sum", {"operation": _op})
 
 # vLLM's own per-request histograms: deltas of `_sum` / `_count` around a round give the
 # server-side mean of exactly that round's requests (nothing else is sent meanwhile).

@@ -22,6 +22,7 @@ import pandas as pd
 from . import interrupts
 from .client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
 from .config import Config
+from .connector import time_in_connector
 from .probes import Probe, deltas, settled
 from .records import RequestRow
 from .results import RequestLog, read_requests, write_bench_serve, write_rounds
@@ -423,6 +424,8 @@ def _rounds_table(
             table = table.merge(extra, on="round", how="left")
     if "server_ttft_mean_ms" in table:  # what the client adds to the server's own TTFT
         table["client_server_ttft_gap_ms"] = table["ttft_mean_ms"] - table["server_ttft_mean_ms"]
+    if not table.empty:
+        table = time_in_connector(table)
     for i, (k, v) in enumerate((labels or {}).items()):  # identity columns first
         table.insert(i, k, v)
     write_rounds(out_dir / "rounds.csv", table)

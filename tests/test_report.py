@@ -444,3 +444,44 @@ def test_with_and_without_the_cache_pair_up_within_each_sweep_point(tmp_path):
     assert set(summary["point"]) == {"concurrency=4", "concurrency=16"}
     has = summary["vs_baseline_ttft_mean_ms_change"].notna()
     assert has.tolist() == (summary["mode"] == "with-cache").tolist()  # every with-cache round, per point
+
+
+def test_the_connector_section_shows_where_the_time_goes_and_baseline_rounds_stay_empty(tmp_path):
+    """Per round: lookup / load / save ms per request, MB moved and GB/s from the connector's own
+    timers (harness/connector.py), next to TTFT; a baseline round has no connector figures."""
+    timers = {"mc_lookup_ms_per_req": [0.5, 1.5], "mc_load_ms_per_req": [0.0, 12.25], "mc_loaded_mb": [0.0, 39.3],
+              "mc_load_gbps": [float("nan"), 0.8], "mc_save_ms_per_req": [6.5, 0.2], "mc_saved_mb": [39.3, 0.0],
+              "mc_save_gbps": [1.1, float("nan")], "fetch_share_pct": [0.4, 27.5]}  # fmt: skip
+    run = make_run(tmp_path, [Scen("cold", extra=timers), Scen("cold", mode="baseline")])
+    write_report(run)
+    md = (run / "report.md").read_text()
+    section = md.split("## Where the time goes in the KV connector")[1].split("\n## ")[0]
+    header = [c.strip() for c in section.splitlines()[2].split("|")]
+    rows = [[c.strip() for c in line.split("|")] for line in section.splitlines() if line.startswith("| cold ")]
+    with_cache = [r for r in rows if "baseline" not in r]
+    baseline = [r for r in rows if "baseline" in r]
+    assert len(with_cache) == 2 and len(baseline) == 2
+    assert with_cache[1][header.index("load ms/req")] == "12.25" and with_cache[1][header.index("load GB/s")] == "0.80"
+    assert with_cache[0][header.index("save ms/req")] == "6.50" and with_cache[1][header.index("loaded MB")] == "39.3"
+    assert {r[header.index("load ms/req")] for r in baseline} == {"n/a"}
+
+
+def test_the_report_says_why_where_the_cache_loses_and_nothing_where_it_wins(tmp_path):
+    timers = {"mc_lookup_ms_per_req": [0.5, 1.5], "mc_load_ms_per_req": [0.0, 12.25], "mc_loaded_mb": [0.0, 39.3],
+              "mc_load_gbps": [float("nan"), 0.8], "mc_save_ms_per_req": [6.5, 0.2], "mc_saved_mb": [39.3, 0.0],
+              "mc_save_gbps": [1.1, float("nan")], "fetch_share_pct": [0.4, 27.5],
+              "server_prefill_mean_ms": [40.0, 5.0]}  # fmt: skip
+    recompute = {"server_prefill_mean_ms": [40.0, 31.0]}
+    scens = [
+        *(Scen(name, speedup=speed, extra=timers) for name, speed in (("loses", 0.5), ("wins", 4.0))),
+        *(Scen(name, mode="baseline", speedup=1.0, extra=recompute) for name in ("loses", "wins")),
+    ]
+    run = make_run(tmp_path, scens)
+    write_report(run)
+    md = (run / "report.md").read_text()
+    why = [line for line in md.splitlines() if line.startswith("> Why: ")]
+    (loses,) = [w for w in why if w.startswith("> Why: loses round 2:")]
+    assert "1.50 ms in Mooncake lookups and 12.25 ms loading 3.27 MB of KV (0.80 GB/s)" in loses
+    assert "prefilled the whole prompt in 31.0 ms" in loses
+    assert not [w for w in why if w.startswith("> Why: wins round 2")]
+    assert "why: loses round 2:" in console_summary(run)

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from harness.config import Targets
-from harness.stats import gains, round_summary, rounds_table, saturation_warning
+from harness.connector import COLUMNS as CONNECTOR_COLUMNS
+from harness.connector import time_in_connector
+from harness.stats import client_limit_warning, gains, round_summary, rounds_table, saturation_warning
 
 
 def _rows(n: int, rng: np.random.Generator, rnd: int = 1, fail: int = 0) -> pd.DataFrame:
@@ -281,3 +283,31 @@ def test_round_summaries_are_checked_both_ways(tmp_path):
     with pytest.raises(ValidationError):
         read_rounds(tmp_path / "bad.csv")
     assert "external_hits" in COUNTER_COLUMNS
+
+
+def test_in_flight_is_the_time_weighted_mean_and_the_client_limit_is_warned_only_with_late_reads():
+    # 4 requests of 1 s each, two at a time over 2 s: 2 in flight on average
+    rows = pd.DataFrame({"round": 1, "ok": True, "ttft_ms": 10.0, "e2e_ms": 1000.0, "send_s": [0.0, 0.0, 1.0, 1.0],
+                         "tpot_ms": 1.0, "itl_ms": "", "prompt_tokens": 10, "completion_tokens": 2,
+                         "cached_tokens": 0, "first_token_lag_ms": 0.1, "read_delay_ms": 0.1})  # fmt: skip
+    t = rounds_table(rows, Targets(), concurrency=4).iloc[0]
+    assert t["inflight_mean"] == pytest.approx(2.0) and t["concurrency"] == 4
+    assert client_limit_warning(t) is None  # half the concurrency, but the client read on time: not its fault
+    late = {**t.to_dict(), "read_delay_p99_ms": 40.0}
+    assert "2.0 of 4 requests in flight" in client_limit_warning(late)
+    assert client_limit_warning({**late, "inflight_mean": 3.8}) is None
+
+
+def test_time_in_the_connector_comes_from_its_rpc_timers_and_is_empty_without_it():
+    table = pd.DataFrame({"round": [1, 2, 1], "requests": [10, 10, 10], "ttft_mean_ms": [100.0, 40.0, 90.0],
+        "mc_lookup_exists_time_s": [0.02, 0.05, None], "mc_load_get_time_s": [0.0, 0.2, None],
+        "mc_load_get_bytes": [0, 4e8, None], "mc_save_exists_time_s": [0.01, 0.01, None],
+        "mc_save_put_time_s": [0.19, 0.0, None], "mc_save_put_bytes": [3.8e8, 0, None]})  # fmt: skip
+    t = time_in_connector(table)
+    cold, warm, baseline = t.iloc[0], t.iloc[1], t.iloc[2]
+    assert warm["mc_load_ms_per_req"] == pytest.approx(20.0) and warm["mc_lookup_ms_per_req"] == pytest.approx(5.0)
+    assert warm["mc_load_gbps"] == pytest.approx(2.0) and warm["mc_loaded_mb"] == pytest.approx(400)
+    assert warm["fetch_share_pct"] == pytest.approx(100 * 25 / 40)
+    assert cold["mc_save_ms_per_req"] == pytest.approx(20.0) and cold["mc_save_gbps"] == pytest.approx(2.0)
+    assert math.isnan(cold["mc_load_gbps"])  # nothing loaded: no throughput, not 0 GB/s
+    assert all(math.isnan(baseline[c]) for c in CONNECTOR_COLUMNS)

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from ..metrics import HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
+from ..metrics import CONNECTOR_TABLE, HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from ..stats import round1_caveat
 from .data import RunData, cache_cliff, col
 from .verdict import fidelity, headline_round, reuse_buys, targets_vs_baseline
@@ -230,6 +230,18 @@ def server_table(data: RunData) -> pd.DataFrame:
     return drop_default_mode(out.astype(str))
 
 
+def connector_table(data: RunData) -> pd.DataFrame:
+    """Where each round's time goes in the KV connector (harness/connector.py); baseline rounds show
+    the same figures with the connector's parts empty."""
+    r = data.rounds
+    if r.empty or "mc_load_ms_per_req" not in r.columns or r["mc_load_ms_per_req"].isna().all():
+        return pd.DataFrame()
+    out = _round_identity(r)
+    for m in pick(CONNECTOR_TABLE):
+        out[m.header] = col(r, m.column).map(m.show)
+    return drop_default_mode(out.astype(str))
+
+
 def turns_table(data: RunData) -> pd.DataFrame:
     """Conversations: per scenario, round and turn index, TTFT and how much of the prompt (the
     history so far) came from cache. Only for scenarios whose requests have turns."""
@@ -379,6 +391,54 @@ def _evidence_word(d: pd.DataFrame, key: str) -> str:
     if any(v is None for v in vals):
         return "?"
     return "yes" if all(vals) else "NO"
+
+
+def _connector_means(r: pd.DataFrame, label_round: tuple[str, str, int], mode: str) -> dict[str, float]:
+    scen, point, rnd = label_round
+    g = r[(r["scenario"] == scen) & (r["round"] == rnd) & (r["mode"] == mode) & (r["isolation"] == "fresh")]
+    if "point" in g:
+        g = g[g["point"].fillna("").astype(str) == str(point)]
+    cols = ("mc_lookup_ms_per_req", "mc_load_ms_per_req", "mc_save_ms_per_req", "mc_loaded_mb", "mc_saved_mb",
+            "mc_load_gbps", "mc_save_gbps", "fetch_share_pct", "server_prefill_mean_ms", "requests")  # fmt: skip
+    return {c: float(col(g, c).mean()) for c in cols}
+
+
+def why_lines(data: RunData) -> list[str]:
+    """Why the cache lost or did not help, where it did, from the connector's own timers: what each
+    request spent fetching against what the same engine took to recompute, and what write-through
+    cost a round with nothing to reuse. Nothing is said where the cache wins."""
+    table = reuse_buys(data)
+    r = data.rounds
+    if table.empty or "mc_load_ms_per_req" not in r.columns:
+        return []
+    out = []
+    for x in table.to_dict("records"):
+        key = (x["scenario"], x["point"], x["round"])
+        c, b = _connector_means(r, key, "with-cache"), _connector_means(r, key, "baseline")
+        n = c["requests"]
+        slower, lost_tput = x["ttft_mean_ms_change"] >= 0, x["req_per_s_change"] < 0
+        if not (slower or lost_tput) or math.isnan(c["mc_save_ms_per_req"]):
+            continue
+        head = f"{x['label']} round {x['round']}"
+        if slower and c["mc_loaded_mb"] > 0:
+            out.append(
+                f"{head}: with the cache TTFT was {fmt(x['ttft_mean_ms_change'])} % vs without: each request spent "
+                f"{fmt(c['mc_lookup_ms_per_req'], 2)} ms in Mooncake lookups and {fmt(c['mc_load_ms_per_req'], 2)} ms "
+                f"loading {fmt(c['mc_loaded_mb'] / n, 2)} MB of KV ({fmt(c['mc_load_gbps'], 2)} GB/s), "
+                f"{fmt(c['fetch_share_pct'])} % of its TTFT, while the same engine without the connector prefilled "
+                f"the whole prompt in {fmt(b['server_prefill_mean_ms'])} ms (server-side mean): at this prefix "
+                "length fetching costs more than recomputing."
+            )
+        elif slower or lost_tput:
+            what = "nothing was loaded" if not c["mc_loaded_mb"] > 0 else "the loads did not pay for themselves"
+            out.append(
+                f"{head}: {what}; the connector's write-through saved {fmt(c['mc_saved_mb'] / n, 2)} MB per request "
+                f"({fmt(c['mc_save_ms_per_req'], 2)} ms of store RPCs per request, {fmt(c['mc_save_gbps'], 2)} GB/s) "
+                f"and lookups took {fmt(c['mc_lookup_ms_per_req'], 2)} ms per request: TTFT "
+                f"{fmt(x['ttft_mean_ms_change'])} %, throughput {fmt(x['req_per_s_change'])} % vs without the "
+                "connector. That is the connector's price when nothing is reused."
+            )
+    return out
 
 
 def headline_lines(data: RunData) -> list[str]:

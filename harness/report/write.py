@@ -24,6 +24,7 @@ from .data import RunData, cache_cliff, evidence, load_run, ok_requests, paired_
 from .tables import (
     cliff_notes,
     cliff_table,
+    connector_table,
     drop_default_mode,
     fidelity_table,
     headline_lines,
@@ -39,6 +40,7 @@ from .tables import (
     timings_table,
     turns_table,
     warm_round1_notes,
+    why_lines,
 )
 
 PLOT_NAMES = ("ttft_cdf", "gains", "token_sources", "speedups", "cache_cliff")
@@ -141,6 +143,7 @@ def _sections(data: RunData, red: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "isolation": isolation_table(data),
         "fidelity": fidelity_table(data),
         "server": server_table(data),
+        "connector": connector_table(data),
         "turns": turns_table(data),
         "cliff": cliff_table(data),
     }
@@ -166,6 +169,7 @@ def section_notes(data: RunData) -> dict[str, list[str]]:
 # Sections shown only when they have rows: (table key = HTML table id, title).
 OPTIONAL = (
     ("server", "Client vs server-side timings (vLLM's own histograms, per round)"),
+    ("connector", "Where the time goes in the KV connector (its own RPC timers, per round)"),
     ("cliff", "Cache cliff: hit rate by store size (sweep), vs an infinite cache and a simulated LRU store"),
     ("turns", "Multi-turn: TTFT and reused history by turn"),
     ("fidelity", "Reuse fidelity (temperature 0: identical generated tokens)"),
@@ -182,6 +186,8 @@ def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] 
         parts += [f"## {REUSE_TITLE}", "", REUSE_TEXT, "", md_table(tabs["reuse"]), ""]
     parts += [
         *[f"> {n}" for n in warm_round1_notes(data)],
+        "",
+        *[f"> Why: {n}" for n in why_lines(data)],
         "",
         "## What is missing",
         "",
@@ -220,6 +226,7 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
                 H.paragraph(REUSE_TEXT),
                 H.table(tabs["reuse"], "reuse", TEXT_COLS),
                 *[H.paragraph(n) for n in warm_round1_notes(data)],
+                *[H.paragraph(f"Why: {n}") for n in why_lines(data)],
             )
         )
     parts += [
@@ -288,7 +295,7 @@ def _console_table(data: RunData, red: pd.DataFrame) -> str:
     )
     head = headline_lines(data)
     parts = ["What reuse buys (with cache vs without, same prompts):", *[f"  {x}" for x in head], ""] if head else []
-    parts += [*[f"note: {n}" for n in warm_round1_notes(data)], table]
+    parts += [*[f"note: {n}" for n in warm_round1_notes(data)], *[f"why: {n}" for n in why_lines(data)], table]
     return "\n".join(parts) + (f"\n{len(data.notes)} note(s) on missing data: see the report" if data.notes else "")
 
 
