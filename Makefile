@@ -12,7 +12,7 @@ RUN      ?=
 ARGS     ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images wheelhouse chromium bench bench-all report clean test test-fast lint format peer-bench
+.PHONY: help venv docker images wheelhouse chromium bench bench-all breakeven capacity report clean test test-fast lint format peer-bench
 
 help:
 	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
@@ -21,6 +21,8 @@ help:
 	@echo "make report RUN=dir       aggregate a run directory into report.md"
 	@echo "make clean                remove leftover stacks of crashed runs (by label)"
 	@echo "make peer-bench           kvbench vs vllm bench serve on one stack, vs vLLM's server-side TTFT (ARGS='--pairs 3')"
+	@echo "make breakeven            the prefix length above which fetching KV beats recomputing it (12 fresh stacks)"
+	@echo "make capacity             client capacity: kvbench (1 and N workers) vs vllm bench serve on a stub server"
 	@echo "make test                 lint + the whole test suite (installs Docker/images when missing)"
 	@echo "make test-fast            unit and stub tests only (no Docker, no lint)"
 	@echo "make lint / format        ruff (lint + format check) and mypy on harness/; format rewrites"
@@ -51,6 +53,12 @@ bench: venv docker
 
 bench-all: venv docker
 	$(KVBENCH) bench-all --config $(CONFIG) $(ARGS)
+
+breakeven: venv docker
+	$(KVBENCH) bench-all --config configs/breakeven.yaml $(ARGS)
+
+capacity: venv images
+	$(PY) benchmarks/capacity.py $(ARGS)
 
 report: venv
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run_id>" >&2; exit 2; }

@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -485,3 +486,34 @@ def test_the_report_says_why_where_the_cache_loses_and_nothing_where_it_wins(tmp
     assert "prefilled the whole prompt in 31.0 ms" in loses
     assert not [w for w in why if w.startswith("> Why: wins round 2")]
     assert "why: loses round 2:" in console_summary(run)
+
+
+def test_the_break_even_study_finds_where_fetching_overtakes_recomputing(tmp_path):
+    """cold_start scenarios at six prompt lengths, with and without the connector: warm-round TTFT
+    with = 30 ms + 4 ms per 1k tokens (fetch), without = 5 ms + 20 ms per 1k (recompute), with
+    noise: the fitted crossover is (30 - 5) / (20 - 4) * 1000 = 1,562 tokens, inside its interval;
+    the table says which path is faster at each length, and the figure is drawn."""
+    lengths = [256, 512, 1024, 2048, 4096, 8192]
+    scens = [Scen(f"p{n}", mode=mode) for n in lengths for mode in ("with-cache", "baseline")]
+    run = make_run(tmp_path, scens)
+    rng = np.random.default_rng(1)
+    for s, (n, mode) in zip(scens, [(n, m) for n in lengths for m in ("with-cache", "baseline")], strict=True):
+        path = run / s.key / "requests.csv"
+        req = pd.read_csv(path)
+        fixed, per_1k = (30.0, 4.0) if mode == "with-cache" else (5.0, 20.0)
+        req["prompt_tokens"] = n
+        req["ttft_ms"] = fixed + per_1k * n / 1e3 + rng.normal(0, 1.0, len(req))
+        req.to_csv(path, index=False)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["scenarios"] = {f"p{n}": {"kind": "cold_start", "prompt_length": n} for n in lengths}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    write_report(run)
+    md = (run / "report.md").read_text()
+    section = md.split("## Break-even prefix length: fetching")[1].split("\n## ")[0]
+    m = re.search(r"Break-even prefix length: ([\d,]+) tokens \(95 % interval ([\d,]+)-([\d,]+)", section)
+    assert m, section
+    at, lo, hi = (int(g.replace(",", "")) for g in m.groups())
+    assert abs(at - 1562) < 60 and lo <= 1562 <= hi
+    rows = [[c.strip() for c in line.split("|")] for line in section.splitlines() if line.startswith("| p")]
+    assert [r[-2] for r in rows] == ["fetch" if n > 1562 else "recompute" for n in lengths]  # the "faster" column
+    assert (run / "plots" / "breakeven.png").is_file()

@@ -17,6 +17,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ..results import write_table
+from . import breakeven as BE
 from . import compare
 from . import html_page as H
 from . import plots as P
@@ -78,6 +79,7 @@ def _safe(name: str, title: str, make: Callable[[], P.Plot]) -> P.Plot:
 
 def make_plots(data: RunData, red: pd.DataFrame) -> list[P.Plot]:
     t = data.targets
+    be = BE.break_even(data)
     return [
         _safe(
             "ttft_cdf",
@@ -96,7 +98,12 @@ def make_plots(data: RunData, red: pd.DataFrame) -> list[P.Plot]:
             if not (cliff := cache_cliff(data)).empty
             else []
         ),
+        *([_safe("breakeven", "Break-even prefix length", lambda: _breakeven_plot(be))] if be else []),
     ]
+
+
+def _breakeven_plot(be: BE.BreakEven) -> P.Plot:
+    return P.breakeven(be.points, be.fixed_ms, be.per_1k_ms, be.crossover)
 
 
 def save_plots(plots: list[P.Plot], out_dir: Path, known: tuple[str, ...]) -> None:
@@ -146,6 +153,7 @@ def _sections(data: RunData, red: pd.DataFrame) -> dict[str, pd.DataFrame]:
         "connector": connector_table(data),
         "turns": turns_table(data),
         "cliff": cliff_table(data),
+        "breakeven": BE.table(be) if (be := BE.break_even(data)) else pd.DataFrame(),
     }
 
 
@@ -163,13 +171,15 @@ REUSE_TEXT = (
 
 def section_notes(data: RunData) -> dict[str, list[str]]:
     """Sentences shown under an optional section's table."""
-    return {"cliff": cliff_notes(data)}
+    be = BE.break_even(data)
+    return {"cliff": cliff_notes(data), "breakeven": BE.notes(be) if be else []}
 
 
 # Sections shown only when they have rows: (table key = HTML table id, title).
 OPTIONAL = (
     ("server", "Client vs server-side timings (vLLM's own histograms, per round)"),
     ("connector", "Where the time goes in the KV connector (its own RPC timers, per round)"),
+    ("breakeven", "Break-even prefix length: fetching vs recomputing the KV (warm round, concurrency 1)"),
     ("cliff", "Cache cliff: hit rate by store size (sweep), vs an infinite cache and a simulated LRU store"),
     ("turns", "Multi-turn: TTFT and reused history by turn"),
     ("fidelity", "Reuse fidelity (temperature 0: identical generated tokens)"),
