@@ -471,8 +471,8 @@ def test_the_report_says_why_where_the_cache_loses_and_nothing_where_it_wins(tmp
     timers = {"mc_lookup_ms_per_req": [0.5, 1.5], "mc_load_ms_per_req": [0.0, 12.25], "mc_loaded_mb": [0.0, 39.3],
               "mc_load_gbps": [float("nan"), 0.8], "mc_save_ms_per_req": [6.5, 0.2], "mc_saved_mb": [39.3, 0.0],
               "mc_save_gbps": [1.1, float("nan")], "fetch_share_pct": [0.4, 27.5],
-              "server_prefill_mean_ms": [40.0, 5.0]}  # fmt: skip
-    recompute = {"server_prefill_mean_ms": [40.0, 31.0]}
+              "server_prefill_mean_ms": [40.0, 5.0], "server_queue_mean_ms": [1.0, 45.0]}  # fmt: skip
+    recompute = {"server_prefill_mean_ms": [40.0, 31.0], "server_queue_mean_ms": [1.0, 2.0]}
     scens = [
         *(Scen(name, speedup=speed, extra=timers) for name, speed in (("loses", 0.5), ("wins", 4.0))),
         *(Scen(name, mode="baseline", speedup=1.0, extra=recompute) for name in ("loses", "wins")),
@@ -482,8 +482,9 @@ def test_the_report_says_why_where_the_cache_loses_and_nothing_where_it_wins(tmp
     md = (run / "report.md").read_text()
     why = [line for line in md.splitlines() if line.startswith("> Why: ")]
     (loses,) = [w for w in why if w.startswith("> Why: loses round 2:")]
-    assert "1.50 ms in Mooncake lookups and 12.25 ms loading 3.27 MB of KV (0.80 GB/s)" in loses
-    assert "prefilled the whole prompt in 31.0 ms" in loses
+    assert "Lookups and loads took 13.75 ms per request (3.27 MB at 0.80 GB/s)" in loses
+    assert "saved 26.0 ms of vLLM's prefill (5.0 vs 31.0 ms)" in loses
+    assert "waited 45.0 ms in vLLM's queue vs 2.0 ms without" in loses and "the wait for the KV" in loses
     assert not [w for w in why if w.startswith("> Why: wins round 2")]
     assert "why: loses round 2:" in console_summary(run)
 

@@ -230,10 +230,9 @@ def load_run(run_dir: Path) -> RunData:
             rounds = rounds.drop(columns=[c for c in IDENTITY if c in rounds.columns])
             rounds["round"] = pd.to_numeric(rounds["round"], errors="coerce")
             rounds = rounds[rounds["round"].notna()].astype({"round": int})
-            rounds.insert(0, "dir", i)
-            for k in (*IDENTITY, "label"):
-                rounds.insert(len(rounds.columns), k, row[k])
-            rounds_frames.append(rounds)
+            ident = pd.DataFrame({k: row[k] for k in (*IDENTITY, "label")}, index=rounds.index)
+            # one concat, not an insert per column: rounds.csv has ~150 columns
+            rounds_frames.append(pd.concat([pd.Series(i, index=rounds.index, name="dir"), rounds, ident], axis=1))
         req = _load_requests(d / "requests.csv", rel, notes)
         if req is not None:
             req_frames.append(req.assign(dir=np.int16(i)))
@@ -241,7 +240,8 @@ def load_run(run_dir: Path) -> RunData:
     dirs = pd.DataFrame(
         dir_rows, columns=["dir", *IDENTITY, "label", "status", "reason", "entry", "has_rounds", "has_requests"]
     )
-    rounds_df = pd.concat(rounds_frames, ignore_index=True) if rounds_frames else pd.DataFrame()
+    # .copy() consolidates the ~150 columns into a few blocks (pandas warns on every later assign otherwise)
+    rounds_df = pd.concat(rounds_frames, ignore_index=True).copy() if rounds_frames else pd.DataFrame()
     req_df = (
         _concat_requests(req_frames)
         if req_frames

@@ -399,14 +399,20 @@ def _connector_means(r: pd.DataFrame, label_round: tuple[str, str, int], mode: s
     if "point" in g:
         g = g[g["point"].fillna("").astype(str) == str(point)]
     cols = ("mc_lookup_ms_per_req", "mc_load_ms_per_req", "mc_save_ms_per_req", "mc_loaded_mb", "mc_saved_mb",
-            "mc_load_gbps", "mc_save_gbps", "fetch_share_pct", "server_prefill_mean_ms", "requests")  # fmt: skip
+            "mc_load_gbps", "mc_save_gbps", "fetch_share_pct", "server_prefill_mean_ms", "server_queue_mean_ms",
+            "requests")  # fmt: skip
     return {c: float(col(g, c).mean()) for c in cols}
 
 
+def _signed(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:+.1f}"
+
+
 def why_lines(data: RunData) -> list[str]:
-    """Why the cache lost or did not help, where it did, from the connector's own timers: what each
-    request spent fetching against what the same engine took to recompute, and what write-through
-    cost a round with nothing to reuse. Nothing is said where the cache wins."""
+    """Why the cache lost or did not help, where it did, from the connector's own timers and vLLM's
+    histograms: what the fetch path cost each request (lookup and load RPCs, and the time a request
+    waits in vLLM's queue while its KV is loaded) against the prefill it saved, or, where nothing
+    was reused, what write-through cost. Nothing is said where the cache wins."""
     table = reuse_buys(data)
     r = data.rounds
     if table.empty or "mc_load_ms_per_req" not in r.columns:
@@ -415,28 +421,35 @@ def why_lines(data: RunData) -> list[str]:
     for x in table.to_dict("records"):
         key = (x["scenario"], x["point"], x["round"])
         c, b = _connector_means(r, key, "with-cache"), _connector_means(r, key, "baseline")
-        n = c["requests"]
         slower, lost_tput = x["ttft_mean_ms_change"] >= 0, x["req_per_s_change"] < 0
         if not (slower or lost_tput) or math.isnan(c["mc_save_ms_per_req"]):
             continue
-        head = f"{x['label']} round {x['round']}"
-        if slower and c["mc_loaded_mb"] > 0:
-            out.append(
-                f"{head}: with the cache TTFT was {fmt(x['ttft_mean_ms_change'])} % vs without: each request spent "
-                f"{fmt(c['mc_lookup_ms_per_req'], 2)} ms in Mooncake lookups and {fmt(c['mc_load_ms_per_req'], 2)} ms "
-                f"loading {fmt(c['mc_loaded_mb'] / n, 2)} MB of KV ({fmt(c['mc_load_gbps'], 2)} GB/s), "
-                f"{fmt(c['fetch_share_pct'])} % of its TTFT, while the same engine without the connector prefilled "
-                f"the whole prompt in {fmt(b['server_prefill_mean_ms'])} ms (server-side mean): at this prefix "
-                "length fetching costs more than recomputing."
+        head = f"{x['label']} round {x['round']}: TTFT {_signed(x['ttft_mean_ms_change'])} %, throughput " \
+               f"{_signed(x['req_per_s_change'])} % with the cache."  # fmt: skip
+        n = c["requests"]
+        if c["mc_loaded_mb"] > 0:
+            fetch = c["mc_lookup_ms_per_req"] + c["mc_load_ms_per_req"]
+            saved = b["server_prefill_mean_ms"] - c["server_prefill_mean_ms"]
+            waited = c["server_queue_mean_ms"] - b["server_queue_mean_ms"]
+            cause = (
+                "the wait for the KV to arrive, not the transfer itself, outweighed the prefill it saved"
+                if waited > fetch
+                else "fetching the KV cost more than recomputing it at this prefix length"
             )
-        elif slower or lost_tput:
-            what = "nothing was loaded" if not c["mc_loaded_mb"] > 0 else "the loads did not pay for themselves"
             out.append(
-                f"{head}: {what}; the connector's write-through saved {fmt(c['mc_saved_mb'] / n, 2)} MB per request "
-                f"({fmt(c['mc_save_ms_per_req'], 2)} ms of store RPCs per request, {fmt(c['mc_save_gbps'], 2)} GB/s) "
-                f"and lookups took {fmt(c['mc_lookup_ms_per_req'], 2)} ms per request: TTFT "
-                f"{fmt(x['ttft_mean_ms_change'])} %, throughput {fmt(x['req_per_s_change'])} % vs without the "
-                "connector. That is the connector's price when nothing is reused."
+                f"{head} Lookups and loads took {fmt(fetch, 2)} ms per request ({fmt(c['mc_loaded_mb'] / n, 2)} MB "
+                f"at {fmt(c['mc_load_gbps'], 2)} GB/s) and saved {fmt(saved)} ms of vLLM's prefill "
+                f"({fmt(c['server_prefill_mean_ms'])} vs {fmt(b['server_prefill_mean_ms'])} ms), but requests waited "
+                f"{fmt(c['server_queue_mean_ms'])} ms in vLLM's queue vs {fmt(b['server_queue_mean_ms'])} ms without "
+                f"(the connector keeps a request queued while its store lookup and load are in flight; vLLM retries it on "
+                f"later engine steps): {cause}."
+            )
+        else:
+            out.append(
+                f"{head} Nothing was loaded; the connector's write-through saved {fmt(c['mc_saved_mb'] / n, 2)} MB "
+                f"per request ({fmt(c['mc_save_ms_per_req'], 2)} ms of store RPCs per request, "
+                f"{fmt(c['mc_save_gbps'], 2)} GB/s) and lookups took {fmt(c['mc_lookup_ms_per_req'], 2)} ms per "
+                "request: the connector's price when nothing is reused."
             )
     return out
 
