@@ -441,8 +441,8 @@ def why_lines(data: RunData) -> list[str]:
                 f"at {fmt(c['mc_load_gbps'], 2)} GB/s) and saved {fmt(saved)} ms of vLLM's prefill "
                 f"({fmt(c['server_prefill_mean_ms'])} vs {fmt(b['server_prefill_mean_ms'])} ms), but requests waited "
                 f"{fmt(c['server_queue_mean_ms'])} ms in vLLM's queue vs {fmt(b['server_queue_mean_ms'])} ms without "
-                f"(the connector keeps a request queued while its store lookup and load are in flight; vLLM retries it on "
-                f"later engine steps): {cause}."
+                "(the connector keeps a request queued while its store lookup and load are in flight; vLLM "
+                f"retries it on later engine steps): {cause}."
             )
         else:
             out.append(
