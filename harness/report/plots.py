@@ -386,22 +386,24 @@ def cliff(c: pd.DataFrame) -> Plot:
     return plot
 
 
-def breakeven(points: pd.DataFrame, fixed_ms: dict[str, float], per_1k_ms: dict[str, float], crossover: float) -> Plot:
+def breakeven(points: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarray]], crossover: float) -> Plot:
     """Warm-round TTFT by prompt length with and without the connector, the fitted lines, the crossover."""
     plot = Plot(
         "breakeven",
         "Break-even prefix length",
         "Warm round, concurrency 1: each prompt a repeat. With the connector its KV is fetched from "
-        "Mooncake, without it recomputed. Dots: means per prompt length; lines: least-squares fits.",
+        "Mooncake, without it recomputed. Dots: means per prompt length; lines: least-squares fits (fetch "
+        "linear, recompute quadratic in the prompt length). Log scales.",
     )
     fig = _figure(6.0, 3.8)
     ax = fig.add_subplot(1, 1, 1)
-    xs = np.linspace(0, float(points["tokens"].max()) * 1.05, 50)
     for mode, color, name in (("with-cache", "#1f77b4", "fetch (with cache)"), ("baseline", "#d62728", "recompute")):
         ax.plot(points["tokens"], points[mode], "o", color=color, label=name)
-        ax.plot(xs, fixed_ms[mode] + per_1k_ms[mode] * xs / 1e3, "-", color=color, alpha=0.6)
+        ax.plot(*curves[mode], "-", color=color, alpha=0.6)
     if np.isfinite(crossover):
         ax.axvline(crossover, color="gray", ls="--", label=f"break-even {crossover:,.0f} tokens")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xlabel("prompt (= reused prefix) tokens")
     ax.set_ylabel("TTFT mean ms")
     ax.grid(alpha=0.3)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
@@ -103,7 +104,8 @@ def make_plots(data: RunData, red: pd.DataFrame) -> list[P.Plot]:
 
 
 def _breakeven_plot(be: BE.BreakEven) -> P.Plot:
-    return P.breakeven(be.points, be.fixed_ms, be.per_1k_ms, be.crossover)
+    xs = np.geomspace(float(be.points["tokens"].min()) / 1.5, be.longest * 1.5, 80)
+    return P.breakeven(be.points, {m: (xs, BE.ttft(f, xs)) for m, f in be.fits.items()}, be.crossover)
 
 
 def save_plots(plots: list[P.Plot], out_dir: Path, known: tuple[str, ...]) -> None:
