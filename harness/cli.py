@@ -17,7 +17,13 @@ from .report import report_main
 from .stack import force_remove, leftovers
 from .stackspec import COMPOSE_DIR, PortInUse, allocate_ports
 from .suite import Suite, SuiteOptions
-from .tokenizer import LocalTokenizer, TokenizerError, server_tokenize_error
+from .tokenizer import (
+    EndpointAuthError,
+    LocalTokenizer,
+    TokenizerError,
+    check_endpoint_auth,
+    server_tokenize_error,
+)
 
 DEFAULT_CONFIG = "configs/test_config.yaml"
 EXIT_USAGE = 2
@@ -147,10 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_stack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--isolation",
-        choices=["fresh", "shared", "both"],
+        choices=["fresh", "shared", "both", "reset"],
         default="fresh",
         help="fresh: one stack per scenario (default); shared: one stack for all scenarios, as an "
-        "unisolated script would (shows the pollution); both: run both, report side by side",
+        "unisolated script would (shows the pollution); both: run both, report side by side; reset: one "
+        "stack per mode, a verified cache reset (reset, store empty, canary) between scenarios",
+    )
+    p.add_argument(
+        "--on-reset-failure",
+        choices=["fresh", "fail"],
+        help="isolation reset: a reset that cannot be proven runs its scenario on a fresh stack (default) or fails it",
     )
     p.add_argument("--repeats", type=int, default=1, help="run each scenario N times, each on its own fresh stack")
     p.add_argument(
@@ -218,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     interrupts.install()
     if auth:
         set_api_key(args.endpoint, auth[1])  # held in memory only: the manifest says where it came from
-    local = _tokenizer(args)
+    local = _tokenizer(args, auth[0] if auth else None)
     suite = Suite(cfg, _images, SuiteOptions(Path(args.results)), sys.argv)
     suite.local_tokenizer = local
     if auth:
@@ -227,9 +239,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if suite.run_external(args.endpoint, args.model, args.master_metrics) else 1
 
 
-def _tokenizer(args: argparse.Namespace) -> LocalTokenizer | None:
-    """None when the endpoint's POST /tokenize counts tokens; else the --tokenizer (exit 2 without one)."""
-    why = server_tokenize_error(args.endpoint, args.model)
+def _tokenizer(args: argparse.Namespace, key_var: str | None) -> LocalTokenizer | None:
+    """None when the endpoint's POST /tokenize counts tokens; else the --tokenizer (exit 2 without one).
+    An endpoint that refuses our credentials stops the run first (exit 2): a key is missing, not a tokenizer."""
+    try:
+        check_endpoint_auth(args.endpoint)
+        why = server_tokenize_error(args.endpoint, args.model)
+    except EndpointAuthError as e:
+        raise ConfigError(_auth_failure(args.endpoint, e, key_var)) from None
     if why is None:
         return None
     if not args.tokenizer:
@@ -245,6 +262,16 @@ def _tokenizer(args: argparse.Namespace) -> LocalTokenizer | None:
     return tok
 
 
+def _auth_failure(endpoint: str, e: EndpointAuthError, key_var: str | None) -> str:
+    """The one line for an endpoint that refused us: which variable to set (never the key)."""
+    if key_var:
+        return f"--endpoint {endpoint}: {e}: it refused the key in ${key_var}; set ${key_var} to a key it accepts"
+    return (
+        f"--endpoint {endpoint}: {e}: it wants an API key; set ${API_KEY_ENV} to it (or name the variable that "
+        "holds it with --api-key-env NAME)"
+    )
+
+
 def _images(overlay: str) -> dict[str, str]:
     """Locally built images for the CPU stack; other overlays name their own (public) images."""
     from .images import STACKS, ensure_images
@@ -258,6 +285,8 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
     if args.resume:
         return _resume(args)
     cfg = _load(args, scenarios, mode=args.mode)
+    if args.on_reset_failure:
+        cfg = cfg.model_copy(update={"on_reset_failure": args.on_reset_failure})
     for f in args.compose_file:
         if not f.is_file():
             raise ConfigError(f"--compose-file: {f}: file not found")
@@ -322,6 +351,7 @@ def _resume(args: argparse.Namespace) -> int:
     given = [flag for dest, flag in RESUME_FIXED.items() if getattr(args, dest, None) is not None]
     given += ["--repeats"] if args.repeats != 1 else []
     given += ["--isolation"] if args.isolation != "fresh" else []
+    given += ["--on-reset-failure"] if args.on_reset_failure else []
     if given:
         raise ConfigError(
             f"{given[0]}: a resumed run keeps the settings it started with (drop {', '.join(given)}, "

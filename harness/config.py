@@ -258,6 +258,19 @@ class StackConfig(Strict):
         return ["vllm", "vllm-b"] if self.topology == "cross-instance" else ["vllm"]
 
 
+class WatchConfig(Strict):
+    """The stack watch during every round (harness/watch.py)."""
+
+    # How often the engines' and the master's /health are asked.
+    poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # A component that does not answer for this long is gone, even if its container still runs;
+    # one whose container (or Deployment) is no longer live is gone at the first unanswered poll.
+    down_after_s: Annotated[float, Field(gt=0)] = 10.0
+    # A with-cache round whose store reads (lookups, loads) failed for more than this share of
+    # their keys is `degraded`: it measured a broken store, not the cache.
+    degraded_failed_keys_percent: Annotated[float, Field(ge=0, le=100)] = 1.0
+
+
 class Config(Strict):
     # scenarios first: default_scenarios is checked against them (pydantic
     # validates fields in declaration order).
@@ -285,8 +298,12 @@ class Config(Strict):
     max_failed_percent: Annotated[float, Field(ge=0, le=100)] = 2.0
     # What to do when a scenario's cold round finds a warm cache (cold-state gate).
     on_contamination: Literal["warn", "fail"] = "warn"
+    # isolation reset: when a reset cannot be proven (a tier stayed warm), run the cell on a fresh
+    # stack instead, or fail it.
+    on_reset_failure: Literal["fresh", "fail"] = "fresh"
     targets: Targets = Targets()
     stack: StackConfig = StackConfig()
+    watch: WatchConfig = WatchConfig()
     # Config paths with lists of values, crossed ("stack.global_segment_size": ["256MB", "1GB"]):
     # every point x scenario x mode x repeat gets its own fresh, cold-verified stack.
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}

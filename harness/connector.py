@@ -34,10 +34,20 @@ def _col(t: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(t[name], errors="coerce") if name in t else pd.Series(math.nan, index=t.index)
 
 
+def served(t: pd.DataFrame) -> pd.Series:
+    """Requests the server served in each round, the divisor of every per-request figure: vLLM's own
+    count (its TTFT histogram) where it is known, else the client's successes. Not the round's rows:
+    those include requests never sent (a conversation's turns after a failed one). A table without
+    successes (not from stats.round_summary) has only its rows to go by."""
+    client = _col(t, "successes") if "successes" in t else _col(t, "requests")
+    server = _col(t, "server_requests")
+    return server.where(server.notna(), client).where(lambda x: x > 0)
+
+
 def time_in_connector(table: pd.DataFrame) -> pd.DataFrame:
     """The rounds table with COLUMNS added (NaN where the connector's counters are absent)."""
     t = table.copy()
-    n = _col(t, "requests").where(lambda x: x > 0)
+    n = served(t)
     lookup, load = _col(t, "mc_lookup_exists_time_s"), _col(t, "mc_load_get_time_s")
     save = _col(t, "mc_save_exists_time_s") + _col(t, "mc_save_put_time_s")
     t["mc_lookup_ms_per_req"] = lookup * 1e3 / n

@@ -191,40 +191,49 @@ def settled(probe: Probe, before: Snapshot, finished: int, timeout: float = STAT
         time.sleep(0.05)  # polling the engine's own counters, bounded by the deadline
 
 
-def deltas(before: Snapshot, after: Snapshot) -> dict[str, float | None]:
+def deltas(before: Snapshot, after: Snapshot) -> dict[str, float | str | None]:
     """Per-round counter deltas, master gauges at round start and end, and the server-side
-    means (ms) of vLLM's request histograms over the round."""
+    means (ms) of vLLM's request histograms over the round. A counter that went down between the
+    snapshots was reset (its server restarted during the round): its delta is unknown (None), never
+    negative, and `counter_resets` names each one (None when none did)."""
     b, a = before.counters(), after.counters()
-    out: dict[str, float | None] = {}
+    out: dict[str, float | str | None] = {}
+    resets: list[str] = []
     for k in a:
         server = before.master if k in MASTER_GAUGES or k in MASTER_COUNTERS else before.vllm
         if k in MASTER_GAUGES:
             out[f"{k}_start"], out[f"{k}_end"] = b[k], a[k]
         elif (now := a[k]) is None or server is None:
             out[k] = None  # not exposed, or the scrape before the round failed: unknown, not zero
+        elif now < (was := b[k] or 0.0):  # labelled counters appear on first use: absent before = 0
+            out[k] = None
+            resets.append(f"{k} {was:g} -> {now:g}")
         else:
-            # Labelled counters appear on first use: absent before the round means 0 then.
-            out[k] = now - (b[k] or 0.0)
+            out[k] = now - was
     for k in SERVER_HISTOGRAMS:
         s, n = out.pop(f"{k}_sum"), out.pop(f"{k}_count")
-        out[f"{k}_mean_ms"] = s / n * 1e3 if s is not None and n else None
+        out[f"{k}_mean_ms"] = s / n * 1e3 if isinstance(s, float) and isinstance(n, float) and n else None
         if k == "server_ttft":
             out["server_requests"] = n
+    out["counter_resets"] = "counters went down (a server restarted?): " + ", ".join(resets) if resets else None
     return out
 
 
-def cold_state(snap: Snapshot) -> tuple[bool, str]:
-    """Before round 1: the store is empty and nothing has ever hit. Missing metrics fail the gate."""
+def cold_state(snap: Snapshot, since: Snapshot | None = None) -> tuple[bool, str]:
+    """Before round 1: the store is empty and nothing has hit - ever on a fresh stack, or since
+    `since` (the snapshot after a verified reset of a reused stack: hit counters count its whole
+    life). Missing metrics fail the gate."""
     c = snap.counters()
-    checks = {
-        "master_key_count": c["master_key_count"],
-        "local_hits": c["local_hits"],
-        "external_hits": c["external_hits"],
-    }
+    base = since.counters() if since is not None else {}
+    hits = {k: None if (v := c[k]) is None else v - (base.get(k) or 0.0) for k in ("local_hits", "external_hits")}
+    checks = {"master_key_count": c["master_key_count"], **hits}
     missing = [k for k, v in checks.items() if v is None]
     if missing:
         return False, f"cannot verify: missing {', '.join(missing)}"
+    if c["master_allocated_bytes"]:  # keys gone but bytes held: something still occupies the store
+        checks["master_allocated_bytes"] = c["master_allocated_bytes"]
     nonzero = {k: v for k, v in checks.items() if v}
     if nonzero:
         return False, "not cold: " + ", ".join(f"{k}={v:g}" for k, v in nonzero.items())
-    return True, "master_key_count=0, local_hits=0, external_hits=0"
+    how = " since the reset" if since is not None else ""
+    return True, f"master_key_count=0, local_hits=0, external_hits=0{how}"

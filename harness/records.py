@@ -118,9 +118,12 @@ _LABELS: dict[str, Any] = {
     "phase": (Text, None),  # measured warmth: cold / partly warm / warm (stats.warmth)
     "planned": (Count, None),  # requests the round should have sent
     "partial": (Flag, None),  # cut short: no verdict
+    "degraded": (Flag, None),  # the store's reads failed above the threshold: not a measurement of the cache
     "ttft_target_met": (Flag, None),
     "throughput_target_met": (Flag, None),
     "engine_url": (Text, None),  # which engine served the round (cross-instance: A, then B)
+    "counter_resets": (Text, None),  # counters that went down during the round (engine restart): unknown deltas
+    "ttft_gap_note": (Text, None),  # why the client-server TTFT gap is not computed
 }
 RoundSummary: type[_RoundBase] = create_model(  # type: ignore[call-overload]
     "RoundSummary",
@@ -135,7 +138,58 @@ ROUND_COLUMNS = RoundSummary.columns()
 
 # ------------------------------------------------------------------ manifest.json
 
-Status = Literal["pending", "running", "ok", "contaminated", "failed", "interrupted"]
+Status = Literal["pending", "running", "ok", "contaminated", "unverified", "degraded", "failed", "interrupted"]
+
+
+# ------------------------------------------------------------------ cells
+
+MODES = ("with-cache", "baseline")
+# Cells whose round 1 is proven cold on a stack of their own: a fresh one, or one reused after a
+# verified reset. Only these measure what reuse buys; shared and external cells show pollution.
+ISOLATED = ("fresh", "reset")
+_KEYED_ISOLATION = ("shared", "reset")  # isolations with their own directory level
+
+
+def cell_key(name: str, mode: str, iso: str, rep: int, point: int | None = None) -> str:
+    """Result key (= directory under the run): [point-NN/][baseline/][shared/|reset/]<scenario>[/repeat-N]."""
+    parts = [f"point-{point:02d}"] if point else []
+    parts += ([mode] if mode != "with-cache" else []) + ([iso] if iso in _KEYED_ISOLATION else []) + [name]
+    return "/".join(parts + ([f"repeat-{rep}"] if rep > 1 else []))
+
+
+def parse_cell_key(key: str) -> dict[str, Any]:
+    """cell_key's inverse: scenario, mode, isolation (fresh, or external when the key says nothing
+    and the manifest does), repeat and point label ("point-NN" or "")."""
+    parts = key.split("/")
+    point = parts.pop(0) if len(parts) > 1 and parts[0].startswith("point-") else ""
+    rep = next((int(p.split("-", 1)[1]) for p in parts if p.startswith("repeat-") and p[7:].isdigit()), 1)
+    mode = parts[0] if parts[0] in MODES and len(parts) > 1 else "with-cache"
+    rest = parts[1:] if parts[0] in MODES and len(parts) > 1 else parts
+    iso = rest[0] if len(rest) > 1 and rest[0] in _KEYED_ISOLATION else "fresh"
+    names = [p for p in rest[(iso != "fresh") :] if not p.startswith("repeat-")]
+    return {"scenario": names[0] if names else key, "mode": mode, "isolation": iso, "repeat": rep, "point": point}
+
+
+class ResetEvidence(Record):
+    """How a cell on a reused stack was made cold (harness/reset.py): the reset, the store's
+    emptiness, the canary, and the verdict."""
+
+    external: bool = True  # reset_external=true: the store too, not only the engine's prefix cache
+    idle: bool | None = None  # no request running or queued before the reset
+    reset_ok: bool | None = None  # every reset answered success (within its retries)
+    attempts: int | None = None
+    keys_after_reset: float | None = None
+    bytes_after_reset: float | None = None
+    canary_prompt: str | None = None  # the previous cell's first prompt, sent again
+    canary_cached_tokens: int | None = None
+    canary_local_hits: float | None = None
+    canary_external_hits: float | None = None
+    keys_at_start: float | None = None  # after the second reset: what the cell starts on
+    bytes_at_start: float | None = None
+    seconds: float | None = None
+    verified: bool | None = None
+    warm: str | None = None  # which tier stayed warm, with its numbers
+    fallback: str | None = None  # what kvbench did when the proof failed (fresh stack / failed)
 
 
 class CellEntry(Record):
@@ -160,6 +214,7 @@ class CellEntry(Record):
     point: dict[str, Any] | None = None  # the sweep point this cell ran at (config path -> value)
     teardown_verified: bool | None = None
     teardown_leftovers: str | None = None
+    reset: ResetEvidence | None = None  # isolation reset: how this cell's stack was made cold again
     previous_attempts: list[CellEntry] = Field(default_factory=list)
 
 

@@ -23,11 +23,13 @@ from . import interrupts
 from .client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
 from .config import Config
 from .connector import time_in_connector
+from .console import say
 from .probes import Probe, deltas, settled
 from .records import RequestRow
 from .results import RequestLog, read_requests, write_bench_serve, write_rounds
 from .reuse import block_chain, lru_by_round, reuse_by_round, ttft_speedups
 from .stats import rounds_table
+from .watch import StackWatch, store_health
 from .workers import Shared, auto_workers, run_workers, shares
 from .workload import Prompt, Session, Workload
 
@@ -82,8 +84,18 @@ SERVER_FAULTS = {
 HEALTH_TIMEOUT_S = 5.0
 
 
-class EngineDown(RuntimeError):
-    """The engine stopped answering during a round: the scenario's remaining requests were not sent."""
+class StackDown(RuntimeError):
+    """A component of the stack stopped serving during a round: the scenario's remaining requests
+    were not sent, and no later round runs."""
+
+
+class EngineDown(StackDown):
+    """The engine stopped answering during a round."""
+
+
+class StoreDown(StackDown):
+    """The Mooncake master stopped answering during a with-cache round: what followed would have
+    measured a stack without its cache."""
 
 
 class EngineWatch:
@@ -316,9 +328,11 @@ def _run_sharded(
     t0: float,
     progress: RoundProgress,
     block: int | None,
+    stack_watch: StackWatch | None = None,
 ) -> EngineWatch:
     """One round over n client worker processes (harness/workers.py); their rows are merged into
-    `log`, and the returned watch sums what they saw."""
+    `log`, and the returned watch sums what they saw. `stack_watch` starts once the workers are
+    forked (a thread must not be forked with them) and stops them all when it finds a component gone."""
     concurrency = shares(cfg.concurrency, n)
     start = time.perf_counter() + 0.2  # the workers fork and start their loops before it
     parts = [log.path.with_name(f".{log.path.stem}.round{rnd}.worker{i}.csv") for i in range(n)]
@@ -338,7 +352,13 @@ def _run_sharded(
         return {"succeeded": watch.succeeded, "down": watch.found}
 
     try:
-        results = run_workers(n, worker, progress.advance)
+        results = run_workers(
+            n,
+            worker,
+            progress.advance,
+            started=stack_watch.start if stack_watch else None,
+            stop_when=stack_watch.stopped.is_set if stack_watch else None,
+        )
     finally:
         progress.stop()
         for part in parts:  # every completed row, also of an interrupted round
@@ -360,6 +380,7 @@ def run_rounds(
     out_dir: Path,
     progress: RoundProgress | None = None,
     labels: dict | None = None,
+    stack_watch: StackWatch | None = None,
 ) -> pd.DataFrame:
     """All rounds of one scenario -> requests.csv (live) and rounds.csv; returns the rounds table.
 
@@ -367,7 +388,9 @@ def run_rounds(
     With a probe, that server's cache counters are scraped around the round and
     their deltas become columns of rounds.csv. rounds.csv is written even when a
     round is cut short (engine down, Ctrl-C): its rounds are then marked partial.
-    Raises EngineDown when the engine stopped answering; no later round is sent."""
+    `stack_watch` watches every component during each round (master included).
+    Raises EngineDown when the engine stopped answering, StoreDown when the master did; no later
+    round is sent."""
     if isinstance(routes, Endpoint):
         routes = [(routes, None)]
     progress = progress or RoundProgress()
@@ -384,11 +407,20 @@ def run_rounds(
             before = probe.snapshot() if probe else None
             block = block or (before.block_size if before else None)
             n = min(cfg.client_workers or auto_workers(cfg.concurrency), cfg.concurrency, len(workload.sessions))
-            if n > 1:
-                watch = _run_sharded(n, workload, rnd, cfg, endpoint, log, t0, progress, block)
-            else:
-                watch = EngineWatch(endpoint.base_url)
-                _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch, block))
+            try:
+                if n > 1:
+                    watch = _run_sharded(n, workload, rnd, cfg, endpoint, log, t0, progress, block, stack_watch)
+                else:
+                    watch = EngineWatch(endpoint.base_url)
+                    if stack_watch:
+                        stack_watch.start()
+                    stop = stack_watch.stopped if stack_watch else None
+                    _run(run_round(workload, rnd, cfg, endpoint, log, t0, progress, watch, block, stop=stop))
+            finally:
+                if stack_watch:
+                    stack_watch.stop()
+            if stack_watch and (gone := stack_watch.down):
+                raise (StoreDown if gone.component == "master" else EngineDown)(f"round {rnd}: {gone.reason}")
             if probe and before:
                 counters[rnd] = {
                     "engine_url": endpoint.base_url,
@@ -422,10 +454,13 @@ def _rounds_table(
     ):
         if not extra.empty and "round" in extra and not table.empty:
             table = table.merge(extra, on="round", how="left")
-    if "server_ttft_mean_ms" in table:  # what the client adds to the server's own TTFT
-        table["client_server_ttft_gap_ms"] = table["ttft_mean_ms"] - table["server_ttft_mean_ms"]
+    if "server_ttft_mean_ms" in table:  # what the client adds to the server's own TTFT, same requests
+        table["client_server_ttft_gap_ms"], table["ttft_gap_note"] = ttft_gap(table)
+    for rnd, why in zip(table.get("round", []), table.get("counter_resets", [])):
+        if isinstance(why, str) and why:
+            say(f"[yellow]round {rnd}: {why}: their deltas are unknown for this round[/yellow]")
     if not table.empty:
-        table = time_in_connector(table)
+        table = store_health(time_in_connector(table), cfg.watch.degraded_failed_keys_percent)
     for i, (k, v) in enumerate((labels or {}).items()):  # identity columns first
         table.insert(i, k, v)
     write_rounds(out_dir / "rounds.csv", table)
@@ -442,3 +477,29 @@ def _rounds_table(
         },
     )
     return table
+
+
+def ttft_gap(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per round, the client's mean TTFT minus vLLM's own, and why it is empty where it is. The
+    server's histogram counts every request it recorded (failed ones too), the client's mean only
+    its successes: the two means are over the same requests only when every row of the round
+    succeeded and the server recorded exactly that many."""
+    nan = pd.Series(float("nan"), index=table.index)
+    server_n = pd.to_numeric(table["server_requests"]) if "server_requests" in table else nan
+    notes = [_gap_note(int(n), int(ok), sn) for n, ok, sn in zip(table["requests"], table["successes"], server_n)]
+    gap = (table["ttft_mean_ms"] - table["server_ttft_mean_ms"]).where([not note for note in notes])
+    return gap, pd.Series(notes, index=table.index)
+
+
+def _gap_note(requests: int, successes: int, server_requests: float) -> str:
+    """Why a round's client and server TTFT means are not over the same requests ("" when they are)."""
+    if successes != requests:
+        return (
+            f"{requests - successes} of {requests} requests failed: the server's mean includes requests the "
+            "client's does not"
+        )
+    if pd.isna(server_requests):
+        return "the server recorded no request count"
+    if server_requests != successes:
+        return f"the server recorded {server_requests:,.0f} requests, the client {successes:,}: not the same requests"
+    return ""

@@ -214,8 +214,10 @@ def prepare(
     compose_dir: Path = COMPOSE_DIR,
     extra_files: list[Path] | None = None,
     with_connector: bool = True,
+    dev_mode: bool = False,
 ) -> StackSpec:
-    """Render the stack for one scenario run into `workdir` and assemble the compose call."""
+    """Render the stack for one scenario run into `workdir` and assemble the compose call.
+    `dev_mode`: vLLM's dev endpoints (the cache reset), only for stacks reused with `isolation: reset`."""
     wanted = {"vllm_port": s.vllm_port, "master_metrics_port": s.master_metrics_port}
     if s.topology == "cross-instance":
         wanted["vllm_b_port"] = 0
@@ -250,6 +252,7 @@ def prepare(
         "KVB_PYTHONHASHSEED": str(s.pythonhashseed),
         "KVB_KVCACHE_SPACE": str(s.kvcache_space_gib),
         "KVB_CLIENT_TTL": str(s.client_ttl),
+        "KVB_DEV_MODE": "1" if dev_mode else "0",
         "KVB_ENGINE_IMAGE": images.get("engine", ""),
         "KVB_MASTER_IMAGE": images.get("master", ""),
         "KVB_VLLM_IMAGE": s.gpu.vllm_image,

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Targets
+from .intervals import change_pct
 
 # Warn when more than 1 token in 20 shared a read with the one before (a few do on a
 # 2-core host where the CPU engine competes with the client) and reads came late.
@@ -75,7 +76,7 @@ def round_summary(rows: pd.DataFrame) -> dict:
     duration = float(end - start) if len(rows) else math.nan
     prompt = _nums(ok, "prompt_tokens").sum()
     completion = _nums(ok, "completion_tokens").sum()
-    cached = _nums(ok, "cached_tokens").sum()
+    cached, cached_ratio = _cached(ok)
     hit, miss = _split_by_hit(ok)
     per_s = (lambda x: x / duration) if duration and duration > 0 else (lambda x: math.nan)
     return {
@@ -115,9 +116,26 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "total_tok_per_s": per_s(prompt + completion),
         "prompt_tokens": int(prompt),
         "completion_tokens": int(completion),
-        "cached_tokens": int(cached),
-        "cached_token_ratio": float(cached / prompt) if prompt else math.nan,
+        "cached_tokens": cached,
+        "cached_token_ratio": cached_ratio,
     }
+
+
+def _cached(ok: pd.DataFrame) -> tuple[float, float]:
+    """The round's cached prompt tokens and their share of the prompt tokens, from the servers' usage
+    (`prompt_tokens_details.cached_tokens`). A server that does not send it leaves both unknown (NaN):
+    summing nothing gives 0, which would label the round "cold, 0 % reused". The count needs every
+    successful request's figure (a partial sum is not the round's); the share is over the requests
+    that reported one."""
+    if ok.empty:
+        return 0, math.nan
+    cached = pd.to_numeric(ok["cached_tokens"], errors="coerce") if "cached_tokens" in ok else None
+    if cached is None or cached.isna().all():
+        return math.nan, math.nan
+    prompt = pd.to_numeric(ok["prompt_tokens"], errors="coerce")
+    known = cached.notna() & prompt.notna()
+    share = float(cached[known].sum() / prompt[known].sum()) if prompt[known].sum() else math.nan
+    return (int(cached.sum()) if cached.notna().all() else math.nan), share
 
 
 SEND_LAG_WARN_MS = 100.0  # a trace replay more late than this no longer follows its timestamps
@@ -181,7 +199,10 @@ GAIN_COLUMNS = (
 
 
 def gains(first: dict, later: dict, targets: Targets) -> dict:
-    """Round-over-round change of a warm round against the cold round 1."""
+    """Round-over-round change of a warm round against the cold round 1, in the seed's rounds.csv
+    columns (kept for readers of older runs): a reduction (positive = faster) and an increase.
+    The report shows them as changes (intervals.change_pct: negative = faster); a target is met
+    alike either way (reduction >= 60 is change <= -60)."""
     ttft_red = _reduction(first["ttft_mean_ms"], later["ttft_mean_ms"])
     tput_inc = _increase(first["req_per_s"], later["req_per_s"])
     return {
@@ -196,15 +217,11 @@ def gains(first: dict, later: dict, targets: Targets) -> dict:
 
 
 def _reduction(before: float, after: float) -> float:
-    if not before or math.isnan(before) or math.isnan(after):
-        return math.nan
-    return (1.0 - after / before) * 100.0
+    return -change_pct(before, after)
 
 
 def _increase(before: float, after: float) -> float:
-    if not before or math.isnan(before) or math.isnan(after):
-        return math.nan
-    return (after / before - 1.0) * 100.0
+    return change_pct(before, after)
 
 
 # A round that reused more than this share of its prompt tokens is not a cold baseline: its

@@ -8,6 +8,7 @@ runs. Ctrl-C / SIGTERM tear the current stack down before the process exits.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -21,14 +22,17 @@ from . import preflight
 from .config import Config, ConfigError, point_label
 from .probes import Probe, Snapshot, cold_state
 from .progress import console, print_rounds, round_progress, say, step
-from .records import CellEntry, Manifest, Plan, Resumed, StackInfo
-from .report import console_summary, write_report
+from .records import CellEntry, Manifest, Plan, ResetEvidence, Resumed, StackInfo, cell_key
+from .report import report_and_summary
+from .report.shortfall import cell_shortfalls
+from .reset import ResetSettings, verified_reset, warm_tiers
 from .results import RunDir, base_manifest, read_manifest, utc_now
-from .runner import Endpoint, EngineDown, Route, run_rounds
+from .runner import Endpoint, Route, StackDown, run_rounds
 from .stack import Stack, StackError
 from .stackspec import COMPOSE_DIR, StackSpec, prepare
 from .tokenizer import LocalTokenizer, ServerTokenizer
-from .workload import build_workload
+from .watch import StackWatch
+from .workload import Prompt, build_workload
 
 if TYPE_CHECKING:  # the kubernetes client is imported only when a run uses that backend
     from .kubestack import KubeStack
@@ -38,8 +42,24 @@ if TYPE_CHECKING:  # the kubernetes client is imported only when a run uses that
 ImageProvider = Callable[[str], dict[str, str]]
 
 
-def judge(table: pd.DataFrame, cold: bool, max_failed_percent: float) -> dict:
-    """A measured cell's status: failed (too many failed requests) before contaminated before ok."""
+def degraded(table: pd.DataFrame) -> str | None:
+    """Why a with-cache cell measured a broken store rather than the cache (None: it did not)."""
+    if "degraded" not in table:
+        return None
+    bad = table[table["degraded"].map(lambda v: v is True)]
+    why = [
+        f"round {int(r['round'])}: the store failed {r['store_read_failed_keys']:,.0f} of its reads' keys "
+        f"({r['store_read_failed_pct']:.1f} %): degraded, not a measurement of the cache"
+        for _, r in bad.iterrows()
+    ]
+    return "; ".join(why) or None
+
+
+def judge(table: pd.DataFrame, cold: bool, max_failed_percent: float, cold_detail: str | None = None) -> dict:
+    """A measured cell's status: failed (too many failed requests) before contaminated before
+    unverified before ok. Contaminated needs evidence: the cold gate saw keys or hits, or round 1
+    hit tokens the scenario never computed. A gate that could not look (`cold_detail` "cannot
+    verify ...": an external server without the metrics) leaves the cell unverified, not accused."""
     foreign = table.loc[table["round"] == 1, "foreign_hit_tokens"] if "foreign_hit_tokens" in table else None
     out: dict = {
         "foreign_hit_tokens_round1": int(foreign.iloc[0])
@@ -53,9 +73,20 @@ def judge(table: pd.DataFrame, cold: bool, max_failed_percent: float) -> dict:
             status="failed",
             reason=f"{failed} of {sent} requests failed ({pct:.1f} % > max_failed_percent {max_failed_percent:g} %)",
         )
+    elif out["foreign_hit_tokens_round1"]:
+        out.update(status="contaminated", reason=f"round 1 hit {out['foreign_hit_tokens_round1']:,} foreign tokens")
+    elif cold:
+        out["status"] = "ok"
+    elif _unseen(cold_detail):
+        out.update(status="unverified", reason=f"cold state not verified ({cold_detail})")
     else:
-        out["status"] = "ok" if cold and not out["foreign_hit_tokens_round1"] else "contaminated"
+        out.update(status="contaminated", reason=f"cold-state gate: {cold_detail or 'not cold'}")
     return out
+
+
+def _unseen(cold_detail: str | None) -> bool:
+    """The gate could not look (metrics missing) and, on no engine, saw a key or a hit."""
+    return cold_detail is not None and "cannot verify" in cold_detail and "not cold" not in cold_detail
 
 
 @dataclass
@@ -63,13 +94,6 @@ class SuiteOptions:
     results_root: Path = Path("results")
     compose_dir: Path = COMPOSE_DIR
     extra_compose_files: tuple[Path, ...] = ()
-
-
-def cell_key(name: str, mode: str, iso: str, rep: int, point: int | None = None) -> str:
-    """Result key (= directory under the run): [point-NN/][baseline/][shared/]<scenario>[/repeat-N]."""
-    parts = [f"point-{point:02d}"] if point else []
-    parts += ([mode] if mode != "with-cache" else []) + (["shared"] if iso == "shared" else []) + [name]
-    return "/".join(parts + ([f"repeat-{rep}"] if rep > 1 else []))
 
 
 class Suite:
@@ -129,7 +153,7 @@ class Suite:
             scenarios=names, isolation=list(isolation), repeats=repeats, modes=list(modes), points=self.cfg.points()
         )
 
-    def run_all(self, external: Callable[[str, CellEntry], None] | None = None) -> bool:
+    def run_all(self, external: Callable[[str, CellEntry], object] | None = None) -> bool:
         """True when every cell succeeded (on a shared stack or an external server contamination is
         expected, not a failure). `external`: measure each cell there instead of on stacks of ours."""
         plan = self.plan
@@ -140,7 +164,7 @@ class Suite:
         cells = [
             (p, n, m, iso, r)
             for p in points
-            for iso in ("fresh", "external")
+            for iso in ("fresh", "external", "reset")
             if iso in isolation
             for n in names
             for r in range(1, repeats + 1)
@@ -160,8 +184,13 @@ class Suite:
                 self.cfg = self.base_cfg.at(plan.points[p - 1]) if p else self.base_cfg
                 if iso == "external" and external is not None:
                     self._external(n, external)
-                else:
+                elif iso == "fresh":
                     self._fresh(n, r, m, p)
+            # isolation reset: one stack per point and mode, its cells in the same scenario order
+            for p in points if "reset" in isolation else ():
+                self.cfg = self.base_cfg.at(plan.points[p - 1]) if p else self.base_cfg
+                for m in modes:
+                    self._reset_cells([(n, r) for n in names for r in range(1, repeats + 1)], m, p)
             self.cfg = self.base_cfg
             for m in modes if "shared" in isolation else ():
                 self._shared(names, m)
@@ -174,15 +203,14 @@ class Suite:
             self.manifest.finished_at = utc_now()
             self.run.write_manifest(self.manifest)
             try:
-                write_report(self.run.root)
-                print(console_summary(self.run.root))
+                print(report_and_summary(self.run.root))
             except Exception as e:  # the results are on disk: a report fault must not hide them
                 console.print(
                     f"[red]the report could not be written ({type(e).__name__}: {e}); the results are in "
                     f"{self.run.root}; `kvbench report {self.run.root}` retries[/red]"
                 )
         return all(
-            e.status == "ok" or (e.isolation != "fresh" and e.status == "contaminated")
+            e.status == "ok" or (e.isolation in ("shared", "external") and e.status in ("contaminated", "unverified"))
             for e in self.manifest.scenarios.values()
         )
 
@@ -233,7 +261,7 @@ class Suite:
             return None
         return entry
 
-    def _external(self, name: str, measure: Callable[[str, CellEntry], None]) -> None:
+    def _external(self, name: str, measure: Callable[[str, CellEntry], object]) -> None:
         entry = self._todo(cell_key(name, self.plan.modes[0], "external", 1))
         if entry is None:
             return
@@ -260,7 +288,7 @@ class Suite:
                 [entry],
                 mode,
                 lambda stack: self._measure(
-                    name, stack.engine_urls, stack.master_metrics_url, self.run.root / key, entry
+                    name, stack.engine_urls, stack.master_metrics_url, self.run.root / key, entry, stack
                 ),
             )
 
@@ -278,13 +306,13 @@ class Suite:
             for n in names:
                 key, entry = entries[n]
                 try:
-                    self._measure(n, stack.engine_urls, stack.master_metrics_url, self.run.root / key, entry)
+                    self._measure(n, stack.engine_urls, stack.master_metrics_url, self.run.root / key, entry, stack)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as e:  # the shared stack goes on with the next scenario
                     entry.set(status="failed", reason=f"{type(e).__name__}: {e}"[:500])
                     console.print(f"[red]{key} failed: {entry.reason}[/red]")
-                    if isinstance(e, EngineDown):
+                    if isinstance(e, StackDown):
                         raise
 
         label = str(shared_dir.relative_to(self.run.root)).replace("/", "-")
@@ -292,9 +320,16 @@ class Suite:
         self.manifest.shared_stacks[mode] = stack_info
 
     def _with_stack(
-        self, label: str, workdir: Path, entries: list[CellEntry], mode: str, body: Callable[[AnyStack], None]
+        self,
+        label: str,
+        workdir: Path,
+        entries: list[CellEntry],
+        mode: str,
+        body: Callable[[AnyStack], object],
+        dev_mode: bool = False,
     ) -> StackInfo:
-        """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries`."""
+        """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries` (the body
+        may drop entries it leaves for another stack). `dev_mode`: the engine's reset endpoint."""
         t_all = time.perf_counter()
         info = StackInfo()
         timings = info.timings
@@ -311,6 +346,7 @@ class Suite:
                 self.opts.compose_dir,
                 list(self.opts.extra_compose_files),
                 with_connector=mode != "baseline",
+                dev_mode=dev_mode,
             )
         except Exception as e:
             self._fail(entries, f"stack preparation failed: {type(e).__name__}: {e}"[:500], logs=None)
@@ -348,6 +384,94 @@ class Suite:
         finally:
             self._teardown(stack, entries, info, timings, t_all)
         return info
+
+    def _reset_cells(self, cells: list[tuple[str, int]], mode: str, point: int | None) -> None:
+        """isolation reset: the cells of one mode (and sweep point) on as few stacks as the proofs
+        allow. The first cell of a stack runs on it fresh; every next one after a verified reset. A
+        reset that cannot be proven sends its cell, and those after it, to a new stack (or fails the
+        cell: on_reset_failure: fail); so does a stack that broke."""
+        todo = [(n, r) for n, r in cells if self._todo(cell_key(n, mode, "reset", r, point)) is not None]
+        stacks = 0
+        while todo:
+            stacks += 1
+            label = "-".join([*([f"point-{point:02d}"] if point else []), mode, "reset", str(stacks)])
+            entries = [self.manifest.scenarios[cell_key(n, mode, "reset", r, point)] for n, r in todo]
+            before = len(todo)
+            body = functools.partial(self._on_reset_stack, todo=todo, entries=entries, mode=mode, point=point)
+            self._with_stack(label, self.run.root / ".stacks" / label, entries, mode, body, dev_mode=True)
+            if len(todo) == before:  # the stack never came up: _with_stack failed every entry
+                return
+
+    def _on_reset_stack(
+        self, stack: AnyStack, todo: list[tuple[str, int]], entries: list[CellEntry], mode: str, point: int | None
+    ) -> None:
+        """Measure `todo`'s cells on this stack in order, popping each; leave the rest (dropped from
+        `entries`, pending again) for a new stack when a proof fails or the stack breaks."""
+        canary: Prompt | None = None
+        since: list[Snapshot] | None = None
+        first = True
+        while todo:
+            name, rep = todo[0]
+            key = cell_key(name, mode, "reset", rep, point)
+            entry = self.manifest.scenarios[key]
+            if not first:
+                entry.reset, since = self._prove_reset(stack, canary)
+                self.run.write_manifest(self.manifest)
+                if not entry.reset.verified:
+                    if self.cfg.on_reset_failure == "fresh":
+                        entry.reset.fallback = "fresh stack"
+                        self._hand_on(entries, entry)
+                        return
+                    entry.reset.fallback = "failed (on_reset_failure: fail)"
+                    entry.set(status="failed", reason=f"reset not proven: {entry.reset.warm}")
+                    todo.pop(0)
+                    continue
+            todo.pop(0)
+            first = False
+            try:
+                canary = (
+                    self._measure(
+                        name, stack.engine_urls, stack.master_metrics_url, self.run.root / key, entry, stack, since
+                    )
+                    or canary
+                )
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # this cell failed; the next one's proof says whether the stack is usable
+                entry.set(status="failed", reason=f"{type(e).__name__}: {e}"[:500], logs=str(stack.save_logs()))
+                console.print(f"[red]{key} failed: {entry.reason}[/red]")
+                if isinstance(e, StackDown) and todo:  # a broken stack: the rest on a new one
+                    nxt = cell_key(todo[0][0], mode, "reset", todo[0][1], point)
+                    self._hand_on(entries, self.manifest.scenarios[nxt])
+                    return
+            finally:
+                self.run.write_manifest(self.manifest)
+
+    @staticmethod
+    def _hand_on(entries: list[CellEntry], first: CellEntry) -> None:
+        """`first` and the cells after it go to the next stack: pending again, not this stack's."""
+        i = next(i for i, e in enumerate(entries) if e is first)
+        for e in entries[i:]:
+            e.status = "pending"
+        del entries[i:]
+
+    def _prove_reset(self, stack: AnyStack, canary: Prompt | None) -> tuple[ResetEvidence, list[Snapshot]]:
+        """A verified reset on every engine of the stack (harness/reset.py); the evidence of all of them
+        in one record (the first failure's figures), and the snapshots the next cell's gate starts from."""
+        with step("verified reset (reset, store empty, canary, reset)"):
+            results = []
+            for url in stack.engine_urls:
+                probe = Probe(url, stack.master_metrics_url)
+                try:
+                    results.append(verified_reset(probe, self.model, self.cfg.api, canary, ResetSettings()))
+                finally:
+                    probe.close()
+        evidence = next((ev for ev, _ in results if not ev.verified), results[-1][0])
+        evidence.set(warm=warm_tiers(evidence), verified=all(ev.verified for ev, _ in results))
+        ok = "[green]proven cold[/green]" if evidence.verified else f"[yellow]NOT proven: {evidence.warm}[/yellow]"
+        say(f"  reset: {ok} (store {evidence.keys_at_start or 0:,.0f} keys, canary {evidence.canary_cached_tokens} "
+            f"cached tokens, {evidence.seconds:.1f} s)")  # fmt: skip
+        return evidence, [snap for _, snap in results]
 
     def _stack(self, spec: StackSpec, workdir: Path) -> AnyStack:
         s = self.cfg.stack
@@ -393,19 +517,30 @@ class Suite:
             lambda name, entry: self._measure(name, [endpoint.rstrip("/")], master_metrics, self.run.root / name, entry)
         )
 
-    def _measure(self, name: str, urls: list[str], master_url: str | None, out: Path, entry: CellEntry) -> None:
+    def _measure(
+        self,
+        name: str,
+        urls: list[str],
+        master_url: str | None,
+        out: Path,
+        entry: CellEntry,
+        stack: AnyStack | None = None,
+        since: list[Snapshot] | None = None,
+    ) -> Prompt | None:
         """Cold-state gate, workload, rounds. Round 1 goes to the first engine, rounds 2+ to the last
-        (cross-instance: engine B must get its warm hits from Mooncake)."""
+        (cross-instance: engine B must get its warm hits from Mooncake). The whole stack is watched
+        during every round; with the cache, its master too. `since`: per engine, the snapshot after a
+        verified reset (isolation reset). Returns the workload's first prompt (the next cell's canary)."""
         timings = entry.timings
         out.mkdir(parents=True, exist_ok=True)
         entry.status = "running"
         probes = [Probe(u, master_url) for u in urls]
         try:
             snapshots = [p.snapshot() for p in probes]
-            cold, detail = self._cold_gate(snapshots)
+            cold, detail = self._cold_gate(snapshots, since)
             entry.set(cold_verified=cold, cold_detail=detail, block_size=snapshots[0].block_size)
             say(f"  {name}: cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
-            if not cold and self.cfg.on_contamination == "fail":
+            if not cold and "not cold" in detail and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
             routes: list[Route] = [(Endpoint(u, self.model), p) for u, p in zip(urls, probes)]
             with self.local_tokenizer or ServerTokenizer(routes[0][0].base_url, self.model) as tok:
@@ -428,17 +563,32 @@ class Suite:
                     )
                 t = time.perf_counter()
                 labels = entry.model_dump(include={"scenario", "mode", "isolation", "repeat"})
-                table = run_rounds(wl, self.cfg, routes, out, progress=round_progress(name), labels=labels)
+                watch = StackWatch.for_stack(
+                    urls,
+                    master_url if entry.mode != "baseline" else None,
+                    stack.health if stack else None,
+                    self.cfg.watch.poll_s,
+                    self.cfg.watch.down_after_s,
+                    stack.spec.engines if stack else None,
+                )
+                table = run_rounds(
+                    wl, self.cfg, routes, out, progress=round_progress(name), labels=labels, stack_watch=watch
+                )
                 timings["rounds_s"] = round(time.perf_counter() - t, 3)
-            entry.set(**judge(table, cold, self.cfg.max_failed_percent))
+            entry.set(**judge(table, cold, self.cfg.max_failed_percent, detail))
+            if entry.status != "failed" and (why := degraded(table)):
+                entry.set(status="degraded", reason=why)
             print_rounds(table)
+            for why in cell_shortfalls(table):
+                say(f"  [yellow]{why}[/yellow]")
+            return wl.sessions[0].build(0, []) if wl.sessions else None
         finally:
             for p in probes:
                 p.close()
 
     @staticmethod
-    def _cold_gate(snapshots: list[Snapshot]) -> tuple[bool, str]:
-        results = [cold_state(s) for s in snapshots]
+    def _cold_gate(snapshots: list[Snapshot], since: list[Snapshot] | None = None) -> tuple[bool, str]:
+        results = [cold_state(s, since[i] if since else None) for i, s in enumerate(snapshots)]
         if len(results) == 1:
             return results[0]
         return all(ok for ok, _ in results), "; ".join(f"engine {i + 1}: {d}" for i, (_, d) in enumerate(results))

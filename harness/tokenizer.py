@@ -33,11 +33,41 @@ class TokenizerError(RuntimeError):
     pass
 
 
+AUTH_STATUSES = (401, 403)  # the server wants other credentials: a key, not a tokenizer
+
+
+class EndpointAuthError(TokenizerError):
+    """The endpoint refused the request's credentials (HTTP 401 / 403)."""
+
+    def __init__(self, what: str, status: int) -> None:
+        super().__init__(f"{what} -> HTTP {status}: authentication failed")
+        self.status = status
+
+
+def _refuse_auth(what: str, r: httpx.Response) -> None:
+    if r.status_code in AUTH_STATUSES:
+        raise EndpointAuthError(what, r.status_code)
+
+
+def check_endpoint_auth(base_url: str, timeout: float = 10.0) -> None:
+    """Raise EndpointAuthError when `GET /v1/models` refuses our credentials. vLLM's --api-key guards
+    /v1 (and a few other prefixes), not /tokenize, /metrics or /health, so this is what shows a
+    missing key before any request; any other answer is left to the checks that follow."""
+    url = f"{base_url.rstrip('/')}/v1/models"
+    try:
+        r = httpx.get(url, headers=auth_headers(base_url), timeout=timeout)
+    except httpx.HTTPError:
+        return
+    _refuse_auth("GET /v1/models", r)
+
+
 def server_tokenize_error(base_url: str, model: str, timeout: float = 10.0) -> str | None:
-    """Why `POST /tokenize` of this server cannot count tokens (None: it can)."""
+    """Why `POST /tokenize` of this server cannot count tokens (None: it can). Raises
+    EndpointAuthError when it refuses our credentials: a tokenizer would not help then."""
     try:
         r = httpx.post(f"{base_url.rstrip('/')}/tokenize", json={"model": model, "prompt": "kvbench"},
                        headers=auth_headers(base_url), timeout=timeout)  # fmt: skip
+        _refuse_auth("POST /tokenize", r)
         if r.status_code != 200:
             return f"POST /tokenize -> HTTP {r.status_code}"
         count = r.json().get("count")
@@ -125,6 +155,7 @@ class ServerTokenizer:
 
     def ids(self, text: str) -> list[int]:
         r = self._client.post("/tokenize", json={"model": self._model, "prompt": text, "add_special_tokens": False})
+        _refuse_auth("POST /tokenize", r)
         if r.status_code != 200:
             raise TokenizerError(f"POST /tokenize -> {r.status_code}: {redact(r.text)[:200]}")
         return [int(t) for t in r.json()["tokens"]]
@@ -134,6 +165,7 @@ class ServerTokenizer:
         key = json.dumps(body, sort_keys=True)
         if key not in self._cache:
             r = self._client.post("/tokenize", json=body)
+            _refuse_auth("POST /tokenize", r)
             if r.status_code != 200:
                 raise TokenizerError(f"POST /tokenize -> {r.status_code}: {redact(r.text)[:200]}")
             self._cache[key] = int(r.json()["count"])

@@ -65,21 +65,32 @@ class Shared:
 
 
 def run_workers(
-    n: int, target: Callable[[int, Shared], dict], on_progress: Callable[[bool], None], poll_s: float = 0.1
+    n: int,
+    target: Callable[[int, Shared], dict],
+    on_progress: Callable[[bool], None],
+    poll_s: float = 0.1,
+    started: Callable[[], None] | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> list[dict]:
     """Run target(i, shared) in n forked processes; each result in worker order. Progress is relayed
-    to `on_progress` while they run. A worker that dies without a result gives {"error": ...}."""
+    to `on_progress` while they run. `started` is called once all are forked; when `stop_when()`
+    turns true every worker stops sending (as on Ctrl-C) and keeps its rows. A worker that dies
+    without a result gives {"error": ...}."""
     ctx = mp.get_context("fork")
     shared = Shared(ctx.Value("q", 0), ctx.Value("q", 0), ctx.Event(), ctx.Event())
     results = ctx.SimpleQueue()
     procs = [ctx.Process(target=_child, args=(i, target, shared, results), daemon=True) for i in range(n)]
     for p in procs:
         p.start()
+    if started:
+        started()
     relayed = [0, 0]
     try:
         while any(p.is_alive() for p in procs):
             wait([p.sentinel for p in procs if p.is_alive()], timeout=poll_s)
             _relay(shared, relayed, on_progress)
+            if stop_when and stop_when():
+                shared.stop.set()
         _relay(shared, relayed, on_progress)
     except BaseException:  # Ctrl-C: every worker stops sending and writes what it has
         shared.stop.set()

@@ -3,12 +3,39 @@
 
 No model can be downloaded on the development/CI machines, so the engine image
 ships a model made here: a ``LlamaForCausalLM`` (hidden 128, 2 layers, 2 heads,
-32k context, ~0.85 M parameters) with random weights from a fixed seed, plus a
-byte-level BPE tokenizer trained locally with ``tokenizers`` on a seeded
-synthetic corpus, saved as a Hugging Face model directory with a chat template.
+32k context, ~1.4 M parameters) with seeded random weights, plus a byte-level BPE
+tokenizer trained locally with ``tokenizers`` on a seeded synthetic corpus,
+saved as a Hugging Face model directory with a chat template.
 
-Greedy output is degenerate text; it exists to exercise the serving and KV-cache
-paths (check correctness with logprobs, not with text).
+Its greedy output is gibberish, but it depends on the prompt, so that "warm output
+identical to cold output at temperature 0" is a check that can fail: a wrong or
+misplaced KV block changes the text. Hugging Face's default init (std 0.02, tied
+embeddings) made every prompt's continuation one repeated token ("5555...",
+"\n\n\n...") whatever the prompt. The init here (`init_weights`):
+
+* token embeddings N(0, 1), every projection N(0, 1/fan_in), norms 1: each layer
+  changes the residual stream as much as the token itself does;
+* an untied output head (N(0, 1/128)): the next token is no longer the current
+  one (tied small embeddings make every token predict itself);
+* attention heads that look somewhere in particular. Head 0 gets a constant
+  query and key bias (RECENCY on each of its dimensions): through the rotary
+  embedding a constant q.k term is a sum of cosines of the distance, largest at
+  distance 0 and falling with it, so the head attends mostly to the last few
+  dozen tokens. Head 1's query and key weights are scaled by CONTENT: sharp
+  attention to a few tokens anywhere in the context, chosen by their content.
+  With the plain init both heads average over the whole context: prompts that
+  share a 16k-token document and end in different questions get one
+  continuation, and a different document changes nothing either.
+
+Measured, 16 greedy tokens, bf16: 37 distinct continuations for 37 prompts shaped
+like configs/test_config.yaml's scenarios (1.5k-16k-token shared prefixes + distinct
+questions, unique 2k-token prompts, prompts differing in their last word, one
+question after 6 different documents), the same tokens whether a prompt is
+prefilled at once or as a cached prefix + the rest (transformers), and 29 of 36
+prompts whose one 16-token block was replaced by other tokens changed their
+output. vLLM CPU serves it (10 of 10 prompts distinct; warm == cold with vLLM's
+prefix cache, 16k tokens cached). The default init: 1 output for 8 prompts
+sharing a document, 1 for 4 prompts differing in their last word.
 
 Usage: python make_tiny_model.py OUT_DIR [--seed N]
 """
@@ -110,27 +137,60 @@ def save_tokenizer(tok, out: Path) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+HIDDEN, HEADS = 128, 2
+# Head 0: a constant query/key bias on every dimension, attention to recent tokens.
+RECENCY = 1.5
+# Head 1: query/key weights scaled up, sharp attention to a few tokens chosen by content.
+CONTENT = 3.0
+
+
+def init_weights(model, seed: int) -> None:
+    """Seeded init whose greedy continuation depends on the prompt (see the module docstring)."""
+    import math
+
+    import torch
+
+    head_dim = HIDDEN // HEADS
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith("bias"):
+                p.zero_()
+                if name.endswith(("q_proj.bias", "k_proj.bias")):
+                    p[:head_dim] = RECENCY
+            else:
+                std = 1.0 if "embed_tokens" in name else 1 / math.sqrt(p.shape[1])
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+                if name.endswith(("q_proj.weight", "k_proj.weight")):
+                    p[head_dim : 2 * head_dim] *= CONTENT
+
+
 def save_model(tok, out: Path, seed: int) -> int:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=tok.get_vocab_size(),
-        hidden_size=128,
-        intermediate_size=256,
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
         num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        num_attention_heads=HEADS,
+        num_key_value_heads=HEADS,
         max_position_embeddings=MAX_POSITIONS,
         rope_theta=10000.0,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
+        attention_bias=True,
         bos_token_id=tok.token_to_id(BOS),
         eos_token_id=tok.token_to_id(EOS),
         pad_token_id=tok.token_to_id(PAD),
         torch_dtype="bfloat16",
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    model = LlamaForCausalLM(config)
+    init_weights(model, seed)
+    model = model.to(torch.bfloat16).eval()
     model.save_pretrained(str(out), safe_serialization=True)
     GenerationConfig(
         bos_token_id=config.bos_token_id,
@@ -151,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     tok = train_tokenizer(args.seed)
     save_tokenizer(tok, out)
     n_params = save_model(tok, out, args.seed)
-    info = {"vocab_size": tok.get_vocab_size(), "params": n_params, "seed": args.seed}
+    info = {
+        "vocab_size": tok.get_vocab_size(),
+        "params": n_params,
+        "seed": args.seed,
+        "init": f"embed N(0,1), projections N(0,1/fan_in), untied head, head 0 q/k bias {RECENCY}, "
+        f"head 1 q/k x{CONTENT}",
+    }
     (out / "kvbench_tiny.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"tiny model written to {out}: {json.dumps(info)}", file=sys.stderr)
     return 0

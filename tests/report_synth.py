@@ -28,7 +28,8 @@ class Scen:
     status: str = "ok"
     reason: str = ""
     foreign_r1: int = 0
-    speedup: float = 3.0  # how much faster warm rounds are
+    speedup: float = 3.0  # how much faster warm rounds are (below 1: slower)
+    noise: float = 0.3  # sigma of each request's lognormal TTFT (independent per request and round)
     n: int = 12
     rounds: int = 2
     extra: dict = field(default_factory=dict)
@@ -46,7 +47,7 @@ def requests_frame(s: Scen, rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     for rnd in range(1, s.rounds + 1):
         for i in range(s.n):
-            ttft = float(rng.lognormal(5, 0.3)) / (s.speedup if rnd > 1 else 1.0)
+            ttft = float(rng.lognormal(5, s.noise)) / (s.speedup if rnd > 1 else 1.0)
             tpot = float(rng.uniform(5, 10))
             rows.append(
                 {
@@ -163,3 +164,24 @@ def png_size(data: bytes) -> tuple[int, int]:
     """Width and height from a PNG's IHDR chunk (and a check that it is a PNG at all)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def cliff_sweep(hits: list[float], lru: list[float], sizes_mib: tuple[int, ...] = (256, 512, 1024, 2048),
+                evictions: bool = False) -> list[Scen]:  # fmt: skip
+    """A store-size sweep of one trace scenario: per size, the round-2 hit share measured (`hits`)
+    and of a simulated LRU store (`lru`), of 10,000 expected tokens."""
+    return [
+        Scen(
+            "tr",
+            point=i + 1,
+            point_values={"stack.global_segment_size": f"{mib}MB"},
+            extra={
+                "master_capacity_bytes_start": mib * 2**20,
+                "expected_reuse_tokens": [0, 10_000],
+                "achieved_reuse_tokens": [0, int(10_000 * h)],
+                "lru_reuse_tokens": [0, int(10_000 * s)],
+                **({"master_evicted_keys": [100 * (len(sizes_mib) - i)] * 2} if evictions else {}),
+            },
+        )
+        for i, (mib, h, s) in enumerate(zip(sizes_mib, hits, lru, strict=True))
+    ]

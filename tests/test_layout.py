@@ -51,6 +51,7 @@ def test_the_report_stage_only_reads_results():
     graph = _graph()
     allowed = {
         "harness.config",
+        "harness.fit",  # console text fitted to the terminal: pure formatting
         "harness.intervals",
         "harness.metrics",
         "harness.records",

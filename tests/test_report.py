@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import math
 import re
@@ -15,10 +17,17 @@ import pytest
 from harness.cli import main as cli_main
 from harness.intervals import t_interval
 from harness.report import console_summary, render, report_main, write_comparison, write_report
-from harness.report.data import load_run, reductions
+from harness.report.analysis import analyse
+from harness.report.data import load_run
 from harness.results import write_rounds
 
-from .report_synth import Scen, make_run, png_size
+from .report_synth import Scen, cliff_sweep, make_run, png_size
+
+
+def reductions(data):
+    """The round-over-round frame (analysis.round_over_round), as the report computed it."""
+    return analyse(data).round_over_round
+
 
 PLOTS = ("ttft_cdf", "gains", "token_sources", "speedups")
 
@@ -73,7 +82,8 @@ def test_complete_run_writes_md_html_plots_and_summary(tmp_path):
     for head in ("TTFT mean ms", "TTFT p99 ms", "TPOT mean ms", "E2E mean ms", "req/s", "total tok/s"):
         assert head in text and head in html
     # rag_a: warm 3x faster -> TTFT target met; rag_b 1.5x -> missed. Throughput of the synthetic rows is flat.
-    assert re.search(r"\| rag_a .*\| pass ", text) and re.search(r"\| rag_b .*\| FAIL ", text)
+    seed = {r["scenario"]: r for r in _md_table(text, "Round over round")}
+    assert seed["rag_a"]["TTFT target <= -60 %"] == "pass" and seed["rag_b"]["TTFT target <= -60 %"] == "FAIL"
     assert 'class="pass"' in html and 'class="fail"' in html
 
 
@@ -98,13 +108,14 @@ def test_contamination_and_repeats(tmp_path):
     data = load_run(run)
     red = reductions(data)
     a = red[(red["scenario"] == "rag_a") & (red["round"] == 2)].iloc[0]
-    assert a["repeats"] == 3 and a["ttft_ci_basis"] == "repeats (t)"
-    per_rep = data.rounds[(data.rounds["scenario"] == "rag_a") & (data.rounds["round"] == 2)]["ttft_reduction_pct"]
+    assert a["repeats"] == 3 and a["ttft_method"] == "t over 3 repeats"
+    # the figure is the repeats' mean TTFT change (negative: faster), the interval is over those changes
+    per_rep = -data.rounds[(data.rounds["scenario"] == "rag_a") & (data.rounds["round"] == 2)]["ttft_reduction_pct"]
     lo, hi = t_interval(per_rep.tolist())
-    assert a["ttft_ci_lo"] == pytest.approx(lo) and a["ttft_ci_hi"] == pytest.approx(hi)
-    assert a["ttft_reduction_pct"] == pytest.approx(per_rep.mean())
+    assert a["ttft_lo"] == pytest.approx(lo, abs=0.01) and a["ttft_hi"] == pytest.approx(hi, abs=0.01)
+    assert a["ttft_change"] == pytest.approx(per_rep.mean(), abs=0.01) and a["ttft_change"] < 0
     b = red[red["scenario"] == "rag_b"].iloc[0]
-    assert b["ttft_ci_basis"].startswith("prompts (") and not pd.isna(b["ttft_ci_lo"])
+    assert b["ttft_method"].startswith("BCa") and b["ttft_lo"] <= b["ttft_change"] <= b["ttft_hi"]
     assert "fresh stack per scenario vs one shared stack" in text  # fresh and shared side by side
 
 
@@ -174,7 +185,7 @@ def test_manifest_unreadable_and_empty_csv(tmp_path):
 def test_round_two_missing(tmp_path):
     run = make_run(tmp_path, [Scen("rag_a", rounds=1), Scen("rag_b")])
     _, text = write_report(run)
-    assert "rag_a: round 2 is missing: no reductions or speed-ups." in text
+    assert "rag_a: round 2 is missing: no round-over-round or per-prompt changes." in text
     red = reductions(load_run(run))
     assert red[red["scenario"] == "rag_a"]["note"].iloc[0] == "round 2 missing: no warm round"
     assert _html(run).count("<img") == len(PLOTS)  # rag_b carries the figures
@@ -193,6 +204,8 @@ def test_nan_columns(tmp_path):
         "tokens_local_cache_hit",
         "tokens_external_kv_transfer",
         "tpot_mean_ms",
+        "ttft_mean_ms",
+        "req_per_s",
         "expected_reuse_tokens",
         "achieved_reuse_tokens",
         "foreign_hit_tokens",
@@ -209,7 +222,7 @@ def test_nan_columns(tmp_path):
     assert "No figure: no scenario has both a round 1 and a round 2" in html
     # Missing numbers are shown as n/a, never as 0 or a verdict.
     (r2,) = _md_table(text, "Round over round")
-    assert r2["round"] == "2" and r2["TTFT reduction %"] == r2["throughput gain %"] == "n/a"
+    assert r2["round"] == "2" and r2["TTFT mean change"] == r2["throughput change"] == "n/a"
     assert {v for k, v in r2.items() if "target" in k} == {"n/a"}
     assert [r["TPOT mean ms"] for r in _md_table(text, "Per-round statistics")] == ["n/a", "n/a"]
     assert not (run / "plots" / "token_sources.png").exists()
@@ -237,8 +250,8 @@ def test_empty_run_dir(tmp_path):
 def test_console_summary_and_report_main(tmp_path, capsys):
     run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_b")])
     out = console_summary(run)  # writes the report when it is not there yet
-    assert (run / "report.html").exists() and out.rstrip().endswith(f"report: {run / 'report.html'}")
-    assert "rag_a" in out and "TTFT -%" in out and len(out.splitlines()) <= 8
+    assert (run / "report.html").exists() and f"report: {run / 'report.html'}" in out
+    assert "rag_a" in out and "TTFT mean chg %" in out and "Round over round (seed's targets" in out
     assert report_main([run], None) == 0
     printed = capsys.readouterr().out
     assert "rag_b" in printed and f"report: {run / 'report.html'}" in printed
@@ -281,15 +294,16 @@ def test_with_cache_vs_baseline_in_one_run(tmp_path):
     run = make_run(tmp_path, [Scen("rag_a", n=40), Scen("rag_a", mode="baseline", speedup=1.0, n=40)])
     _, text = write_report(run)
     assert text.index("## What reuse buys") < text.index("## Evidence")
-    from harness.report.verdict import reuse_buys
-
-    r2 = reuse_buys(load_run(run)).set_index("round").loc[2]
+    r2 = analyse(run).vs_baseline.set_index("round").loc[2]
     assert r2["pairs"] == 40 and -75 < r2["paired_change"] < -58  # true value: (1/3 - 1) * 100 = -66.7 %
     assert r2["paired_lo"] < r2["paired_change"] < r2["paired_hi"]
     assert math.isnan(r2["req_per_s_lo"])  # one repeat: no interval over repeats
-    printed = console_summary(run)
-    assert printed.startswith("What reuse buys") and "rag_a round 2: TTFT mean" in printed
-    assert "rag_a [baseline]" in printed
+    printed = console_summary(run, width=100)
+    verdict = printed[printed.index("With the KV cache vs without it") :]
+    row = next(line for line in verdict.splitlines() if line.startswith("rag_a "))
+    assert f"{r2['ttft_mean_ms_change']:+.1f} [{r2['ttft_mean_ms_lo']:+.1f}, {r2['ttft_mean_ms_hi']:+.1f}]" in row
+    assert r2["ttft_mean_ms_lo"] <= r2["ttft_mean_ms_change"] <= r2["ttft_mean_ms_hi"] < 0
+    assert "rag_a [baseline]" in printed  # its own round-over-round row, above the verdict
     summary = pd.read_csv(run / "summary.csv")
     assert list(summary.columns[:6]) == ["scenario", "mode", "isolation", "repeat", "round", "phase"]
     lead = summary.set_index(["mode", "round"]).loc[("with-cache", 2)]
@@ -320,9 +334,10 @@ def test_report_of_a_directory_with_only_csvs_still_works(tmp_path, capsys):
 
 
 def _csv_column(text: str, name: str) -> list[str]:
-    lines = text.splitlines()
-    i = lines[0].split(",").index(name)
-    return [line.split(",")[i] for line in lines[1:]]
+    """The column's cells exactly as written (quoted cells, e.g. interval methods, may hold commas)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    i = rows[0].index(name)
+    return [row[i] for row in rows[1:]]
 
 
 def test_whole_number_columns_are_written_as_integers(tmp_path):
@@ -367,14 +382,12 @@ def test_a_partial_round_shows_its_counts_and_no_verdict(tmp_path):
 
 
 def test_with_repeats_the_headline_pairs_prompts_within_a_repeat_and_uses_student_t(tmp_path):
-    from harness.report.verdict import reuse_buys
-
     scens = [
         Scen("rag_a", mode=m, repeat=r, n=20, speedup=3.0 if m == "with-cache" else 1.0)
         for r in (1, 2, 3)
         for m in ("with-cache", "baseline")
     ]
-    r2 = reuse_buys(load_run(make_run(tmp_path, scens))).set_index("round").loc[2]
+    r2 = analyse(make_run(tmp_path, scens)).vs_baseline.set_index("round").loc[2]
     assert r2["repeats"] == 3 and r2["pairs"] == 60  # 20 prompts x 3 repeats, never across repeats
     assert r2["paired_method"] == "t over 3 repeats" and r2["paired_lo"] < r2["paired_change"] < r2["paired_hi"]
     assert not math.isnan(r2["req_per_s_lo"])  # throughput gets an interval over repeats too
@@ -395,24 +408,7 @@ def test_a_store_size_sweep_gets_its_cache_cliff_with_both_reference_lines(tmp_p
     """Four store sizes: the table lists them by size with the measured hits, the simulated LRU and
     the counters; the note names the smallest size keeping 90 % of the infinite-cache hits and the
     loss the simulation does not explain; the figure is drawn."""
-    sizes = [256, 512, 1024, 2048]
-    hits = [0.05, 0.30, 0.93, 1.0]
-    lru = [0.10, 0.35, 1.0, 1.0]
-    scens = [
-        Scen(
-            "tr",
-            point=i + 1,
-            point_values={"stack.global_segment_size": f"{mib}MB"},
-            extra={
-                "master_capacity_bytes_start": mib * 2**20,
-                "expected_reuse_tokens": [0, 10_000],
-                "achieved_reuse_tokens": [0, int(10_000 * h)],
-                "lru_reuse_tokens": [0, int(10_000 * s)],
-                "master_evicted_keys": [100 * (4 - i), 100 * (4 - i)],
-            },
-        )
-        for i, (mib, h, s) in enumerate(zip(sizes, hits, lru, strict=True))
-    ]
+    scens = cliff_sweep([0.05, 0.30, 0.93, 1.0], [0.10, 0.35, 1.0, 1.0], evictions=True)
     run = make_run(tmp_path, scens)
     write_report(run)
     md = (run / "report.md").read_text()
@@ -430,16 +426,16 @@ def test_a_store_size_sweep_gets_its_cache_cliff_with_both_reference_lines(tmp_p
 def test_with_and_without_the_cache_pair_up_within_each_sweep_point(tmp_path):
     """Two points x both modes: the headline compares each point's with-cache run with that
     point's baseline, never across points."""
-    from harness.report.tables import headline_lines
-
     scens = [
         Scen("s", mode=mode, point=p, point_values={"concurrency": c}, speedup=speed if mode == "with-cache" else 1.0)
         for p, c, speed in ((1, 4, 2.0), (2, 16, 8.0))
         for mode in ("with-cache", "baseline")
     ]
     run = make_run(tmp_path, scens)
-    lines = headline_lines(load_run(run))
-    assert [line.split(" round")[0] for line in lines] == ["s [concurrency=4]", "s [concurrency=16]"]
+    head = analyse(run).vs_baseline
+    assert list(dict.fromkeys(head["label"])) == ["s [concurrency=4]", "s [concurrency=16]"]
+    r2 = head.set_index(["label", "round"])["ttft_mean_ms_change"]
+    assert r2[("s [concurrency=16]", 2)] < r2[("s [concurrency=4]", 2)] < 0  # 8x faster vs 2x, each vs its own
     write_report(run)
     summary = pd.read_csv(run / "summary.csv")
     assert set(summary["point"]) == {"concurrency=4", "concurrency=16"}
@@ -486,7 +482,7 @@ def test_the_report_says_why_where_the_cache_loses_and_nothing_where_it_wins(tmp
     assert "saved 26.0 ms of vLLM's prefill (5.0 vs 31.0 ms)" in loses
     assert "waited 45.0 ms in vLLM's queue vs 2.0 ms without" in loses and "the wait for the KV" in loses
     assert not [w for w in why if w.startswith("> Why: wins round 2")]
-    assert "why: loses round 2:" in console_summary(run)
+    assert "why: loses round 2:" in console_summary(run, width=200)
 
 
 def test_the_break_even_study_finds_where_fetching_overtakes_recomputing(tmp_path):

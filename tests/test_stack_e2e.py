@@ -251,6 +251,52 @@ def test_killed_engine_fails_its_scenario_and_the_next_one_still_runs(tmp_path, 
     assert "long_batch: status failed (EngineDown: round 1: engine unreachable" in (run_dir / "report.md").read_text()
 
 
+def test_killed_master_fails_its_with_cache_scenario_within_seconds(tmp_path, stack_images, no_harness_leftovers):
+    """`docker kill` of the Mooncake master mid-round: vLLM keeps serving (every request then pays the
+    connector's timeouts), so only the stack watch can tell. The with-cache scenario fails within the
+    watch's bound, naming the master, with every container's logs; the next scenario is ok on its own
+    stack; exit 1; nothing left."""
+    failed_after: list[float] = []
+
+    def kill_master(proc: subprocess.Popen, run_dir: Path) -> None:
+        project = json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["project"]
+        (master,) = docker.container.list(
+            filters=[
+                ("label", f"com.docker.compose.project={project}"),
+                ("label", "com.docker.compose.service=mooncake-master"),
+            ]
+        )
+        docker.container.kill(master)
+        t = time.monotonic()
+        while json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["status"] == "running":
+            assert time.monotonic() - t < 120, "the with-cache cell still runs 2 minutes after its master died"
+            time.sleep(0.2)  # polling the manifest, bounded above
+        failed_after.append(time.monotonic() - t)
+
+    args = ["bench-all", "--config", str(E2E), "--scenarios", "long_batch", "cold_start"]
+    code, err, run_dir = _bench_acting_mid_round(
+        [*args, "--mode", "with-cache", "--concurrency", "1"], tmp_path / "results", "long_batch", 3, kill_master
+    )
+    assert code == 1, err[-2000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    failed, ok = manifest["scenarios"]["long_batch"], manifest["scenarios"]["cold_start"]
+    assert failed["status"] == "failed" and "StoreDown" in failed["reason"], failed
+    assert "Mooncake master unreachable: mooncake-master is exited" in failed["reason"], failed
+    logs = Path(failed["logs"])
+    ps = json.loads((logs / "ps.json").read_text())
+    assert {c["name"].split("-")[-2] for c in ps} >= {"vllm", "master"}  # every container's state kept
+    assert "mooncake-master" in (logs / "compose.log").read_text()
+    # Within seconds of the kill (the watch polls every second; its logs are saved before the status
+    # flips), not after 400 requests had each waited out the connector's timeouts (40 min on the seed run).
+    print(f"master killed -> cell failed in {failed_after[0]:.1f} s", file=sys.stderr)
+    assert failed_after[0] < 30
+    rows = pd.read_csv(run_dir / "long_batch" / "requests.csv")
+    assert set(rows["round"]) == {1} and len(rows) < 400  # nothing sent once the master was gone
+    assert rows["ok"].sum() >= 3  # the rows completed before the kill are kept
+    assert ok["status"] == "ok" and ok["teardown_verified"] is True
+    assert not find_resources(f"io.kvbench.run={manifest['run_id']}")
+
+
 def test_resume_finishes_an_interrupted_bench_all_without_rerunning_finished_cells(
     tmp_path, stack_images, no_harness_leftovers
 ):

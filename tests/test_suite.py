@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import Config, ConfigError
-from harness.records import CellEntry, StackInfo
+from harness.records import CellEntry, ResetEvidence, StackInfo, cell_key, parse_cell_key
 from harness.suite import Suite, SuiteOptions
 
 CFG = Config.model_validate(
@@ -29,8 +29,7 @@ def _suite(tmp_path: Path, calls: list, monkeypatch, suite: Suite | None = None)
         return StackInfo()
 
     monkeypatch.setattr(suite, "_with_stack", stack)
-    monkeypatch.setattr("harness.suite.write_report", lambda root: None)
-    monkeypatch.setattr("harness.suite.console_summary", lambda root: "")
+    monkeypatch.setattr("harness.suite.report_and_summary", lambda root: "")
     return suite
 
 
@@ -94,8 +93,7 @@ def test_a_sweep_runs_every_point_with_its_own_settings_and_resumes_by_point(tmp
         return StackInfo()
 
     monkeypatch.setattr(suite, "_with_stack", stack)
-    monkeypatch.setattr("harness.suite.write_report", lambda root: None)
-    monkeypatch.setattr("harness.suite.console_summary", lambda root: "")
+    monkeypatch.setattr("harness.suite.report_and_summary", lambda root: "")
     suite.plan_cells(["a", "b"], ("fresh",), 1, cfg.modes)
     assert suite.run_all() is False
     assert [s[0] for s in seen] == [
@@ -114,3 +112,87 @@ def test_a_sweep_runs_every_point_with_its_own_settings_and_resumes_by_point(tmp
     suite = resumed
     resumed.run_all()
     assert seen == [("point-02-baseline-b", "1GB", 2)]
+
+
+class _FakeStack:
+    """Stands for a stack in the planning tests: the body only asks for its URLs and logs."""
+
+    engine_urls = ["http://127.0.0.1:1"]
+    master_metrics_url = "http://127.0.0.1:2"
+
+    def save_logs(self) -> Path:
+        return Path("logs")
+
+
+def _reset_suite(tmp_path: Path, monkeypatch, proofs: list[bool], on_failure: str = "fresh"):
+    """A suite whose stacks, proofs and measurements are recorded, not run: stacks[i] lists the cells
+    measured on the i-th stack; a proof's verdict comes from `proofs` in order."""
+    cfg = CFG.model_copy(update={"on_reset_failure": on_failure, "default_scenarios": ["a", "b", "c"]})
+    cfg.scenarios["c"] = cfg.scenarios["a"]
+    suite = Suite(cfg, lambda overlay: {}, SuiteOptions(tmp_path), ["test"])
+    stacks: list[list[str]] = []
+    verdicts = iter(proofs)
+
+    def with_stack(label, workdir, entries, mode, body, dev_mode=False) -> StackInfo:
+        assert dev_mode  # only reset stacks get the dev endpoints
+        stacks.append([])
+        for e in entries:
+            e.status = "running"
+        body(_FakeStack())
+        return StackInfo()
+
+    def prove(stack, canary):
+        ok = next(verdicts)
+        ev = ResetEvidence(verified=ok, warm=None if ok else "store: 3 keys, 4,096 bytes at the cell's start")
+        return ev, []
+
+    def measure(name, urls, master, out, entry, stack=None, since=None):
+        stacks[-1].append(f"{name}/{entry.mode}")
+        entry.status = "ok"
+        return None
+
+    monkeypatch.setattr(suite, "_with_stack", with_stack)
+    monkeypatch.setattr(suite, "_prove_reset", prove)
+    monkeypatch.setattr(suite, "_measure", measure)
+    monkeypatch.setattr("harness.suite.report_and_summary", lambda root: "")
+    suite.plan_cells(["a", "b", "c"], ("reset",), 1, ("with-cache",))
+    return suite, stacks
+
+
+def test_isolation_reset_runs_a_mode_on_one_stack_with_a_proof_before_every_later_cell(tmp_path, monkeypatch):
+    suite, stacks = _reset_suite(tmp_path, monkeypatch, [True, True])
+    assert suite.run_all() is True
+    assert stacks == [["a/with-cache", "b/with-cache", "c/with-cache"]]
+    cells = suite.manifest.scenarios
+    assert cells["reset/a"].reset is None and cells["reset/b"].reset.verified and cells["reset/c"].reset.verified
+
+
+def test_a_reset_that_cannot_be_proven_sends_its_cell_to_a_fresh_stack(tmp_path, monkeypatch):
+    suite, stacks = _reset_suite(tmp_path, monkeypatch, [False, True])
+    assert suite.run_all() is True
+    assert stacks == [["a/with-cache"], ["b/with-cache", "c/with-cache"]]  # b first (fresh) on a new stack
+    b = suite.manifest.scenarios["reset/b"]
+    assert b.status == "ok" and b.reset.verified is False and b.reset.fallback == "fresh stack"
+    assert "3 keys" in b.reset.warm
+
+
+def test_on_reset_failure_fail_fails_the_cell_and_never_measures_it_warm(tmp_path, monkeypatch):
+    suite, stacks = _reset_suite(tmp_path, monkeypatch, [False, True], on_failure="fail")
+    assert suite.run_all() is False
+    assert stacks == [["a/with-cache", "c/with-cache"]]
+    b = suite.manifest.scenarios["reset/b"]
+    assert b.status == "failed" and b.reason.startswith("reset not proven: store: 3 keys")
+
+
+@pytest.mark.parametrize("iso", ["fresh", "shared", "reset"])
+@pytest.mark.parametrize("mode", ["with-cache", "baseline"])
+@pytest.mark.parametrize(("rep", "point"), [(1, None), (3, None), (1, 2), (2, 11)])
+def test_a_cell_key_reads_back_as_the_cell_it_names(iso, mode, rep, point):
+    key = cell_key("long_context_high_reuse", mode, iso, rep, point)
+    assert parse_cell_key(key) == {
+        "scenario": "long_context_high_reuse",
+        "mode": mode,
+        "isolation": iso,
+        "repeat": rep,
+        "point": f"point-{point:02d}" if point else "",
+    }

@@ -2,7 +2,9 @@
 and figures; `report.write_comparison` writes them out.
 
 Rows are matched by scenario and round (and by isolation too when a run holds both
-modes); repeats are averaged. Deltas are against the first run ("A").
+modes); repeats are averaged. Deltas are against the first run ("A"). Round-over-round figures are
+changes, 100 * (round 2 / round 1 - 1): negative = faster TTFT, positive = more throughput; their
+differences between runs are in percentage points.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
+from ..fit import fit_table
 from ..metrics import COMPARISON, fmt, pick
 from . import plots as P
-from .data import RunData, col, evidence, ok_requests, reductions
+from .analysis import round_over_round
+from .data import RunData, col, evidence, ok_requests
 
 METRICS = pick(COMPARISON)
 PLOT_NAMES = ("compare_ttft", "compare_ttft_reduction", "compare_throughput_gain", "compare_ttft_cdf")
@@ -35,7 +38,7 @@ class Comparison:
     reductions: pd.DataFrame
     evidence: pd.DataFrame
     raw_means: pd.DataFrame  # numeric: key + run + metric columns
-    raw_red: pd.DataFrame  # numeric reductions with a run column
+    raw_red: pd.DataFrame  # numeric round-over-round changes (analysis.round_over_round) with a run column
     notes: list[str] = field(default_factory=list)
 
 
@@ -100,8 +103,8 @@ def build(datas: list[RunData]) -> Comparison:
     raw = pd.concat(means, ignore_index=True) if means else pd.DataFrame(columns=[*key, "run"])
     reds = []
     for lab, d in zip(labels, datas):
-        r = reductions(d)
-        if not r.empty:
+        r = round_over_round(d, ok_requests(d))
+        if not r.empty and "ttft_change" in r.columns:
             reds.append(r.assign(run=lab))
     raw_red = pd.concat(reds, ignore_index=True) if reds else pd.DataFrame()
     ev = [evidence(d).assign(run=lab) for lab, d in zip(labels, datas)]
@@ -155,7 +158,9 @@ def _metrics(raw: pd.DataFrame, key: list[str], labels: list[str]) -> pd.DataFra
 
 
 def _reductions(raw_red: pd.DataFrame, key: list[str], labels: list[str]) -> pd.DataFrame:
-    if raw_red.empty or "ttft_reduction_pct" not in raw_red.columns:
+    """Round 2 vs round 1 per run, side by side: TTFT mean change and throughput change (with the
+    seed's verdicts), and each run's difference from run A in percentage points."""
+    if raw_red.empty or "ttft_change" not in raw_red.columns:
         return pd.DataFrame()
     r2 = raw_red[raw_red["round"] == 2]
     k = [c for c in key if c != "round"]
@@ -166,18 +171,14 @@ def _reductions(raw_red: pd.DataFrame, key: list[str], labels: list[str]) -> pd.
         row = dict(zip(k, (str(x) for x in (kv if isinstance(kv, tuple) else (kv,)))))
         for lab in labels:
             if lab not in by.index:
-                row[f"{lab} TTFT -%"] = row[f"{lab} thrpt +%"] = "n/a"
+                row[f"{lab} TTFT chg %"] = row[f"{lab} thrpt chg %"] = "n/a"
                 continue
             x = by.loc[lab]
-            row[f"{lab} TTFT -%"] = f"{fmt(x['ttft_reduction_pct'])} ({x['ttft_verdict']})"
-            row[f"{lab} thrpt +%"] = f"{fmt(x['throughput_gain_pct'])} ({x['tput_verdict']})"
+            row[f"{lab} TTFT chg %"] = f"{fmt(x['ttft_change'], 1, True)} ({x['ttft_verdict']})"
+            row[f"{lab} thrpt chg %"] = f"{fmt(x['tput_change'], 1, True)} ({x['tput_verdict']})"
             if lab != base and base in by.index:
-                row[f"{lab} vs {base} TTFT pp"] = fmt(
-                    x["ttft_reduction_pct"] - by.loc[base, "ttft_reduction_pct"], 1, True
-                )
-                row[f"{lab} vs {base} thrpt pp"] = fmt(
-                    x["throughput_gain_pct"] - by.loc[base, "throughput_gain_pct"], 1, True
-                )
+                row[f"{lab} vs {base} TTFT pp"] = fmt(x["ttft_change"] - by.loc[base, "ttft_change"], 1, True)
+                row[f"{lab} vs {base} thrpt pp"] = fmt(x["tput_change"] - by.loc[base, "tput_change"], 1, True)
         rows.append(row)
     return pd.DataFrame(rows).fillna("n/a")
 
@@ -211,8 +212,18 @@ def _plots(cmp: Comparison) -> list[P.Plot]:
     red = cmp.raw_red
     red2 = red[red["round"] == 2] if not red.empty and "round" in red.columns else pd.DataFrame()
     for c, title, ylabel, name in (
-        ("ttft_reduction_pct", "TTFT reduction, round 2 vs round 1", "TTFT reduction %", "compare_ttft_reduction"),
-        ("throughput_gain_pct", "Throughput gain, round 2 vs round 1", "throughput gain %", "compare_throughput_gain"),
+        (
+            "ttft_change",
+            "TTFT mean change, round 2 vs round 1",
+            "TTFT mean change % (negative = faster)",
+            "compare_ttft_reduction",
+        ),
+        (
+            "tput_change",
+            "Throughput change, round 2 vs round 1",
+            "throughput change % (positive = more)",
+            "compare_throughput_gain",
+        ),
     ):
         w = (
             red2.assign(group=red2.apply(_group_name, axis=1, key=[k for k in key if k != "round"])).pivot_table(
@@ -246,8 +257,9 @@ def _plots(cmp: Comparison) -> list[P.Plot]:
     return out
 
 
-def console(cmp: Comparison) -> str:
-    """Compact side-by-side table for the terminal: round-2 TTFT mean and the reductions per run."""
+def console(cmp: Comparison, width: int = 80) -> str:
+    """Compact side-by-side table for the terminal, fitted to `width`: round-2 TTFT mean and the
+    TTFT mean change vs round 1 per run."""
     raw, labels, key = cmp.raw_means, cmp.labels, cmp.key
     if raw.empty:
         return "no scenario results in any run"
@@ -263,12 +275,8 @@ def console(cmp: Comparison) -> str:
             m = red[(red["run"] == lab) & (red["round"] == 2)] if not red.empty else red
             for c, v in zip(k, kv):
                 m = m[m[c] == v] if len(m) else m
-            row[f"{lab} TTFT -%"] = fmt(float(m["ttft_reduction_pct"].iloc[0])) if len(m) else "n/a"
+            row[f"{lab} TTFT chg %"] = fmt(float(m["ttft_change"].iloc[0]), 1, True) if len(m) else "n/a"
         rows.append(row)
     runs = "  ".join(f"{lab} = {d.name}" for lab, d in zip(labels, cmp.datas))
-    table = (
-        tabulate(pd.DataFrame(rows), headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
-        if rows
-        else "no scenario has a round 2 in any run"
-    )
-    return f"{runs}\n{table}"
+    lines = fit_table(pd.DataFrame(rows), width, drop=[c for c in k if c != "scenario"], shrink="scenario")
+    return f"{runs}\n" + ("\n".join(lines) if rows else "no scenario has a round 2 in any run")

@@ -1,7 +1,7 @@
 """What a report is made of, loaded defensively: a run's manifest, rounds.csv and requests.csv.
 
 Per-round statistics come from rounds.csv (written by the runner); requests.csv is
-read only for what needs single requests - TTFT distributions, paired speed-ups,
+read only for what needs single requests - TTFT distributions, per-prompt changes,
 request-level bootstrap CIs, failure counts - and only four of its columns, so a
 run of a million requests loads in seconds. Anything missing (no manifest, a
 failed scenario without CSVs, an interrupted one without rounds.csv, no round 2,
@@ -20,8 +20,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from ..config import Targets, point_label
-from ..intervals import Interval, paired_change_pct_bca, t_interval
-from ..records import REQUEST_COLUMNS, CellEntry, Manifest
+from ..records import REQUEST_COLUMNS, CellEntry, Manifest, parse_cell_key
 from ..results import read_manifest, read_requests, read_rounds
 from ..stats import rounds_table
 
@@ -64,29 +63,11 @@ IDENTITY = ("scenario", "mode", "isolation", "repeat", "point")
 _NO_ENTRY = CellEntry(
     scenario="", mode="", isolation="", repeat=1, status="pending"
 )  # no manifest entry: nothing known
-MODES = ("with-cache", "baseline")
 
 
 def _label(scenario: str, mode: str, isolation: str, point: str = "") -> str:
     tags = [t for t in (mode if mode != "with-cache" else "", isolation if isolation != "fresh" else "", point) if t]
     return f"{scenario} [{', '.join(tags)}]" if tags else scenario
-
-
-def _path_identity(rel: str) -> dict:
-    """Identity from the result key: [point-NN/][baseline/][shared/]<scenario>[/repeat-N]."""
-    parts = rel.split("/")
-    point = parts.pop(0) if len(parts) > 1 and parts[0].startswith("point-") else ""
-    rep = next((int(p.split("-", 1)[1]) for p in parts if p.startswith("repeat-") and p[7:].isdigit()), 1)
-    mode = parts[0] if parts[0] in MODES and len(parts) > 1 else "with-cache"
-    rest = parts[1:] if parts[0] in MODES and len(parts) > 1 else parts
-    names = [p for p in rest if p != "shared" and not p.startswith("repeat-")]
-    return {
-        "scenario": names[0] if names else rel,
-        "mode": mode,
-        "isolation": "shared" if rest and rest[0] == "shared" else "fresh",
-        "repeat": rep,
-        "point": point,
-    }
 
 
 def _read_manifest(run_dir: Path, notes: list[str]) -> Manifest | None:
@@ -201,7 +182,7 @@ def load_run(run_dir: Path) -> RunData:
     dir_rows, rounds_frames, req_frames = [], [], []
     for i, rel in enumerate(_discover(run_dir, manifest)):
         entry = entries.get(rel)
-        ident = _path_identity(rel)
+        ident = parse_cell_key(rel)
         d = run_dir / rel
         rounds = _read_csv(d / "rounds.csv", notes, rel, read_rounds)
         if rounds is None and (d / "requests.csv").exists():
@@ -287,14 +268,14 @@ def _note_gaps(rel: str, row: dict, rounds: pd.DataFrame | None, req: pd.DataFra
         notes.append(f"{rel}: no requests.csv and no rounds.csv: nothing measured.")
         return
     if req is None:
-        notes.append(f"{rel}: requests.csv is missing: no TTFT distribution or paired speed-ups.")
+        notes.append(f"{rel}: requests.csv is missing: no TTFT distribution or per-prompt changes.")
     rnds = set(rounds["round"].dropna().astype(int)) if rounds is not None and "round" in rounds.columns else set()
     if req is not None:
         rnds |= set(req["round"].unique().tolist())
     if 1 not in rnds:
-        notes.append(f"{rel}: round 1 is missing: no round-over-round reductions.")
+        notes.append(f"{rel}: round 1 is missing: no round-over-round changes.")
     elif not any(r > 1 for r in rnds):
-        notes.append(f"{rel}: round 2 is missing: no reductions or speed-ups.")
+        notes.append(f"{rel}: round 2 is missing: no round-over-round or per-prompt changes.")
 
 
 # ---------------------------------------------------------------- derived tables
@@ -318,120 +299,15 @@ def ok_requests(data: RunData) -> pd.DataFrame:
     )
 
 
-def paired_speedups(data: RunData) -> pd.DataFrame:
-    """Per warm request: round-1 TTFT / this round's TTFT of the same prompt in the same scenario directory."""
-    req = ok_requests(data)
+def per_prompt_ratios(req: pd.DataFrame) -> pd.DataFrame:
+    """Per warm request (`req`: ok_requests): its TTFT over the same prompt's round-1 TTFT in the
+    same scenario directory (`ratio` < 1: faster than cold)."""
     first = req.drop_duplicates(["dir", "round", "pid"])
     cold = first[first["round"] == 1][["dir", "pid", "ttft_ms"]]
     warm = first[first["round"] > 1][["dir", "pid", "round", "label", "ttft_ms"]]
     pairs = warm.merge(cold, on=["dir", "pid"], suffixes=("_warm", "_cold"))
-    pairs["speedup"] = pairs["ttft_ms_cold"] / pairs["ttft_ms_warm"]
-    return pairs[np.isfinite(pairs["speedup"]) & (pairs["speedup"] > 0)]
-
-
-def _round_pairs(rq: pd.DataFrame | None, rnd: int) -> Interval:
-    """Per-prompt TTFT change from round 1 to round `rnd` in one directory (negative: faster)."""
-    if rq is None:
-        return Interval(math.nan, math.nan, math.nan, 0, "n/a (no request rows)")
-    first = rq.drop_duplicates(["round", "pid"])
-    pairs = first[first["round"] == 1][["pid", "ttft_ms"]].merge(
-        first[first["round"] == rnd][["pid", "ttft_ms"]], on="pid", suffixes=("_1", "_r")
-    )
-    return paired_change_pct_bca(pairs["ttft_ms_1"], pairs["ttft_ms_r"])
-
-
-def _verdict(met: list[bool]) -> str:
-    if not met:
-        return "n/a"
-    k = sum(met)
-    return "pass" if k == len(met) else ("FAIL" if k == 0 else f"MIXED {k}/{len(met)}")
-
-
-def _met(g: pd.DataFrame, value: str, flag: str, target: float) -> list[bool]:
-    v = col(g, value)
-    if flag in g.columns:
-        flags = truthy(g[flag])
-        return [bool(f) for f, x in zip(flags, v) if not math.isnan(x)]
-    return [bool(x >= target) for x in v if not math.isnan(x)]
-
-
-def reductions(data: RunData) -> pd.DataFrame:
-    """Per scenario, isolation and warm round: mean TTFT reduction and throughput gain over repeats, 95 % CIs,
-    and pass/fail against the targets. A scenario without a warm round gets a row that says so."""
-    rounds, t = data.rounds, data.targets
-    if rounds.empty:
-        return pd.DataFrame()
-    req = ok_requests(data) if len(data.requests) else data.requests
-    by_dir = dict(tuple(req.groupby("dir"))) if len(req) else {}
-    speed = paired_speedups(data).groupby(["label", "round"])["speedup"].median() if len(req) else pd.Series()
-    rows = []
-    for (label, scen, mode, iso), g in rounds.groupby(["label", "scenario", "mode", "isolation"], sort=False):
-        warm = g[g["round"] > 1]
-        if warm.empty:
-            rows.append(
-                {
-                    "label": label,
-                    "scenario": scen,
-                    "mode": mode,
-                    "isolation": iso,
-                    "round": math.nan,
-                    "repeats": g["repeat"].nunique(),
-                    "note": "round 2 missing: no warm round",
-                }
-            )
-            continue
-        for rnd, w in warm.groupby("round"):
-            if (
-                col(w, "partial").fillna(0).astype(bool).any()
-                or col(g[g["round"] == 1], "partial").fillna(0).astype(bool).any()
-            ):  # cut short: counts, never a verdict
-                rows.append(
-                    {
-                        "label": label,
-                        "scenario": scen,
-                        "mode": mode,
-                        "isolation": iso,
-                        "round": int(rnd),
-                        "repeats": len(w),
-                        "note": f"partial: {int(col(w, 'requests').sum())} of "
-                        f"{int(col(w, 'planned').sum())} requests sent, "
-                        f"{int(col(w, 'failures').sum())} failed; no verdict",
-                    }
-                )
-                continue
-            ttft, tput = col(w, "ttft_reduction_pct").dropna(), col(w, "throughput_improvement_pct").dropna()
-            if len(w) >= 2:  # one value per repeat: Student-t over them
-                t_ci, p_ci, basis = t_interval(ttft.tolist()), t_interval(tput.tolist()), "repeats (t)"
-            else:  # one repeat: the same prompts' TTFT change, BCa over prompts; none for throughput
-                rq = by_dir.get(int(w["dir"].iloc[0]))
-                iv = _round_pairs(rq, int(rnd))
-                t_ci, p_ci, basis = (iv.lo, iv.hi), (math.nan, math.nan), f"prompts ({iv.method})"
-            rows.append(
-                {
-                    "label": label,
-                    "scenario": scen,
-                    "mode": mode,
-                    "isolation": iso,
-                    "round": int(rnd),
-                    "repeats": len(w),
-                    "ttft_reduction_pct": ttft.mean() if len(ttft) else math.nan,
-                    "ttft_ci_lo": t_ci[0],
-                    "ttft_ci_hi": t_ci[1],
-                    "ttft_ci_basis": basis,
-                    "ttft_verdict": _verdict(
-                        _met(w, "ttft_reduction_pct", "ttft_target_met", t.ttft_reduction_percent)
-                    ),
-                    "throughput_gain_pct": tput.mean() if len(tput) else math.nan,
-                    "tput_ci_lo": p_ci[0],
-                    "tput_ci_hi": p_ci[1],
-                    "tput_verdict": _verdict(
-                        _met(w, "throughput_improvement_pct", "throughput_target_met", t.throughput_increase_percent)
-                    ),
-                    "speedup_p50": float(speed.get((label, rnd), math.nan)),
-                    "note": "",
-                }
-            )
-    return pd.DataFrame(rows)
+    pairs["ratio"] = pairs["ttft_ms_warm"] / pairs["ttft_ms_cold"]
+    return pairs[np.isfinite(pairs["ratio"]) & (pairs["ratio"] > 0)]
 
 
 def _fmt_tokens(v: float) -> str:
@@ -475,6 +351,7 @@ def evidence(data: RunData) -> pd.DataFrame:
                 "stack project": e.project or "unknown",
                 "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
                 "cold verified": _yes_no(e.cold_verified),
+                "reset proof": _reset_proof(e),
                 "teardown verified": _yes_no(e.teardown_verified),
                 "contamination": ("CONTAMINATED" if contaminated else ("no" if foreign else "unknown"))
                 + (f" ({int(max(float(x) for x in foreign)):,} foreign tokens)" if contaminated and foreign else ""),
@@ -484,6 +361,19 @@ def evidence(data: RunData) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _reset_proof(e: CellEntry) -> str:
+    """isolation reset: what made the cell cold on a reused stack, in a few words."""
+    ev = e.reset
+    if ev is None:
+        return "first on its stack" if e.isolation == "reset" else "n/a"
+    if not ev.verified:
+        return f"NOT proven ({ev.warm}); {ev.fallback or 'measured anyway'}"
+    return (
+        f"proven: store {ev.keys_at_start or 0:,.0f} keys, canary {ev.canary_cached_tokens} cached "
+        f"/ {ev.canary_external_hits or 0:,.0f} external hits, {ev.attempts} resets, {ev.seconds:.1f} s"
+    )
 
 
 def _yes_no(v: object) -> str:

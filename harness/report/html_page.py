@@ -53,7 +53,7 @@ def esc(text: object) -> str:
 
 PASS = {"pass", "yes", "ok"}
 FAIL = {"fail", "contaminated", "failed", "interrupted"}
-WARN = {"mixed", "unknown", "running", "pending"}
+WARN = {"mixed", "unknown", "unverified", "running", "pending"}
 PLAIN_COLS = {"reason", "note", "scenario", "key", "path"}  # free text: never coloured
 
 

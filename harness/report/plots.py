@@ -120,12 +120,15 @@ def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None
 def _bars_with_ci(
     ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float, title: str
 ) -> None:
+    """Horizontal bars of changes in % with their intervals as whiskers. `target` is signed: a
+    negative one (TTFT) is met at or below it, a positive one (throughput) at or above it."""
     y = np.arange(len(labels))
-    colors = ["#2e8540" if v >= target else "#d9822b" for v in np.nan_to_num(vals, nan=-np.inf)]
+    met = (vals <= target) if target < 0 else (vals >= target)  # NaN: never met
+    colors = ["#2e8540" if m else "#d9822b" for m in met]
     ax.barh(y, np.nan_to_num(vals), color=colors, height=0.6)
     has = np.isfinite(lo) & np.isfinite(hi)
-    if has.any():
-        err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])[:, has]
+    if has.any():  # lo <= value <= hi: the analysis reports only intervals that hold their figure
+        err = np.vstack([vals - lo, hi - vals])[:, has]
         ax.errorbar(vals[has], y[has], xerr=err, fmt="none", ecolor="black", capsize=4, lw=1.2)
     ends = np.where(np.isfinite(hi), np.fmax(vals, hi), vals)
     starts = np.where(np.isfinite(lo), np.fmin(vals, lo), vals)
@@ -145,33 +148,33 @@ def _bars_with_ci(
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.margins(x=0.18)
-    ax.set_title(f"{title}, target {target:g} %", fontsize=11)
-    ax.set_xlabel("% vs round 1")
+    ax.set_title(f"{title}, target {target:+g} %", fontsize=11)
+    ax.set_xlabel("change % vs round 1 (100 x (round 2 / round 1 - 1))")
     ax.grid(axis="x", alpha=0.3)
 
 
-def gains(red: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
-    """TTFT reduction and throughput gain per scenario (warm round 2), with 95 % CI whiskers."""
+def gains(rr: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
+    """Round 2 vs round 1 per scenario (analysis.round_over_round): TTFT mean change and throughput
+    change, each with the 95 % interval of that same figure. `ttft_target` is the seed's reduction
+    target (60: a change of -60 % or lower), `tput_target` its increase target."""
     plot = Plot(
         "gains",
-        "TTFT reduction and throughput gain (round 2 vs round 1)",
-        "Bars: mean over repeats; whiskers: 95 % CI (Student-t over repeats when there are several, "
-        "else TTFT over requests; throughput has no CI with one repeat). Green: target met.",
+        "TTFT mean change and throughput change (round 2 vs round 1)",
+        "Change % = 100 x (round 2 / round 1 - 1): negative TTFT = faster, positive throughput = more. "
+        "Whiskers: 95 % CI of the figure itself (Student-t over repeats when there are several; with one "
+        "repeat, TTFT: the change of the mean over the same prompts, BCa bootstrap over prompts; "
+        "throughput has no CI with one repeat). Green: the seed's target met.",
     )
-    r2 = red[red["round"] == 2] if not red.empty and "round" in red.columns else pd.DataFrame()
-    if r2.empty or (r2["ttft_reduction_pct"].isna().all() and r2["throughput_gain_pct"].isna().all()):
+    r2 = rr[rr["round"] == 2] if not rr.empty and "ttft_change" in rr.columns else pd.DataFrame()
+    if r2.empty or (r2["ttft_change"].isna().all() and r2["tput_change"].isna().all()):
         plot.missing = "no scenario has both a round 1 and a round 2"
         return plot
     labels = r2["label"].tolist()
     fig = _figure(13, 1.9 + 0.5 * len(labels))
     a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     f = lambda c: r2[c].to_numpy(dtype=float)  # noqa: E731
-    _bars_with_ci(
-        a, labels, f("ttft_reduction_pct"), f("ttft_ci_lo"), f("ttft_ci_hi"), ttft_target, "TTFT reduction (mean TTFT)"
-    )
-    _bars_with_ci(
-        b, labels, f("throughput_gain_pct"), f("tput_ci_lo"), f("tput_ci_hi"), tput_target, "Throughput gain (req/s)"
-    )
+    _bars_with_ci(a, labels, f("ttft_change"), f("ttft_lo"), f("ttft_hi"), -ttft_target, "TTFT mean change")
+    _bars_with_ci(b, labels, f("tput_change"), f("tput_lo"), f("tput_hi"), tput_target, "Throughput change (req/s)")
     b.set_yticks(np.arange(len(labels)), [""] * len(labels))
     fig.legend(
         handles=[
@@ -219,14 +222,21 @@ def token_sources(src: pd.DataFrame) -> Plot:
     return plot
 
 
+def _pct_of_ratio(v: float, _: object = None) -> str:
+    return f"{(v - 1) * 100:+.0f} %"
+
+
 def speedups(pairs: pd.DataFrame) -> Plot:
-    """Per-request paired TTFT speed-up (round-1 TTFT / later-round TTFT of the same prompt), one box per scenario."""
+    """Per-request TTFT change (the same prompt's later-round TTFT vs its round-1 TTFT), one box per
+    scenario and round (`pairs`: data.per_prompt_ratios). The axis is the ratio on a log scale
+    (a halving and a doubling are equally far from 0), labelled as change %."""
     plot = Plot(
         "speedups",
-        "Per-request TTFT speed-up (same prompt, round 1 / later round)",
-        "Each request's round-1 TTFT divided by its TTFT in a later round (round 1 is itself partly warm "
-        "where requests share a prefix: see its measured warmth). Box: 25-75 %, line: median, "
-        "whiskers: 5-95 %. Above 1x: the later request was faster.",
+        "Per-request TTFT change (same prompt, later round vs round 1)",
+        "Each request's TTFT in a later round against the same prompt's round-1 TTFT, as change % "
+        "(negative = faster; round 1 is itself partly warm where requests share a prefix: see its measured "
+        "warmth). Box: 25-75 % of requests, line: median, whiskers: 5-95 % of requests (the spread, not a "
+        "confidence interval). Log scale of the ratio.",
     )
     if pairs.empty:
         plot.missing = "no prompt answered successfully in both round 1 and a warm round"
@@ -234,7 +244,7 @@ def speedups(pairs: pd.DataFrame) -> Plot:
     multi = pairs["round"].nunique() > 1
     stats, names = [], []
     for (label, rnd), g in pairs.groupby(["label", "round"], sort=False):
-        p = np.percentile(g["speedup"].to_numpy(dtype=float), [5, 25, 50, 75, 95])
+        p = np.percentile(g["ratio"].to_numpy(dtype=float), [5, 25, 50, 75, 95])
         stats.append({"whislo": p[0], "q1": p[1], "med": p[2], "q3": p[3], "whishi": p[4], "fliers": []})
         names.append(f"{label} r{rnd} (n={len(g):,})" if multi else f"{label} (n={len(g):,})")
     fig = _figure(11, 1.6 + 0.5 * len(stats))
@@ -251,7 +261,7 @@ def speedups(pairs: pd.DataFrame) -> Plot:
     ax.invert_yaxis()
     for i, s in enumerate(stats, start=1):
         ax.annotate(
-            f"median {s['med']:.2f}x",
+            f"median {_pct_of_ratio(s['med'])}",
             (s["whishi"], i),
             xytext=(6, 0),
             textcoords="offset points",
@@ -261,10 +271,10 @@ def speedups(pairs: pd.DataFrame) -> Plot:
     ax.axvline(1, color="black", ls="--", lw=1)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_major_formatter(FuncFormatter(_pct_of_ratio))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.15)
-    ax.set_xlabel("speed-up (round-1 TTFT / later-round TTFT), log scale")
+    ax.set_xlabel("TTFT change per request vs round 1 (%), log scale of later / round-1 TTFT")
     ax.grid(axis="x", alpha=0.3, which="both")
     plot.png = _png(fig)
     return plot

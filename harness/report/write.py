@@ -1,10 +1,12 @@
 """A run's report written: report.md, report.html (self-contained), plots/*.png and summary.csv.
 
-`write_report(run_dir)` is called at the end of every bench run and by `kvbench
-report`; `report_main(run_dirs, out)` is `kvbench report` itself (several run
-directories -> one side-by-side comparison); `console_summary(run_dir)` is the
-compact table printed after a run. The tables come from `tables`, figures from
-`plots`, HTML blocks from `html_page`, the comparison from `compare`.
+Everything rendered here comes from one `analysis.Analysis` (the run loaded and analysed once):
+`report_and_summary(run_dir)` writes the report and returns the console summary from the same
+analysis (the end of every bench run); `write_report(run_dir)` writes the report only;
+`console_summary(run_dir)` is the text printed after a run; `report_main(run_dirs, out)` is
+`kvbench report` itself (several run directories -> one side-by-side comparison). The tables
+come from `tables`, figures from `plots`, HTML blocks from `html_page`, the comparison from
+`compare`, console fitting from `harness.fit`.
 """
 
 from __future__ import annotations
@@ -17,33 +19,31 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from ..fit import fit_table, terminal_width, wrap
 from ..results import write_table
 from . import breakeven as BE
 from . import compare
 from . import html_page as H
 from . import plots as P
-from .data import RunData, cache_cliff, evidence, load_run, ok_requests, paired_speedups, reductions, token_sources
+from .analysis import Analysis, analyse, changes_by_round
+from .data import RunData, load_run
 from .tables import (
-    cliff_notes,
-    cliff_table,
     connector_table,
     drop_default_mode,
     fidelity_table,
-    headline_lines,
     isolation_table,
-    reductions_table,
     reuse_table,
-    round_phases,
+    round_over_round_table,
     run_info,
     server_table,
+    short_change_ci,
     stats_table,
+    status_rows,
     summary_csv,
-    summary_rows,
     timings_table,
     turns_table,
-    warm_round1_notes,
-    why_lines,
 )
+from .verdict import headline_round
 
 PLOT_NAMES = ("ttft_cdf", "gains", "token_sources", "speedups", "cache_cliff")
 
@@ -78,27 +78,18 @@ def _safe(name: str, title: str, make: Callable[[], P.Plot]) -> P.Plot:
         return P.Plot(name, title, "", None, f"could not be drawn ({type(e).__name__}: {str(e)[:120]})")
 
 
-def make_plots(data: RunData, red: pd.DataFrame) -> list[P.Plot]:
-    t = data.targets
-    be = BE.break_even(data)
+def make_plots(a: Analysis) -> list[P.Plot]:
+    t, be = a.targets, a.breakeven
     return [
-        _safe(
-            "ttft_cdf",
-            "TTFT distribution",
-            lambda: P.ttft_cdf(ok_requests(data)[["label", "round", "ttft_ms"]], round_phases(data)),
-        ),
+        _safe("ttft_cdf", "TTFT distribution", lambda: P.ttft_cdf(a.requests[["label", "round", "ttft_ms"]], a.phases)),
         _safe(
             "gains",
-            "TTFT reduction and throughput gain",
-            lambda: P.gains(red, t.ttft_reduction_percent, t.throughput_increase_percent),
+            "TTFT mean change and throughput change",
+            lambda: P.gains(a.round_over_round, t.ttft_reduction_percent, t.throughput_increase_percent),
         ),
-        _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(token_sources(data))),
-        _safe("speedups", "Per-request TTFT speed-up", lambda: P.speedups(paired_speedups(data))),
-        *(
-            [_safe("cache_cliff", "Cache cliff", lambda: P.cliff(cliff))]
-            if not (cliff := cache_cliff(data)).empty
-            else []
-        ),
+        _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(a.token_sources)),
+        _safe("speedups", "Per-request TTFT change", lambda: P.speedups(a.per_prompt)),
+        *([_safe("cache_cliff", "Cache cliff", lambda: P.cliff(a.cliff))] if not a.cliff.empty else []),
         *([_safe("breakeven", "Break-even prefix length", lambda: _breakeven_plot(be))] if be else []),
     ]
 
@@ -142,20 +133,21 @@ def md_plots(plots: list[P.Plot]) -> list[str]:
     return out
 
 
-def _sections(data: RunData, red: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def _sections(a: Analysis) -> dict[str, pd.DataFrame]:
+    data = a.data
     return {
-        "reuse": reuse_table(data),
-        "evidence": drop_default_mode(evidence(data)),
-        "reductions": reductions_table(red, data),
+        "reuse": reuse_table(a.vs_baseline, a.targets),
+        "evidence": drop_default_mode(a.evidence),
+        "reductions": round_over_round_table(a.round_over_round, a.targets),
         "stats": stats_table(data),
         "timings": timings_table(data),
         "isolation": isolation_table(data),
-        "fidelity": fidelity_table(data),
+        "fidelity": fidelity_table(a.fidelity),
         "server": server_table(data),
         "connector": connector_table(data),
         "turns": turns_table(data),
-        "cliff": cliff_table(data),
-        "breakeven": BE.table(be) if (be := BE.break_even(data)) else pd.DataFrame(),
+        "cliff": a.cliff_table,
+        "breakeven": BE.table(a.breakeven) if a.breakeven else pd.DataFrame(),
     }
 
 
@@ -165,16 +157,26 @@ REUSE_TITLE = "What reuse buys: with the KV cache vs without it (same prompts, e
 REUSE_TEXT = (
     "Per round, the same prompts with the KV connector and on the same engine without it (baseline). "
     "'with cache' is the measured warmth of the with-cache round (share of prompt tokens served from "
-    "cache). Change: with cache vs baseline; CI: Student-t over repeats (none with one repeat). "
-    "Per-prompt TTFT change: geometric mean of each prompt's with/without TTFT ratio, 95 % CI "
-    "(BCa bootstrap over prompts, or Student-t over repeats' prompts)."
+    "cache). Change % = 100 x (with / without - 1): negative = lower (faster TTFT), positive = higher "
+    "(more throughput); every 95 % CI is for the figure beside it. TTFT mean change: with one repeat, "
+    "the change of the mean over the prompts answered in both (BCa bootstrap over prompts, paired by "
+    "prompt); with several, Student-t over the repeats' changes. Percentiles and throughput: Student-t "
+    "over repeats (none with one repeat). Per-prompt TTFT change: geometric mean of each prompt's "
+    "with/without TTFT ratio (BCa bootstrap over prompts, or Student-t over the repeats' estimates)."
+)
+SEED_TEXT = (
+    "The seed's round-over-round figures and targets: each warm round against round 1 of the same stack "
+    "(round 1 is itself partly warm where requests share a prefix: read the with-cache vs baseline "
+    "figures above). Change % = 100 x (round r / round 1 - 1), each beside the 95 % CI of that figure: "
+    "TTFT mean change, with one repeat over the prompts answered in both rounds (BCa over prompts), with "
+    "several Student-t over the repeats' changes; throughput Student-t over repeats. A TTFT target of "
+    "60 % is met by a change of -60 % or lower."
 )
 
 
-def section_notes(data: RunData) -> dict[str, list[str]]:
+def section_notes(a: Analysis) -> dict[str, list[str]]:
     """Sentences shown under an optional section's table."""
-    be = BE.break_even(data)
-    return {"cliff": cliff_notes(data), "breakeven": BE.notes(be) if be else []}
+    return {"cliff": a.cliff_notes, "breakeven": BE.notes(a.breakeven) if a.breakeven else []}
 
 
 # Sections shown only when they have rows: (table key = HTML table id, title).
@@ -188,18 +190,26 @@ OPTIONAL = (
     ("isolation", "Isolation: fresh stack per scenario vs one shared stack"),
     ("timings", "Timings"),
 )
-SEED_TITLE = "Round over round (the seed's figures: warm rounds vs round 1 of the same stack)"
+SEED_TITLE = "Round over round (the seed's figures and targets: warm rounds vs round 1 of the same stack)"
 
 
-def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] | None) -> str:
-    t = data.targets
+def _targets_text(a: Analysis) -> str:
+    t = a.targets
+    return f"targets: TTFT mean change <= -{t.ttft_reduction_percent:g} %, throughput change >= " \
+           f"+{t.throughput_increase_percent:g} %"  # fmt: skip
+
+
+def _markdown(a: Analysis, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] | None) -> str:
+    data = a.data
     parts = [f"# kvbench report: {data.name}", "", run_info(data), ""]
     if not tabs["reuse"].empty:
         parts += [f"## {REUSE_TITLE}", "", REUSE_TEXT, "", md_table(tabs["reuse"]), ""]
     parts += [
-        *[f"> {n}" for n in warm_round1_notes(data)],
+        *[f"> {n}" for n in a.warm_round1],
         "",
-        *[f"> Why: {n}" for n in why_lines(data)],
+        *[f"> Why: {n}" for n in a.why],
+        "",
+        *[f"> Reuse shortfall: {n}" for n in a.shortfalls],
         "",
         "## What is missing",
         "",
@@ -208,8 +218,9 @@ def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] 
         "",
         md_table(tabs["evidence"]),
         "",
-        f"## {SEED_TITLE} (targets: TTFT -{t.ttft_reduction_percent:g} %, "
-        f"throughput +{t.throughput_increase_percent:g} %)",
+        f"## {SEED_TITLE} ({_targets_text(a)})",
+        "",
+        SEED_TEXT,
         "",
         md_table(tabs["reductions"]),
         "",
@@ -217,7 +228,7 @@ def _markdown(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] 
     if plots is not None:
         parts += ["## Figures", "", *md_plots(plots)]
     parts += ["## Per-round statistics", "", md_table(tabs["stats"]), ""]
-    said = section_notes(data)
+    said = section_notes(a)
     for key, title in OPTIONAL:
         if not tabs[key].empty:
             parts += [f"## {title}", "", md_table(tabs[key]), "", *[f"- {n}" for n in said.get(key, [])], ""]
@@ -228,8 +239,8 @@ def html_figures(plots: list[P.Plot]) -> list[str]:
     return [H.figure(p.png, p.title, p.caption) if p.png else H.missing_figure(p.title, p.missing) for p in plots]
 
 
-def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> str:
-    t = data.targets
+def _html(a: Analysis, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> str:
+    data = a.data
     parts = []
     if not tabs["reuse"].empty:
         parts.append(
@@ -237,8 +248,9 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
                 REUSE_TITLE,
                 H.paragraph(REUSE_TEXT),
                 H.table(tabs["reuse"], "reuse", TEXT_COLS),
-                *[H.paragraph(n) for n in warm_round1_notes(data)],
-                *[H.paragraph(f"Why: {n}") for n in why_lines(data)],
+                *[H.paragraph(n) for n in a.warm_round1],
+                *[H.paragraph(f"Why: {n}") for n in a.why],
+                *[H.paragraph(f"Reuse shortfall: {n}") for n in a.shortfalls],
             )
         )
     parts += [
@@ -254,14 +266,14 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
             section_id="evidence-section",
         ),
         H.section(
-            f"{SEED_TITLE} (targets: TTFT -{t.ttft_reduction_percent:g} %, throughput "
-            f"+{t.throughput_increase_percent:g} %)",
+            f"{SEED_TITLE} ({_targets_text(a)})",
+            H.paragraph(SEED_TEXT),
             H.table(tabs["reductions"], "reductions", TEXT_COLS),
         ),
         H.section("Figures", *html_figures(plots)),
         H.section("Per-round statistics", H.table(tabs["stats"], "round-stats", TEXT_COLS)),
     ]
-    said = section_notes(data)
+    said = section_notes(a)
     parts += [
         H.section(title, H.table(tabs[key], key, TEXT_COLS), *[H.paragraph(n) for n in said.get(key, [])])
         for key, title in OPTIONAL
@@ -272,52 +284,149 @@ def _html(data: RunData, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> 
 
 def render(run_dir: Path) -> str:
     """The report as Markdown, without figures (write_report adds them)."""
-    data = load_run(Path(run_dir))
-    return _markdown(data, _sections(data, reductions(data)), None)
+    a = analyse(Path(run_dir))
+    return _markdown(a, _sections(a), None)
 
 
-def _write(data: RunData, out: Path) -> tuple[Path, str, pd.DataFrame]:
+def _write(a: Analysis, out: Path) -> tuple[Path, str]:
     out.mkdir(parents=True, exist_ok=True)
-    red = reductions(data)
-    tabs = _sections(data, red)
-    plots = make_plots(data, red)
+    tabs = _sections(a)
+    plots = make_plots(a)
     save_plots(plots, out, PLOT_NAMES)
-    text = _markdown(data, tabs, plots)
+    text = _markdown(a, tabs, plots)
     path = out / "report.md"
     path.write_text(text)
-    (out / "report.html").write_text(_html(data, tabs, plots))
-    if not data.rounds.empty:
-        write_table(out / "summary.csv", summary_csv(data))
-    return path, text, red
+    (out / "report.html").write_text(_html(a, tabs, plots))
+    if not a.data.rounds.empty:
+        write_table(out / "summary.csv", summary_csv(a.data, a.vs_baseline, changes_by_round(a)))
+    return path, text
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, str]:
     """report.md, report.html, plots/*.png and summary.csv into `out_dir` (default: the run directory)."""
     run_dir = Path(run_dir)
-    path, text, _ = _write(load_run(run_dir), Path(out_dir) if out_dir else run_dir)
-    return path, text
+    return _write(analyse(run_dir), Path(out_dir) if out_dir else run_dir)
 
 
-def _console_table(data: RunData, red: pd.DataFrame) -> str:
-    rows = summary_rows(data, red)
-    table = (
-        tabulate(rows, headers="keys", tablefmt="simple", showindex=False, disable_numparse=True)
-        if not rows.empty
-        else "no scenario results"
+def report_and_summary(run_dir: Path, out_dir: Path | None = None, width: int | None = None) -> str:
+    """The end of a run: the report written and the console summary returned, from one analysis."""
+    a = analyse(Path(run_dir))
+    md, _ = _write(a, Path(out_dir) if out_dir else a.data.run_dir)
+    return console_text(a, md.with_suffix(".html"), width)
+
+
+def console_summary(run: Path | Analysis, width: int | None = None) -> str:
+    """The text printed after a run (the report is written first when it is not there yet). Give
+    the Analysis when there is one: a path is loaded and analysed again."""
+    a = run if isinstance(run, Analysis) else analyse(Path(run))
+    html = a.data.run_dir / "report.html"
+    if not html.exists():
+        _write(a, a.data.run_dir)
+    return console_text(a, html, width)
+
+
+# ------------------------------------------------------------------ console
+
+
+def _seed_rows(a: Analysis) -> pd.DataFrame:
+    """The round-over-round figures, compact: one row per cell label and warm round."""
+    rr = a.round_over_round
+    if rr.empty or "ttft_change" not in rr.columns:
+        return pd.DataFrame()
+    rr = rr.dropna(subset=["round"])
+    several = rr["round"].nunique() > 1
+    return pd.DataFrame(
+        {
+            "scenario": [f"{lab} r{int(n)}" if several else lab for lab, n in zip(rr["label"], rr["round"])],
+            "TTFT mean chg %": [short_change_ci(*x) for x in zip(rr["ttft_change"], rr["ttft_lo"], rr["ttft_hi"])],
+            "thrpt chg %": [short_change_ci(*x) for x in zip(rr["tput_change"], rr["tput_lo"], rr["tput_hi"])],
+            "targets": [
+                f"{x}/{y}" if not note else "no verdict"
+                for x, y, note in zip(rr["ttft_verdict"], rr["tput_verdict"], rr["note"].fillna(""))
+            ],
+        }
     )
-    head = headline_lines(data)
-    parts = ["What reuse buys (with cache vs without, same prompts):", *[f"  {x}" for x in head], ""] if head else []
-    parts += [*[f"note: {n}" for n in warm_round1_notes(data)], *[f"why: {n}" for n in why_lines(data)], table]
-    return "\n".join(parts) + (f"\n{len(data.notes)} note(s) on missing data: see the report" if data.notes else "")
 
 
-def console_summary(run_dir: Path) -> str:
-    """Compact table for the terminal + where report.html is (the report is written first if it is not there)."""
-    run_dir = Path(run_dir)
-    data = load_run(run_dir)
-    html = run_dir / "report.html"
-    red = _write(data, run_dir)[2] if not html.exists() else reductions(data)
-    return f"{_console_table(data, red)}\nreport: {html}"
+def _verdict_rows(head: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "scenario": [lab if n == 2 else f"{lab} r{n}" for lab, n in zip(head["label"], head["round"])],
+            "TTFT mean chg %": [
+                short_change_ci(*x)
+                for x in zip(head["ttft_mean_ms_change"], head["ttft_mean_ms_lo"], head["ttft_mean_ms_hi"])
+            ],
+            "thrpt chg %": [
+                short_change_ci(*x) for x in zip(head["req_per_s_change"], head["req_per_s_lo"], head["req_per_s_hi"])
+            ],
+            "targets": [f"{x}/{y}" for x, y in zip(head["ttft_target"], head["tput_target"])],
+        }
+    )
+
+
+def _answer(head: pd.DataFrame) -> str:
+    """The one sentence that answers the question, counted over scenarios."""
+    n = len(head)
+    lower = int((head["ttft_mean_ms_hi"] < 0).sum())
+    higher = int((head["ttft_mean_ms_lo"] > 0).sum())
+    met = int(((head["ttft_target"] == "pass") & (head["tput_target"] == "pass")).sum())
+    unclear = n - lower - higher
+    return (
+        f"Verdict: with the cache, the warm round's mean TTFT is lower in {lower} of {n} scenario(s) and higher "
+        f"in {higher} (95 % CI clear of 0)"
+        + (f", unclear in {unclear}" if unclear else "")
+        + f"; both targets vs baseline met in {met} of {n}."
+    )
+
+
+def _verdict_block(a: Analysis, width: int) -> list[str]:
+    """What the run answers: with cache vs without, warm round 2, same prompts. The console's last lines."""
+    head = headline_round(a.vs_baseline)
+    if head.empty:
+        return wrap(
+            "Verdict: this run has no baseline cells on isolated stacks (fresh, or proven cold by a reset), "
+            "so nothing here measures with the cache vs without it (run with --mode both); the "
+            "round-over-round figures above compare "
+            "rounds of the same stack only.",
+            width,
+        )
+    t = a.targets
+    return [
+        *wrap("With the KV cache vs without it (round 2 = warm, same prompts, each on a fresh stack):", width),
+        *wrap(
+            "change % [95 % CI] = 100 x (with / without - 1): negative = faster TTFT, positive = more "
+            f"throughput; targets TTFT <= -{t.ttft_reduction_percent:g} % / throughput >= "
+            f"+{t.throughput_increase_percent:g} %",
+            width,
+        ),
+        *fit_table(_verdict_rows(head), width, drop=("targets",), shrink="scenario"),
+        *wrap(_answer(head), width),
+    ]
+
+
+def console_text(a: Analysis, html: Path, width: int | None = None) -> str:
+    """The console summary: the cells, the seed's round-over-round figures (labelled as such), the
+    notes, where the report is; and last, the verdict with cache vs without. Every line fits
+    `width` (default: the terminal's): tables drop columns, sentences wrap."""
+    w = width or terminal_width()
+    data = a.data
+    out: list[str] = []
+    status = status_rows(data)
+    out += fit_table(
+        status, w, drop=("reps", "r1 TTFT p50 ms", "r2 TTFT p50 ms"), shrink="scenario", label_floor=999
+    ) or ["no scenario results"]
+    seed = _seed_rows(a)
+    if not seed.empty:
+        out += ["", *wrap(f"Round over round (seed's targets; warm round vs round 1 of the same stack; "
+                          f"change % [95 % CI]; {_targets_text(a)}):", w)]  # fmt: skip
+        out += fit_table(seed, w, drop=("targets",), shrink="scenario")
+    for prefix, sentences in (("note: ", a.warm_round1), ("why: ", a.why), ("shortfall: ", a.shortfalls)):
+        for n in sentences:
+            out += wrap(prefix + n, w, indent="  ")
+    if data.notes:
+        out += wrap(f"{len(data.notes)} note(s) on missing data: see the report", w)
+    out += [f"report: {html}", "", *_verdict_block(a, w)]
+    return "\n".join(out)
 
 
 def _compare_markdown(cmp: compare.Comparison, plots: list[P.Plot]) -> str:
@@ -415,12 +524,10 @@ def report_main(run_dirs: list[Path], out: Path | None) -> int:
             )
             return 2
     if len(run_dirs) == 1:
-        data = load_run(Path(run_dirs[0]))
-        md, _, red = _write(data, Path(out) if out else data.run_dir)
-        print(_console_table(data, red))
-    else:
-        datas = [load_run(Path(d)) for d in run_dirs]
-        md, _, cmp = _write_comparison(datas, Path(out) if out else datas[0].run_dir)
-        print(compare.console(cmp))
+        print(report_and_summary(Path(run_dirs[0]), Path(out) if out else None))
+        return 0
+    datas = [load_run(Path(d)) for d in run_dirs]
+    md, _, cmp = _write_comparison(datas, Path(out) if out else datas[0].run_dir)
+    print(compare.console(cmp, terminal_width()))
     print(f"report: {md.with_suffix('.html')}")
     return 0

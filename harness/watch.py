@@ -1,0 +1,195 @@
+"""Watch the whole stack while a round runs: the Mooncake master as well as the engine.
+
+With the master gone, vLLM keeps serving: every request pays the connector's timeouts
+(TTFT 30 ms -> 4-9 s measured) and nothing is reused, so a with-cache round would quietly
+become a slow no-cache round. A background thread asks the master (`GET /health`, whose
+JSON says `service_ready`) and the engines (`GET /health`) every `poll_s`; when one does not
+answer, the stack's own view of its services (container or Deployment state) says whether it
+is gone (at once) or only slow (gone after `down_after_s` without an answer). The round then
+stops: the runner cancels what is in flight and raises, so the cell fails within seconds
+instead of running its requests into timeouts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import pandas as pd
+
+from .client import auth_headers
+from .stackspec import MASTER
+
+# Service states of a stack that still serves (compose: health or plain running; kube: ready).
+LIVE_STATES = ("healthy", "running", "ready")
+
+Services = Callable[[], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Down:
+    """A component of the stack that stopped serving during a round."""
+
+    component: str  # "engine" or "master"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Target:
+    component: str  # "engine" or "master"
+    service: str | None  # its name in the stack's services() (None: not ours, e.g. an external server)
+    health_url: str
+
+
+class StackWatch:
+    """Polls every component in a thread between start() and stop(); `down` names the first one
+    found gone, and `stopped` (a threading.Event) is set at that moment so a round can end."""
+
+    def __init__(
+        self,
+        targets: list[Target],
+        services: Services | None = None,
+        poll_s: float = 1.0,
+        down_after_s: float = 10.0,
+    ) -> None:
+        self.targets = targets
+        self.services = services
+        self.poll_s = poll_s
+        self.down_after_s = down_after_s
+        self.stopped = threading.Event()
+        self.found: Down | None = None
+        self._quit = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._silent_since: dict[str, float] = {}
+
+    @classmethod
+    def for_stack(
+        cls,
+        engine_urls: list[str],
+        master_metrics_url: str | None,
+        services: Services | None,
+        poll_s: float,
+        down_after_s: float,
+        engine_services: list[str] | None = None,
+    ) -> StackWatch:
+        """Watch the engines, and the master when a URL for it is given (with-cache cells: a
+        baseline cell does not use the store, so its master is not a reason to fail)."""
+        names: list[str | None] = [*engine_services] if engine_services else [None] * len(engine_urls)
+        targets = [
+            Target("engine", s if services else None, f"{u.rstrip('/')}/health") for u, s in zip(engine_urls, names)
+        ]
+        if master_metrics_url:
+            targets.append(Target("master", MASTER if services else None, f"{master_metrics_url.rstrip('/')}/health"))
+        return cls(targets, services, poll_s, down_after_s)
+
+    @property
+    def down(self) -> Down | None:
+        return self.found
+
+    def start(self) -> None:
+        """Idempotent: a round over client worker processes starts it after they are forked."""
+        if self._thread is not None or not self.targets:
+            return
+        self._quit.clear()
+        self._thread = threading.Thread(target=self._loop, name="kvbench-stack-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._quit.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._silent_since.clear()
+
+    def __enter__(self) -> StackWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=max(1.0, self.poll_s)) as client:
+            while not self._quit.is_set() and self.found is None:
+                self.check(client)
+                self._quit.wait(self.poll_s)  # the polling interval, ended early by stop()
+
+    def check(self, client: httpx.Client) -> Down | None:
+        """One pass over every component; sets `found` (and `stopped`) on the first one gone."""
+        now = time.monotonic()
+        states: dict[str, str] | None = None
+        for t in self.targets:
+            why = _unanswered(client, t)
+            if why is None:
+                self._silent_since.pop(t.health_url, None)
+                continue
+            since = self._silent_since.setdefault(t.health_url, now)
+            if states is None and self.services is not None:
+                states = _states(self.services)
+            state = (states or {}).get(t.service or "")
+            if t.service and state is not None and state not in LIVE_STATES:
+                return self._found(t, f"{t.service} is {state} ({why})")
+            if t.service and states is not None and state is None:
+                return self._found(t, f"{t.service} is gone from the stack ({why})")
+            if now - since >= self.down_after_s:
+                return self._found(t, f"{why} for {now - since:.0f} s")
+        return None
+
+    def _found(self, t: Target, reason: str) -> Down:
+        what = "Mooncake master" if t.component == "master" else "engine"
+        self.found = Down(t.component, f"{what} unreachable: {reason}")
+        self.stopped.set()
+        return self.found
+
+
+def _unanswered(client: httpx.Client, t: Target) -> str | None:
+    """None when the component answers as serving, else what went wrong (one phrase)."""
+    try:
+        r = client.get(t.health_url, headers=auth_headers(t.health_url))
+    except httpx.HTTPError as e:
+        return f"GET {t.health_url}: {type(e).__name__}"
+    if r.status_code != 200:
+        return f"GET {t.health_url}: HTTP {r.status_code}"
+    if t.component == "master":  # the master's /health is always 200; its JSON says whether it serves
+        try:
+            ready = r.json().get("service_ready", True)
+        except ValueError:
+            ready = True  # not the JSON we know: answering is all we can tell
+        if ready is False:
+            return f"GET {t.health_url}: service_ready false"
+    return None
+
+
+def _states(services: Services) -> dict[str, str] | None:
+    """The stack's view of its services; None when it cannot be asked (the HTTP check decides)."""
+    try:
+        return services()
+    except Exception:  # a Docker or API server hiccup is no evidence about the services
+        return None
+
+
+# The store's read path: a failed lookup or load is a request that recomputed what it should have
+# fetched. (Failed saves are a full store refusing puts: a shortfall of reuse, explained elsewhere,
+# not a broken store.)
+READ_OPS = ("lookup_exists", "load_get")
+
+
+def _num(t: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(t[name], errors="coerce") if name in t else pd.Series(float("nan"), index=t.index)
+
+
+def store_health(table: pd.DataFrame, max_failed_pct: float) -> pd.DataFrame:
+    """The rounds table with the store's read failures per round (`store_read_failed_keys`, and
+    their share of the keys read, `store_read_failed_pct`) and `degraded`: more than
+    `max_failed_pct` of the keys failed. Unknown (NaN / None) where the connector's counters are
+    absent: a baseline round, or an engine without them."""
+    t = table.copy()
+    failed = sum(_num(t, f"mc_{op}_failed_keys") for op in READ_OPS)
+    keys = sum(_num(t, f"mc_{op}_keys") for op in READ_OPS)
+    t["store_read_failed_keys"] = failed
+    t["store_read_failed_pct"] = 100 * failed / keys.where(keys > 0)
+    pct = t["store_read_failed_pct"].where(keys > 0, 0.0).where(failed.notna())
+    t["degraded"] = [None if pd.isna(p) else bool(p > max_failed_pct) for p in pct]
+    return t
