@@ -12,7 +12,7 @@ RUN      ?=
 ARGS     ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images wheelhouse chromium bench bench-all breakeven capacity report clean test test-fast lint format peer-bench
+.PHONY: help venv docker images wheelhouse chromium bench bench-all breakeven capacity report clean test test-fast lint format peer-bench reset-audit
 
 help:
 	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
@@ -23,6 +23,7 @@ help:
 	@echo "make peer-bench           kvbench vs vllm bench serve on one stack, vs vLLM's server-side TTFT (ARGS='--pairs 3')"
 	@echo "make breakeven            the prefix length above which fetching KV beats recomputing it (12 fresh stacks)"
 	@echo "make capacity             client capacity: kvbench (1 and N workers) vs vllm bench serve on a stub server"
+	@echo "make reset-audit          a verified reset vs a fresh stack (round-1 TTFT, paired), and what the peers' reset leaves"
 	@echo "make test                 lint + the whole test suite (installs Docker/images when missing)"
 	@echo "make test-fast            unit and stub tests only (no Docker, no lint)"
 	@echo "make lint / format        ruff (lint + format check) and mypy on harness/; format rewrites"
@@ -59,6 +60,10 @@ breakeven: venv docker
 
 capacity: venv images
 	$(PY) benchmarks/capacity.py $(ARGS)
+
+# One stack per scenario and pair: fresh round 1, the peers' reset, kvbench's verified reset, round 1 again.
+reset-audit: venv docker
+	$(PY) benchmarks/reset_audit.py $(ARGS)
 
 report: venv
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run_id>" >&2; exit 2; }

@@ -209,7 +209,9 @@ class StackConfig(Strict):
     extra_vllm_args: list[str] = []
     connector: Literal["mooncake_store", "lmcache"] = "mooncake_store"
     # cross-instance: two engines share one master; round 1 goes to engine A, rounds 2+ to B.
-    topology: Literal["single", "cross-instance"] = "single"
+    # engine-restart: one engine, restarted before every round 2+ while the master keeps running
+    # (warm store, cold engine: do hits survive an engine restart?).
+    topology: Literal["single", "cross-instance", "engine-restart"] = "single"
     # One cpuset per engine (CPU stack, cross-instance: ["0", "1"] - one shared CPU stalls KV loads).
     engine_cpusets: list[str] = []
     protocol: Literal["tcp", "rdma"] = "tcp"
@@ -235,6 +237,8 @@ class StackConfig(Strict):
             raise ValueError("connector: 'lmcache' goes with the gpu-lmcache overlay (and only with it)")
         if self.protocol == "rdma" and not self.gpu.rdma_devices:
             raise ValueError("gpu.rdma_devices: protocol 'rdma' needs the RDMA devices, e.g. ['/dev/infiniband']")
+        if self.topology == "engine-restart" and self.backend != "compose":
+            raise ValueError("topology: engine-restart restarts a compose service; backend kubernetes has none")
         if self.vllm_port and self.vllm_port == self.master_metrics_port:
             raise ValueError(f"master_metrics_port: {self.master_metrics_port} is also vllm_port")
         if self.gpu.engine_devices and len(self.gpu.engine_devices) != len(self.engines):

@@ -215,6 +215,8 @@ class CellEntry(Record):
     teardown_verified: bool | None = None
     teardown_leftovers: str | None = None
     reset: ResetEvidence | None = None  # isolation reset: how this cell's stack was made cold again
+    # topology engine-restart, per restart: round, seconds, master keys before/after, the new engine's counters
+    engine_restarts: list[dict[str, Any]] = Field(default_factory=list)
     previous_attempts: list[CellEntry] = Field(default_factory=list)
 
 

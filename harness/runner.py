@@ -381,6 +381,7 @@ def run_rounds(
     progress: RoundProgress | None = None,
     labels: dict | None = None,
     stack_watch: StackWatch | None = None,
+    before_round: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """All rounds of one scenario -> requests.csv (live) and rounds.csv; returns the rounds table.
 
@@ -388,7 +389,8 @@ def run_rounds(
     With a probe, that server's cache counters are scraped around the round and
     their deltas become columns of rounds.csv. rounds.csv is written even when a
     round is cut short (engine down, Ctrl-C): its rounds are then marked partial.
-    `stack_watch` watches every component during each round (master included).
+    `stack_watch` watches every component during each round (master included); `before_round(r)`
+    runs before every round 2+ (topology engine-restart: the engine restarts there).
     Raises EngineDown when the engine stopped answering, StoreDown when the master did; no later
     round is sent."""
     if isinstance(routes, Endpoint):
@@ -403,6 +405,8 @@ def run_rounds(
         for rnd in range(1, cfg.rounds + 1):
             if rnd > 1 and cfg.wait_between_rounds:
                 time.sleep(cfg.wait_between_rounds)  # configured pause, not a synchronisation
+            if rnd > 1 and before_round:
+                before_round(rnd)
             endpoint, probe = routes[min(rnd, len(routes)) - 1]
             before = probe.snapshot() if probe else None
             block = block or (before.block_size if before else None)

@@ -166,6 +166,20 @@ class Stack:
                 raise StackError(", ".join(f"{s} is {st}" for s, st in sorted(bad.items())) or "no containers")
             time.sleep(0.5)  # polling container health until the readiness deadline
 
+    def restart_engines(self) -> float:
+        """Restart the engine services only (the master keeps running and keeps what it holds) and
+        wait until they are healthy again; the seconds it took."""
+        t = time.perf_counter()
+        deadline = time.monotonic() + self.ready_timeout
+        try:
+            self.client.compose.restart(services=self.spec.engines, timeout=self.stop_timeout)
+            self._wait_healthy(deadline)
+        except (DockerException, StackError) as e:
+            self.save_logs()
+            why = _last_line(e) if isinstance(e, DockerException) else str(e)
+            raise StackError(f"stack {self.spec.project}: the engine did not come back from a restart: {why}") from None
+        return round(time.perf_counter() - t, 3)
+
     def engine_container_ids(self) -> list[str]:
         return sorted(c.id for c in self.client.compose.ps(services=self.spec.engines))
 

@@ -571,8 +571,20 @@ class Suite:
                     self.cfg.watch.down_after_s,
                     stack.spec.engines if stack else None,
                 )
+                restart = (
+                    functools.partial(self._restart_engines, stack, probes[0], entry)
+                    if isinstance(stack, Stack) and self.cfg.stack.topology == "engine-restart"
+                    else None
+                )
                 table = run_rounds(
-                    wl, self.cfg, routes, out, progress=round_progress(name), labels=labels, stack_watch=watch
+                    wl,
+                    self.cfg,
+                    routes,
+                    out,
+                    progress=round_progress(name),
+                    labels=labels,
+                    stack_watch=watch,
+                    before_round=restart,
                 )
                 timings["rounds_s"] = round(time.perf_counter() - t, 3)
             entry.set(**judge(table, cold, self.cfg.max_failed_percent, detail))
@@ -585,6 +597,32 @@ class Suite:
         finally:
             for p in probes:
                 p.close()
+
+    @staticmethod
+    def _restart_engines(stack: Stack, probe: Probe, entry: CellEntry, rnd: int) -> None:
+        """topology engine-restart: the engine starts again before round `rnd`, the master keeps
+        running. Recorded: what the store held before and after, and that the new engine is cold
+        (its own counters start at 0: no local hit, no external hit yet)."""
+        before = probe.snapshot().counters()
+        with step(f"engine restart before round {rnd} (the master keeps running)"):
+            seconds = stack.restart_engines()
+        c = probe.snapshot().counters()
+        hits = {k: c[k] for k in ("local_hits", "external_hits")}  # a new process: its counters start at 0
+        entry.engine_restarts = [
+            *entry.engine_restarts,
+            {
+                "round": rnd,
+                "seconds": seconds,
+                "master_keys_before": before["master_key_count"],
+                "master_keys_after": c["master_key_count"],
+                "master_bytes_after": c["master_allocated_bytes"],
+                "engine_cold": all(v == 0 for v in hits.values()),
+                **{f"engine_{k}": v for k, v in hits.items()},
+            },
+        ]
+        r = entry.engine_restarts[-1]
+        say(f"  engine restarted in {seconds:.1f} s; the store holds {r['master_keys_after']} keys "
+            f"(before: {r['master_keys_before']})")  # fmt: skip
 
     @staticmethod
     def _cold_gate(snapshots: list[Snapshot], since: list[Snapshot] | None = None) -> tuple[bool, str]:

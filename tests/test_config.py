@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from harness.cli import main
-from harness.config import ConfigError, load_config
+from harness.config import ConfigError, StackConfig, load_config
 
 GOOD = Path(__file__).resolve().parent.parent / "configs" / "test_config.yaml"
 
@@ -429,3 +430,9 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys, extra)
     code, err = _run_cli(["bench-all", "--resume", str(tmp_path / "run"), *extra], capsys)
     assert code == 2 and "\n" not in err
     assert err.startswith(f"kvbench: config error: {extra[0]}: a resumed run keeps the settings it started with")
+
+
+def test_engine_restart_needs_the_compose_backend():
+    with pytest.raises(ValidationError, match="engine-restart restarts a compose service"):
+        StackConfig.model_validate({"topology": "engine-restart", "backend": "kubernetes"})
+    assert StackConfig.model_validate({"topology": "engine-restart"}).engines == ["vllm"]

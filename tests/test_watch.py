@@ -184,3 +184,22 @@ def test_store_health_marks_rounds_whose_reads_failed():
 def test_store_health_is_unknown_without_the_connectors_counters():
     t = store_health(pd.DataFrame({"round": [1, 2]}), max_failed_pct=1.0)
     assert list(t["degraded"]) == [None, None] and t["store_read_failed_keys"].isna().all()
+
+
+def test_before_round_runs_between_rounds_only(stub, tmp_path: Path):
+    """topology engine-restart's hook: called before round 2 and 3, never before round 1."""
+    cfg = Config.model_validate(
+        {
+            "default_scenarios": ["x"],
+            "rounds": 3,
+            "wait_between_rounds": 0,
+            "scenarios": {"x": {"kind": "cold_start", "num_requests": 1, "prompt_length": 5}},
+        }
+    )
+    calls: list[tuple[int, int]] = []
+
+    def hook(rnd: int) -> None:
+        calls.append((rnd, len(pd.read_csv(tmp_path / "requests.csv"))))  # rows already on disk
+
+    run_rounds(_workload(3), cfg, Endpoint(stub.url("ok"), "stub"), tmp_path, before_round=hook)
+    assert calls == [(2, 3), (3, 6)]

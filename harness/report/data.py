@@ -352,6 +352,7 @@ def evidence(data: RunData) -> pd.DataFrame:
                 "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
                 "cold verified": _yes_no(e.cold_verified),
                 "reset proof": _reset_proof(e),
+                "engine restarts": "; ".join(_restart(x) for x in e.engine_restarts) or "n/a",
                 "teardown verified": _yes_no(e.teardown_verified),
                 "contamination": ("CONTAMINATED" if contaminated else ("no" if foreign else "unknown"))
                 + (f" ({int(max(float(x) for x in foreign)):,} foreign tokens)" if contaminated and foreign else ""),
@@ -361,6 +362,19 @@ def evidence(data: RunData) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _restart(x: dict) -> str:
+    """topology engine-restart: one restart, in a few words (what the store held across it)."""
+
+    def keys(v: object) -> str:
+        return "?" if v is None else f"{float(v):,.0f}"  # type: ignore[arg-type]
+
+    cold = "engine cold" if x.get("engine_cold") else "engine NOT cold"
+    return (
+        f"before r{x.get('round')}: {x.get('seconds', math.nan):.1f} s, store keys "
+        f"{keys(x.get('master_keys_before'))} -> {keys(x.get('master_keys_after'))}, {cold}"
+    )
 
 
 def _reset_proof(e: CellEntry) -> str:
