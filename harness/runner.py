@@ -336,7 +336,6 @@ def _run_sharded(
     concurrency = shares(cfg.concurrency, n)
     start = time.perf_counter() + 0.2  # the workers fork and start their loops before it
     parts = [log.path.with_name(f".{log.path.stem}.round{rnd}.worker{i}.csv") for i in range(n)]
-    progress.start(rnd, workload.num_requests)
 
     def worker(i: int, shared: Shared) -> dict:
         share = workload.share(i, n)
@@ -356,7 +355,7 @@ def _run_sharded(
             n,
             worker,
             progress.advance,
-            started=stack_watch.start if stack_watch else None,
+            started=lambda: _started(progress, rnd, workload.num_requests, stack_watch),
             stop_when=stack_watch.stopped.is_set if stack_watch else None,
         )
     finally:
@@ -371,6 +370,14 @@ def _run_sharded(
     if errors := [r["error"] for r in results if r.get("error")]:
         raise RuntimeError("; ".join(errors))
     return watch
+
+
+def _started(progress: RoundProgress, rnd: int, total: int, stack_watch: StackWatch | None) -> None:
+    """Once the client workers are forked: the progress display and the stack watch run threads,
+    and a thread must not be forked (a lock it holds stays held in the child)."""
+    progress.start(rnd, total)
+    if stack_watch:
+        stack_watch.start()
 
 
 def run_rounds(
@@ -432,10 +439,17 @@ def run_rounds(
                 }
             if watch.down:
                 raise EngineDown(f"round {rnd}: {watch.down}")
-    finally:
+    except BaseException:
+        # rounds.csv of what was done, but the reason the round stopped (EngineDown, Ctrl-C) is what
+        # the caller must see: a fault while tabulating a cut-short round must not replace it.
         log.close()
-        table = _rounds_table(out_dir, workload, cfg, block, counters, labels, routes[0][0].model)
-    return table
+        try:
+            _rounds_table(out_dir, workload, cfg, block, counters, labels, routes[0][0].model)
+        except Exception as e:
+            say(f"[yellow]rounds.csv not written ({type(e).__name__}: {e}); requests.csv keeps every row[/yellow]")
+        raise
+    log.close()
+    return _rounds_table(out_dir, workload, cfg, block, counters, labels, routes[0][0].model)
 
 
 def _rounds_table(

@@ -298,7 +298,11 @@ class Suite:
         if all(self.manifest.scenarios[k].status == "ok" for k in keys):
             return
         for k in keys:  # one stack: a resumed shared run measures all its scenarios again
-            self.manifest.scenarios[k].status = "pending"
+            entry = self.manifest.scenarios[k]
+            if (self.run.root / k).exists():  # a finished cell's rows: set aside, never appended to
+                entry.previous_attempts = [*entry.previous_attempts, entry.model_copy(update={"previous_attempts": []})]
+                self._set_aside(k, len(entry.previous_attempts))
+            entry.status = "pending"
         entries = {n: (k, self.manifest.scenarios[k]) for n, k in zip(names, keys, strict=True)}
         shared_dir = self.run.root / Path(keys[0]).parent
 

@@ -85,10 +85,12 @@ def run_workers(
     if started:
         started()
     relayed = [0, 0]
+    out: dict[int, dict] = {}
     try:
         while any(p.is_alive() for p in procs):
             wait([p.sentinel for p in procs if p.is_alive()], timeout=poll_s)
             _relay(shared, relayed, on_progress)
+            _collect(results, out)  # while they run: a result larger than the pipe's buffer blocks its sender
             if stop_when and stop_when():
                 shared.stop.set()
         _relay(shared, relayed, on_progress)
@@ -99,11 +101,14 @@ def run_workers(
             if p.is_alive():
                 p.kill()
         raise
-    out: dict[int, dict] = {}
+    _collect(results, out)
+    return [out.get(i, {"error": f"client worker {i} exited with code {p.exitcode}"}) for i, p in enumerate(procs)]
+
+
+def _collect(results: Any, out: dict[int, dict]) -> None:
     while not results.empty():
         i, res = results.get()
         out[i] = res
-    return [out.get(i, {"error": f"client worker {i} exited with code {p.exitcode}"}) for i, p in enumerate(procs)]
 
 
 def _relay(shared: Shared, relayed: list[int], on_progress: Callable[[bool], None]) -> None:

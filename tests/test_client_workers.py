@@ -6,6 +6,7 @@ history from inside the workers on connections of their own."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ from harness.config import Config
 from harness.interrupts import Interrupted
 from harness.runner import Endpoint, EngineDown, RoundProgress, run_rounds
 from harness.tokenizer import ServerTokenizer
-from harness.workers import auto_workers, shares
+from harness.workers import auto_workers, run_workers, shares
 from harness.workload import Prompt, Session, Workload, build_workload
 
 from . import stub_server
@@ -108,3 +109,35 @@ def test_worker_count_and_shares():
     assert shares(10, 3) == [4, 3, 3] and sum(shares(257, 4)) == 257
     assert auto_workers(1) == 1 and auto_workers(64) == 1
     assert 1 <= auto_workers(100_000)
+
+
+def _big_result(i: int, shared) -> dict:
+    return {"rows": "x" * 2_000_000, "worker": i}  # far more than a pipe's 64 KiB buffer
+
+
+def test_a_result_larger_than_the_pipe_buffer_does_not_deadlock():
+    """The child's put blocks until the parent reads: the parent reads while the children run."""
+    out = run_workers(2, _big_result, lambda ok: None)
+    assert [r["worker"] for r in out] == [0, 1] and all(len(r["rows"]) == 2_000_000 for r in out)
+
+
+def test_threads_start_only_after_every_worker_is_forked():
+    """`started` (the progress display, the stack watch: threads) runs once all workers exist: no
+    thread is forked into a worker with a lock it holds."""
+    seen: list[int] = []
+    def linger(i: int, shared) -> dict:
+        shared.stop.wait(1.0)  # alive long enough to be counted (the parent sets no stop here)
+        return {}
+
+    run_workers(3, linger, lambda ok: None, started=lambda: seen.append(len(mp.active_children())))
+    assert seen == [3]
+
+
+def test_a_fault_while_tabulating_a_cut_short_round_does_not_hide_why_it_stopped(stub, tmp_path, monkeypatch):
+    def broken(*a, **kw):
+        raise ValueError("tabulating failed")
+
+    monkeypatch.setattr("harness.runner.rounds_table", broken)
+    with pytest.raises(EngineDown):
+        run_rounds(_workload(10), _cfg(rounds=2, concurrency=1), Endpoint(stub.url("dead"), "stub"), tmp_path)
+    assert len(pd.read_csv(tmp_path / "requests.csv")) == 3  # the rows stay

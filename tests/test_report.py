@@ -515,3 +515,17 @@ def test_the_break_even_study_finds_where_fetching_overtakes_recomputing(tmp_pat
     rows = [[c.strip() for c in line.split("|")] for line in section.splitlines() if line.startswith("| p")]
     assert [r[header.index("faster")] for r in rows] == ["fetch" if n > 1562 else "recompute" for n in lengths]
     assert (run / "plots" / "breakeven.png").is_file()
+
+
+def test_malformed_rows_are_skipped_and_counted_never_silently(tmp_path):
+    """Two writers' lines run together in rounds.csv (more fields than the header) and a requests.csv
+    line cut off before its round: both are skipped, and the report says how many."""
+    run = make_run(tmp_path, [Scen("rag_a")])
+    rounds = run / "rag_a" / "rounds.csv"
+    lines = rounds.read_text().splitlines()
+    rounds.write_text("\n".join([*lines, lines[1] + "," + lines[2]]) + "\n")
+    with (run / "rag_a" / "requests.csv").open("a") as fh:
+        fh.write("rag_a,x")
+    _, text = write_report(run)
+    assert "rag_a: rounds.csv: 1 malformed line(s) skipped" in text
+    assert "rag_a: requests.csv: 1 row(s) without a round skipped" in text

@@ -196,3 +196,35 @@ def test_a_cell_key_reads_back_as_the_cell_it_names(iso, mode, rep, point):
         "repeat": rep,
         "point": f"point-{point:02d}" if point else "",
     }
+
+
+def test_resuming_a_shared_run_sets_finished_cells_aside_instead_of_appending_to_them(tmp_path, monkeypatch):
+    """One shared stack measures all its scenarios again on resume: the ok cell's earlier rows move to
+    .attempts/ (its verdict on record), so the new requests.csv holds only the new attempt."""
+    suite = Suite(CFG, lambda overlay: {}, SuiteOptions(tmp_path), ["test"])
+    outcome = {"a": "ok", "b": "failed"}
+
+    def with_stack(label, workdir, entries, mode, body, dev_mode=False) -> StackInfo:
+        body(_FakeStack())
+        return StackInfo()
+
+    def measure(name, urls, master, out, entry, stack=None, since=None):
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "requests.csv").open("a") as fh:
+            fh.write(f"row of {name}\n")
+        entry.status = outcome[name]
+
+    monkeypatch.setattr(suite, "_with_stack", with_stack)
+    monkeypatch.setattr(suite, "_measure", measure)
+    monkeypatch.setattr("harness.suite.report_and_summary", lambda root: "")
+    suite.plan_cells(["a", "b"], ("shared",), 1, ("with-cache",))
+    suite.run_all()
+
+    outcome["b"] = "ok"
+    resumed = Suite.resume(suite.run.root, lambda overlay: {}, SuiteOptions(tmp_path), ["resume"])
+    monkeypatch.setattr(resumed, "_with_stack", with_stack)
+    monkeypatch.setattr(resumed, "_measure", measure)
+    assert resumed.run_all() is True
+    assert (suite.run.root / "shared" / "a" / "requests.csv").read_text() == "row of a\n"  # not appended to
+    assert (suite.run.root / ".attempts" / "shared-a-1" / "requests.csv").read_text() == "row of a\n"
+    assert resumed.manifest.scenarios["shared/a"].previous_attempts[0].status == "ok"

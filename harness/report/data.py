@@ -11,6 +11,7 @@ empty counter columns) becomes a note in `RunData.notes`, never an exception.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,14 @@ def _read_csv(
     if not path.exists():
         return None
     try:
-        return read(path, on_bad_lines="skip", **kw)  # a torn last line of a killed run is skipped
+        # A torn last line of a killed run is skipped - and counted: rows never vanish silently.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            df = read(path, on_bad_lines="warn", **kw)
+        skipped = sum(str(w.message).count("Skipping line") for w in caught)
+        if skipped:
+            notes.append(f"{rel}: {path.name}: {skipped} malformed line(s) skipped (a torn write of a killed run?).")
+        return df
     except pd.errors.EmptyDataError:
         notes.append(f"{rel}: {path.name} is empty.")
     except READ_ERRORS as e:
@@ -147,6 +155,8 @@ def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | Non
             "cached_tokens": _num(df, "cached_tokens").astype(np.float32),
         }
     )
+    if torn := int(out["round"].isna().sum()):  # a line cut short: no round to put it in
+        notes.append(f"{rel}: requests.csv: {torn} row(s) without a round skipped (a torn write of a killed run?).")
     out = out[out["round"].notna()]
     return out.astype({"round": np.int16})
 

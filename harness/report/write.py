@@ -392,7 +392,7 @@ def _verdict_block(a: Analysis, width: int) -> list[str]:
         )
     t = a.targets
     return [
-        *wrap("With the KV cache vs without it (round 2 = warm, same prompts, each on a fresh stack):", width),
+        *wrap("With the KV cache vs without it (round 2 = warm, same prompts, each on an isolated stack):", width),
         *wrap(
             "change % [95 % CI] = 100 x (with / without - 1): negative = faster TTFT, positive = more "
             f"throughput; targets TTFT <= -{t.ttft_reduction_percent:g} % / throughput >= "
