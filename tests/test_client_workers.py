@@ -125,6 +125,7 @@ def test_threads_start_only_after_every_worker_is_forked():
     """`started` (the progress display, the stack watch: threads) runs once all workers exist: no
     thread is forked into a worker with a lock it holds."""
     seen: list[int] = []
+
     def linger(i: int, shared) -> dict:
         shared.stop.wait(1.0)  # alive long enough to be counted (the parent sets no stop here)
         return {}
