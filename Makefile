@@ -46,7 +46,7 @@ wheelhouse:
 
 # One line when the images are present; their tags go to build/images.env.
 images: venv docker
-	@$(PY) -m harness.images --stack $(STACK) --env-file build/images.env
+	@$(PY) -m harness.stack.images --stack $(STACK) --env-file build/images.env
 
 # kvbench builds the images the config's stack needs when they are missing (GPU stacks use public ones).
 bench: venv docker

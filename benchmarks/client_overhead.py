@@ -7,7 +7,7 @@ perf_counter is CLOCK_MONOTONIC, shared by all processes, so
     overhead = (client send time + client TTFT) - server first-chunk time
 
 is what the harness adds to a TTFT. The harness times chunks by their kernel
-arrival stamp (harness/wire.py); the time a first token then waits in the client
+arrival stamp (harness/client/wire.py); the time a first token then waits in the client
 before Python parses it is printed next to it as "client lag" (what a user-space
 stamp would have added). "shared stamps %" is the share of tokens read together
 with the one before them, "read delay" how long response bytes waited in the
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from harness.client import RequestResult, RequestSettings, open_client, send
+from harness.client.client import RequestResult, RequestSettings, open_client, send
 from harness.stats import shared_stamp_pct
 
 REPO = Path(__file__).resolve().parent.parent

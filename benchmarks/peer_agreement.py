@@ -74,12 +74,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 
 from harness import interrupts  # noqa: E402
+from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import ColdStart, Config, load_config  # noqa: E402
 from harness.probes import SERVER_HISTOGRAMS, Probe, Snapshot, deltas, settled  # noqa: E402
 from harness.runner import Endpoint, run_rounds  # noqa: E402
-from harness.stack import Stack  # noqa: E402
-from harness.stackspec import prepare  # noqa: E402
-from harness.tokenizer import ServerTokenizer  # noqa: E402
+from harness.stack.compose import ComposeStack  # noqa: E402
+from harness.stack.spec import prepare  # noqa: E402
 from harness.workload import build_workload  # noqa: E402
 
 KVBENCH, VLLM_BENCH = "kvbench", "vllm bench serve"
@@ -478,7 +478,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _images(overlay: list[str]) -> dict[str, str]:
-    from harness.images import STACKS, ensure_images
+    from harness.stack.images import STACKS, ensure_images
 
     found = [o for o in overlay if o in STACKS]
     return ensure_images(found[0], echo=lambda line: print(line, file=sys.stderr)) if found else {}
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         images = _images(cfg.stack.overlays)
         run_id = f"peer-{time.strftime('%Y%m%d-%H%M%S')}"
         spec = prepare(cfg.stack, run_id, "peer", work / "stack", images)
-        stack = Stack(spec, work / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout)
+        stack = ComposeStack(spec, work / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout)
         try:
             t = time.perf_counter()
             print(f"bringing up {spec.project} ...", file=sys.stderr)

@@ -40,17 +40,17 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import Config, load_config  # noqa: E402
-from harness.images import ensure_images  # noqa: E402
 from harness.intervals import Interval, paired_mean_change_pct  # noqa: E402
 from harness.probes import Probe, cold_state  # noqa: E402
 from harness.records import ResetEvidence  # noqa: E402
 from harness.reset import ResetSettings, verified_reset  # noqa: E402
 from harness.results import read_requests  # noqa: E402
 from harness.runner import Endpoint, run_rounds  # noqa: E402
-from harness.stack import Stack  # noqa: E402
-from harness.stackspec import prepare  # noqa: E402
-from harness.tokenizer import ServerTokenizer  # noqa: E402
+from harness.stack.compose import ComposeStack  # noqa: E402
+from harness.stack.images import ensure_images  # noqa: E402
+from harness.stack.spec import prepare  # noqa: E402
 from harness.workload import build_workload  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def audit_pair(cfg: Config, name: str, pair: int, images: dict[str, str], work: 
     workdir = work / label
     spec = prepare(cfg.stack, "reset-audit", label, workdir, images, dev_mode=True)
     model, api = cfg.stack.served_model_name, cfg.api
-    with Stack(spec, workdir, cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
+    with ComposeStack(spec, workdir, cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
         stack.up()
         url = stack.engine_urls[0]
         probe = Probe(url, stack.master_metrics_url)

@@ -9,21 +9,21 @@ import sys
 from pathlib import Path
 
 from . import interrupts
-from .client import set_api_key
-from .config import Config, ConfigError, check_name, load_config
-from .images import ImageBuildError
-from .progress import console, say
-from .report import report_main
-from .stack import force_remove, leftovers
-from .stackspec import COMPOSE_DIR, PortInUse, allocate_ports
-from .suite import Suite, SuiteOptions
-from .tokenizer import (
+from .client.client import set_api_key
+from .client.tokenizer import (
     EndpointAuthError,
     LocalTokenizer,
     TokenizerError,
     check_endpoint_auth,
     server_tokenize_error,
 )
+from .config import Config, ConfigError, check_name, load_config
+from .progress import console, say
+from .report import report_main
+from .stack.compose import force_remove, leftovers
+from .stack.images import ImageBuildError
+from .stack.spec import COMPOSE_DIR, PortInUse, allocate_ports
+from .suite import Suite, SuiteOptions
 
 DEFAULT_CONFIG = "configs/test_config.yaml"
 EXIT_USAGE = 2
@@ -274,7 +274,7 @@ def _auth_failure(endpoint: str, e: EndpointAuthError, key_var: str | None) -> s
 
 def _images(overlay: str) -> dict[str, str]:
     """Locally built images for the CPU stack; other overlays name their own (public) images."""
-    from .images import STACKS, ensure_images
+    from .stack.images import STACKS, ensure_images
 
     if overlay not in STACKS:
         return {}
@@ -323,7 +323,7 @@ def _preflight(cfg: Config, args: argparse.Namespace) -> None:
 
 def _kube_preflight(cfg: Config, args: argparse.Namespace) -> None:
     """The cluster answers with these credentials, and no stale kvbench namespace is in the way."""
-    from .kubestack import StackError, cluster, stale_namespaces
+    from .stack.kubestack import StackError, cluster, stale_namespaces
 
     try:
         with cluster(cfg.stack.kubernetes) as api:
@@ -394,7 +394,7 @@ def _kube_wanted(args: argparse.Namespace) -> bool:
 
 def _clean_namespaces(args: argparse.Namespace) -> bool:
     from .config import KubernetesConfig
-    from .kubestack import StackError, cluster, delete_namespaces, stale_namespaces
+    from .stack.kubestack import StackError, cluster, delete_namespaces, stale_namespaces
 
     cfg = KubernetesConfig(context=args.context, kubeconfig=args.kubeconfig)
     try:
@@ -424,10 +424,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     """The stack as it would start, written out: the compose files always (they are the source),
     and `kubernetes.yaml` translated from them. Images: the GPU config's, or the CPU stack's `:latest`
     tags (push them to a registry the cluster can pull from)."""
-    from . import kube
-    from .images import STACKS
     from .results import new_run_id
-    from .stackspec import prepare
+    from .stack import kube
+    from .stack.images import STACKS
+    from .stack.spec import prepare
 
     cfg = load_config(args.config)
     check_name(args.scenario, "--scenario")

@@ -218,7 +218,7 @@ class StackConfig(Strict):
     device_name: str = ""  # RDMA NIC(s) for Mooncake, e.g. "mlx5_0"
     gpu: GpuConfig = GpuConfig()
     # compose: a Docker Compose project per stack on this host. kubernetes: a namespace per stack on
-    # a cluster, rendered from the same compose files (harness/kube.py).
+    # a cluster, rendered from the same compose files (harness/stack/kube.py).
     backend: Literal["compose", "kubernetes"] = "compose"
     kubernetes: KubernetesConfig = KubernetesConfig()
 

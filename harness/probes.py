@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from .client import auth_headers
+from .client.client import auth_headers
 from .console import say
 
 Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from .client import RequestSettings, auth_headers, open_client, send
+from .client.client import RequestSettings, auth_headers, open_client, send
 from .probes import Probe, Snapshot, total
 from .records import ResetEvidence
 from .workload import Prompt

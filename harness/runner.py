@@ -20,7 +20,8 @@ import httpx
 import pandas as pd
 
 from . import interrupts
-from .client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
+from .client.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
+from .client.workers import Shared, auto_workers, run_workers, shares
 from .config import Config
 from .connector import time_in_connector
 from .console import say
@@ -30,7 +31,6 @@ from .results import RequestLog, read_requests, write_bench_serve, write_rounds
 from .reuse import block_chain, lru_by_round, reuse_by_round, ttft_speedups
 from .stats import rounds_table
 from .watch import StackWatch, store_health
-from .workers import Shared, auto_workers, run_workers, shares
 from .workload import Prompt, Session, Workload
 
 
@@ -330,7 +330,7 @@ def _run_sharded(
     block: int | None,
     stack_watch: StackWatch | None = None,
 ) -> EngineWatch:
-    """One round over n client worker processes (harness/workers.py); their rows are merged into
+    """One round over n client worker processes (harness/client/workers.py); their rows are merged into
     `log`, and the returned watch sums what they saw. `stack_watch` starts once the workers are
     forked (a thread must not be forked with them) and stops them all when it finds a component gone."""
     concurrency = shares(cfg.concurrency, n)

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from . import preflight
+from .client.tokenizer import LocalTokenizer, ServerTokenizer
 from .config import Config, ConfigError, point_label
 from .probes import Probe, Snapshot, cold_state
 from .progress import console, print_rounds, round_progress, say, step
@@ -28,16 +27,10 @@ from .report.shortfall import cell_shortfalls
 from .reset import ResetSettings, verified_reset, warm_tiers
 from .results import RunDir, base_manifest, read_manifest, utc_now
 from .runner import Endpoint, Route, StackDown, run_rounds
-from .stack import Stack, StackError
-from .stackspec import COMPOSE_DIR, StackSpec, prepare
-from .tokenizer import LocalTokenizer, ServerTokenizer
+from .stack import Stack, StackError, open_stack, preflight
+from .stack.spec import COMPOSE_DIR, StackSpec, prepare
 from .watch import StackWatch
 from .workload import Prompt, build_workload
-
-if TYPE_CHECKING:  # the kubernetes client is imported only when a run uses that backend
-    from .kubestack import KubeStack
-
-    AnyStack = Stack | KubeStack
 
 ImageProvider = Callable[[str], dict[str, str]]
 
@@ -306,7 +299,7 @@ class Suite:
         entries = {n: (k, self.manifest.scenarios[k]) for n, k in zip(names, keys, strict=True)}
         shared_dir = self.run.root / Path(keys[0]).parent
 
-        def body(stack: AnyStack) -> None:
+        def body(stack: Stack) -> None:
             for n in names:
                 key, entry = entries[n]
                 try:
@@ -329,7 +322,7 @@ class Suite:
         workdir: Path,
         entries: list[CellEntry],
         mode: str,
-        body: Callable[[AnyStack], object],
+        body: Callable[[Stack], object],
         dev_mode: bool = False,
     ) -> StackInfo:
         """Fresh stack -> body -> teardown with volumes -> verify; faults land in `entries` (the body
@@ -407,7 +400,7 @@ class Suite:
                 return
 
     def _on_reset_stack(
-        self, stack: AnyStack, todo: list[tuple[str, int]], entries: list[CellEntry], mode: str, point: int | None
+        self, stack: Stack, todo: list[tuple[str, int]], entries: list[CellEntry], mode: str, point: int | None
     ) -> None:
         """Measure `todo`'s cells on this stack in order, popping each; leave the rest (dropped from
         `entries`, pending again) for a new stack when a proof fails or the stack breaks."""
@@ -459,7 +452,7 @@ class Suite:
             e.status = "pending"
         del entries[i:]
 
-    def _prove_reset(self, stack: AnyStack, canary: Prompt | None) -> tuple[ResetEvidence, list[Snapshot]]:
+    def _prove_reset(self, stack: Stack, canary: Prompt | None) -> tuple[ResetEvidence, list[Snapshot]]:
         """A verified reset on every engine of the stack (harness/reset.py); the evidence of all of them
         in one record (the first failure's figures), and the snapshots the next cell's gate starts from."""
         with step("verified reset (reset, store empty, canary, reset)"):
@@ -477,17 +470,10 @@ class Suite:
             f"cached tokens, {evidence.seconds:.1f} s)")  # fmt: skip
         return evidence, [snap for _, snap in results]
 
-    def _stack(self, spec: StackSpec, workdir: Path) -> AnyStack:
-        s = self.cfg.stack
-        if s.backend == "kubernetes":
-            from .kubestack import KubeStack
+    def _stack(self, spec: StackSpec, workdir: Path) -> Stack:
+        return open_stack(spec, workdir, self.cfg.stack)  # the kubernetes client only for that backend
 
-            return KubeStack(spec, workdir, s.kubernetes, s.ready_timeout)
-        return Stack(spec, workdir, s.ready_timeout, s.teardown_timeout)
-
-    def _teardown(
-        self, stack: AnyStack, entries: list[CellEntry], info: StackInfo, timings: dict, t_all: float
-    ) -> None:
+    def _teardown(self, stack: Stack, entries: list[CellEntry], info: StackInfo, timings: dict, t_all: float) -> None:
         with step(f"teardown ({stack.DOWN_STEP})", timings, "teardown_s"):
             td = stack.down()
         timings["total_s"] = round(time.perf_counter() - t_all, 3)
@@ -528,7 +514,7 @@ class Suite:
         master_url: str | None,
         out: Path,
         entry: CellEntry,
-        stack: AnyStack | None = None,
+        stack: Stack | None = None,
         since: list[Snapshot] | None = None,
     ) -> Prompt | None:
         """Cold-state gate, workload, rounds. Round 1 goes to the first engine, rounds 2+ to the last
@@ -577,7 +563,7 @@ class Suite:
                 )
                 restart = (
                     functools.partial(self._restart_engines, stack, probes[0], entry)
-                    if isinstance(stack, Stack) and self.cfg.stack.topology == "engine-restart"
+                    if stack is not None and self.cfg.stack.topology == "engine-restart"  # compose only (config)
                     else None
                 )
                 table = run_rounds(

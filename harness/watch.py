@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import httpx
 import pandas as pd
 
-from .client import auth_headers
-from .stackspec import MASTER
+from .client.client import auth_headers
+from .stack.spec import MASTER
 
 # Service states of a stack that still serves (compose: health or plain running; kube: ready).
 LIVE_STATES = ("healthy", "running", "ready")

@@ -15,7 +15,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from .config import (
     Api,
@@ -27,8 +27,22 @@ from .config import (
     Scenario,
     Trace,
 )
-from .tokenizer import Tokenizer
 from .trace import TRACE_BLOCK, BlockMaker, read_trace, select, shared_prefix_blocks
+
+
+class Tokenizer(Protocol):
+    """Exact token counts of the served model (harness/client/tokenizer.py: the server's /tokenize or a
+    local Hugging Face tokenizer); the workload asks for nothing else of the client stage."""
+
+    def count(self, text: str) -> int:
+        """Tokens of a text fragment, without special tokens."""
+
+    def count_prompt(self, prompt: str | list[dict]) -> int:
+        """Tokens the server will see for a whole request (special tokens / chat template included)."""
+
+    def ids(self, text: str) -> list[int]:
+        """The token ids of a text fragment, without special tokens."""
+
 
 Style = Literal["prose", "code", "instruction", "question", "task", "chat"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.stack import MANAGED_LABEL, find_resources
+from harness.stack.compose import MANAGED_LABEL, find_resources
 
 REPO = Path(__file__).resolve().parent.parent
 LIGHT_COMPOSE = REPO / "tests" / "compose"
@@ -30,7 +30,7 @@ def docker_ready():
 
 @pytest.fixture(scope="session")
 def light_image(docker_ready) -> str:
-    from harness.images import DEFAULT_BASE_IMAGE, ensure_base_image
+    from harness.stack.images import DEFAULT_BASE_IMAGE, ensure_base_image
 
     ensure_base_image(DEFAULT_BASE_IMAGE, print)
     return DEFAULT_BASE_IMAGE
@@ -38,7 +38,7 @@ def light_image(docker_ready) -> str:
 
 @pytest.fixture(scope="session")
 def stack_images(docker_ready) -> dict[str, str]:
-    from harness.images import ensure_images
+    from harness.stack.images import ensure_images
 
     return ensure_images("cpu")
 

@@ -1,7 +1,7 @@
 """STAND-IN Kubernetes API server - a test double, not Kubernetes.
 
 No Kubernetes control plane can run on these machines (no registry ships kube-apiserver, kubelet,
-k3s, kind or envtest), so the lifecycle code of `harness/kubestack.py` is tested against this: an
+k3s, kind or envtest), so the lifecycle code of `harness/stack/kubestack.py` is tested against this: an
 in-memory API server speaking the REST subset the official `kubernetes` client uses for it, plus
 the port-forward websocket (v4.channel.k8s.io), served by aiohttp in a thread.
 

@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send, set_api_key
+from harness.client.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send, set_api_key
+from harness.client.tokenizer import ServerTokenizer, TokenizerError
 from harness.config import Config
 from harness.results import RequestLog
 from harness.runner import Endpoint, EngineDown, EngineWatch, run_round, run_rounds
-from harness.tokenizer import ServerTokenizer, TokenizerError
 from harness.workload import Prompt, Session, Workload
 
 from .stub_server import StubServer

@@ -1,4 +1,4 @@
-"""Client worker processes (harness/workers.py) against the STUB server: a round shared over
+"""Client worker processes (harness/client/workers.py) against the STUB server: a round shared over
 forked workers keeps the round's semantics - every request sent and recorded once, the total
 concurrency never exceeded and kept in flight, the request rate global, an engine found down by one
 worker stops all of them, Ctrl-C keeps every completed row - and multi-turn sessions tokenize their
@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.client.tokenizer import ServerTokenizer
+from harness.client.workers import auto_workers, run_workers, shares
 from harness.config import Config
 from harness.interrupts import Interrupted
 from harness.runner import Endpoint, EngineDown, RoundProgress, run_rounds
-from harness.tokenizer import ServerTokenizer
-from harness.workers import auto_workers, run_workers, shares
 from harness.workload import Prompt, Session, Workload, build_workload
 
 from . import stub_server

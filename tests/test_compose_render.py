@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness.config import GPU_VLLM_IMAGE, load_config
-from harness.stackspec import StackSpec, prepare
+from harness.stack.spec import StackSpec, prepare
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "hf_SUPERSECRET_do_not_leak"

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.client import RequestSettings, send
+from harness.client.client import RequestSettings, send
 from harness.config import Targets
 from harness.connector import time_in_connector
 from harness.probes import Snapshot, deltas, parse

@@ -1,4 +1,4 @@
-"""The Kubernetes backend's lifecycle (harness/kubestack.py) against a STAND-IN API server.
+"""The Kubernetes backend's lifecycle (harness/stack/kubestack.py) against a STAND-IN API server.
 
 No Kubernetes control plane runs on these machines, so the API server is `tests/kube_standin.py`,
 named as such: the official `kubernetes` client talks REST and the port-forward websocket to it
@@ -23,11 +23,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness import kube
 from harness.config import KubernetesConfig, load_config
-from harness.kubestack import KubeStack, StackError, api_client, find, stale_namespaces
-from harness.stack import Stack
-from harness.stackspec import prepare
+from harness.stack import kube
+from harness.stack.compose import ComposeStack
+from harness.stack.kubestack import KubeStack, StackError, api_client, find, stale_namespaces
+from harness.stack.spec import prepare
 
 from .kube_standin import StandInApiServer
 from .test_compose_render import REPO, SECRET, prepared
@@ -253,7 +253,7 @@ def test_kvbench_bench_on_the_kubernetes_backend_measures_through_the_port_forwa
     must come through as on the compose backend."""
     cfg = load_config(REPO / "tests" / "configs" / "e2e.yaml")
     spec = prepare(cfg.stack, "20261201t000000z-kube", "pods", tmp_path / "pods", stack_images)
-    with Stack(spec, tmp_path / "pods", cfg.stack.ready_timeout, 5) as pods:
+    with ComposeStack(spec, tmp_path / "pods", cfg.stack.ready_timeout, 5) as pods:
         pods.up()
         standin.backends.update(
             {

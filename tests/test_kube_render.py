@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from harness import kube
+from harness.stack import kube
 
 from .test_compose_render import COMBOS, REPO, SECRET, prepared
 

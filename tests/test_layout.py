@@ -59,7 +59,7 @@ def test_the_report_stage_only_reads_results():
         "harness.stats",
         "harness.probes",
         "harness.client",
-        "harness.wire",
+        "harness.client.wire",
     }
     for mod, deps in graph.items():
         if mod.startswith("harness.report"):

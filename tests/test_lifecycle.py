@@ -19,8 +19,8 @@ import yaml
 from python_on_whales import docker
 
 from harness.config import StackConfig
-from harness.stack import Stack, find_resources, leftovers
-from harness.stackspec import prepare
+from harness.stack.compose import ComposeStack, find_resources, leftovers
+from harness.stack.spec import prepare
 
 from .conftest import LIGHT_COMPOSE, REPO
 
@@ -28,14 +28,14 @@ pytestmark = pytest.mark.docker
 KVBENCH = [sys.executable, "-m", "harness"]
 
 
-def _light_stack(tmp_path: Path, run_id: str, scenario: str = "s1", overlay: str = "light", **env) -> Stack:
+def _light_stack(tmp_path: Path, run_id: str, scenario: str = "s1", overlay: str = "light", **env) -> ComposeStack:
     cfg = StackConfig(overlay=overlay, ready_timeout=60)
     spec = prepare(cfg, run_id, scenario, tmp_path / run_id, {}, compose_dir=LIGHT_COMPOSE)
     spec.env.update(env)
-    return Stack(spec, tmp_path / run_id, cfg.ready_timeout, cfg.teardown_timeout)
+    return ComposeStack(spec, tmp_path / run_id, cfg.ready_timeout, cfg.teardown_timeout)
 
 
-def _running(stack: Stack) -> list[str]:
+def _running(stack: ComposeStack) -> list[str]:
     return [c.name for c in docker.container.list(filters=[("label", stack.label)])]
 
 

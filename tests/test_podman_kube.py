@@ -16,9 +16,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from harness import kube
 from harness.config import load_config
-from harness.stackspec import prepare
+from harness.stack import kube
+from harness.stack.spec import prepare
 
 from .conftest import REPO
 

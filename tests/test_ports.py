@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from harness.stackspec import PortInUse, allocate_ports
+from harness.stack.spec import PortInUse, allocate_ports
 
 
 def test_auto_ports_are_distinct_and_free():

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from python_on_whales import docker
 
-from harness import preflight
 from harness.config import StackConfig
-from harness.stack import find_resources
+from harness.stack import preflight
+from harness.stack.compose import find_resources
 
 from .conftest import REPO
 

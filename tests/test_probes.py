@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from harness.client import set_api_key
+from harness.client.client import set_api_key
 from harness.probes import Probe, Snapshot, cold_state, deltas, parse, settled
 
 

@@ -1,5 +1,5 @@
 """Quiet set-up steps: one line per long step, its whole output in build/logs/, the log's
-tail on failure (harness.images._step and scripts/logged.sh); python-on-whales removal."""
+tail on failure (harness.stack.images._step and scripts/logged.sh); python-on-whales removal."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from harness import images
-from harness.images import ImageBuildError
+from harness.stack import images
+from harness.stack.images import ImageBuildError
 
 from .conftest import REPO
 
@@ -76,7 +76,7 @@ def test_force_remove_removes_by_name_and_skips_what_is_gone(light_image):
     and names that no longer exist, which must not stop the rest."""
     from python_on_whales import docker
 
-    from harness.stack import Leftovers, find_resources, force_remove
+    from harness.stack.compose import Leftovers, find_resources, force_remove
 
     label = f"io.kvbench.test=force-remove-{uuid.uuid4().hex[:8]}"
     key, value = label.split("=")

@@ -16,7 +16,7 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.stack import find_resources
+from harness.stack.compose import find_resources
 
 from .conftest import REPO
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from python_on_whales import docker
 
-from harness.stack import find_resources
+from harness.stack.compose import find_resources
 
 from .conftest import REPO, cold_prompts_got_faster
 
@@ -348,15 +348,15 @@ def test_run_against_an_already_running_server(tmp_path, stack_images, tiny_toke
     """The users' old way: `kvbench run` against a server someone else started (here: a stack
     brought up directly). No isolation of ours, but the same rows, rounds and counters. And the
     local tokenizer (`--tokenizer`, for endpoints without /tokenize) counts what vLLM counts."""
+    from harness.client.tokenizer import LocalTokenizer, ServerTokenizer
     from harness.config import load_config
     from harness.probes import Probe
-    from harness.stack import Stack
-    from harness.stackspec import prepare
-    from harness.tokenizer import LocalTokenizer, ServerTokenizer
+    from harness.stack.compose import ComposeStack
+    from harness.stack.spec import prepare
 
     cfg = load_config(E2E)
     spec = prepare(cfg.stack, "t-external", "server", tmp_path / "stack", stack_images)
-    with Stack(spec, tmp_path / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
+    with ComposeStack(spec, tmp_path / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
         stack.up()
         out = subprocess.run(
             [

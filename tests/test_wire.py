@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.wire import KERNEL_STAMPS, SO_TIMESTAMPNS, arrival_time
+from harness.client.wire import KERNEL_STAMPS, SO_TIMESTAMPNS, arrival_time
 
 
 def _stamp(wall_ns: int) -> list[tuple[int, int, bytes]]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from .config import Api
+from ..config import Api
 from .wire import DRAIN_S, WireClient, WireError
 
 _API_KEYS: dict[str, str] = {}  # server origin -> API key; never written anywhere

@@ -3,7 +3,8 @@
 Word-count estimates drift by tens of percent between tokenizers; the harness asks the server
 (vLLM's `POST /tokenize`) and caches every answer. An OpenAI-compatible endpoint without it (a
 router, a gateway, another server) gets the same exact counts from the model's Hugging Face
-tokenizer loaded locally and offline (`kvbench run --tokenizer PATH_OR_NAME`).
+tokenizer loaded locally and offline (`kvbench run --tokenizer PATH_OR_NAME`). Both are the
+`Tokenizer` the workload stage asks for (harness/workload.py).
 """
 
 from __future__ import annotations
@@ -11,22 +12,10 @@ from __future__ import annotations
 import json
 import os
 import weakref
-from typing import Protocol
 
 import httpx
 
 from .client import auth_headers, redact
-
-
-class Tokenizer(Protocol):
-    def count(self, text: str) -> int:
-        """Tokens of a text fragment, without special tokens."""
-
-    def count_prompt(self, prompt: str | list[dict]) -> int:
-        """Tokens the server will see for a whole request (special tokens / chat template included)."""
-
-    def ids(self, text: str) -> list[int]:
-        """The token ids of a text fragment, without special tokens."""
 
 
 class TokenizerError(RuntimeError):

@@ -20,9 +20,9 @@ from pathlib import Path
 import yaml
 from python_on_whales import DockerClient
 
-from .config import StackConfig
+from ..config import StackConfig
 
-COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
+COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 MASTER = "mooncake-master"
 LMCACHE_TARGET = "/etc/kvbench/lmcache.yaml"  # where compose/gpu-lmcache.yaml mounts the LMCache config
 CONNECTORS = {"mooncake_store": "MooncakeStoreConnector", "lmcache": "LMCacheConnectorV1"}

@@ -8,10 +8,7 @@ of it is left. Teardown runs from `finally`, from SIGINT/SIGTERM and from
 
 from __future__ import annotations
 
-import atexit
 import json
-import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,20 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 from python_on_whales import DockerClient, DockerException, docker
 
-from . import interrupts
-from .stackspec import StackSpec, write_env_file
+from .. import interrupts
+from .base import REGISTRY, StackError, TeardownResult, owner_dead
+from .spec import StackSpec, write_env_file
 
 MANAGED_LABEL = "io.kvbench.managed=true"
-OWNER_LABEL = "io.kvbench.owner"
 PROJECT_LABEL = "com.docker.compose.project"
-
-
-class StackError(RuntimeError):
-    """The stack could not be brought up (its logs are saved in the scenario's logs/)."""
 
 
 @dataclass
@@ -61,19 +54,6 @@ def find_resources(label: str, keep: Callable[[dict], bool] = lambda labels: Tru
     return Leftovers(containers, volumes, networks)
 
 
-def owner_dead(labels: dict) -> bool:
-    host, _, pid = labels.get(OWNER_LABEL, "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # unknown owner: a leftover
-    try:
-        os.kill(int(pid), 0)
-        return False
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-
-
 def leftovers(include_live: bool = False) -> Leftovers:
     """Harness resources whose owning process is gone (or all of them)."""
     return find_resources(MANAGED_LABEL, (lambda labels: True) if include_live else owner_dead)
@@ -96,19 +76,11 @@ def force_remove(found: Leftovers) -> None:
                 pass
 
 
-@dataclass
-class TeardownResult:
-    verified: bool
-    seconds: float
-    leftovers: str = ""
-    attempts: int = 0
+class ComposeStack:
+    """A compose project for one scenario run (the `Stack` of backend compose); use as a context manager."""
 
-
-class Stack:
-    """A compose project for one scenario run; use as a context manager."""
-
-    UP_STEP = "compose up --wait"
-    DOWN_STEP = "down -v, verify"
+    UP_STEP: ClassVar[str] = "compose up --wait"
+    DOWN_STEP: ClassVar[str] = "down -v, verify"
 
     def __init__(self, spec: StackSpec, workdir: Path, ready_timeout: int, stop_timeout: int) -> None:
         self.spec = spec
@@ -271,7 +243,7 @@ class Stack:
             start_new_session=True,
         )
 
-    def __enter__(self) -> Stack:
+    def __enter__(self) -> ComposeStack:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -287,31 +259,3 @@ def _parse_ts(ts: str) -> datetime:
 def _last_line(e: DockerException) -> str:
     text = (e.stderr or e.stdout or str(e)).strip().splitlines()
     return text[-1] if text else str(e)
-
-
-class Teardownable(Protocol):
-    def down(self) -> TeardownResult: ...
-
-
-class _Registry:
-    """Live stacks (compose projects, Kubernetes namespaces), torn down at exit if anything skipped
-    their `finally`."""
-
-    def __init__(self) -> None:
-        self.stacks: list[Teardownable] = []
-
-    def add(self, s: Teardownable) -> None:
-        if s not in self.stacks:
-            self.stacks.append(s)
-
-    def discard(self, s: Teardownable) -> None:
-        if s in self.stacks:
-            self.stacks.remove(s)
-
-    def down_all(self) -> None:
-        for s in list(self.stacks):
-            s.down()
-
-
-REGISTRY = _Registry()
-atexit.register(REGISTRY.down_all)

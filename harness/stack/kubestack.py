@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -29,10 +29,11 @@ from kubernetes import utils as k8s_utils
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
-from . import interrupts, kube
-from .config import KubernetesConfig
-from .stack import REGISTRY, StackError, TeardownResult, owner_dead
-from .stackspec import MASTER, StackSpec
+from .. import interrupts
+from ..config import KubernetesConfig
+from . import kube
+from .base import REGISTRY, StackError, TeardownResult, owner_dead
+from .spec import MASTER, StackSpec
 
 # Waiting reasons that will not resolve by waiting: fail the bring-up at once, with the reason.
 FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff",
@@ -127,10 +128,10 @@ class Forward:
 
 
 class KubeStack:
-    """A namespace for one scenario run; same interface as the compose `Stack`."""
+    """A namespace for one scenario run: the `Stack` of backend kubernetes."""
 
-    UP_STEP = "namespace ready"
-    DOWN_STEP = "delete namespace, verify"
+    UP_STEP: ClassVar[str] = "namespace ready"
+    DOWN_STEP: ClassVar[str] = "delete namespace, verify"
 
     def __init__(self, spec: StackSpec, workdir: Path, cfg: KubernetesConfig, ready_timeout: int,
                  objects: list[dict] | None = None, api: k8s.ApiClient | None = None) -> None:  # fmt: skip
@@ -150,7 +151,7 @@ class KubeStack:
         self._created = False
         self._fast = False
 
-    # ------------------------------------------------------------------ the compose Stack's interface
+    # ------------------------------------------------------------------ the Stack protocol
 
     @property
     def label(self) -> str:
@@ -262,6 +263,10 @@ class KubeStack:
         self.teardown = TeardownResult(not left, round(time.perf_counter() - t, 3), ", ".join(left), attempts)
         REGISTRY.discard(self)
         return self.teardown
+
+    def restart_engines(self) -> float:
+        """Not on this backend: config validation refuses topology engine-restart with backend kubernetes."""
+        raise StackError("topology: engine-restart restarts a compose service; backend kubernetes has none")
 
     def kill_now(self) -> None:
         """Second Ctrl-C: the namespace's pods get no grace period; down() still deletes everything."""
@@ -384,7 +389,7 @@ def stale_namespaces(api: k8s.ApiClient, include_live: bool = False) -> list[str
 
 
 def _owner_dead(labels: dict[str, str]) -> bool:
-    """The containers' rule (stack.owner_dead); the owner label reads host_pid (':' is not allowed)."""
+    """The containers' rule (base.owner_dead); the owner label reads host_pid (':' is not allowed)."""
     host, _, pid = labels.get(kube.OWNER_LABEL, "").rpartition("_")
     if host != kube.label_value(socket.gethostname()):
         return True  # another host's run, or no owner: a leftover

@@ -15,8 +15,8 @@ from functools import cache
 
 from python_on_whales import DockerException, docker
 
-from .config import ConfigError, StackConfig
-from .stackspec import CONNECTORS
+from ..config import ConfigError, StackConfig
+from .spec import CONNECTORS
 
 # Prints one line: KVB{json}. importlib.metadata for versions (no heavy imports); the connector
 # registry is vLLM's own (importing its factory module does not initialise any device).

@@ -21,7 +21,7 @@ Environment: ``KVB_BASE_IMAGE`` (default ``kvbench/base:bookworm``; any Debian
 bookworm image with Python 3.11 works, e.g. ``python:3.11-slim``, which is then
 pulled), ``KVB_LOG_DIR`` (default ``build/logs``).
 
-``python -m harness.images [--stack cpu] [--env-file FILE]`` builds both and prints
+``python -m harness.stack.images [--stack cpu] [--env-file FILE]`` builds both and prints
 ``KVB_ENGINE_IMAGE=...`` / ``KVB_MASTER_IMAGE=...`` lines on stdout (or writes them
 to FILE); progress goes to stderr.
 """
@@ -45,7 +45,7 @@ from python_on_whales import ClientNotFoundError, DockerException, docker
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
 DEFAULT_BASE_IMAGE = "kvbench/base:bookworm"
 HASH_LEN = 12
@@ -327,7 +327,7 @@ def image_env(tags: dict[str, str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m harness.images", description="Build (if needed) the stack images and print their tags."
+        prog="python -m harness.stack.images", description="Build (if needed) the stack images and print their tags."
     )
     ap.add_argument("--stack", default="cpu", choices=sorted(STACKS))
     ap.add_argument("--env-file", type=Path, help="write the KVB_*_IMAGE=... lines to this file instead of stdout")
