@@ -76,7 +76,8 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 from harness import interrupts  # noqa: E402
 from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import ColdStart, Config, load_config  # noqa: E402
-from harness.probes import SERVER_HISTOGRAMS, Probe, Snapshot, deltas, settled  # noqa: E402
+from harness.metrics import SERVER_HISTOGRAMS  # noqa: E402
+from harness.probes import Probe, Snapshot, deltas, settled  # noqa: E402
 from harness.runner import Endpoint, run_rounds  # noqa: E402
 from harness.stack.compose import ComposeStack  # noqa: E402
 from harness.stack.spec import prepare  # noqa: E402

@@ -4,7 +4,8 @@ there is one. Stats compute the columns; console, report, comparison and the
 `bench_serve.json` export read them from here.
 
 Adding a metric: one entry here, plus its computation in stats.round_summary (or probes for
-a server-side one). records.RoundSummary declares every entry as a rounds.csv column.
+a server-side one). records.RoundSummary declares every entry as a rounds.csv column, and the
+server counters' columns (COUNTER_COLUMNS, at the end: what probes scrape and `deltas` writes).
 """
 
 from __future__ import annotations
@@ -187,3 +188,62 @@ def bench_serve_record(row: dict, settings: dict) -> dict:
             v = row.get(m.column)
             out[m.bench_serve_key] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
     return out
+
+
+# ---------------------------------------------------------------- server counters (harness/probes.py)
+# The wire names probes scrape from vLLM's and the Mooncake master's /metrics, and the rounds.csv
+# columns they become: defined here so that records declares the columns without importing probes.
+
+# Counters (wire name without `_total`) recorded per round as deltas.
+VLLM_COUNTERS = {
+    "vllm_prompt_tokens": ("vllm:prompt_tokens", {}),
+    "prefix_cache_queries": ("vllm:prefix_cache_queries", {}),
+    "local_hits": ("vllm:prefix_cache_hits", {}),
+    "external_queries": ("vllm:external_prefix_cache_queries", {}),
+    "external_hits": ("vllm:external_prefix_cache_hits", {}),
+    "tokens_local_compute": ("vllm:prompt_tokens_by_source", {"source": "local_compute"}),
+    "tokens_local_cache_hit": ("vllm:prompt_tokens_by_source", {"source": "local_cache_hit"}),
+    "tokens_external_kv_transfer": ("vllm:prompt_tokens_by_source", {"source": "external_kv_transfer"}),
+    "prompt_tokens_cached": ("vllm:prompt_tokens_cached", {}),
+}
+MOONCAKE_OPS = ("lookup_exists", "save_exists", "save_put", "load_get")
+for _op in MOONCAKE_OPS:
+    VLLM_COUNTERS[f"mc_{_op}_ops"] = ("vllm:mooncake_store_operation", {"operation": _op})
+    VLLM_COUNTERS[f"mc_{_op}_keys"] = ("vllm:mooncake_store_operation_keys", {"operation": _op})
+    VLLM_COUNTERS[f"mc_{_op}_bytes"] = ("vllm:mooncake_store_operation_bytes", {"operation": _op})
+    VLLM_COUNTERS[f"mc_{_op}_failed_keys"] = ("vllm:mooncake_store_operation_failed_keys", {"operation": _op})
+    # Seconds spent in the operation's RPCs (the histogram's sum; every status counted).
+    VLLM_COUNTERS[f"mc_{_op}_time_s"] = ("vllm:mooncake_store_operation_time_seconds_sum", {"operation": _op})
+
+# vLLM's own per-request histograms: deltas of `_sum` / `_count` around a round give the
+# server-side mean of exactly that round's requests (nothing else is sent meanwhile).
+SERVER_HISTOGRAMS = {
+    "server_ttft": "vllm:time_to_first_token_seconds",
+    "server_prefill": "vllm:request_prefill_time_seconds",
+    "server_queue": "vllm:request_queue_time_seconds",
+    "server_e2e": "vllm:e2e_request_latency_seconds",
+}
+
+MASTER_GAUGES = {
+    "master_key_count": "master_key_count",
+    "master_allocated_bytes": "master_allocated_bytes",
+    "master_capacity_bytes": "master_total_capacity_bytes",  # the store's size, as the master counts it
+}
+MASTER_COUNTERS = {
+    "master_put_start_requests": "master_put_start_requests",
+    "master_get_replica_list_requests": "master_get_replica_list_requests",
+    # What a store too small for the working set does: evict, and refuse new puts.
+    "master_evicted_keys": "master_evicted_key_count",
+    "master_evicted_bytes": "master_evicted_size_bytes",
+    "master_alloc_failures": "master_put_start_alloc_failures",
+    "master_put_failed_items": "master_batch_put_start_failed_items",
+}
+
+# The rounds.csv columns `probes.deltas` writes, in order (records.RoundSummary declares them from here).
+COUNTER_COLUMNS = (
+    *VLLM_COUNTERS,
+    *(f"{k}_{edge}" for k in MASTER_GAUGES for edge in ("start", "end")),
+    *MASTER_COUNTERS,
+    *(f"{k}_mean_ms" for k in SERVER_HISTOGRAMS),
+    "server_requests",
+)

@@ -17,8 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from .config import Api
-from .metrics import METRICS
-from .probes import COUNTER_COLUMNS
+from .metrics import COUNTER_COLUMNS, METRICS
 
 
 class Record(BaseModel):
@@ -105,8 +104,8 @@ class _RoundBase(Record):
 
 
 # One rounds.csv row: identity, then every registry metric (metrics.METRICS: figures, NaN when
-# unknown), the round's labels, then the server's counters (probes). Only `round` is required: a
-# rounds.csv of an older or interrupted run may lack columns.
+# unknown), the round's labels, then the server's counters (metrics.COUNTER_COLUMNS, scraped by
+# probes). Only `round` is required: a rounds.csv of an older or interrupted run may lack columns.
 _IDENTITY: dict[str, Any] = {
     "scenario": (Text, None),
     "mode": (Text, None),

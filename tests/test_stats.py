@@ -257,10 +257,10 @@ def test_request_rows_are_written_and_read_back_by_their_type(tmp_path):
 
 def test_round_summaries_are_checked_both_ways(tmp_path):
     """rounds.csv is written and read through RoundSummary: an undeclared column fails the write and
-    the read; declared server counters (probes.COUNTER_COLUMNS) pass; whole numbers stay integers."""
+    the read; declared server counters (metrics.COUNTER_COLUMNS) pass; whole numbers stay integers."""
     from pydantic import ValidationError
 
-    from harness.probes import COUNTER_COLUMNS
+    from harness.metrics import COUNTER_COLUMNS
     from harness.results import read_rounds, write_rounds
 
     table = pd.DataFrame(
