@@ -76,6 +76,7 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 from harness import interrupts  # noqa: E402
 from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import ColdStart, Config, load_config  # noqa: E402
+from harness.frames import truthy  # noqa: E402
 from harness.metrics import SERVER_HISTOGRAMS  # noqa: E402
 from harness.probes import Probe, Snapshot, deltas, settled  # noqa: E402
 from harness.runner import Endpoint, run_rounds  # noqa: E402
@@ -199,7 +200,7 @@ def run_kvbench(cfg: Config, url: str, probe: Probe, args: argparse.Namespace, k
     wall = time.perf_counter() - t
     win = window(probe, before, args.prompts)
     req = pd.read_csv(out / "requests.csv")
-    bad = req[~req["ok"].astype(bool)]
+    bad = req[~truthy(req["ok"])]
     if len(req) != args.prompts or len(bad):
         why = "; ".join(f"{r.error_class}: {r.error_message}" for r in bad.head(3).itertuples())
         raise ToolFailed(f"kvbench run {k}: {len(req) - len(bad)}/{args.prompts} requests ok ({why})")

@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import Config, load_config  # noqa: E402
+from harness.frames import truthy  # noqa: E402
 from harness.intervals import Interval, paired_mean_change_pct  # noqa: E402
 from harness.probes import Probe, cold_state  # noqa: E402
 from harness.records import ResetEvidence  # noqa: E402
@@ -70,7 +71,7 @@ def _round1(cfg: Config, wl, url: str, probe: Probe, out: Path) -> pd.DataFrame:
     one = cfg.model_copy(update={"rounds": 1})
     run_rounds(wl, one, [(Endpoint(url, cfg.stack.served_model_name), probe)], out)
     rows = read_requests(out / "requests.csv")
-    return rows[rows["ok"].astype(str).str.lower() == "true"]
+    return rows[truthy(rows["ok"])]
 
 
 def audit_pair(cfg: Config, name: str, pair: int, images: dict[str, str], work: Path) -> PairResult:

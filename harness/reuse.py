@@ -26,6 +26,8 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
+from .frames import num, truthy
+
 
 def _full_blocks(tokens: float, block: int) -> int:
     return int(tokens // block) * block
@@ -112,7 +114,7 @@ def reuse_by_round(requests: pd.DataFrame, block: int | None) -> pd.DataFrame:
         return pd.DataFrame({"round": sorted(requests["round"].unique())})
     df = requests.copy()
     df["expected_reuse"] = expected_reuse(df, block)
-    df["cached"] = pd.to_numeric(df["cached_tokens"], errors="coerce").fillna(0)
+    df["cached"] = num(df, "cached_tokens").fillna(0)
     df["foreign"] = (df["cached"] - df["expected_reuse"]).clip(lower=0)
     rows = []
     for rnd, g in df.groupby("round"):
@@ -156,7 +158,7 @@ def lru_by_round(requests: pd.DataFrame, block: int | None, counters: pd.DataFra
 
 def ttft_speedups(requests: pd.DataFrame) -> pd.DataFrame:
     """Pair each later-round request with the same prompt's round-1 request: TTFT speed-up (round 1 / later)."""
-    ok = requests[requests["ok"].astype(str).str.lower() == "true"]
+    ok = requests[truthy(requests["ok"])]
     cold = ok[ok["round"] == 1].groupby("prompt_id")["ttft_ms"].first()
     rows = []
     for rnd, g in ok[ok["round"] > 1].groupby("round"):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.config import Targets
-from harness.records import REQUEST_COLUMNS, CellEntry, Manifest
+from harness.records import REQUEST_COLUMNS, CellEntry, Manifest, cell_key
 from harness.stats import rounds_table
 
 
@@ -38,9 +38,7 @@ class Scen:
 
     @property
     def key(self) -> str:
-        parts = [f"point-{self.point:02d}"] if self.point else []
-        parts += ([self.mode] if self.mode != "with-cache" else []) + (["shared"] if self.isolation == "shared" else [])
-        return "/".join(parts + [self.name] + ([f"repeat-{self.repeat}"] if self.repeat > 1 else []))
+        return cell_key(self.name, self.mode, self.isolation, self.repeat, self.point)
 
 
 def requests_frame(s: Scen, rng: np.random.Generator) -> pd.DataFrame:

@@ -22,10 +22,11 @@ from typing import Literal
 import pandas as pd
 
 from ..config import Targets
+from ..frames import num
 from ..intervals import Interval, change_pct, t_mean
 from ..metrics import HEADLINE, METRICS
 from . import breakeven as BE
-from .data import RunData, cache_cliff, col, evidence, load_run, ok_requests, per_prompt_ratios, token_sources
+from .data import RunData, cache_cliff, evidence, load_run, ok_requests, per_prompt_ratios, token_sources
 from .shortfall import shortfall_notes
 from .tables import cliff_notes, cliff_table, round_phases, warm_round1_notes, why_lines
 from .verdict import fidelity, mean_change, pair_up, per_prompt_change, reuse_buys, side, targets_vs_baseline
@@ -127,13 +128,13 @@ def _verdict(met: list[bool]) -> str:
 
 
 def _partial(g: pd.DataFrame) -> bool:
-    return bool(col(g, "partial").fillna(0).astype(bool).any())
+    return bool(num(g, "partial").fillna(0).astype(bool).any())
 
 
 def _per_repeat_change(first: pd.DataFrame, warm: pd.DataFrame, metric: str) -> list[float]:
     """Each repeat's change of `metric` from its round 1 to this warm round (rounds.csv)."""
-    before = col(first, metric).groupby(first["dir"]).mean()
-    after = col(warm, metric).groupby(warm["dir"]).mean()
+    before = num(first, metric).groupby(first["dir"]).mean()
+    after = num(warm, metric).groupby(warm["dir"]).mean()
     return [change_pct(before.get(d, math.nan), v) for d, v in after.items()]
 
 
@@ -180,8 +181,8 @@ def round_over_round(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
             row = {**ident, "round": int(rnd), "repeats": len(w)}
             if _partial(w) or _partial(first):  # cut short: counts, never a verdict
                 row["note"] = (
-                    f"partial: {int(col(w, 'requests').sum())} of {int(col(w, 'planned').sum())} requests sent, "
-                    f"{int(col(w, 'failures').sum())} failed; no verdict"
+                    f"partial: {int(num(w, 'requests').sum())} of {int(num(w, 'planned').sum())} requests sent, "
+                    f"{int(num(w, 'failures').sum())} failed; no verdict"
                 )
             else:
                 row.update(_warm_round(req, first, w, int(rnd), data.targets))

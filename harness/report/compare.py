@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ..fit import fit_table
+from ..frames import num
 from ..metrics import COMPARISON, fmt, pick
 from . import plots as P
 from .analysis import round_over_round
-from .data import RunData, col, evidence, ok_requests
+from .data import RunData, evidence, ok_requests
 
 METRICS = pick(COMPARISON)
 PLOT_NAMES = ("compare_ttft", "compare_ttft_reduction", "compare_throughput_gain", "compare_ttft_cdf")
@@ -97,7 +98,7 @@ def build(datas: list[RunData]) -> Comparison:
     for lab, d in zip(labels, datas):
         if d.rounds.empty:
             continue
-        vals = pd.DataFrame({m.column: col(d.rounds, m.column) for m in METRICS})
+        vals = pd.DataFrame({m.column: num(d.rounds, m.column) for m in METRICS})
         vals[key] = d.rounds[key]
         means.append(vals.groupby(key, sort=False).mean().reset_index().assign(run=lab))
     raw = pd.concat(means, ignore_index=True) if means else pd.DataFrame(columns=[*key, "run"])

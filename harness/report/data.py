@@ -21,6 +21,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from ..config import Targets, point_label
+from ..frames import num, truthy
 from ..records import REQUEST_COLUMNS, CellEntry, Manifest, parse_cell_key
 from ..results import read_manifest, read_requests, read_rounds
 from ..stats import rounds_table
@@ -29,7 +30,6 @@ from ..stats import rounds_table
 LOADED_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms", "output_hash", "turn", "prompt_tokens", "cached_tokens")
 assert set(LOADED_COLUMNS) <= set(REQUEST_COLUMNS)
 TOKEN_SOURCES = ("tokens_local_compute", "tokens_local_cache_hit", "tokens_external_kv_transfer")
-TRUE_WORDS = ("true", "1", "1.0", "yes")
 READ_ERRORS = (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError)
 
 
@@ -46,18 +46,6 @@ class RunData:
     @property
     def name(self) -> str:
         return self.run_dir.name
-
-
-def truthy(s: pd.Series) -> pd.Series:
-    """CSV booleans ("True"/"False", 1/0, or already bool) as a bool Series; anything else is False."""
-    if s.dtype == bool:
-        return s
-    if isinstance(s.dtype, pd.CategoricalDtype):  # one look-up per category, not per row
-        cats = pd.Index(s.cat.categories).astype(str).str.strip().str.lower().isin(TRUE_WORDS)
-        codes = s.cat.codes.to_numpy()
-        hit = np.zeros(len(s), dtype=bool) if not len(cats) else (codes >= 0) & cats[codes.clip(0)]
-        return pd.Series(hit, index=s.index)
-    return s.astype(str).str.strip().str.lower().isin(TRUE_WORDS)
 
 
 IDENTITY = ("scenario", "mode", "isolation", "repeat", "point")
@@ -145,14 +133,14 @@ def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | Non
     no_id = pd.Categorical([f"{rel}#{i}" for i in range(len(df))])  # without prompt ids nothing pairs up
     out = pd.DataFrame(
         {
-            "round": pd.to_numeric(df["round"], errors="coerce"),
+            "round": num(df, "round"),
             "pid": df["prompt_id"] if "prompt_id" in df.columns else no_id,
             "ok": truthy(df["ok"]) if "ok" in df.columns else True,
-            "ttft_ms": pd.to_numeric(df["ttft_ms"], errors="coerce"),
+            "ttft_ms": num(df, "ttft_ms"),
             "out": df["output_hash"] if "output_hash" in df.columns else pd.Categorical([None] * len(df)),
-            "turn": _num(df, "turn").fillna(0).astype(np.int16),
-            "prompt_tokens": _num(df, "prompt_tokens").astype(np.float32),
-            "cached_tokens": _num(df, "cached_tokens").astype(np.float32),
+            "turn": num(df, "turn").fillna(0).astype(np.int16),
+            "prompt_tokens": num(df, "prompt_tokens").astype(np.float32),
+            "cached_tokens": num(df, "cached_tokens").astype(np.float32),
         }
     )
     if torn := int(out["round"].isna().sum()):  # a line cut short: no round to put it in
@@ -161,18 +149,13 @@ def _load_requests(path: Path, rel: str, notes: list[str]) -> pd.DataFrame | Non
     return out.astype({"round": np.int16})
 
 
-def _num(df: pd.DataFrame, name: str) -> pd.Series:
-    """A numeric column, NaN where missing or unparsable (all NaN when the CSV has none)."""
-    return pd.to_numeric(df[name], errors="coerce") if name in df.columns else pd.Series(np.nan, index=df.index)
-
-
 def _recompute_rounds(path: Path, rel: str, targets: Targets, notes: list[str]) -> pd.DataFrame | None:
     """An interrupted scenario has request rows but no rounds.csv: compute its statistics from them."""
     df = _read_csv(path, notes, rel, read_requests)
     if df is None or df.empty or "round" not in df.columns:
         return None
     try:
-        table = rounds_table(df[pd.to_numeric(df["round"], errors="coerce").notna()], targets)
+        table = rounds_table(df[num(df, "round").notna()], targets)
     except (KeyError, ValueError, TypeError) as e:
         notes.append(f"{rel}: rounds.csv is missing and its statistics could not be recomputed ({e}).")
         return None
@@ -219,7 +202,7 @@ def load_run(run_dir: Path) -> RunData:
             notes.append(f"{rel}: rounds.csv has no round column: its rows are ignored.")
         if rounds is not None and not rounds.empty and "round" in rounds.columns:
             rounds = rounds.drop(columns=[c for c in IDENTITY if c in rounds.columns])
-            rounds["round"] = pd.to_numeric(rounds["round"], errors="coerce")
+            rounds["round"] = num(rounds, "round")
             rounds = rounds[rounds["round"].notna()].astype({"round": int})
             ident = pd.DataFrame({k: row[k] for k in (*IDENTITY, "label")}, index=rounds.index)
             # one concat, not an insert per column: rounds.csv has ~150 columns
@@ -291,13 +274,6 @@ def _note_gaps(rel: str, row: dict, rounds: pd.DataFrame | None, req: pd.DataFra
 # ---------------------------------------------------------------- derived tables
 
 
-def col(df: pd.DataFrame, name: str) -> pd.Series:
-    """A numeric column, or all-NaN when the CSV does not have it."""
-    if name in df.columns:
-        return pd.to_numeric(df[name], errors="coerce")
-    return pd.Series(math.nan, index=df.index, dtype=float)
-
-
 def ok_requests(data: RunData) -> pd.DataFrame:
     """Successful requests with a TTFT, with their scenario label."""
     req = data.requests
@@ -334,21 +310,21 @@ def evidence(data: RunData) -> pd.DataFrame:
         r = rounds[rounds["dir"] == i] if not rounds.empty else rounds
         foreign = [
             x
-            for x in [e.foreign_hit_tokens_round1, *col(r, "foreign_hit_tokens").dropna()]
+            for x in [e.foreign_hit_tokens_round1, *num(r, "foreign_hit_tokens").dropna()]
             if x is not None and not (isinstance(x, float) and math.isnan(x))
         ]
         contaminated = d["status"] == "contaminated" or any(float(x) > 0 for x in foreign)
         hits = "; ".join(
             f"r{int(x['round'])} {_fmt_tokens(x['achieved'])}/{_fmt_tokens(x['expected'])}"
             for x in r.assign(
-                achieved=col(r, "achieved_reuse_tokens"), expected=col(r, "expected_reuse_tokens")
+                achieved=num(r, "achieved_reuse_tokens"), expected=num(r, "expected_reuse_tokens")
             ).to_dict("records")
             if not (math.isnan(x["achieved"]) and math.isnan(x["expected"]))
         )
         n_fail = (
             int(fails.get(i, 0))
             if d["has_requests"]
-            else (int(col(r, "failures").sum()) if "failures" in r.columns and len(r) else None)
+            else (int(num(r, "failures").sum()) if "failures" in r.columns and len(r) else None)
         )
         ids = e.engine_container_ids or []
         rows.append(
@@ -409,7 +385,7 @@ def token_sources(data: RunData) -> pd.DataFrame:
     r = data.rounds
     if r.empty or not any(c in r.columns for c in TOKEN_SOURCES):
         return pd.DataFrame()
-    vals = pd.DataFrame({c: col(r, c) for c in TOKEN_SOURCES}).assign(label=r["label"], round=r["round"])
+    vals = pd.DataFrame({c: num(r, c) for c in TOKEN_SOURCES}).assign(label=r["label"], round=r["round"])
     out = vals.groupby(["label", "round"], sort=False)[list(TOKEN_SOURCES)].mean()
     return out[out.notna().any(axis=1)].reset_index()
 
@@ -423,21 +399,21 @@ def cache_cliff(data: RunData) -> pd.DataFrame:
     if r.empty or "point" not in r.columns or not (r["point"] != "").any():
         return pd.DataFrame()
     warm = r[(r["mode"] == "with-cache") & (r["round"] == r.groupby("dir")["round"].transform("max"))]
-    expected = col(warm, "expected_reuse_tokens").replace(0, np.nan)
+    expected = num(warm, "expected_reuse_tokens").replace(0, np.nan)
     per = pd.DataFrame(
         {
             "scenario": warm["scenario"],
             "point": warm["point"],
             "round": warm["round"],
-            "store_mib": col(warm, "master_capacity_bytes_start") / 2**20,
-            "hit_pct": 100 * col(warm, "achieved_reuse_tokens") / expected,
-            "lru_pct": 100 * col(warm, "lru_reuse_tokens") / expected,
-            "ttft_mean_ms": col(warm, "ttft_mean_ms"),
-            "req_per_s": col(warm, "req_per_s"),
-            "evicted_keys": col(warm, "master_evicted_keys"),
-            "alloc_failures": col(warm, "master_alloc_failures"),
-            "kv_bytes_per_block": col(warm, "kv_bytes_per_block"),
-            "store_blocks": col(warm, "store_capacity_blocks"),
+            "store_mib": num(warm, "master_capacity_bytes_start") / 2**20,
+            "hit_pct": 100 * num(warm, "achieved_reuse_tokens") / expected,
+            "lru_pct": 100 * num(warm, "lru_reuse_tokens") / expected,
+            "ttft_mean_ms": num(warm, "ttft_mean_ms"),
+            "req_per_s": num(warm, "req_per_s"),
+            "evicted_keys": num(warm, "master_evicted_keys"),
+            "alloc_failures": num(warm, "master_alloc_failures"),
+            "kv_bytes_per_block": num(warm, "kv_bytes_per_block"),
+            "store_blocks": num(warm, "store_capacity_blocks"),
         }
     )
     out = per.groupby(["scenario", "point"], sort=False).mean(numeric_only=True).reset_index()

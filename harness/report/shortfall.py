@@ -17,15 +17,15 @@ import math
 
 import pandas as pd
 
-from .data import RunData, col
+from ..frames import num, number
+from .data import RunData
 
 SHORTFALL_BELOW = 0.9  # a round reusing less than this share of its expected reuse gets a sentence
 CONNECTOR_OPS = ("lookup_exists", "load_get", "save_exists", "save_put")
 
 
 def _num(row: pd.Series, name: str) -> float:
-    v = pd.to_numeric(row.get(name, math.nan), errors="coerce")
-    return float(v) if pd.notna(v) else math.nan
+    return number(row.get(name, math.nan))
 
 
 def _upto(cell: pd.DataFrame | None, row: pd.Series, name: str) -> float:
@@ -33,7 +33,7 @@ def _upto(cell: pd.DataFrame | None, row: pd.Series, name: str) -> float:
     a block evicted or refused in round 1 is missing in round 2."""
     if cell is None or cell.empty or "round" not in cell:
         return _num(row, name)
-    rounds = col(cell, name)[pd.to_numeric(cell["round"], errors="coerce") <= _num(row, "round")]
+    rounds = num(cell, name)[num(cell, "round") <= _num(row, "round")]
     return float(rounds.sum()) if rounds.notna().any() else math.nan
 
 

@@ -10,10 +10,11 @@ import math
 import pandas as pd
 
 from ..config import Targets
+from ..frames import num
 from ..metrics import CONNECTOR_TABLE, HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from ..records import ISOLATED
 from ..stats import round1_caveat
-from .data import RunData, cache_cliff, col
+from .data import RunData, cache_cliff
 
 TIMINGS = [
     ("up_s", "up s"),
@@ -130,7 +131,7 @@ def warm_round1_notes(data: RunData) -> list[str]:
     if r.empty or "reused_token_pct" not in r.columns:
         return []
     r1 = r[(r["round"] == 1) & (r["mode"] == "with-cache")]
-    pct = col(r1, "reused_token_pct").groupby(r1["label"], sort=False).mean()
+    pct = num(r1, "reused_token_pct").groupby(r1["label"], sort=False).mean()
     return [f"{label}: {c}." for label, v in pct.items() if (c := round1_caveat(v))]
 
 
@@ -155,7 +156,7 @@ def stats_table(data: RunData) -> pd.DataFrame:
         return pd.DataFrame()
     out = _round_identity(r).assign(phase=r["phase"] if "phase" in r else "unknown")
     for m in pick(ROUND_TABLE):
-        out[m.header] = col(r, m.column).map(m.show)
+        out[m.header] = num(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
 
 
@@ -225,7 +226,7 @@ def isolation_table(data: RunData) -> pd.DataFrame:
         "master_key_count_start": "keys before r1",
     }
     name = r1["scenario"] + r1["mode"].map(lambda m: "" if m == "with-cache" else f" [{m}]")
-    vals = pd.DataFrame({k: col(r1, k) for k in cols}).assign(scenario=name, isolation=r1["isolation"])
+    vals = pd.DataFrame({k: num(r1, k) for k in cols}).assign(scenario=name, isolation=r1["isolation"])
     wide = vals.pivot_table(index="scenario", columns="isolation", values=list(cols), aggfunc="mean", dropna=False)
     wide.columns = [f"{cols[m]} ({iso})" for m, iso in wide.columns]
     return wide.reset_index().map(lambda v: v if isinstance(v, str) else fmt(v))
@@ -253,7 +254,7 @@ def server_table(data: RunData) -> pd.DataFrame:
         return pd.DataFrame()
     out = _round_identity(r)
     for m in pick(SERVER_TABLE):
-        out[m.header] = col(r, m.column).map(m.show)
+        out[m.header] = num(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
 
 
@@ -265,7 +266,7 @@ def connector_table(data: RunData) -> pd.DataFrame:
         return pd.DataFrame()
     out = _round_identity(r)
     for m in pick(CONNECTOR_TABLE):
-        out[m.header] = col(r, m.column).map(m.show)
+        out[m.header] = num(r, m.column).map(m.show)
     return drop_default_mode(out.astype(str))
 
 
@@ -415,7 +416,7 @@ def status_rows(data: RunData) -> pd.DataFrame:
         rr = r[r["label"] == label] if not r.empty else r
 
         def p50(n: int, rr: pd.DataFrame = rr) -> str:
-            return fmt(col(rr[rr["round"] == n], "ttft_p50_ms").mean()) if len(rr) else "n/a"
+            return fmt(num(rr[rr["round"] == n], "ttft_p50_ms").mean()) if len(rr) else "n/a"
 
         rows.append(
             {
@@ -450,7 +451,7 @@ def _connector_means(r: pd.DataFrame, label_round: tuple[str, str, int], mode: s
     cols = ("mc_lookup_ms_per_req", "mc_load_ms_per_req", "mc_save_ms_per_req", "mc_loaded_mb", "mc_saved_mb",
             "mc_load_gbps", "mc_save_gbps", "fetch_share_pct", "server_prefill_mean_ms", "server_queue_mean_ms",
             "requests")  # fmt: skip
-    return {c: float(col(g, c).mean()) for c in cols}
+    return {c: float(num(g, c).mean()) for c in cols}
 
 
 def _signed(v: float) -> str:

@@ -22,10 +22,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..frames import num
 from ..intervals import Interval, change_pct, paired_change_pct_bca, paired_mean_change_pct, t_mean
 from ..metrics import HEADLINE
 from ..records import ISOLATED
-from .data import RunData, col
+from .data import RunData
 
 NO_PAIRS = Interval(math.nan, math.nan, math.nan, 0, "n/a (no pairs)")
 
@@ -65,7 +66,7 @@ def mean_change(pairs: pd.DataFrame, per_repeat: list[float]) -> Interval:
 
 
 def _per_repeat(rounds: pd.DataFrame, metric: str) -> dict[int, float]:
-    return col(rounds, metric).groupby(rounds["repeat"]).mean().to_dict()
+    return num(rounds, metric).groupby(rounds["repeat"]).mean().to_dict()
 
 
 def reuse_buys(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
@@ -75,7 +76,7 @@ def reuse_buys(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
     r = data.rounds
     if r.empty or not {"with-cache", "baseline"} <= set(r["mode"]):
         return pd.DataFrame()
-    r = r[r["isolation"].isin(ISOLATED) & ~col(r, "partial").fillna(0).astype(bool)]
+    r = r[r["isolation"].isin(ISOLATED) & ~num(r, "partial").fillna(0).astype(bool)]
     rows = []
     r = r.assign(point=r["point"] if "point" in r else "")
     for (scen, point, rnd), g in r.groupby(["scenario", "point", "round"], sort=False):
@@ -205,7 +206,7 @@ class _PromptNames:
                 raw = pd.read_csv(
                     path, usecols=lambda c: c in ("round", "prompt_id", "prompt_hash"), dtype=str, keep_default_na=False
                 )
-                raw = raw[pd.to_numeric(raw["round"], errors="coerce").notna()]  # the rows load_run keeps
+                raw = raw[num(raw, "round").notna()]  # the rows load_run keeps
             except (*self.ERRORS, KeyError):
                 raw = None
             self._raw[d] = raw
