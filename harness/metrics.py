@@ -59,7 +59,7 @@ _ALL = [
     Metric("mc_load_gbps", "load GB/s", "GB/s", 2, "higher"),
     Metric("mc_save_gbps", "save GB/s", "GB/s", 2, "higher"),
     Metric("fetch_share_pct", "lookup+load % of TTFT", "%", 1),  # requested (bench_serve.json: max_concurrency)
-    # The store's read path failing (harness/watch.py store_health): a degraded round.
+    # The store's read path failing (harness/connector.py store_health): a degraded round.
     Metric("store_read_failed_keys", "store read failures", "", 0, "lower"),
     Metric("store_read_failed_pct", "store read failed %", "%", 2, "lower"),
     Metric("inflight_mean", "in flight (avg)", "", 1, "higher"),

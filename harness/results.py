@@ -23,9 +23,13 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .config import check_name
+from .config import Config, check_name
+from .connector import store_health, time_in_connector
+from .console import say
 from .metrics import bench_serve_record
 from .records import REQUEST_COLUMNS, REQUEST_TEXT_DTYPES, Manifest, RequestRow, RoundSummary
+from .reuse import lru_by_round, reuse_by_round, ttft_speedups
+from .stats import rounds_table, ttft_gap
 
 
 def new_run_id(name: str | None = None) -> str:
@@ -172,3 +176,54 @@ def base_manifest(run_id: str, config: dict, command: list[str]) -> Manifest:
 def read_manifest(path: Path) -> Manifest:
     """OSError, or pydantic.ValidationError (a ValueError) when it is not a kvbench manifest."""
     return Manifest.model_validate_json(path.read_text())
+
+
+def tabulate_rounds(
+    out_dir: Path,
+    cfg: Config,
+    planned: int,
+    block: int | None,
+    counters: dict[int, dict],
+    labels: dict | None,
+    model: str,
+) -> pd.DataFrame:
+    """A cell's rounds table from its requests.csv -> rounds.csv and bench_serve.json; returns it.
+
+    Per round: the client's figures (stats.rounds_table over `planned` requests), the expected
+    reuse (reuse, `block` tokens per KV block), the server's counter deltas (`counters`: round ->
+    probes.deltas, as the runner scraped them), the client - server TTFT gap, the time in the KV
+    connector and the store's health; `labels` (scenario, mode, ...) as the first columns."""
+    requests = read_requests(out_dir / "requests.csv")
+    table = rounds_table(requests, cfg.targets, planned=planned, concurrency=cfg.concurrency)
+    server = pd.DataFrame([{"round": r, **c} for r, c in counters.items()])
+    for extra in (
+        reuse_by_round(requests, block),
+        ttft_speedups(requests),
+        server,
+        lru_by_round(requests, block, server),
+    ):
+        if not extra.empty and "round" in extra and not table.empty:
+            table = table.merge(extra, on="round", how="left")
+    if "server_ttft_mean_ms" in table:  # what the client adds to the server's own TTFT, same requests
+        table["client_server_ttft_gap_ms"], table["ttft_gap_note"] = ttft_gap(table)
+    for rnd, why in zip(table.get("round", []), table.get("counter_resets", [])):
+        if isinstance(why, str) and why:
+            say(f"[yellow]round {rnd}: {why}: their deltas are unknown for this round[/yellow]")
+    if not table.empty:
+        table = store_health(time_in_connector(table), cfg.watch.degraded_failed_keys_percent)
+    for i, (k, v) in enumerate((labels or {}).items()):  # identity columns first
+        table.insert(i, k, v)
+    write_rounds(out_dir / "rounds.csv", table)
+    write_bench_serve(
+        out_dir / "bench_serve.json",
+        table,
+        {
+            "backend": "kvbench",
+            "model_id": model,
+            "endpoint_type": f"openai-{cfg.api}",
+            "max_concurrency": cfg.concurrency,
+            "request_rate": cfg.request_rate or "inf",
+            "num_prompts": planned,
+        },
+    )
+    return table

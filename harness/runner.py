@@ -23,14 +23,12 @@ from . import interrupts
 from .client.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
 from .client.workers import Shared, auto_workers, run_workers, shares
 from .config import Config
-from .connector import time_in_connector
 from .console import say
 from .probes import Probe, deltas, settled
 from .records import RequestRow
-from .results import RequestLog, read_requests, write_bench_serve, write_rounds
-from .reuse import block_chain, lru_by_round, reuse_by_round, ttft_speedups
-from .stats import rounds_table
-from .watch import StackWatch, store_health
+from .results import RequestLog, tabulate_rounds
+from .reuse import block_chain
+from .watch import StackWatch
 from .workload import Prompt, Session, Workload
 
 
@@ -444,80 +442,9 @@ def run_rounds(
         # the caller must see: a fault while tabulating a cut-short round must not replace it.
         log.close()
         try:
-            _rounds_table(out_dir, workload, cfg, block, counters, labels, routes[0][0].model)
+            tabulate_rounds(out_dir, cfg, workload.num_requests, block, counters, labels, routes[0][0].model)
         except Exception as e:
             say(f"[yellow]rounds.csv not written ({type(e).__name__}: {e}); requests.csv keeps every row[/yellow]")
         raise
     log.close()
-    return _rounds_table(out_dir, workload, cfg, block, counters, labels, routes[0][0].model)
-
-
-def _rounds_table(
-    out_dir: Path,
-    workload: Workload,
-    cfg: Config,
-    block: int | None,
-    counters: dict[int, dict],
-    labels: dict | None,
-    model: str,
-) -> pd.DataFrame:
-    requests = read_requests(out_dir / "requests.csv")
-    table = rounds_table(requests, cfg.targets, planned=workload.num_requests, concurrency=cfg.concurrency)
-    server = pd.DataFrame([{"round": r, **c} for r, c in counters.items()])
-    for extra in (
-        reuse_by_round(requests, block),
-        ttft_speedups(requests),
-        server,
-        lru_by_round(requests, block, server),
-    ):
-        if not extra.empty and "round" in extra and not table.empty:
-            table = table.merge(extra, on="round", how="left")
-    if "server_ttft_mean_ms" in table:  # what the client adds to the server's own TTFT, same requests
-        table["client_server_ttft_gap_ms"], table["ttft_gap_note"] = ttft_gap(table)
-    for rnd, why in zip(table.get("round", []), table.get("counter_resets", [])):
-        if isinstance(why, str) and why:
-            say(f"[yellow]round {rnd}: {why}: their deltas are unknown for this round[/yellow]")
-    if not table.empty:
-        table = store_health(time_in_connector(table), cfg.watch.degraded_failed_keys_percent)
-    for i, (k, v) in enumerate((labels or {}).items()):  # identity columns first
-        table.insert(i, k, v)
-    write_rounds(out_dir / "rounds.csv", table)
-    write_bench_serve(
-        out_dir / "bench_serve.json",
-        table,
-        {
-            "backend": "kvbench",
-            "model_id": model,
-            "endpoint_type": f"openai-{cfg.api}",
-            "max_concurrency": cfg.concurrency,
-            "request_rate": cfg.request_rate or "inf",
-            "num_prompts": workload.num_requests,
-        },
-    )
-    return table
-
-
-def ttft_gap(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Per round, the client's mean TTFT minus vLLM's own, and why it is empty where it is. The
-    server's histogram counts every request it recorded (failed ones too), the client's mean only
-    its successes: the two means are over the same requests only when every row of the round
-    succeeded and the server recorded exactly that many."""
-    nan = pd.Series(float("nan"), index=table.index)
-    server_n = pd.to_numeric(table["server_requests"]) if "server_requests" in table else nan
-    notes = [_gap_note(int(n), int(ok), sn) for n, ok, sn in zip(table["requests"], table["successes"], server_n)]
-    gap = (table["ttft_mean_ms"] - table["server_ttft_mean_ms"]).where([not note for note in notes])
-    return gap, pd.Series(notes, index=table.index)
-
-
-def _gap_note(requests: int, successes: int, server_requests: float) -> str:
-    """Why a round's client and server TTFT means are not over the same requests ("" when they are)."""
-    if successes != requests:
-        return (
-            f"{requests - successes} of {requests} requests failed: the server's mean includes requests the "
-            "client's does not"
-        )
-    if pd.isna(server_requests):
-        return "the server recorded no request count"
-    if server_requests != successes:
-        return f"the server recorded {server_requests:,.0f} requests, the client {successes:,}: not the same requests"
-    return ""
+    return tabulate_rounds(out_dir, cfg, workload.num_requests, block, counters, labels, routes[0][0].model)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Targets
+from .frames import num, nums, truthy
 from .intervals import change_pct
 
 # Warn when more than 1 token in 20 shared a read with the one before (a few do on a
@@ -29,13 +30,6 @@ def _mean(values: Sequence[float] | np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
-def _nums(df: pd.DataFrame, col: str) -> np.ndarray:
-    """The column's numbers; none when the column is absent (CSVs of older runs)."""
-    if col not in df:
-        return np.empty(0)
-    return pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(dtype=float)
-
-
 def _itls(df: pd.DataFrame) -> np.ndarray:
     """Every inter-token latency of the rows: the space-separated cells parsed in one C-level pass."""
     cells = df["itl_ms"].dropna().astype(str)
@@ -47,7 +41,7 @@ def _itls(df: pd.DataFrame) -> np.ndarray:
 def _send_lag_ms(rows: pd.DataFrame) -> np.ndarray:
     if "scheduled_s" not in rows:
         return np.empty(0)
-    lag = pd.to_numeric(rows["send_s"], errors="coerce") - pd.to_numeric(rows["scheduled_s"], errors="coerce")
+    lag = num(rows, "send_s") - num(rows, "scheduled_s")
     return (lag.dropna() * 1e3).to_numpy(dtype=float)
 
 
@@ -61,21 +55,21 @@ def _split_by_hit(ok: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     A request whose server reported no cached_tokens is in neither."""
     if "cached_tokens" not in ok.columns:
         return ok.iloc[:0], ok.iloc[:0]
-    cached = pd.to_numeric(ok["cached_tokens"], errors="coerce")
+    cached = num(ok, "cached_tokens")
     return ok[cached > 0], ok[cached == 0]
 
 
 def round_summary(rows: pd.DataFrame) -> dict:
     """Summary of one round's rows (all requests, failed ones included)."""
-    ok = rows[rows["ok"].astype(str).str.lower() == "true"]
-    ttft, tpot, e2e = _nums(ok, "ttft_ms"), _nums(ok, "tpot_ms"), _nums(ok, "e2e_ms")
+    ok = rows[truthy(rows["ok"])]
+    ttft, tpot, e2e = nums(ok, "ttft_ms"), nums(ok, "tpot_ms"), nums(ok, "e2e_ms")
     itl = _itls(ok)
-    send = pd.to_numeric(rows["send_s"], errors="coerce")
+    send = num(rows, "send_s")
     start = send.min() if len(rows) else math.nan  # rows aligned: a row without e2e (torn line) has no end
-    end = (send + pd.to_numeric(rows["e2e_ms"], errors="coerce") / 1e3).max() if len(rows) else math.nan
+    end = (send + num(rows, "e2e_ms") / 1e3).max() if len(rows) else math.nan
     duration = float(end - start) if len(rows) else math.nan
-    prompt = _nums(ok, "prompt_tokens").sum()
-    completion = _nums(ok, "completion_tokens").sum()
+    prompt = nums(ok, "prompt_tokens").sum()
+    completion = nums(ok, "completion_tokens").sum()
     cached, cached_ratio = _cached(ok)
     hit, miss = _split_by_hit(ok)
     per_s = (lambda x: x / duration) if duration and duration > 0 else (lambda x: math.nan)
@@ -94,20 +88,18 @@ def round_summary(rows: pd.DataFrame) -> dict:
         "itl_p99_ms": _pct(itl, 99),
         # How long first tokens waited in the client before it parsed them (TTFT
         # excludes it), and how many tokens shared a read with the previous one.
-        "client_lag_p99_ms": _pct(_nums(ok, "first_token_lag_ms"), 99),
+        "client_lag_p99_ms": _pct(nums(ok, "first_token_lag_ms"), 99),
         "shared_stamp_pct": shared_stamp_pct(itl),
-        "read_delay_p99_ms": _pct(_nums(ok, "read_delay_ms"), 99),
+        "read_delay_p99_ms": _pct(nums(ok, "read_delay_ms"), 99),
         # Trace replay: how late requests left against their (scaled) timestamps.
         "send_lag_p99_ms": _pct(_send_lag_ms(rows), 99),
         # Requests in flight, time-weighted over the round (failed ones until they failed).
-        "inflight_mean": float(pd.to_numeric(rows["e2e_ms"], errors="coerce").sum() / 1e3 / duration)
-        if duration and duration > 0
-        else math.nan,
+        "inflight_mean": float(num(rows, "e2e_ms").sum() / 1e3 / duration) if duration and duration > 0 else math.nan,
         # Round 1 reuses shared prefixes within the round, so its mean mixes full prefills
         # with hits: this split shows what a hit saves even inside one round.
         "misses": int(len(miss)) if len(hit) + len(miss) else math.nan,  # unknown, not 0, without usage
-        "ttft_miss_mean_ms": _mean(_nums(miss, "ttft_ms")),
-        "ttft_hit_mean_ms": _mean(_nums(hit, "ttft_ms")),
+        "ttft_miss_mean_ms": _mean(nums(miss, "ttft_ms")),
+        "ttft_hit_mean_ms": _mean(nums(hit, "ttft_ms")),
         "e2e_mean_ms": _mean(e2e),
         "e2e_p90_ms": _pct(e2e, 90),
         "duration_s": duration,
@@ -129,10 +121,10 @@ def _cached(ok: pd.DataFrame) -> tuple[float, float]:
     that reported one."""
     if ok.empty:
         return 0, math.nan
-    cached = pd.to_numeric(ok["cached_tokens"], errors="coerce") if "cached_tokens" in ok else None
+    cached = num(ok, "cached_tokens") if "cached_tokens" in ok else None
     if cached is None or cached.isna().all():
         return math.nan, math.nan
-    prompt = pd.to_numeric(ok["prompt_tokens"], errors="coerce")
+    prompt = num(ok, "prompt_tokens")
     known = cached.notna() & prompt.notna()
     share = float(cached[known].sum() / prompt[known].sum()) if prompt[known].sum() else math.nan
     return (int(cached.sum()) if cached.notna().all() else math.nan), share
@@ -276,3 +268,28 @@ def rounds_table(
             s.update(dict.fromkeys(GAIN_COLUMNS, math.nan))
         out.append(s)
     return pd.DataFrame(out)
+
+
+def ttft_gap(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per round, the client's mean TTFT minus vLLM's own, and why it is empty where it is. The
+    server's histogram counts every request it recorded (failed ones too), the client's mean only
+    its successes: the two means are over the same requests only when every row of the round
+    succeeded and the server recorded exactly that many."""
+    server_n = num(table, "server_requests")
+    notes = [_gap_note(int(n), int(ok), sn) for n, ok, sn in zip(table["requests"], table["successes"], server_n)]
+    gap = (table["ttft_mean_ms"] - table["server_ttft_mean_ms"]).where([not note for note in notes])
+    return gap, pd.Series(notes, index=table.index)
+
+
+def _gap_note(requests: int, successes: int, server_requests: float) -> str:
+    """Why a round's client and server TTFT means are not over the same requests ("" when they are)."""
+    if successes != requests:
+        return (
+            f"{requests - successes} of {requests} requests failed: the server's mean includes requests the "
+            "client's does not"
+        )
+    if pd.isna(server_requests):
+        return "the server recorded no request count"
+    if server_requests != successes:
+        return f"the server recorded {server_requests:,.0f} requests, the client {successes:,}: not the same requests"
+    return ""

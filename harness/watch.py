@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-import pandas as pd
 
 from .client.client import auth_headers
 from .stack.spec import MASTER
@@ -168,28 +167,3 @@ def _states(services: Services) -> dict[str, str] | None:
         return services()
     except Exception:  # a Docker or API server hiccup is no evidence about the services
         return None
-
-
-# The store's read path: a failed lookup or load is a request that recomputed what it should have
-# fetched. (Failed saves are a full store refusing puts: a shortfall of reuse, explained elsewhere,
-# not a broken store.)
-READ_OPS = ("lookup_exists", "load_get")
-
-
-def _num(t: pd.DataFrame, name: str) -> pd.Series:
-    return pd.to_numeric(t[name], errors="coerce") if name in t else pd.Series(float("nan"), index=t.index)
-
-
-def store_health(table: pd.DataFrame, max_failed_pct: float) -> pd.DataFrame:
-    """The rounds table with the store's read failures per round (`store_read_failed_keys`, and
-    their share of the keys read, `store_read_failed_pct`) and `degraded`: more than
-    `max_failed_pct` of the keys failed. Unknown (NaN / None) where the connector's counters are
-    absent: a baseline round, or an engine without them."""
-    t = table.copy()
-    failed = sum(_num(t, f"mc_{op}_failed_keys") for op in READ_OPS)
-    keys = sum(_num(t, f"mc_{op}_keys") for op in READ_OPS)
-    t["store_read_failed_keys"] = failed
-    t["store_read_failed_pct"] = 100 * failed / keys.where(keys > 0)
-    pct = t["store_read_failed_pct"].where(keys > 0, 0.0).where(failed.notna())
-    t["degraded"] = [None if pd.isna(p) else bool(p > max_failed_pct) for p in pct]
-    return t

@@ -226,7 +226,7 @@ def test_the_ttft_gap_is_computed_only_over_the_same_requests():
     """The server's histogram mean covers every request it recorded in the round (failed ones too);
     the client's mean only its successes. With a failure the two means are over different requests:
     no gap, and the reason is recorded."""
-    from harness.runner import ttft_gap
+    from harness.stats import ttft_gap
 
     t = pd.DataFrame(
         {

@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 
 from harness.config import Config
+from harness.connector import store_health
 from harness.runner import Endpoint, StoreDown, run_rounds
-from harness.watch import StackWatch, Target, store_health
+from harness.watch import StackWatch, Target
 from harness.workload import Prompt, Session, Workload
 
 from .stub_server import StubServer
