@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,55 @@ def cold_prompts_got_faster(requests) -> bool:
     r2 = requests[requests["round"] == 2].set_index("prompt_id")["ttft_ms"]
     pairs = r1.to_frame("cold").join(r2.rename("warm"), how="inner")
     return len(pairs) > 0 and bool((pairs["warm"] < pairs["cold"]).all())
+
+
+def only_run(results: Path) -> Path:
+    (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "bench exited early"
+        if path.exists():
+            rows = sum(1 for _ in path.open()) - 1
+            if rows >= n:
+                return rows
+        time.sleep(0.2)  # polling the file the harness writes, bounded by the deadline
+    raise AssertionError(f"fewer than {n} rows in {path} after {timeout} s")
+
+
+def bench_acting_mid_round(
+    command: list[str],
+    results: Path,
+    scenario: str,
+    rows: int,
+    act: Callable[[subprocess.Popen, Path], None],
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str, Path]:
+    """Start `command` (kvbench, or kvbench on the fake stack) with `--results results`; once
+    `scenario` has `rows` request rows, `act(proc, run_dir)`; wait for the exit.
+    Returns (exit code, stderr, run directory)."""
+    proc = subprocess.Popen(
+        [*command, "--results", str(results)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not results.exists() or not any(results.iterdir()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)  # waiting for the run directory, bounded by the deadline
+        run_dir = only_run(results)
+        wait_for_rows(run_dir / scenario / "requests.csv", rows, proc, timeout=400)
+        act(proc, run_dir)
+        code = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return code, proc.stderr.read() if proc.stderr else "", run_dir
