@@ -11,6 +11,8 @@ SCENARIO ?= long_context_high_reuse
 RUN      ?=
 ARGS     ?=
 PYTEST_ARGS ?=
+# The slowest tests in every `make test` output (CI shows where the time goes).
+DURATIONS ?= --durations=15
 
 .PHONY: help venv docker images wheelhouse chromium bench bench-all breakeven capacity report clean test test-fast lint format peer-bench reset-audit
 
@@ -94,4 +96,4 @@ chromium:
 	@bash scripts/ensure_chromium.sh
 
 test: lint images chromium
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(DURATIONS) $(PYTEST_ARGS)

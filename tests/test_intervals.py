@@ -42,6 +42,7 @@ def _covered(lo: float, hi: float, true: float) -> bool:
 # --- means over independent repeats -------------------------------------------------------------
 
 
+@pytest.mark.slow  # a coverage simulation: thousands of intervals
 @pytest.mark.parametrize("repeats", [2, 3, 5])
 def test_t_interval_covers_the_mean_of_few_repeats(repeats):
     true_mean = 40.0  # e.g. a repeat's throughput gain in %, repeats scattered with sd 15
@@ -52,6 +53,7 @@ def test_t_interval_covers_the_mean_of_few_repeats(repeats):
     assert BAND[0] <= cover <= BAND[1]
 
 
+@pytest.mark.slow  # a coverage simulation: thousands of intervals
 def test_naive_intervals_over_two_repeats_undercover():
     """The coverage test can fail: what the harness did before (a percentile bootstrap over the
     repeat values) and a z-interval both undercover badly at 2 repeats."""
@@ -87,6 +89,7 @@ def _paired_ttfts(rng: np.random.Generator, pairs: int, speedup: float) -> tuple
     return a, b
 
 
+@pytest.mark.slow  # a coverage simulation: thousands of intervals
 @pytest.mark.parametrize("pairs", [5, BCA_MIN_PAIRS, 30, 200])  # 5: the t branch; 30: a seed scenario's prompts
 def test_paired_ratio_covers_the_true_speedup(pairs):
     speedup = 8.0
@@ -105,6 +108,7 @@ def test_paired_ratio_covers_the_true_speedup(pairs):
     assert BAND[0] <= cover <= BAND[1]
 
 
+@pytest.mark.slow  # a coverage simulation: thousands of intervals
 def test_plain_bca_undercovers_few_pairs():
     """Why paired_ratio_bca expands its level for small samples: scipy's BCa as it is, on the
     same simulated pairs, covers clearly less than 95 % at 10 pairs (and ~92.7 % at 30)."""
@@ -215,6 +219,7 @@ def test_every_paired_interval_contains_its_estimate_and_has_its_sign(a, b, seed
             assert mean < 0 and paired_change_pct_bca(a, b, seed=seed).estimate < 0
 
 
+@pytest.mark.slow  # a coverage simulation: thousands of intervals
 @pytest.mark.parametrize("pairs", [BCA_MIN_PAIRS, 30])
 def test_paired_mean_change_covers_the_true_change_of_means(pairs):
     """The change of the mean TTFT (the figure a "TTFT mean change" column shows): its interval covers

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +46,7 @@ def runs(draw: st.DrawFn) -> list[Scen]:
     return scens
 
 
+@pytest.mark.slow  # bootstrap intervals over many generated runs
 @SETTINGS
 @given(runs(), st.integers(0, 2**16))
 def test_every_reported_interval_contains_its_figure(scens, seed):
@@ -59,6 +61,7 @@ def test_every_reported_interval_contains_its_figure(scens, seed):
         assert r.lo <= r.estimate <= r.hi, r
 
 
+@pytest.mark.slow  # bootstrap intervals over many generated runs
 @SETTINGS
 @given(
     st.one_of(st.floats(2, 8), st.floats(1 / 8, 1 / 2)),
