@@ -69,6 +69,7 @@ class PairResult:
 
 def _round1(cfg: Config, wl, url: str, probe: Probe, out: Path) -> pd.DataFrame:
     one = cfg.model_copy(update={"rounds": 1})
+    out.mkdir(parents=True)  # new: requests.csv is appended to, and must hold this run's rows only
     run_rounds(wl, one, [(Endpoint(url, cfg.stack.served_model_name), probe)], out)
     rows = read_requests(out / "requests.csv")
     return rows[truthy(rows["ok"])]
@@ -158,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--scenarios: not in {args.config}: {', '.join(unknown)}", file=sys.stderr)
         return 2
     images = ensure_images(cfg.stack.overlays[0], echo=print)
+    work = args.work / time.strftime("%Y%m%dt%H%M%S")  # each audit its own directories
     t = time.perf_counter()
     results = []
     for pair in range(1, args.pairs + 1):
         for name in names:
             print(f"[audit] {name}, pair {pair}: fresh round 1, peers' reset, verified reset, round 1", flush=True)
-            results.append(audit_pair(cfg, name, pair, images, args.work))
+            results.append(audit_pair(cfg, name, pair, images, work))
     print()
     print("Round-1 TTFT after kvbench's verified reset vs on a fresh stack (same engine, same prompts):")
     print(tabulate(compare(results, args.tolerance), headers="keys", tablefmt="simple", showindex=False))
