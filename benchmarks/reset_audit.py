@@ -84,16 +84,16 @@ def audit_pair(cfg: Config, name: str, pair: int, images: dict[str, str], work: 
         stack.up()
         url = stack.engine_urls[0]
         probe = Probe(url, stack.master_metrics_url)
-        try:
+        try:  # the tokenizer stays open: multi-turn sessions tokenize their history during a round
             with ServerTokenizer(url, model) as tok:
                 wl = build_workload(name, cfg.scenarios[name], tok, api=api, seed=cfg.seed,
                                     max_model_len=cfg.stack.max_model_len)  # fmt: skip
-            fresh = _round1(cfg, wl, url, probe, workdir / "fresh")
-            canary = wl.sessions[0].build(0, [])
-            peers, _ = verified_reset(probe, model, api, canary, ResetSettings(external=False))
-            ours, since = verified_reset(probe, model, api, canary)
-            cold, gate = cold_state(probe.snapshot(), since)
-            reset = _round1(cfg, wl, url, probe, workdir / "reset")
+                fresh = _round1(cfg, wl, url, probe, workdir / "fresh")
+                canary = wl.sessions[0].build(0, [])
+                peers, _ = verified_reset(probe, model, api, canary, ResetSettings(external=False))
+                ours, since = verified_reset(probe, model, api, canary)
+                cold, gate = cold_state(probe.snapshot(), since)
+                reset = _round1(cfg, wl, url, probe, workdir / "reset")
         finally:
             probe.close()
     td = stack.teardown
