@@ -158,7 +158,8 @@ def verified_reset(
         bytes_at_start=f["master_allocated_bytes"],
         seconds=round(time.perf_counter() - t, 3),
     )
-    ev.set(warm=warm_tiers(ev), verified=ev.reset_ok and not warm_tiers(ev))
+    warm = warm_tiers(ev)
+    ev.set(warm=warm, verified=ev.reset_ok and warm is None)
     return ev, final
 
 

@@ -24,7 +24,7 @@ from .progress import console, print_rounds, round_progress, say, step
 from .records import CellEntry, Manifest, Plan, ResetEvidence, Resumed, StackInfo, cell_key
 from .report import report_and_summary
 from .report.shortfall import cell_shortfalls
-from .reset import ResetSettings, verified_reset, warm_tiers
+from .reset import ResetSettings, verified_reset
 from .results import RunDir, base_manifest, read_manifest, utc_now
 from .runner import Endpoint, Route, StackDown, run_rounds
 from .stack import Stack, StackError, open_stack, preflight
@@ -463,8 +463,8 @@ class Suite:
                     results.append(verified_reset(probe, self.model, self.cfg.api, canary, ResetSettings()))
                 finally:
                     probe.close()
+        # The first engine whose proof failed speaks for the stack (its verdict is then the stack's).
         evidence = next((ev for ev, _ in results if not ev.verified), results[-1][0])
-        evidence.set(warm=warm_tiers(evidence), verified=all(ev.verified for ev, _ in results))
         ok = "[green]proven cold[/green]" if evidence.verified else f"[yellow]NOT proven: {evidence.warm}[/yellow]"
         say(f"  reset: {ok} (store {evidence.keys_at_start or 0:,.0f} keys, canary {evidence.canary_cached_tokens} "
             f"cached tokens, {evidence.seconds:.1f} s)")  # fmt: skip
