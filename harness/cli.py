@@ -150,14 +150,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ISOLATIONS = ("fresh", "shared", "reset")
+
+
+def _isolations(value: str) -> tuple[str, ...]:
+    """--isolation's comma list, in the given order without repeats ("both" = fresh,shared)."""
+    names = [n.strip() for n in value.split(",")]
+    names = [x for n in names for x in (("fresh", "shared") if n == "both" else (n,))]
+    bad = [n for n in names if n not in ISOLATIONS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{bad[0] if bad else value!r}: choose from {', '.join(ISOLATIONS)}, both")
+    return tuple(dict.fromkeys(names))
+
+
 def _add_stack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--isolation",
-        choices=["fresh", "shared", "both", "reset"],
-        default="fresh",
+        type=_isolations,
+        default=("fresh",),
+        metavar="{fresh,shared,reset,both}[,...]",
         help="fresh: one stack per scenario (default); shared: one stack for all scenarios, as an "
-        "unisolated script would (shows the pollution); both: run both, report side by side; reset: one "
-        "stack per mode, a verified cache reset (reset, store empty, canary) between scenarios",
+        "unisolated script would (shows the pollution); reset: one stack per mode, a verified cache reset "
+        "(reset, store empty, canary) between scenarios; both = fresh,shared. A comma list runs each, "
+        "reported side by side (e.g. shared,reset)",
     )
     p.add_argument(
         "--on-reset-failure",
@@ -296,8 +311,7 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
     interrupts.install()
     opts = SuiteOptions(Path(args.results), args.compose_dir, tuple(args.compose_file))
     suite = Suite(cfg, _images, opts, sys.argv)
-    isolation = ("fresh", "shared") if args.isolation == "both" else (args.isolation,)
-    suite.plan_cells(cfg.default_scenarios, isolation, args.repeats, cfg.modes)
+    suite.plan_cells(cfg.default_scenarios, args.isolation, args.repeats, cfg.modes)
     return 0 if suite.run_all() else 1
 
 
@@ -350,7 +364,7 @@ def _resume(args: argparse.Namespace) -> int:
     is an error, not silently ignored (its cells would not compare with the finished ones)."""
     given = [flag for dest, flag in RESUME_FIXED.items() if getattr(args, dest, None) is not None]
     given += ["--repeats"] if args.repeats != 1 else []
-    given += ["--isolation"] if args.isolation != "fresh" else []
+    given += ["--isolation"] if args.isolation != ("fresh",) else []
     given += ["--on-reset-failure"] if args.on_reset_failure else []
     if given:
         raise ConfigError(

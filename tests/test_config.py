@@ -436,3 +436,24 @@ def test_engine_restart_needs_the_compose_backend():
     with pytest.raises(ValidationError, match="engine-restart restarts a compose service"):
         StackConfig.model_validate({"topology": "engine-restart", "backend": "kubernetes"})
     assert StackConfig.model_validate({"topology": "engine-restart"}).engines == ["vllm"]
+
+
+@pytest.mark.parametrize(
+    "value,expect",
+    [("fresh", ("fresh",)), ("both", ("fresh", "shared")), ("shared,reset", ("shared", "reset")),
+     ("reset,both,reset", ("reset", "fresh", "shared"))],
+)  # fmt: skip
+def test_isolation_takes_a_comma_list_run_side_by_side(value, expect):
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args(["bench-all", "--isolation", value])
+    assert args.isolation == expect
+
+
+def test_an_unknown_isolation_is_rejected_before_anything_starts(tmp_path, capsys):
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench-all", "--config", str(GOOD), "--isolation", "shared,fersh", "--results", str(results)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--isolation: 'fersh': choose from fresh, shared, reset, both" in err
+    assert not results.exists()

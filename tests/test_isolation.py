@@ -1,4 +1,12 @@
-"""Isolation evidence on the REAL stack: fresh stacks stay cold, a shared stack is caught polluting."""
+"""Isolation on the REAL stack, in one run of two isolations side by side (`--isolation shared,reset`).
+
+rag_a and rag_b start with the same ~4k-token document (same prefix_seed). On one shared stack,
+as an unisolated script would run them, rag_b's "cold" round is served from rag_a's blocks: the
+harness must catch that. With `reset` both run on one stack too, but between them vLLM 0.32's
+`POST /reset_prefix_cache?reset_external=true` (MooncakeStoreConnector, real mooncake_master)
+must be proven: store empty, rag_a's first prompt finds nothing. Fresh stacks per scenario are
+covered by tests/test_stack_e2e.py's bench-all run.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ import sys
 import pandas as pd
 import pytest
 
+from harness.stack.compose import find_resources
+
 from .conftest import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
@@ -16,26 +26,16 @@ CONFIG = REPO / "tests" / "configs" / "isolation.yaml"
 
 
 @pytest.fixture(scope="module")
-def both_modes(tmp_path_factory, stack_images):
+def shared_and_reset(tmp_path_factory, stack_images):
     results = tmp_path_factory.mktemp("results")
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "bench-all",
-            "--config",
-            str(CONFIG),
-            "--isolation",
-            "both",
-            "--results",
-            str(results),
-        ],
+        [sys.executable, "-m", "harness", "bench-all", "--config", str(CONFIG), "--isolation", "shared,reset",
+         "--results", str(results)],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=900,
-    )
+    )  # fmt: skip
     (run_dir,) = list(results.iterdir())
     print(out.stdout[-4000:], file=sys.stderr)
     return out, run_dir, json.loads((run_dir / "manifest.json").read_text())
@@ -53,25 +53,34 @@ def _rounds(run_dir, rel: str) -> pd.DataFrame:
     return pd.read_csv(run_dir / rel / "rounds.csv").set_index("round")
 
 
-def test_fresh_stacks_are_cold_and_uncontaminated(both_modes):
-    out, run_dir, manifest = both_modes
-    assert out.returncode == 0, out.stderr[-3000:]
-    for name in ("rag_a", "rag_b"):
-        entry = manifest["scenarios"][name]
-        assert entry["isolation"] == "fresh" and entry["status"] == "ok"
-        assert entry["cold_verified"] is True
-        assert entry["foreign_hit_tokens_round1"] == 0
+def test_two_scenarios_share_one_stack_and_the_second_is_proven_cold(shared_and_reset):
+    out, run_dir, manifest = shared_and_reset
+    assert out.returncode == 0, out.stderr[-3000:]  # contamination on the shared stack is shown, not a failure
+    a, b = manifest["scenarios"]["reset/rag_a"], manifest["scenarios"]["reset/rag_b"]
+    assert a["project"] == b["project"]  # one stack, one engine start
+    assert a["engine_container_ids"] == b["engine_container_ids"]
+    assert a["reset"] is None  # first on its stack: fresh
+    ev = b["reset"]
+    assert ev["verified"] is True and ev["reset_ok"] is True and ev["warm"] is None, ev
+    assert ev["keys_after_reset"] == 0 and ev["keys_at_start"] == 0 and ev["bytes_at_start"] == 0
+    assert ev["canary_prompt"] == "rag_a-0000"  # rag_a's first prompt, sent again after the reset...
+    assert ev["canary_cached_tokens"] == 0 and ev["canary_external_hits"] == 0  # ...found nothing
+    assert b["cold_verified"] is True and b["status"] == "ok"
+    assert b["foreign_hit_tokens_round1"] == 0  # none of rag_a's shared document was served to rag_b
     # rag_b's first prefilled request finds nothing although rag_a sent the same document before it
-    assert _first_prefilled(run_dir / "rag_b")["cached_tokens"] == 0
-    assert _rounds(run_dir, "rag_a").loc[1, "master_key_count_start"] == 0
-    assert _rounds(run_dir, "rag_b").loc[1, "master_key_count_start"] == 0
-    assert manifest["scenarios"]["rag_a"]["project"] != manifest["scenarios"]["rag_b"]["project"]
+    assert _first_prefilled(run_dir / "reset" / "rag_b")["cached_tokens"] == 0
+    rounds = _rounds(run_dir, "reset/rag_b")
+    assert rounds.loc[1, "master_key_count_start"] == 0
+    assert rounds.loc[2, "external_hits"] > 0  # the store still serves after the reset
+    assert "proven: store 0 keys, canary 0 cached" in (run_dir / "report.md").read_text()
+    assert not find_resources(f"io.kvbench.run={manifest['run_id']}")
 
 
-def test_shared_stack_pollution_is_detected_and_flagged(both_modes):
-    _, run_dir, manifest = both_modes
+def test_shared_stack_pollution_is_detected_and_flagged(shared_and_reset):
+    _, run_dir, manifest = shared_and_reset
     a, b = manifest["scenarios"]["shared/rag_a"], manifest["scenarios"]["shared/rag_b"]
     assert a["project"] == b["project"]  # one stack for both
+    assert a["project"] != manifest["scenarios"]["reset/rag_a"]["project"]
     assert a["cold_verified"] is True and a["status"] == "ok"
     assert b["cold_verified"] is False and b["status"] == "contaminated"
     assert "master_key_count" in b["cold_detail"]
@@ -82,9 +91,9 @@ def test_shared_stack_pollution_is_detected_and_flagged(both_modes):
     assert _first_prefilled(run_dir / "shared" / "rag_b")["cached_tokens"] >= 3968
 
 
-@pytest.mark.parametrize("rel", ["rag_a", "rag_b", "shared/rag_a", "shared/rag_b"])
-def test_counter_deltas_agree_with_per_request_cached_tokens(both_modes, rel):
-    _, run_dir, _ = both_modes
+@pytest.mark.parametrize("rel", ["reset/rag_a", "reset/rag_b", "shared/rag_a", "shared/rag_b"])
+def test_counter_deltas_agree_with_per_request_cached_tokens(shared_and_reset, rel):
+    _, run_dir, _ = shared_and_reset
     rounds = _rounds(run_dir, rel)
     req = pd.read_csv(run_dir / rel / "requests.csv")
     for rnd, row in rounds.iterrows():
@@ -93,8 +102,8 @@ def test_counter_deltas_agree_with_per_request_cached_tokens(both_modes, rel):
         assert abs(per_request - counted) <= 0.01 * max(counted, 1), (rel, rnd, per_request, counted)
 
 
-def test_report_shows_both_modes_side_by_side(both_modes):
-    _, run_dir, _ = both_modes
+def test_report_shows_both_isolations_side_by_side(shared_and_reset):
+    _, run_dir, _ = shared_and_reset
     report = (run_dir / "report.md").read_text()
-    assert "fresh stack per scenario vs one shared stack" in report
-    assert "(shared)" in report and "(fresh)" in report
+    assert "round 1 on a stack of its own (fresh or verified reset) vs one shared stack" in report
+    assert "(shared)" in report and "(reset)" in report

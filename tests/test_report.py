@@ -116,7 +116,9 @@ def test_contamination_and_repeats(tmp_path):
     assert a["ttft_change"] == pytest.approx(per_rep.mean(), abs=0.01) and a["ttft_change"] < 0
     b = red[red["scenario"] == "rag_b"].iloc[0]
     assert b["ttft_method"].startswith("BCa") and b["ttft_lo"] <= b["ttft_change"] <= b["ttft_hi"]
-    assert "fresh stack per scenario vs one shared stack" in text  # fresh and shared side by side
+    assert (
+        "round 1 on a stack of its own (fresh or verified reset) vs one shared stack" in text
+    )  # fresh and shared side by side
 
 
 def test_failed_scenario_without_csvs(tmp_path):

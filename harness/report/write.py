@@ -187,7 +187,7 @@ OPTIONAL = (
     ("cliff", "Cache cliff: hit rate by store size (sweep), vs an infinite cache and a simulated LRU store"),
     ("turns", "Multi-turn: TTFT and reused history by turn"),
     ("fidelity", "Reuse fidelity (temperature 0: identical generated tokens)"),
-    ("isolation", "Isolation: fresh stack per scenario vs one shared stack"),
+    ("isolation", "Isolation: round 1 on a stack of its own (fresh or verified reset) vs one shared stack"),
     ("timings", "Timings"),
 )
 SEED_TITLE = "Round over round (the seed's figures and targets: warm rounds vs round 1 of the same stack)"
