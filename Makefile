@@ -95,5 +95,8 @@ format: venv
 chromium:
 	@bash scripts/ensure_chromium.sh
 
+# Two workers, a test module each (2 cores: one real stack at a time per worker), then the few
+# tests that look at every run's Docker resources (marker serial) on their own.
 test: lint images chromium
-	$(PY) -m pytest -q $(DURATIONS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not serial" $(DURATIONS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]

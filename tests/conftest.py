@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from harness.stack.base import OWNER_LABEL, owner_dead
 from harness.stack.compose import MANAGED_LABEL, find_resources
+from harness.stack.spec import owner_id
 
 REPO = Path(__file__).resolve().parent.parent
 LIGHT_COMPOSE = REPO / "tests" / "compose"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real-stack modules first, then the other Docker tests, then the rest: `make test` runs two
+    pytest-xdist workers by module, and the long modules starting last would leave one core idle."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("stack") else 1 if item.get_closest_marker("docker") else 2)
 
 
 def _docker_ok() -> bool:
@@ -51,7 +59,8 @@ def tiny_tokenizer(stack_images, tmp_path_factory) -> Path:
     from python_on_whales import docker
 
     out = tmp_path_factory.mktemp("tiny-tokenizer")
-    container = docker.container.create(stack_images["engine"], labels={"io.kvbench.managed": "true"})
+    labels = {"io.kvbench.managed": "true", OWNER_LABEL: owner_id()}  # a live owner: not another run's leftover
+    container = docker.container.create(stack_images["engine"], labels=labels)
     try:
         for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
             docker.copy((container, f"/models/tiny/{name}"), out / name)
@@ -60,11 +69,17 @@ def tiny_tokenizer(stack_images, tmp_path_factory) -> Path:
     return out
 
 
+def _ours_or_orphaned(labels: dict) -> bool:
+    """Created by this test process, or by a process that has exited (the test's kvbench): a
+    stack of a test running at the same time in another pytest-xdist worker is neither."""
+    return labels.get(OWNER_LABEL) == owner_id() or owner_dead(labels)
+
+
 @pytest.fixture
 def no_harness_leftovers(docker_ready):
     """Every docker test must leave nothing with the harness label behind."""
     yield
-    left = find_resources(MANAGED_LABEL)
+    left = find_resources(MANAGED_LABEL, _ours_or_orphaned)
     assert not left, f"harness resources left behind: {left}"
 
 
@@ -82,10 +97,10 @@ def only_run(results: Path) -> Path:
     return run_dir
 
 
-def wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> int:
+def wait_for_rows(path: Path, n: int, proc: subprocess.Popen, stderr: Path, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "bench exited early"
+        assert proc.poll() is None, stderr.read_text()[-3000:]
         if path.exists():
             rows = sum(1 for _ in path.open()) - 1
             if rows >= n:
@@ -94,36 +109,37 @@ def wait_for_rows(path: Path, n: int, proc: subprocess.Popen, timeout: float) ->
     raise AssertionError(f"fewer than {n} rows in {path} after {timeout} s")
 
 
+Act = tuple[str, int, Callable[[subprocess.Popen, Path], None]]
+
+
 def bench_acting_mid_round(
     command: list[str],
     results: Path,
-    scenario: str,
-    rows: int,
-    act: Callable[[subprocess.Popen, Path], None],
+    acts: list[Act],
     timeout: float = 600,
     env: dict[str, str] | None = None,
 ) -> tuple[int, str, Path]:
-    """Start `command` (kvbench, or kvbench on the fake stack) with `--results results`; once
-    `scenario` has `rows` request rows, `act(proc, run_dir)`; wait for the exit.
+    """Start `command` (kvbench, or kvbench on the fake stack) with `--results results`; for each
+    (cell key, rows, act) in order: once that cell's requests.csv has `rows` rows, `act(proc, run_dir)`;
+    then wait for the exit. Output goes to files (a long run's progress would fill a pipe).
     Returns (exit code, stderr, run directory)."""
-    proc = subprocess.Popen(
-        [*command, "--results", str(results)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    results.mkdir(parents=True, exist_ok=True)
+    out, err = results.with_name(results.name + ".stdout"), results.with_name(results.name + ".stderr")
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [*command, "--results", str(results)], cwd=REPO, stdout=stdout, stderr=stderr, text=True, env=env
+        )
     try:
         deadline = time.monotonic() + 300
-        while not results.exists() or not any(results.iterdir()):
-            assert time.monotonic() < deadline and proc.poll() is None
+        while not any(results.iterdir()):
+            assert time.monotonic() < deadline and proc.poll() is None, err.read_text()[-3000:]
             time.sleep(0.2)  # waiting for the run directory, bounded by the deadline
         run_dir = only_run(results)
-        wait_for_rows(run_dir / scenario / "requests.csv", rows, proc, timeout=400)
-        act(proc, run_dir)
+        for key, rows, act in acts:
+            wait_for_rows(run_dir / key / "requests.csv", rows, proc, err, timeout=400)
+            act(proc, run_dir)
         code = proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
-    return code, proc.stderr.read() if proc.stderr else "", run_dir
+    return code, err.read_text(), run_dir

@@ -88,9 +88,7 @@ def test_sigint_during_a_round_tears_down_and_keeps_rows(tmp_path):
     code, err, run_dir = bench_acting_mid_round(
         [*FAKE_KVBENCH, "bench", "--config", str(E2E), "--scenario", "long_batch", "--concurrency", "1"],
         tmp_path / "results",
-        "long_batch",
-        5,
-        _sigint,
+        [("long_batch", 5, _sigint)],
         timeout=60,
         env=FAKE_ENV,
     )
@@ -125,9 +123,7 @@ def test_resume_finishes_an_interrupted_bench_all_without_rerunning_finished_cel
             "1",
         ],
         tmp_path / "results",
-        "long_batch",
-        5,
-        _sigint,
+        [("long_batch", 5, _sigint)],
         timeout=60,
         env=FAKE_ENV,
     )

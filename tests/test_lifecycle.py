@@ -82,6 +82,7 @@ def test_up_down_removes_containers_volume_and_network(tmp_path, light_image, no
     assert _die_order(stack.spec.project, since) == ["vllm", "mooncake-master"]
 
 
+@pytest.mark.serial  # `clean` and the leftover check see every run's stacks
 def test_two_runs_at_once_do_not_touch_each_other(tmp_path, light_image, no_harness_leftovers):
     a, b = _light_stack(tmp_path, "t-run-a"), _light_stack(tmp_path, "t-run-b")
     assert a.spec.project != b.spec.project
@@ -99,6 +100,7 @@ def test_two_runs_at_once_do_not_touch_each_other(tmp_path, light_image, no_harn
     assert b.teardown and b.teardown.verified
 
 
+@pytest.mark.serial  # `clean` and the leftover check see every run's stacks
 def test_bench_refuses_over_leftovers_and_clean_removes_them(tmp_path, light_image, no_harness_leftovers):
     dead = _light_stack(tmp_path, "t-crashed", KVB_OWNER=f"{socket.gethostname()}:{2**22 + 1}")
     try:

@@ -27,28 +27,54 @@ E2E_CHAT = REPO / "tests" / "configs" / "e2e_chat.yaml"
 KVBENCH = [sys.executable, "-m", "harness"]
 
 
+HEALTHY = ("long_context_high_reuse", "cold_start")
+
+
+def _service(run_dir: Path, key: str, service: str):
+    project = json.loads((run_dir / "manifest.json").read_text())["scenarios"][key]["project"]
+    labels = [("label", f"com.docker.compose.project={project}"), ("label", f"com.docker.compose.service={service}")]
+    (container,) = docker.container.list(filters=labels)
+    return container
+
+
 @pytest.fixture(scope="module")
 def bench_all(tmp_path_factory, stack_images):
-    results = tmp_path_factory.mktemp("results")
+    """One `bench-all --mode both` run that the tests below read, each cell on its own fresh stack.
+    long_batch runs first and loses a component mid-round in each mode: its with-cache cell the
+    Mooncake master (`docker kill`; vLLM keeps serving, only the stack watch can tell), its baseline
+    cell the engine. Then two healthy scenarios with and without the cache."""
+    results = tmp_path_factory.mktemp("e2e") / "results"
+    master_failed_after: list[float] = []
+
+    def kill_master(proc: subprocess.Popen, run_dir: Path) -> None:
+        docker.container.kill(_service(run_dir, "long_batch", "mooncake-master"))
+        t = time.monotonic()
+        while json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["status"] == "running":
+            assert time.monotonic() - t < 120, "the with-cache cell still runs 2 minutes after its master died"
+            time.sleep(0.2)  # polling the manifest, bounded above
+        master_failed_after.append(time.monotonic() - t)
+
+    def kill_engine(proc: subprocess.Popen, run_dir: Path) -> None:
+        docker.container.kill(_service(run_dir, "baseline/long_batch", "vllm"))
+
     t = time.perf_counter()
-    out = subprocess.run(
-        [*KVBENCH, "bench-all", "--config", str(E2E), "--results", str(results)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    code, err, run_dir = bench_acting_mid_round(
+        [*KVBENCH, "bench-all", "--config", str(E2E), "--scenarios", "long_batch", *HEALTHY],
+        results,
+        [("long_batch", 3, kill_master), ("baseline/long_batch", 3, kill_engine)],
         timeout=900,
     )
-    wall = time.perf_counter() - t
-    run_dir = only_run(results)
-    print(out.stdout[-3000:], f"\nbench-all wall time {wall:.1f} s", file=sys.stderr)
-    return out, run_dir, json.loads((run_dir / "manifest.json").read_text())
+    print(err[-3000:], f"\nbench-all wall time {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return code, err, run_dir, manifest, master_failed_after
 
 
-def test_bench_all_succeeds_and_writes_csvs(bench_all):
-    out, run_dir, manifest = bench_all
-    assert out.returncode == 0, out.stderr[-3000:]
-    for name in ("long_context_high_reuse", "cold_start"):
-        assert manifest["scenarios"][name]["status"] == "ok"
+def test_healthy_scenarios_succeed_and_write_csvs(bench_all):
+    code, err, run_dir, manifest, _ = bench_all
+    assert code == 1, err[-3000:]  # long_batch's two cells failed (below); the others are unaffected
+    for name in HEALTHY:
+        for key in (name, f"baseline/{name}"):
+            assert manifest["scenarios"][key]["status"] == "ok", (key, err[-3000:])
         req = pd.read_csv(run_dir / name / "requests.csv")
         assert len(req) == 2 * {"long_context_high_reuse": 10, "cold_start": 6}[name]
         assert req["ok"].all()
@@ -58,36 +84,34 @@ def test_bench_all_succeeds_and_writes_csvs(bench_all):
     assert (run_dir / "report.md").is_file() and (run_dir / "summary.csv").is_file()
 
 
-def test_each_scenario_ran_on_its_own_fresh_stack(bench_all):
-    _, _, manifest = bench_all
+def test_each_cell_ran_on_its_own_fresh_stack(bench_all):
+    _, _, _, manifest, _ = bench_all
     scen = manifest["scenarios"].values()
     # mode both (the default): every scenario with the cache and without it, each its own stack
-    assert sorted(manifest["scenarios"]) == [
-        "baseline/cold_start",
-        "baseline/long_context_high_reuse",
-        "cold_start",
-        "long_context_high_reuse",
-    ]
+    assert sorted(manifest["scenarios"]) == sorted(
+        [*HEALTHY, "long_batch", *(f"baseline/{n}" for n in (*HEALTHY, "long_batch"))]
+    )
     projects = [s["project"] for s in scen]
     engines = [tuple(s["engine_container_ids"]) for s in scen]
-    assert len(set(projects)) == len(projects) == 4
-    assert len(set(engines)) == 4 and all(engines)
-    for s in scen:
+    assert len(set(projects)) == len(projects) == 6
+    assert len(set(engines)) == 6 and all(engines)
+    for s in scen:  # the failed cells too: proven cold before round 1, torn down after the fault
         assert s["cold_verified"] is True, s.get("cold_detail")
         assert s["teardown_verified"] is True
         assert not find_resources(f"com.docker.compose.project={s['project']}")
+    assert not find_resources(f"io.kvbench.run={manifest['run_id']}")
 
 
 def test_store_is_empty_before_every_cold_round(bench_all):
-    _, run_dir, _ = bench_all
-    for name in ("long_context_high_reuse", "cold_start"):
+    _, _, run_dir, _, _ = bench_all
+    for name in HEALTHY:
         r1 = pd.read_csv(run_dir / name / "rounds.csv").set_index("round").loc[1]
         assert r1["master_key_count_start"] == 0
         assert r1["master_key_count_end"] > 0  # round 1 did fill the store
 
 
 def test_warm_round_is_served_from_mooncake(bench_all):
-    _, run_dir, manifest = bench_all
+    _, _, run_dir, manifest, _ = bench_all
     bs = manifest["scenarios"]["long_context_high_reuse"]["block_size"]
     req = pd.read_csv(run_dir / "long_context_high_reuse" / "requests.csv")
     rounds = pd.read_csv(run_dir / "long_context_high_reuse" / "rounds.csv").set_index("round")
@@ -107,9 +131,8 @@ def test_warm_round_is_served_from_mooncake(bench_all):
 
 def test_baseline_reuses_nothing_and_the_headline_compares_it(bench_all):
     """Without the connector (prefix caching off) no round reuses anything: every round is cold,
-    and the with-cache run of the same prompts is the comparison that says what reuse buys.
-    (Baseline and with-cache in one report: formerly test_topologies' own bench-all run.)"""
-    _, run_dir, manifest = bench_all
+    and the with-cache run of the same prompts is the comparison that says what reuse buys."""
+    _, _, run_dir, manifest, _ = bench_all
     with_cache = manifest["scenarios"]["long_context_high_reuse"]
     baseline = manifest["scenarios"]["baseline/long_context_high_reuse"]
     assert with_cache["mode"] == "with-cache" and baseline["mode"] == "baseline"
@@ -131,85 +154,19 @@ def test_baseline_reuses_nothing_and_the_headline_compares_it(bench_all):
 
 
 def test_cold_start_has_no_reuse_in_its_cold_round(bench_all):
-    _, run_dir, _ = bench_all
+    _, _, run_dir, _, _ = bench_all
     rounds = pd.read_csv(run_dir / "cold_start" / "rounds.csv").set_index("round")
     assert rounds.loc[1, "external_hits"] == 0 and rounds.loc[1, "cached_tokens"] == 0
     assert rounds.loc[1, "misses"] == rounds.loc[1, "successes"] > 0  # every cold request a full prefill
     assert rounds.loc[2, "external_hits"] > 0
 
 
-def test_killed_engine_fails_its_scenario_and_the_next_one_still_runs(tmp_path, stack_images, no_harness_leftovers):
-    """`docker kill` of the engine mid-round: the scenario is failed with its logs saved and no
-    round 2 sent, the next scenario runs on its own stack and is ok, the run exits non-zero."""
-
-    def kill_engine(proc: subprocess.Popen, run_dir: Path) -> None:
-        project = json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["project"]
-        (engine,) = docker.container.list(
-            filters=[("label", f"com.docker.compose.project={project}"), ("label", "com.docker.compose.service=vllm")]
-        )
-        docker.container.kill(engine)
-
-    code, err, run_dir = bench_acting_mid_round(
-        [
-            *KVBENCH,
-            "bench-all",
-            "--config",
-            str(E2E),
-            "--scenarios",
-            "long_batch",
-            "cold_start",
-            "--mode",
-            "with-cache",
-            "--concurrency",
-            "1",
-        ],
-        tmp_path / "results",
-        "long_batch",
-        3,
-        kill_engine,
-    )
-    assert code == 1, err[-2000:]
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    failed, ok = manifest["scenarios"]["long_batch"], manifest["scenarios"]["cold_start"]
-    assert failed["status"] == "failed" and "engine unreachable" in failed["reason"], failed
-    assert (Path(failed["logs"]) / "compose.log").is_file() and (Path(failed["logs"]) / "ps.json").is_file()
-    rows = pd.read_csv(run_dir / "long_batch" / "requests.csv")
-    assert set(rows["round"]) == {1} and len(rows) < 400  # nothing sent after the engine died
-    rounds = pd.read_csv(run_dir / "long_batch" / "rounds.csv")
-    assert list(rounds["round"]) == [1] and rounds["partial"].all()  # shown as partial, no verdict
-    assert ok["status"] == "ok" and ok["teardown_verified"] is True
-    assert "long_batch: status failed (EngineDown: round 1: engine unreachable" in (run_dir / "report.md").read_text()
-
-
-def test_killed_master_fails_its_with_cache_scenario_within_seconds(tmp_path, stack_images, no_harness_leftovers):
-    """`docker kill` of the Mooncake master mid-round: vLLM keeps serving (every request then pays the
-    connector's timeouts), so only the stack watch can tell. The with-cache scenario fails within the
-    watch's bound, naming the master, with every container's logs; the next scenario is ok on its own
-    stack; exit 1; nothing left."""
-    failed_after: list[float] = []
-
-    def kill_master(proc: subprocess.Popen, run_dir: Path) -> None:
-        project = json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["project"]
-        (master,) = docker.container.list(
-            filters=[
-                ("label", f"com.docker.compose.project={project}"),
-                ("label", "com.docker.compose.service=mooncake-master"),
-            ]
-        )
-        docker.container.kill(master)
-        t = time.monotonic()
-        while json.loads((run_dir / "manifest.json").read_text())["scenarios"]["long_batch"]["status"] == "running":
-            assert time.monotonic() - t < 120, "the with-cache cell still runs 2 minutes after its master died"
-            time.sleep(0.2)  # polling the manifest, bounded above
-        failed_after.append(time.monotonic() - t)
-
-    args = [*KVBENCH, "bench-all", "--config", str(E2E), "--scenarios", "long_batch", "cold_start"]
-    code, err, run_dir = bench_acting_mid_round(
-        [*args, "--mode", "with-cache", "--concurrency", "1"], tmp_path / "results", "long_batch", 3, kill_master
-    )
-    assert code == 1, err[-2000:]
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    failed, ok = manifest["scenarios"]["long_batch"], manifest["scenarios"]["cold_start"]
+def test_killed_master_fails_its_with_cache_cell_within_seconds(bench_all):
+    """The master `docker kill`ed mid-round: vLLM keeps serving (every request then pays the
+    connector's timeouts), so only the stack watch can tell. The cell fails within the watch's
+    bound, naming the master, with every container's logs; the completed rows are kept."""
+    _, _, run_dir, manifest, failed_after = bench_all
+    failed = manifest["scenarios"]["long_batch"]
     assert failed["status"] == "failed" and "StoreDown" in failed["reason"], failed
     assert "Mooncake master unreachable: mooncake-master is exited" in failed["reason"], failed
     logs = Path(failed["logs"])
@@ -223,8 +180,28 @@ def test_killed_master_fails_its_with_cache_scenario_within_seconds(tmp_path, st
     rows = pd.read_csv(run_dir / "long_batch" / "requests.csv")
     assert set(rows["round"]) == {1} and len(rows) < 400  # nothing sent once the master was gone
     assert rows["ok"].sum() >= 3  # the rows completed before the kill are kept
-    assert ok["status"] == "ok" and ok["teardown_verified"] is True
-    assert not find_resources(f"io.kvbench.run={manifest['run_id']}")
+    assert (
+        "long_batch: status failed (StoreDown: round 1: Mooncake master unreachable"
+        in (run_dir / "report.md").read_text()
+    )
+
+
+def test_killed_engine_fails_its_cell_and_the_next_ones_still_run(bench_all):
+    """The engine `docker kill`ed mid-round: the cell is failed with its logs saved and no round 2
+    sent; the next cells run on their own stacks and are ok (above); the run exits non-zero."""
+    code, _, run_dir, manifest, _ = bench_all
+    assert code == 1
+    failed = manifest["scenarios"]["baseline/long_batch"]
+    assert failed["status"] == "failed" and "engine unreachable" in failed["reason"], failed
+    assert (Path(failed["logs"]) / "compose.log").is_file() and (Path(failed["logs"]) / "ps.json").is_file()
+    rows = pd.read_csv(run_dir / "baseline" / "long_batch" / "requests.csv")
+    assert set(rows["round"]) == {1} and len(rows) < 400  # nothing sent after the engine died
+    rounds = pd.read_csv(run_dir / "baseline" / "long_batch" / "rounds.csv")
+    assert list(rounds["round"]) == [1] and rounds["partial"].all()  # shown as partial, no verdict
+    assert (
+        "baseline/long_batch: status failed (EngineDown: round 1: engine unreachable"
+        in (run_dir / "report.md").read_text()
+    )
 
 
 def test_run_against_an_already_running_server(tmp_path, stack_images, tiny_tokenizer, no_harness_leftovers):
