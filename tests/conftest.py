@@ -19,7 +19,8 @@ LIGHT_COMPOSE = REPO / "tests" / "compose"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Real-stack modules first, then the other Docker tests, then the rest: `make test` runs two
     pytest-xdist workers by module, and the long modules starting last would leave one core idle."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("stack") else 1 if item.get_closest_marker("docker") else 2)
+    rank = {"stack": 0, "docker": 1}
+    items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))
 
 
 def _docker_ok() -> bool:
