@@ -51,11 +51,12 @@ images: venv docker
 	@$(PY) -m harness.stack.images --stack $(STACK) --env-file build/images.env
 
 # kvbench builds the images the config's stack needs when they are missing (GPU stacks use public ones).
+# Not echoed: kvbench prints its run directory first; the command line would wrap on 80 columns.
 bench: venv docker
-	$(KVBENCH) bench --config $(CONFIG) --scenario $(SCENARIO) $(ARGS)
+	@$(KVBENCH) bench --config $(CONFIG) --scenario $(SCENARIO) $(ARGS)
 
 bench-all: venv docker
-	$(KVBENCH) bench-all --config $(CONFIG) $(ARGS)
+	@$(KVBENCH) bench-all --config $(CONFIG) $(ARGS)
 
 breakeven: venv docker
 	$(KVBENCH) bench-all --config configs/breakeven.yaml $(ARGS)

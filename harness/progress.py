@@ -10,11 +10,11 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .console import console, say
-from .fit import fit_table, wrap
+from .fit import wrap
 from .intervals import change_pct
 from .metrics import fmt
 from .runner import RoundProgress
-from .stats import client_limit_warning, round1_caveat, saturation_warning, schedule_warning
+from .stats import client_limit_warning, saturation_warning, schedule_warning
 
 
 def warn_saturation(rounds: pd.DataFrame) -> None:
@@ -25,62 +25,62 @@ def warn_saturation(rounds: pd.DataFrame) -> None:
                 say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
 
 
-ROUND_DROP = ("client - server ms", "server TTFT ms", "in flight", "full prefills", "TTFT p50 ms")  # first dropped
+# Parts of a round's line dropped (in this order) while it is wider than the console.
+ROUND_DROP = ("client - server", "server TTFT", "in flight", "full prefills", "p50")
 
 
 def _cell(v: object, nd: int = 1, signed: bool = False) -> str:
     return fmt(v, nd, signed) if pd.notna(v) else "n/a"
 
 
+def _round_parts(r: pd.Series, first: pd.Series) -> dict[str, str]:
+    """One round's figures as phrases, in print order (empty: not known). TTFT change vs round 1 is
+    100 * (round / round 1 - 1): negative = faster; none for round 1 or a partial round."""
+    partial = bool(r.get("partial"))
+    base = not first.get("partial") and not partial and int(r["round"]) > 1
+    flight, gap = (r.get("inflight_mean"), r.get("concurrency")), r.get("client_server_ttft_gap_ms")
+    server = r.get("server_ttft_mean_ms")
+    change = change_pct(first["ttft_mean_ms"], r["ttft_mean_ms"]) if base else None
+    return {
+        "warmth": "partial" if partial else str(r["phase"]),
+        "reused": f"{_cell(r['reused_token_pct'], 0)} % reused",
+        "mean": f"TTFT mean {_cell(r['ttft_mean_ms'])} ms" + (f" ({_cell(change, 1, True)} % vs r1)" if base else ""),
+        "p50": f"p50 {_cell(r['ttft_p50_ms'])}",
+        "ok": f"{int(r['successes'])}/{int(r['requests'])} ok",
+        "full prefills": f"{_int(r.get('misses'))} full prefills" if pd.notna(r.get("misses")) else "",
+        "in flight": f"in flight {flight[0]:.1f}/{int(flight[1])}" if pd.notna(list(flight)).all() else "",
+        "server TTFT": f"vLLM TTFT {_cell(server)} ms" if pd.notna(server) else "",
+        "client - server": f"client - vLLM {_cell(gap, 1, True)} ms" if pd.notna(gap) else "",
+    }
+
+
+def _round_line(n: int, parts: dict[str, str], width: int) -> str:
+    """`round n:` and the parts; the optional ones dropped in ROUND_DROP order while the line is
+    wider than `width`."""
+    kept = {k: v for k, v in parts.items() if v}
+    droppable = [k for k in ROUND_DROP if k in kept]
+    line = f"  round {n}: " + ", ".join(kept.values())
+    while len(line) > width and droppable:
+        kept.pop(droppable.pop(0))
+        line = f"  round {n}: " + ", ".join(kept.values())
+    return line
+
+
 def rounds_lines(table: pd.DataFrame, width: int) -> list[str]:
-    """The per-round table of one cell, fitted to `width` (columns dropped, never wrapped), then the
-    sentences that need more room (wrapped). TTFT change vs round 1 is 100 * (round / round 1 - 1):
-    negative = faster."""
-    rows, notes = [], []
+    """One line per round of one cell (warmth, reuse, TTFT, change vs round 1, ok), fitted to `width`
+    by dropping the optional figures; then the notes that need more room (wrapped)."""
     if table.empty:
         return []
     first = table.iloc[0]
+    lines, notes = [], []
     for _, r in table.iterrows():
-        n, partial = int(r["round"]), bool(r.get("partial"))
-        base = not first.get("partial") and not partial and n > 1
-        flight = r.get("inflight_mean"), r.get("concurrency")
-        rows.append(
-            {
-                "round": str(n),
-                "warmth": "partial" if partial else str(r["phase"]),
-                "reused %": _cell(r["reused_token_pct"], 0),
-                "full prefills": _int(r.get("misses")),
-                "TTFT p50 ms": _cell(r["ttft_p50_ms"]),
-                "TTFT mean ms": _cell(r["ttft_mean_ms"]),
-                "vs r1 %": _cell(change_pct(first["ttft_mean_ms"], r["ttft_mean_ms"]), 1, True) if base else "",
-                "ok": f"{int(r['successes'])}/{int(r['requests'])}",
-                "in flight": f"{flight[0]:.1f}/{int(flight[1])}" if pd.notna(flight[0]) and pd.notna(flight[1]) else "",
-                "server TTFT ms": _cell(r.get("server_ttft_mean_ms")),
-                "client - server ms": _cell(r.get("client_server_ttft_gap_ms"), 1, True),
-            }
-        )
-        notes += _round_notes(r, n, partial)
-    df = pd.DataFrame(rows)
-    df = df.drop(columns=[c for c in ("server TTFT ms", "client - server ms") if (df[c] == "n/a").all()])
-    lines = [f"  {x}" for x in fit_table(df, width - 2, drop=ROUND_DROP)]
+        lines.append(_round_line(int(r["round"]), _round_parts(r, first), width))
+        if bool(r.get("partial")):
+            notes.append(
+                f"  round {int(r['round'])}: partial, {int(r['requests'])} of {int(r['planned'])} requests sent, "
+                f"{int(r['failures'])} failed: no change vs round 1 or target verdict"
+            )
     return lines + [x for note in notes for x in wrap(note, width, indent="      ")]
-
-
-def _round_notes(r: pd.Series, n: int, partial: bool) -> list[str]:
-    if partial:
-        return [
-            f"  round {n}: partial, {int(r['requests'])} of {int(r['planned'])} requests sent, "
-            f"{int(r['failures'])} failed: no change vs round 1 or target verdict"
-        ]
-    out = []
-    if r.get("misses", 0) > 0 and r["misses"] < r["successes"]:  # both kinds (NaN: no usage)
-        out.append(
-            f"  round {n}: TTFT mean {r['ttft_miss_mean_ms']:.0f} ms for {int(r['misses'])} full prefill(s), "
-            f"{r['ttft_hit_mean_ms']:.0f} ms for the {int(r['successes'] - r['misses'])} hits"
-        )
-    if n == 1 and (caveat := round1_caveat(r["reused_token_pct"])):
-        out.append(f"  {caveat}")
-    return out
 
 
 def print_rounds(table: pd.DataFrame) -> None:
@@ -96,8 +96,11 @@ def _int(v: float | None) -> str:
 
 
 @contextmanager
-def step(label: str, timings: dict[str, float | None] | None = None, key: str | None = None) -> Iterator[None]:
-    """Print a step with a spinner and record its duration in `timings[key]`."""
+def step(
+    label: str, timings: dict[str, float | None] | None = None, key: str | None = None, transient: bool = False
+) -> Iterator[None]:
+    """Print a step with a spinner and record its duration in `timings[key]`. `transient`: on a
+    terminal only the spinner (a later line reports it), in a log its line as always."""
     t = time.perf_counter()
     with console.status(f"{label} ..."):
         try:
@@ -106,7 +109,8 @@ def step(label: str, timings: dict[str, float | None] | None = None, key: str | 
             dt = time.perf_counter() - t
             if timings is not None and key:
                 timings[key] = round(dt, 3)
-    console.print(f"  {label}: {dt:.1f} s")
+    if not (transient and console.is_terminal):
+        console.print(f"  {label}: {dt:.1f} s")
 
 
 def round_progress(scenario: str) -> RoundProgress:
@@ -120,7 +124,7 @@ def round_progress(scenario: str) -> RoundProgress:
             TextColumn("{task.fields[failed]} failed"),
             TimeElapsedColumn(),
             console=console,
-            transient=False,
+            transient=console.is_terminal,  # the round's line follows; a log keeps the bar's last state
         )
         p.start()
         state.update(p=p, task=p.add_task("round", total=total, failed=0), failed=0)

@@ -236,8 +236,8 @@ def round1_caveat(reused_pct: float) -> str | None:
     if not reused_pct > WARM_ROUND1_PCT:  # NaN-safe
         return None
     return (
-        f"round 1 already reused {reused_pct:.0f} % of its prompt tokens (requests share a prefix within the "
-        f"round), so round-over-round understates what reuse buys: read the with-cache vs baseline figures"
+        f"round 1 already reused {reused_pct:.0f} % of its prompt tokens (a prefix shared within the round): "
+        f"round over round understates what reuse buys"
     )
 
 

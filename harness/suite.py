@@ -19,6 +19,7 @@ import pandas as pd
 
 from .client.tokenizer import LocalTokenizer, ServerTokenizer
 from .config import Config, ConfigError, point_label
+from .fit import wrap
 from .probes import Probe, Snapshot, cold_state
 from .progress import console, print_rounds, round_progress, say, step
 from .records import CellEntry, Manifest, Plan, ResetEvidence, Resumed, StackInfo, cell_key
@@ -28,6 +29,7 @@ from .reset import ResetSettings, verified_reset
 from .results import RunDir, base_manifest, read_manifest, utc_now
 from .runner import Endpoint, Route, StackDown, run_rounds
 from .stack import Stack, StackError, open_stack, preflight
+from .stack.preflight import versions_line
 from .stack.spec import COMPOSE_DIR, StackSpec, prepare
 from .watch import StackWatch
 from .workload import Prompt, build_workload
@@ -215,7 +217,7 @@ class Suite:
             self.manifest.preflight_skipped = f"kubernetes backend: not on this host: {', '.join(missing)}"
             say(f"  preflight skipped: {self.manifest.preflight_skipped} (the cluster pulls them)")
             return
-        with step("preflight (versions inside the images)"):
+        with step("preflight (versions inside the images)", transient=True):
             try:
                 self.manifest.versions = preflight.check(images, self.cfg.stack, with_connector)
             except preflight.PreflightError as e:
@@ -223,9 +225,8 @@ class Suite:
                 self.run.write_manifest(self.manifest)
                 raise
         self.run.write_manifest(self.manifest)
-        for role, v in (self.manifest.versions or {}).items():
-            found = ", ".join(f"{pkg} {v[pkg] or 'not installed'}" for pkg in ("vllm", "mooncake", "lmcache", "torch"))
-            say(f"  {role}: {found}")
+        for line in wrap(versions_line(self.manifest.versions or {}), console.width, indent="    "):
+            say(line)
 
     def _register(self, name: str, mode: str, iso: str, rep: int, point: int | None) -> None:
         key = cell_key(name, mode, iso, rep, point)
@@ -359,9 +360,8 @@ class Suite:
             self._fail(entries, f"stack preparation failed: {type(e).__name__}: {e}"[:500], logs=None)
             self.run.write_manifest(self.manifest)
             return info
-        say(f"  stack {stack.where}")
         try:
-            with step(f"bring-up ({stack.UP_STEP})", timings, "up_s"):
+            with step(f"bring-up ({stack.UP_STEP})", timings, "up_s", transient=True):
                 stack.up()
             timings["service_start_s"] = stack.service_start_seconds()
             info.engine_container_ids = stack.engine_container_ids()
@@ -474,7 +474,7 @@ class Suite:
         return open_stack(spec, workdir, self.cfg.stack)  # the kubernetes client only for that backend
 
     def _teardown(self, stack: Stack, entries: list[CellEntry], info: StackInfo, timings: dict, t_all: float) -> None:
-        with step(f"teardown ({stack.DOWN_STEP})", timings, "teardown_s"):
+        with step(f"teardown ({stack.DOWN_STEP})", timings, "teardown_s", transient=True):
             td = stack.down()
         timings["total_s"] = round(time.perf_counter() - t_all, 3)
         if timings.get("service_start_s") is not None:
@@ -487,7 +487,9 @@ class Suite:
             if not td.verified:
                 e.set(status="failed", reason=(e.reason or "") + f"; teardown left {td.leftovers}")
         self.run.write_manifest(self.manifest)
-        say(f"  teardown verified: {td.verified} ({td.seconds:.1f} s)")
+        up = f"up in {timings['up_s']:.1f} s" if timings.get("up_s") is not None else "bring-up failed"
+        done = "nothing left" if td.verified else f"[red]NOT verified: left {td.leftovers}[/red]"
+        say(f"  stack {up}; teardown ({stack.DOWN_STEP}) {td.seconds:.1f} s: {done}")
 
     @staticmethod
     def _fail(entries: list[CellEntry], reason: str, logs: str | None) -> None:
@@ -529,14 +531,14 @@ class Suite:
             snapshots = [p.snapshot() for p in probes]
             cold, detail = self._cold_gate(snapshots, since)
             entry.set(cold_verified=cold, cold_detail=detail, block_size=snapshots[0].block_size)
-            say(f"  {name}: cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
+            say(f"  cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
             if not cold and "not cold" in detail and self.cfg.on_contamination == "fail":
                 raise RuntimeError(f"cold-state gate failed: {detail}")
             routes: list[Route] = [(Endpoint(u, self.model), p) for u, p in zip(urls, probes)]
             with self.local_tokenizer or ServerTokenizer(routes[0][0].base_url, self.model) as tok:
                 self.manifest.tokenizer = tok.source
                 how = "local tokenizer" if self.local_tokenizer else "/tokenize"
-                with step(f"workload (exact token lengths via {how})", timings, "workload_s"):
+                with step(f"workload (exact token lengths via {how})", timings, "workload_s", transient=True):
                     wl = build_workload(
                         name,
                         self.cfg.scenarios[name],

@@ -6,7 +6,7 @@
 #   . scripts/logged.sh; run_logged LABEL VERB LOG command ...  (from another script; a shell
 #                                                                function works as the command)
 #
-# Done:    "LABEL: VERB in 12.3 s (log: build/logs/x.log)"
+# Done:    "LABEL: VERB in 12.3 s (log: build/logs/x.log)" (without the log where that is over 80 columns)
 # Alive:   on a terminal the line shows a spinner and the seconds so far; otherwise
 #          a dot is appended every 5 s (still one line).
 # Failure: the last 20 lines of LOG and its path on stderr; returns the command's status.
@@ -60,7 +60,10 @@ run_logged() {  # LABEL VERB LOG command...
   elapsed="$((elapsed / 1000)).$(((elapsed % 1000) / 100))"
   if [ "$tty" = 1 ]; then printf '\r\033[K%s' "$label" >&2; fi
   if [ "$rc" = 0 ]; then
-    printf ': %s in %s s (log: %s)\n' "$verb" "$elapsed" "$rel" >&2
+    done_line=": $verb in $elapsed s (log: $rel)"
+    # The log's path only where the line still fits 80 columns (a wrapped line is two on the screen).
+    [ $((${#label} + ${#done_line})) -le 80 ] || done_line=": $verb in $elapsed s"
+    printf '%s\n' "$done_line" >&2
   else
     printf ': FAILED (exit %d) after %s s; last %d lines of %s:\n' "$rc" "$elapsed" "${KVB_LOG_TAIL:-20}" "$rel" >&2
     tail -n "${KVB_LOG_TAIL:-20}" "$log" | sed 's/^/  | /' >&2

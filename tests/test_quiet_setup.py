@@ -20,13 +20,20 @@ LOGGED = REPO / "scripts" / "logged.sh"
 
 def test_a_step_prints_one_line_and_keeps_its_output_in_the_log(tmp_path, monkeypatch):
     monkeypatch.setenv("KVB_LOG_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # the log is shown relative to the working directory
     said: list[str] = []
     with images._step("[images] thing", "built", "thing.log", said.append) as log:
         for i in range(100):
             log.write(f"noisy line {i}\n")
     assert len(said) == 1
-    assert said[0].startswith("[images] thing: built in ") and f"(log: {tmp_path / 'thing.log'})" in said[0]
+    assert said[0].startswith("[images] thing: built in ") and said[0].endswith(" s (log: thing.log)")
     assert "noisy line 99" in (tmp_path / "thing.log").read_text()
+    # a line that would wrap on 80 columns leaves the log out (a wrapped line is two on the screen)
+    with images._step(
+        "[images] engine kvbench/engine-cpu:0123456789ab", "built", "build/logs/engine-image.log", said.append
+    ):
+        pass  # fmt: skip
+    assert len(said[1]) <= 80 and said[1].endswith(" s") and "(log:" not in said[1]
 
 
 def test_a_failed_step_raises_with_the_last_lines_of_its_log(tmp_path, monkeypatch):
@@ -43,9 +50,9 @@ def test_a_failed_step_raises_with_the_last_lines_of_its_log(tmp_path, monkeypat
     assert "noisy line 99" in text and "# failed: step broke" in text and "noisy line 70" not in text
 
 
-def _logged(tmp_path, *cmd: str) -> subprocess.CompletedProcess:
+def _logged(tmp_path, *cmd: str, label: str = "[t] step") -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(LOGGED), "[t] step", "done", str(tmp_path / "s.log"), "--", *cmd],
+        ["bash", str(LOGGED), label, "done", str(tmp_path / "s.log"), "--", *cmd],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -59,6 +66,8 @@ def test_logged_sh_prints_one_line_and_logs_everything(tmp_path):
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("[t] step: done in ")
     assert "(log: s.log)" in out.stderr
     log = (tmp_path / "s.log").read_text()
+    wide = _logged(tmp_path, "true", label="[t] " + "x" * 60)
+    assert wide.stderr.startswith("[t] ") and "(log:" not in wide.stderr and len(wide.stderr.strip()) <= 80
     assert "\n500\n" in log and "to-stderr" in log
 
 

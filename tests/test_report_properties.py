@@ -111,16 +111,19 @@ def test_the_console_of_a_five_scenario_two_mode_run_fits_80_columns_and_ends_wi
     assert "lower in 5 of 5 scenario(s)" in " ".join(tail)  # 3x faster with the cache, in every scenario
 
 
-def test_the_per_round_table_after_each_cell_fits_80_columns():
+def test_the_per_round_lines_after_each_cell_fit_80_columns():
     s = Scen("long_context_high_reuse", rounds=3, n=40)
     table = rounds_frame(s, requests_frame(s, np.random.default_rng(0)))
     server = {"server_ttft_mean_ms": [150.0, 48.0, 47.0], "client_server_ttft_gap_ms": [1.2, 0.5, 0.4]}
     table = table.assign(concurrency=8, planned=40, partial=[False, False, True], inflight_mean=7.5, **server)
     lines = rounds_lines(table, 80)
     assert max(len(x) for x in lines) <= 80
-    header = lines[0].split()
-    assert header[:2] == ["round", "warmth"] and "vs" in header  # the change vs round 1 stays at 80 columns
-    r2 = next(x for x in lines if x.split()[:1] == ["2"])
+    assert [x.split(":")[0].strip() for x in lines[:3]] == ["round 1", "round 2", "round 3"]  # one line each
+    assert "vs r1" in lines[1]  # the change vs round 1 stays at 80 columns (optional figures go first)
+    assert "vs r1" not in lines[0] and "vs r1" not in lines[2]  # none for round 1 or the partial round
+    wide = rounds_lines(table, 200)
+    assert "vLLM TTFT 48.0 ms" in wide[1] and "p50" in wide[1]  # shown where there is room
+    r2 = lines[1]
     change = (table.loc[1, "ttft_mean_ms"] / table.loc[0, "ttft_mean_ms"] - 1) * 100
     assert f"{change:+.1f}" in r2 and change < 0
     assert pd.notna(table.loc[2, "partial"]) and any("partial" in x for x in lines)

@@ -392,16 +392,27 @@ def _verdict_block(a: Analysis, width: int) -> list[str]:
         )
     t = a.targets
     return [
-        *wrap("With the KV cache vs without it (round 2 = warm, same prompts, each on an isolated stack):", width),
+        *wrap("With the KV cache vs without it: warm round 2, same prompts, isolated stacks", width),
         *wrap(
-            "change % [95 % CI] = 100 x (with / without - 1): negative = faster TTFT, positive = more "
-            f"throughput; targets TTFT <= -{t.ttft_reduction_percent:g} % / throughput >= "
-            f"+{t.throughput_increase_percent:g} %",
+            f"change % [95 % CI] = 100 x (with/without - 1); targets TTFT <= -{t.ttft_reduction_percent:g} %, "
+            f"thrpt >= +{t.throughput_increase_percent:g} %",
             width,
         ),
         *fit_table(_verdict_rows(head), width, drop=("targets",), shrink="scenario"),
         *wrap(_answer(head), width),
     ]
+
+
+def _status_lines(status: pd.DataFrame, width: int) -> list[str]:
+    """Every cell ok (which means proven cold and torn down clean): one line; otherwise the table."""
+    if status.empty:
+        return ["no scenario results"]
+    if (status["status"] == "ok").all():
+        return wrap(f"{len(status)} of {len(status)} cells ok: each proven cold before round 1, torn down, "
+                    "nothing left", width)  # fmt: skip
+    return fit_table(
+        status, width, drop=("reps", "r1 TTFT p50 ms", "r2 TTFT p50 ms"), shrink="scenario", label_floor=999
+    )
 
 
 def console_text(a: Analysis, html: Path, width: int | None = None) -> str:
@@ -411,14 +422,12 @@ def console_text(a: Analysis, html: Path, width: int | None = None) -> str:
     w = width or terminal_width()
     data = a.data
     out: list[str] = []
-    status = status_rows(data)
-    out += fit_table(
-        status, w, drop=("reps", "r1 TTFT p50 ms", "r2 TTFT p50 ms"), shrink="scenario", label_floor=999
-    ) or ["no scenario results"]
+    out += _status_lines(status_rows(data), w)
     seed = _seed_rows(a)
+    if not headline_round(a.vs_baseline).empty:  # the verdict below compares modes: the seed's view of the cache
+        seed = seed[~seed["scenario"].str.contains(r"\[baseline\]", regex=True)]
     if not seed.empty:
-        out += ["", *wrap(f"Round over round (seed's targets; warm round vs round 1 of the same stack; "
-                          f"change % [95 % CI]; {_targets_text(a)}):", w)]  # fmt: skip
+        out += wrap("Round over round (seed's targets): warm round vs round 1 of the same stack", w)
         out += fit_table(seed, w, drop=("targets",), shrink="scenario")
     for prefix, sentences in (("note: ", a.warm_round1), ("why: ", a.why), ("shortfall: ", a.shortfalls)):
         for n in sentences:

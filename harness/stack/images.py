@@ -158,7 +158,9 @@ def _step(label: str, verb: str, log_name: str, echo: Echo) -> Iterator[TextIO]:
             f.write(f"\n# failed: {why}\n")
     secs = time.monotonic() - start
     if failure is None:
-        echo(f"{label}: {verb} in {secs:.1f} s (log: {_shown(log)})")
+        done = f"{label}: {verb} in {secs:.1f} s"
+        with_log = f"{done} (log: {_shown(log)})"
+        echo(with_log if len(with_log) <= 80 else done)  # a wrapped line is two on the screen
         return
     tail = "\n".join(f"  | {line}" for line in _tail(log))
     raise ImageBuildError(
@@ -259,7 +261,7 @@ def ensure_wheelhouse(specs: list[ImageSpec], echo: Echo = print) -> None:
 def build_image(spec: ImageSpec, tag: str, base: str, echo: Echo = print) -> float:
     """docker build one image from the repo root (output: build/logs/<role>-image.log); return seconds."""
     start = time.monotonic()
-    with _step(f"[images] {spec.role} image {tag}", "built", f"{spec.role}-image.log", echo) as log:
+    with _step(f"[images] {spec.role} {tag}", "built", f"{spec.role}-image.log", echo) as log:
         log.write(f"# base {base}\n")
         log.flush()
         # legacy_build(quiet=False) prints the build's output (stdout and stderr) line by line:
@@ -290,7 +292,7 @@ def _existing_without_base(specs: tuple[ImageSpec, ...]) -> dict[str, str] | Non
 
 
 def _present(tags: dict[str, str], start: float) -> str:
-    names = ", ".join(f"{role} {tag}" for role, tag in tags.items())
+    names = ", ".join(tag.removeprefix("kvbench/") for tag in tags.values())  # the repository names the role
     return f"[images] {names}: present ({time.monotonic() - start:.1f} s)"
 
 
