@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.stack.base import OWNER_LABEL, owner_dead
 from harness.stack.compose import MANAGED_LABEL, find_resources
@@ -82,6 +84,25 @@ def no_harness_leftovers(docker_ready):
     yield
     left = find_resources(MANAGED_LABEL, _ours_or_orphaned)
     assert not left, f"harness resources left behind: {left}"
+
+
+def worker_core() -> str | None:
+    """The CPU this pytest-xdist worker's engines run on (gw0 -> 0, gw1 -> 1, ...); None outside
+    xdist. The CPU engine binds its threads to every core it sees: two stacks at once would each
+    spin on both cores, several times slower than one stack per core."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return str(int(worker[2:]) % (os.cpu_count() or 1)) if worker[2:].isdigit() else None
+
+
+def pinned(config: Path, tmp: Path) -> Path:
+    """`config` with this worker's engines on its own core (stack.engine_cpusets), as a config that
+    extends it; `config` itself outside xdist."""
+    core = worker_core()
+    if core is None:
+        return config
+    out = tmp / f"{config.stem}-cpu{core}.yaml"
+    out.write_text(yaml.safe_dump({"extends": str(config), "stack": {"engine_cpusets": [core]}}))
+    return out
 
 
 def cold_prompts_got_faster(requests) -> bool:

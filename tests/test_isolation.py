@@ -19,7 +19,7 @@ import pytest
 
 from harness.stack.compose import find_resources
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 CONFIG = REPO / "tests" / "configs" / "isolation.yaml"
@@ -27,10 +27,11 @@ CONFIG = REPO / "tests" / "configs" / "isolation.yaml"
 
 @pytest.fixture(scope="module")
 def shared_and_reset(tmp_path_factory, stack_images):
-    results = tmp_path_factory.mktemp("results")
+    work = tmp_path_factory.mktemp("isolation")
+    results = work / "results"
     out = subprocess.run(
-        [sys.executable, "-m", "harness", "bench-all", "--config", str(CONFIG), "--isolation", "shared,reset",
-         "--results", str(results)],
+        [sys.executable, "-m", "harness", "bench-all", "--config", str(pinned(CONFIG, work)),
+         "--isolation", "shared,reset", "--results", str(results)],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -9,19 +9,19 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 CONFIG = REPO / "tests" / "configs" / "isolation.yaml"
 
 
-def test_reset_audit_shows_the_peers_reset_leaving_the_store_warm_and_kvbench_proving_its_own():
+def test_reset_audit_shows_the_peers_reset_leaving_the_store_warm_and_kvbench_proving_its_own(tmp_path):
     """benchmarks/reset_audit.py at its smallest (one scenario, one pair, one stack): `vllm bench
     sweep`'s reset (no reset_external) answers success but leaves the store's keys, and the canary
     gets external hits: the proof catches it. kvbench's reset is proven; round 1 after it is
     paired with round 1 on the fresh stack, with an interval."""
     out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "reset_audit.py"), "--config", str(CONFIG),
+        [sys.executable, str(REPO / "benchmarks" / "reset_audit.py"), "--config", str(pinned(CONFIG, tmp_path)),
          "--scenarios", "rag_a", "--pairs", "1"],
         capture_output=True,
         text=True,

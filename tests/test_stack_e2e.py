@@ -19,7 +19,7 @@ from python_on_whales import docker
 
 from harness.stack.compose import find_resources
 
-from .conftest import REPO, bench_acting_mid_round, cold_prompts_got_faster, only_run
+from .conftest import REPO, bench_acting_mid_round, cold_prompts_got_faster, only_run, pinned
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 E2E = REPO / "tests" / "configs" / "e2e.yaml"
@@ -43,7 +43,8 @@ def bench_all(tmp_path_factory, stack_images):
     long_batch runs first and loses a component mid-round in each mode: its with-cache cell the
     Mooncake master (`docker kill`; vLLM keeps serving, only the stack watch can tell), its baseline
     cell the engine. Then two healthy scenarios with and without the cache."""
-    results = tmp_path_factory.mktemp("e2e") / "results"
+    work = tmp_path_factory.mktemp("e2e")
+    results = work / "results"
     master_failed_after: list[float] = []
 
     def kill_master(proc: subprocess.Popen, run_dir: Path) -> None:
@@ -59,7 +60,7 @@ def bench_all(tmp_path_factory, stack_images):
 
     t = time.perf_counter()
     code, err, run_dir = bench_acting_mid_round(
-        [*KVBENCH, "bench-all", "--config", str(E2E), "--scenarios", "long_batch", *HEALTHY],
+        [*KVBENCH, "bench-all", "--config", str(pinned(E2E, work)), "--scenarios", "long_batch", *HEALTHY],
         results,
         [("long_batch", 3, kill_master), ("baseline/long_batch", 3, kill_engine)],
         timeout=900,
@@ -214,7 +215,7 @@ def test_run_against_an_already_running_server(tmp_path, stack_images, tiny_toke
     from harness.stack.compose import ComposeStack
     from harness.stack.spec import prepare
 
-    cfg = load_config(E2E)
+    cfg = load_config(pinned(E2E, tmp_path))
     spec = prepare(cfg.stack, "t-external", "server", tmp_path / "stack", stack_images)
     with ComposeStack(spec, tmp_path / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
         stack.up()

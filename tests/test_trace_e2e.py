@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 
@@ -37,7 +37,7 @@ def _trace(path: Path) -> list[dict]:
 
 def test_a_trace_replays_exactly_and_a_small_store_falls_off_the_cliff(tmp_path, stack_images, no_harness_leftovers):
     records = _trace(tmp_path / "trace.jsonl")
-    config = yaml.safe_load((REPO / "tests" / "configs" / "e2e.yaml").read_text())
+    config = yaml.safe_load(pinned(REPO / "tests" / "configs" / "e2e.yaml", tmp_path).read_text())
     config.update(
         default_scenarios=["tr"],
         concurrency=8,
