@@ -60,6 +60,7 @@ h3.question { font-size: 14px; margin: 14px 0 2px; color: #33414f; }
   #verdict h2 { font-size: 17px; }
   #verdict td:first-child { font-weight: 600; }
   #verdict td:first-child::before { content: none; }
+  #verdict tr.why td { font-weight: normal; }
   #verdict td.pass, #verdict td.fail { display: inline-block; padding: 1px 6px; margin-right: 6px; }
   #verdict td.pass { background: #dff3e4 !important; } #verdict td.fail { background: #fbe3e1 !important; }
 }

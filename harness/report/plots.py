@@ -75,6 +75,11 @@ def _log_if_wide(ax, values: np.ndarray) -> None:
     pos = values[values > 0]
     if len(pos) and pos.max() / pos.min() > 30:
         ax.set_xscale("log")
+        # plain milliseconds at 1-2-5 steps: matplotlib's default labels minor ticks "2 x 10^1", which
+        # collide on a range of a decade or two
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None) -> Plot:
