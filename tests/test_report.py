@@ -37,17 +37,29 @@ def _html(run: Path, name: str = "report.html") -> str:
 
 
 def _evidence_rows(html: str) -> list[str]:
-    table = re.search(r'<table id="evidence">(.*?)</table>', html, re.S)
-    assert table, "no evidence table"
-    return re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)
+    """The evidence, one row per cell: its checks table and its stacks table side by side (the
+    report splits the evidence so that neither needs horizontal scrolling)."""
+    parts = []
+    for table_id in ("evidence", "evidence-stacks"):  # a comparison has one evidence table
+        table = re.search(rf'<table id="{table_id}">(.*?)</table>', html, re.S)
+        assert table or table_id != "evidence", "no evidence table"
+        parts += [re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)] if table else []
+    assert len({len(rows) for rows in parts}) == 1
+    return ["".join(cells) for cells in zip(*parts)]
 
 
 def _md_table(text: str, heading: str) -> list[dict[str, str]]:
-    """The rows of the first markdown table under `## heading...`, as {column header: cell}."""
+    """The rows of the markdown table under `## heading...`, as {column header: cell}. A table the
+    report splits by question (one `### question` table each, same rows) is joined back row by row."""
     section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    return [dict(zip(cells[0], row)) for row in cells[2:]]
+    tables = [t for t in re.split(r"\n(?!\|)[^\n]*", "\n" + section) if t.strip().startswith("|")]
+    joined: list[dict[str, str]] = []
+    for t in tables:
+        cells = [[c.strip() for c in line.strip("|").split("|")] for line in t.strip().splitlines()]
+        rows = [dict(zip(cells[0], row)) for row in cells[2:]]
+        assert not joined or len(rows) == len(joined), "tables of one section with different rows"
+        joined = [{**a, **b} for a, b in zip(joined, rows)] if joined else rows
+    return joined
 
 
 def _assert_self_contained(html: str) -> None:
@@ -314,6 +326,66 @@ def test_with_cache_vs_baseline_in_one_run(tmp_path):
     assert pd.isna(summary.set_index(["mode", "round"]).loc[("baseline", 2), "vs_baseline_paired_change"])
     ev = _evidence_rows(_html(run))
     assert any("baseline/rag_a" in r for r in ev)
+
+
+def test_the_report_leads_with_the_verdict_then_the_headline_figures(tmp_path):
+    """One verdict row per scenario (round 2, with vs without), a short why where the cache missed a
+    target, then the with-vs-without figures, before any other table; Markdown in the page's order;
+    the seed's round-over-round figures after, titled as such."""
+    run = make_run(
+        tmp_path,
+        [Scen("rag_a", n=40, speedup=6.0), Scen("rag_a", mode="baseline", speedup=1.0, n=40),
+         Scen("rag_b", n=40, speedup=0.8), Scen("rag_b", mode="baseline", speedup=1.0, n=40)],
+    )  # fmt: skip
+    _, text = write_report(run)
+    order = [
+        "## Verdict",
+        "## Headline figures",
+        "plots/headline_changes.png",
+        "plots/with_without_cdf.png",
+        "## What reuse buys",
+        "## Evidence",
+        "## Round over round",
+        "Round over round: TTFT distribution",
+    ]
+    assert [text.index(x) for x in order] == sorted(text.index(x) for x in order)
+    rows = {r["scenario"]: r for r in _md_table(text, "Verdict")}
+    a = analyse(run).headline.set_index("label")
+    assert set(rows) == {"rag_a", "rag_b"} and list(a["round"]) == [2, 2]
+    assert rows["rag_a"]["TTFT target <= -60 %"] == "pass" and rows["rag_b"]["TTFT target <= -60 %"] == "FAIL"
+    missed = {k for k, r in rows.items() if "FAIL" in r.values()}
+    assert "rag_b" in missed
+    for k in rows:  # a why exactly where the cache missed a target
+        assert (f"- why {k}: {a.loc[k, 'why']}" in text) == (k in missed) == bool(a.loc[k, "why"])
+    x = a.loc["rag_b"]  # the interval printed is the analysis' own, beside its own figure
+    assert (
+        f"{x['ttft_mean_ms_change']:+.1f} % [{x['ttft_mean_ms_lo']:+.1f}, {x['ttft_mean_ms_hi']:+.1f}]"
+        in (rows["rag_b"]["TTFT change [95 % CI]"])
+    )
+    html = _html(run)
+    assert html.index('id="verdict"') < html.index('id="headline-figures"') < html.index('id="reuse-ttft"')
+    assert 'class="why"' in html and html.count('<tr class="why">') == len(missed)
+
+
+def test_tables_split_by_question_keep_every_column(tmp_path):
+    """Splitting a wide table into one table per question loses no column: each split table leads
+    with the identity columns, and the rest of its columns partition the original's."""
+    from harness.report.tables import REUSE_IDENT, by_question, reuse_table, reuse_tables, stats_table, stats_tables
+
+    run = make_run(tmp_path, [Scen("rag_a"), Scen("rag_a", mode="baseline", speedup=1.0)])
+    a = analyse(run)
+    for whole, parts, ident in (
+        (reuse_table(a.vs_baseline, a.targets), reuse_tables(a.vs_baseline, a.targets), REUSE_IDENT),
+        (stats_table(a.data), stats_tables(a.data), ("scenario", "point", "mode", "isolation", "rep", "round",
+                                                     "phase")),
+    ):  # fmt: skip
+        lead = [c for c in ident if c in whole.columns]
+        rest = [c for _, _, df in parts for c in df.columns[len(lead) :]]
+        assert all(list(df.columns[: len(lead)]) == lead for _, _, df in parts)
+        assert sorted(rest) == sorted(c for c in whole.columns if c not in lead) and len(rest) == len(set(rest))
+    odd = pd.DataFrame({"scenario": ["x"], "a": ["1"], "b": ["2"]})
+    assert [(i, list(df.columns)) for i, _, df in by_question(odd, ("scenario",), (("t", "A", ("a",)),))] == [
+        ("t", ["scenario", "a"]), ("t-other", ["scenario", "b"])]  # fmt: skip
 
 
 @pytest.mark.parametrize("out", [None, "elsewhere"])

@@ -28,8 +28,17 @@ from ..metrics import HEADLINE, METRICS
 from . import breakeven as BE
 from .data import RunData, cache_cliff, evidence, load_run, ok_requests, per_prompt_ratios, token_sources
 from .shortfall import shortfall_notes
-from .tables import cliff_notes, cliff_table, round_phases, warm_round1_notes, why_lines
-from .verdict import fidelity, mean_change, pair_up, per_prompt_change, reuse_buys, side, targets_vs_baseline
+from .tables import cliff_notes, cliff_table, round_phases, short_why, warm_round1_notes, why_lines
+from .verdict import (
+    fidelity,
+    headline_round,
+    mean_change,
+    pair_up,
+    per_prompt_change,
+    reuse_buys,
+    side,
+    targets_vs_baseline,
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class Analysis:
     data: RunData
     requests: pd.DataFrame  # successful requests with a TTFT, labelled (data.ok_requests)
     vs_baseline: pd.DataFrame  # with cache vs without, per scenario and round, with target verdicts
+    headline: pd.DataFrame  # the verdict's rows: vs_baseline at round 2 per scenario, with a short `why`
     round_over_round: pd.DataFrame  # the seed's figures: warm rounds vs round 1 of the same stack
     per_prompt: pd.DataFrame  # per warm request: TTFT ratio to the same prompt's round 1
     evidence: pd.DataFrame
@@ -101,6 +111,7 @@ def analyse(run: Path | str | RunData) -> Analysis:
         data=data,
         requests=req,
         vs_baseline=vs_base,
+        headline=_headline(data, vs_base),
         round_over_round=round_over_round(data, req),
         per_prompt=per_prompt_ratios(req),
         evidence=evidence(data),
@@ -115,6 +126,14 @@ def analyse(run: Path | str | RunData) -> Analysis:
         why=why_lines(data, vs_base),
         shortfalls=shortfall_notes(data),
     )
+
+
+def _headline(data: RunData, vs_base: pd.DataFrame) -> pd.DataFrame:
+    """The verdict's rows (verdict.headline_round), each with why the cache missed a target, if it did."""
+    head = headline_round(vs_base)
+    if head.empty:
+        return head
+    return head.assign(why=[short_why(data, x) for x in head.to_dict("records")])
 
 
 # ------------------------------------------------------------------ round over round

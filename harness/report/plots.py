@@ -75,6 +75,11 @@ def _log_if_wide(ax, values: np.ndarray) -> None:
     pos = values[values > 0]
     if len(pos) and pos.max() / pos.min() > 30:
         ax.set_xscale("log")
+        # plain milliseconds at 1-2-5 steps: matplotlib's default labels minor ticks "2 x 10^1", which
+        # collide on a range of a decade or two
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None) -> Plot:
@@ -83,7 +88,7 @@ def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None
     phases = phases or {}
     plot = Plot(
         "ttft_cdf",
-        "TTFT distribution per round",
+        "Round over round: TTFT distribution per round, each cell on its own",
         "Cumulative share of successful requests by time to first token, per scenario (repeats pooled); "
         "each round with its measured warmth (share of prompt tokens served from cache). "
         "Further left is faster.",
@@ -117,8 +122,21 @@ def ttft_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None
     return plot
 
 
+ROUND_OVER_ROUND_X = "change % vs round 1 (100 x (round 2 / round 1 - 1))"
+WITH_WITHOUT_X = "change %: 100 x (with cache / without - 1)"
+MODE_COLORS = {"with-cache": "#1f77b4", "baseline": "#d62728"}
+MODE_NAMES = {"with-cache": "with cache", "baseline": "without"}
+
+
 def _bars_with_ci(
-    ax, labels: list[str], vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float, title: str
+    ax,
+    labels: list[str],
+    vals: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    target: float,
+    title: str,
+    xlabel: str = ROUND_OVER_ROUND_X,
 ) -> None:
     """Horizontal bars of changes in % with their intervals as whiskers. `target` is signed: a
     negative one (TTFT) is met at or below it, a positive one (throughput) at or above it."""
@@ -149,7 +167,7 @@ def _bars_with_ci(
     ax.invert_yaxis()
     ax.margins(x=0.18)
     ax.set_title(f"{title}, target {target:+g} %", fontsize=11)
-    ax.set_xlabel("change % vs round 1 (100 x (round 2 / round 1 - 1))")
+    ax.set_xlabel(xlabel, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -159,7 +177,7 @@ def gains(rr: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
     target (60: a change of -60 % or lower), `tput_target` its increase target."""
     plot = Plot(
         "gains",
-        "TTFT mean change and throughput change (round 2 vs round 1)",
+        "Round over round: TTFT mean change and throughput change (round 2 vs round 1 of the same stack)",
         "Change % = 100 x (round 2 / round 1 - 1): negative TTFT = faster, positive throughput = more. "
         "Whiskers: 95 % CI of the figure itself (Student-t over repeats when there are several; with one "
         "repeat, TTFT: the change of the mean over the same prompts, BCa bootstrap over prompts; "
@@ -176,6 +194,12 @@ def gains(rr: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
     _bars_with_ci(a, labels, f("ttft_change"), f("ttft_lo"), f("ttft_hi"), -ttft_target, "TTFT mean change")
     _bars_with_ci(b, labels, f("tput_change"), f("tput_lo"), f("tput_hi"), tput_target, "Throughput change (req/s)")
     b.set_yticks(np.arange(len(labels)), [""] * len(labels))
+    _target_legend(fig)
+    plot.png = _png(fig)
+    return plot
+
+
+def _target_legend(fig: Figure) -> None:
     fig.legend(
         handles=[
             Patch(color="#2e8540", label="target met"),
@@ -188,6 +212,73 @@ def gains(rr: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
         fontsize=8,
         frameon=False,
     )
+
+
+def headline_changes(head: pd.DataFrame, names: list[str], ttft_target: float, tput_target: float) -> Plot:
+    """The verdict as a chart (analysis headline rows, round 2 per scenario): the change of mean TTFT
+    and of throughput with the cache vs without, each with the 95 % interval of that same figure.
+    Sized to sit on the report's first screen under the verdict."""
+    plot = Plot(
+        "headline_changes",
+        "With the cache vs without: change per scenario (round 2, same prompts)",
+        "Change % = 100 x (with / without - 1): negative TTFT = faster, positive throughput = more. Whiskers: "
+        "95 % CI of the figure itself (TTFT with one repeat: the change of the mean over the same prompts, "
+        "BCa bootstrap over prompts; with several, Student-t over repeats; throughput has no CI with one "
+        "repeat). Green: the target met. Each scenario's with-cache and baseline cells ran on stacks of their own.",
+    )
+    if head.empty:
+        plot.missing = "no scenario ran both with the cache and without it (run with --mode both)"
+        return plot
+    fig = _figure(10, 1.15 + 0.33 * len(names))
+    a, b = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    f = lambda c: head[c].to_numpy(dtype=float)  # noqa: E731
+    _bars_with_ci(a, names, f("ttft_mean_ms_change"), f("ttft_mean_ms_lo"), f("ttft_mean_ms_hi"), -ttft_target,
+                  "TTFT mean change", WITH_WITHOUT_X)  # fmt: skip
+    _bars_with_ci(b, names, f("req_per_s_change"), f("req_per_s_lo"), f("req_per_s_hi"), tput_target,
+                  "Throughput change (req/s)", WITH_WITHOUT_X)  # fmt: skip
+    b.set_yticks(np.arange(len(names)), [""] * len(names))
+    _target_legend(fig)
+    plot.png = _png(fig)
+    return plot
+
+
+def with_without_cdf(req: pd.DataFrame, phases: dict[tuple[str, int], str] | None = None) -> Plot:
+    """Per scenario, TTFT CDFs with the cache and without on the same axes, per round (solid: the
+    warm round 2, dotted: round 1). `req`: label (the scenario, or scenario [sweep point]), mode
+    (with-cache / baseline), round, ttft_ms; `phases`: (label, round) -> warmth of the with-cache round."""
+    phases = phases or {}
+    plot = Plot(
+        "with_without_cdf",
+        "TTFT with the cache vs without, per scenario and round (same prompts)",
+        "Cumulative share of successful requests by time to first token; blue with the cache, red without "
+        "(baseline), each on its own fresh stack; solid the warm round 2, dotted round 1 (repeats pooled). "
+        "Further left is faster.",
+    )
+    if req.empty:
+        plot.missing = "no scenario ran both with the cache and without it (run with --mode both)"
+        return plot
+    labels = list(dict.fromkeys(req["label"]))
+    fig = _figure(min(15, 5 * len(labels)), 3.4 * math.ceil(len(labels) / 3))
+    groups = dict(tuple(req.groupby(["label", "mode", "round"])))
+    for ax, label in zip(_grid(fig, len(labels)), labels):
+        allv = []
+        for (lab, mode, rnd), g in groups.items():
+            if lab != label or mode not in MODE_COLORS or rnd > 2:
+                continue
+            v = g["ttft_ms"].to_numpy(dtype=float)
+            allv.append(v)
+            warm = f", {phases[(label, int(rnd))]}" if mode == "with-cache" and (label, int(rnd)) in phases else ""
+            _cdf(ax, v, color=MODE_COLORS[mode], lw=2 if rnd == 2 else 1.3, ls="-" if rnd == 2 else ":",
+                 label=f"{MODE_NAMES[mode]} r{rnd}{warm} (n={len(v):,})")  # fmt: skip
+        _log_if_wide(ax, np.concatenate(allv))
+        ax.set_title(label, fontsize=11)
+        ax.set_xlabel("TTFT (ms)")
+        ax.set_ylabel("share of requests")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        handles, names = ax.get_legend_handles_labels()
+        order = sorted(range(len(names)), key=lambda i: (" r2" not in names[i], names[i]))  # round 2 first
+        ax.legend([handles[i] for i in order], [names[i] for i in order], fontsize=7.5, loc="lower right")
     plot.png = _png(fig)
     return plot
 
@@ -232,7 +323,7 @@ def speedups(pairs: pd.DataFrame) -> Plot:
     (a halving and a doubling are equally far from 0), labelled as change %."""
     plot = Plot(
         "speedups",
-        "Per-request TTFT change (same prompt, later round vs round 1)",
+        "Round over round: per-request TTFT change (same prompt, later round vs round 1)",
         "Each request's TTFT in a later round against the same prompt's round-1 TTFT, as change % "
         "(negative = faster; round 1 is itself partly warm where requests share a prefix: see its measured "
         "warmth). Box: 25-75 % of requests, line: median, whiskers: 5-95 % of requests (the spread, not a "

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..config import Targets
 from ..frames import num
-from ..metrics import CONNECTOR_TABLE, HEADLINE, ROUND_TABLE, SERVER_TABLE, fmt, pick
+from ..metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from ..records import ISOLATED
 from ..stats import round1_caveat
 from .data import RunData, cache_cliff
@@ -502,3 +502,198 @@ def why_lines(data: RunData, table: pd.DataFrame) -> list[str]:
                 "request: the connector's price when nothing is reused."
             )
     return out
+
+
+# ------------------------------------------------------------------ the verdict and tables by question
+
+
+def short_why(data: RunData, x: dict) -> str:
+    """One line on why the cache missed a target in this with-vs-without row (verdict.reuse_buys),
+    "" where both targets are met. From the connector's timers and vLLM's histograms when the run
+    has them (the long story is why_lines), else from the measured warmth."""
+    if x["ttft_target"] == "pass" and x["tput_target"] == "pass":
+        return ""
+    r = data.rounds
+    warm = x.get("reused_pct_cache", math.nan)
+    if "mc_load_ms_per_req" not in r.columns:
+        return (
+            f"only {warm:.0f} % of prompt tokens came from cache"
+            if warm < 90  # NaN-safe: an unknown warmth says nothing
+            else "no connector or server timers in this run to say why"
+        )
+    key = (x["scenario"], x["point"], x["round"])
+    c, b = _connector_means(r, key, "with-cache"), _connector_means(r, key, "baseline")
+    if not c["mc_loaded_mb"] > 0:
+        rpc = fmt(c["mc_save_ms_per_req"], 1)
+        return f"nothing was loaded from the store: the connector only wrote ({rpc} ms of store RPCs per request)"
+    saved = b["server_prefill_mean_ms"] - c["server_prefill_mean_ms"]
+    waited = c["server_queue_mean_ms"] - b["server_queue_mean_ms"]
+    if waited > 0 and waited >= saved / 2:
+        return (
+            f"prefill {fmt(saved, 0)} ms shorter, but requests queued {fmt(waited, 0)} ms longer in vLLM "
+            "while their KV loaded"
+        )
+    if b["server_prefill_mean_ms"] < x["ttft_mean_ms_base"] / 2:
+        return (
+            f"prefill is only {fmt(b['server_prefill_mean_ms'], 0)} of the {fmt(x['ttft_mean_ms_base'], 0)} ms "
+            "TTFT without the cache: at most that can be saved"
+        )
+    fetch = c["mc_lookup_ms_per_req"] + c["mc_load_ms_per_req"]
+    return f"lookups and loads took {fmt(fetch, 1)} ms per request for {fmt(saved, 0)} ms of prefill saved"
+
+
+def headline_name(label: str, rnd: int) -> str:
+    """A verdict row's name: the scenario (sweep point), and the round when it is not round 2."""
+    return label if rnd == 2 else f"{label} (round {rnd})"
+
+
+def verdict_table(head: pd.DataFrame, targets: Targets) -> pd.DataFrame:
+    """The verdict's rows (Analysis.headline) as display strings: one per scenario (and sweep point),
+    round 2: mean TTFT and throughput with vs without, each change beside its own interval, the
+    targets and the measured warmth; `why` is shown on a line of its own."""
+    rows = []
+    for x in head.to_dict("records"):
+        ttft, tput = METRICS["ttft_mean_ms"], METRICS["req_per_s"]
+        warm = x.get("reused_pct_cache", math.nan)
+        rows.append(
+            {
+                "scenario": headline_name(x["label"], x["round"]),
+                "warmth with cache": x["phase with cache"] + ("" if math.isnan(warm) else f" ({warm:.0f} % cached)"),
+                "TTFT mean ms with / without": f"{ttft.show(x['ttft_mean_ms_cache'])} / "
+                f"{ttft.show(x['ttft_mean_ms_base'])}",
+                "TTFT change [95 % CI]": change_ci(
+                    x["ttft_mean_ms_change"], x["ttft_mean_ms_lo"], x["ttft_mean_ms_hi"], x["ttft_mean_ms_method"]
+                ),
+                "req/s with / without": f"{tput.show(x['req_per_s_cache'])} / {tput.show(x['req_per_s_base'])}",
+                "throughput change [95 % CI]": change_ci(
+                    x["req_per_s_change"], x["req_per_s_lo"], x["req_per_s_hi"], x["req_per_s_method"]
+                ),
+                f"TTFT target <= -{targets.ttft_reduction_percent:g} %": x["ttft_target"],
+                f"throughput target >= +{targets.throughput_increase_percent:g} %": x["tput_target"],
+                "why": x.get("why", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# The with-vs-without table, one table per question, so that none is wider than a screen.
+REUSE_IDENT = ("scenario", "round", "with cache", "repeats")
+REUSE_QUESTIONS = (
+    (
+        "reuse-ttft",
+        "TTFT mean",
+        ("TTFT mean ms with / without", "TTFT mean ms change", "per-prompt TTFT change", "TTFT target"),
+    ),
+    (
+        "reuse-percentiles",
+        "TTFT percentiles",
+        ("TTFT p50 ms with / without", "TTFT p50 ms change", "TTFT p90 ms with / without", "TTFT p90 ms change"),
+    ),
+    (
+        "reuse-throughput",
+        "Throughput",
+        (
+            "req/s with / without",
+            "req/s change",
+            "total tok/s with / without",
+            "total tok/s change",
+            "throughput target",
+        ),
+    ),
+)
+
+
+def by_question(
+    df: pd.DataFrame, ident: tuple[str, ...], questions: tuple[tuple[str, str, tuple[str, ...]], ...]
+) -> list[tuple[str, str, pd.DataFrame]]:
+    """One wide table as several narrow ones: (table id, title, the identity columns + the columns
+    whose header starts with one of the question's prefixes); a question with no columns is left out,
+    and columns no question names go to a last table ("other") rather than vanish."""
+    if df.empty:  # one table that says "(no rows)", rather than none
+        return [(questions[0][0], questions[0][1], df)]
+    lead = [c for c in ident if c in df.columns]
+    out, shown = [], set(lead)
+    for table_id, title, prefixes in questions:
+        cols = [c for p in prefixes for c in df.columns if str(c).startswith(p) and c not in shown]
+        shown |= set(cols)
+        if cols:
+            out.append((table_id, title, df[lead + list(dict.fromkeys(cols))]))
+    rest = [c for c in df.columns if c not in shown]
+    if rest:
+        out.append((f"{questions[0][0]}-other", "Other", df[lead + rest]))
+    return out
+
+
+def reuse_tables(vs_baseline: pd.DataFrame, targets: Targets) -> list[tuple[str, str, pd.DataFrame]]:
+    """reuse_table split by question: TTFT mean, TTFT percentiles, throughput."""
+    return by_question(reuse_table(vs_baseline, targets), REUSE_IDENT, REUSE_QUESTIONS)
+
+
+EVIDENCE_IDENT = ("scenario", "mode", "isolation", "repeat")
+EVIDENCE_QUESTIONS = (
+    (
+        "evidence",
+        "Checks",
+        (
+            "status",
+            "cold verified",
+            "reset proof",
+            "engine restarts",
+            "teardown verified",
+            "contamination",
+            "failures",
+            "reason",
+        ),
+    ),
+    ("evidence-stacks", "Stacks and reuse", ("stack project", "engine container", "reuse achieved")),
+)
+
+
+def evidence_tables(ev: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """The evidence table split: the checks, then where each cell ran and what it reused."""
+    return by_question(ev, EVIDENCE_IDENT, EVIDENCE_QUESTIONS)
+
+
+ROUND_IDENT = ("scenario", "point", "mode", "isolation", "rep", "round", "phase")
+
+
+def _headers(columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(m.header for m in pick(columns))
+
+
+STATS_QUESTIONS = (
+    (
+        "round-stats",
+        "TTFT",
+        _headers(
+            (
+                "successes",
+                "failures",
+                "ttft_mean_ms",
+                "ttft_p50_ms",
+                "ttft_p90_ms",
+                "ttft_p99_ms",
+                "misses",
+                "ttft_miss_mean_ms",
+                "ttft_hit_mean_ms",
+            )
+        ),
+    ),
+    (
+        "round-stats-decode",
+        "Decode and end to end",
+        _headers(("tpot_mean_ms", "tpot_p50_ms", "itl_p50_ms", "itl_p99_ms", "e2e_mean_ms", "e2e_p90_ms")),
+    ),
+    (
+        "round-stats-throughput",
+        "Throughput and reuse",
+        _headers(
+            ("req_per_s", "concurrency", "inflight_mean", "output_tok_per_s", "total_tok_per_s", "cached_token_ratio")
+        ),
+    ),
+)
+
+
+def stats_tables(data: RunData) -> list[tuple[str, str, pd.DataFrame]]:
+    """stats_table split by question: TTFT, decode and end to end, throughput and reuse."""
+    return by_question(stats_table(data), ROUND_IDENT, STATS_QUESTIONS)

@@ -91,6 +91,8 @@ def reuse_buys(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
             "round": int(rnd),
             "repeats": len(reps),
             "phase with cache": "/".join(sorted(set(cache["phase"].astype(str)))) if "phase" in cache else "?",
+            # the measured warmth behind that word: share of prompt tokens served from cache
+            "reused_pct_cache": float(num(cache, "reused_token_pct").mean()),
         }
         pairs = pair_up(side(req, base, int(rnd)), side(req, cache, int(rnd)))
         for metric in HEADLINE:

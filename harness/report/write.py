@@ -20,6 +20,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ..fit import fit_table, terminal_width, wrap
+from ..records import ISOLATED
 from ..results import write_table
 from . import breakeven as BE
 from . import compare
@@ -28,24 +29,31 @@ from . import plots as P
 from .analysis import Analysis, analyse, changes_by_round
 from .data import RunData, load_run
 from .tables import (
+    by_question,
     connector_table,
     drop_default_mode,
+    evidence_tables,
     fidelity_table,
+    headline_name,
     isolation_table,
-    reuse_table,
+    reuse_tables,
     round_over_round_table,
     run_info,
     server_table,
     short_change_ci,
-    stats_table,
+    stats_tables,
     status_rows,
     summary_csv,
     timings_table,
     turns_table,
+    verdict_table,
 )
-from .verdict import headline_round
 
-PLOT_NAMES = ("ttft_cdf", "gains", "token_sources", "speedups", "cache_cliff")
+# The figures, in the order the report shows them: the headline (with the cache vs without) first,
+# then the seed's round-over-round figures, then the rest.
+HEADLINE_PLOTS = ("headline_changes", "with_without_cdf")
+SEED_PLOTS = ("ttft_cdf", "gains", "speedups")
+PLOT_NAMES = (*HEADLINE_PLOTS, *SEED_PLOTS, "token_sources", "cache_cliff", "breakeven")
 
 
 TEXT_COLS = (
@@ -80,18 +88,52 @@ def _safe(name: str, title: str, make: Callable[[], P.Plot]) -> P.Plot:
 
 def make_plots(a: Analysis) -> list[P.Plot]:
     t, be = a.targets, a.breakeven
+    names = [headline_name(lab, n) for lab, n in zip(a.headline.get("label", []), a.headline.get("round", []))]
     return [
+        _safe(
+            "headline_changes",
+            "With the cache vs without: change per scenario",
+            lambda: P.headline_changes(a.headline, names, t.ttft_reduction_percent, t.throughput_increase_percent),
+        ),
+        _safe(
+            "with_without_cdf",
+            "TTFT with the cache vs without",
+            lambda: P.with_without_cdf(with_without_requests(a), a.phases),
+        ),
         _safe("ttft_cdf", "TTFT distribution", lambda: P.ttft_cdf(a.requests[["label", "round", "ttft_ms"]], a.phases)),
         _safe(
             "gains",
             "TTFT mean change and throughput change",
             lambda: P.gains(a.round_over_round, t.ttft_reduction_percent, t.throughput_increase_percent),
         ),
-        _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(a.token_sources)),
         _safe("speedups", "Per-request TTFT change", lambda: P.speedups(a.per_prompt)),
+        _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(a.token_sources)),
         *([_safe("cache_cliff", "Cache cliff", lambda: P.cliff(a.cliff))] if not a.cliff.empty else []),
         *([_safe("breakeven", "Break-even prefix length", lambda: _breakeven_plot(be))] if be else []),
     ]
+
+
+def with_without_requests(a: Analysis) -> pd.DataFrame:
+    """The requests behind the headline (isolated cells of scenarios run both ways), labelled like
+    its rows (scenario, or scenario [sweep point]) with their mode: label, mode, round, ttft_ms.
+    The with-cache cell's phases are keyed by its cell label, which is the same string."""
+    req, dirs = a.requests, a.data.dirs
+    if req.empty or a.headline.empty:
+        return pd.DataFrame(columns=["label", "mode", "round", "ttft_ms"])
+    d = req["dir"].to_numpy(dtype=int)
+    point = dirs["point"].fillna("").astype(str).to_numpy()[d] if "point" in dirs else np.full(len(d), "")
+    scen = dirs["scenario"].astype(str).to_numpy()[d]
+    out = pd.DataFrame(
+        {
+            "label": [f"{s} [{p}]" if p else s for s, p in zip(scen, point)],
+            "mode": dirs["mode"].to_numpy()[d],
+            "isolation": dirs["isolation"].to_numpy()[d],
+            "round": req["round"].to_numpy(),
+            "ttft_ms": req["ttft_ms"].to_numpy(dtype=float),
+        }
+    )
+    keep = out["isolation"].isin(ISOLATED) & out["label"].isin(set(a.headline["label"]))
+    return out[keep].drop(columns="isolation")
 
 
 def _breakeven_plot(be: BE.BreakEven) -> P.Plot:
@@ -133,13 +175,22 @@ def md_plots(plots: list[P.Plot]) -> list[str]:
     return out
 
 
+Tables = list[tuple[str, str, pd.DataFrame]]  # (HTML table id, title, display strings)
+
+
+# The seed's round-over-round table, one table per question.
+SEED_QUESTIONS = (
+    ("reductions", "TTFT", ("TTFT", "per-prompt", "note")),
+    ("reductions-throughput", "Throughput", ("throughput",)),
+)
+
+
 def _sections(a: Analysis) -> dict[str, pd.DataFrame]:
     data = a.data
     return {
-        "reuse": reuse_table(a.vs_baseline, a.targets),
+        "verdict": verdict_table(a.headline, a.targets),
         "evidence": drop_default_mode(a.evidence),
         "reductions": round_over_round_table(a.round_over_round, a.targets),
-        "stats": stats_table(data),
         "timings": timings_table(data),
         "isolation": isolation_table(data),
         "fidelity": fidelity_table(a.fidelity),
@@ -149,6 +200,43 @@ def _sections(a: Analysis) -> dict[str, pd.DataFrame]:
         "cliff": a.cliff_table,
         "breakeven": BE.table(a.breakeven) if a.breakeven else pd.DataFrame(),
     }
+
+
+def _split(a: Analysis, tabs: dict[str, pd.DataFrame]) -> dict[str, Tables]:
+    """The wide tables, each as one table per question, so none needs scrolling on a wide screen."""
+    return {
+        "reuse": reuse_tables(a.vs_baseline, a.targets),
+        "evidence": evidence_tables(tabs["evidence"]),
+        "reductions": by_question(
+            tabs["reductions"], ("scenario", "mode", "isolation", "round", "repeats"), SEED_QUESTIONS
+        ),
+        "stats": stats_tables(a.data),
+    }
+
+
+VERDICT_TITLE = "Verdict: with the KV cache vs without it (round 2, warm; same prompts)"
+
+
+def _verdict_lines(a: Analysis) -> tuple[str, str]:
+    """The verdict's two sentences: the answer counted over scenarios, and how to read the rows."""
+    if a.headline.empty:
+        return NO_BASELINE, ""
+    t = a.targets
+    answer = _answer(a.headline).removeprefix("Verdict: ")  # the title says Verdict
+    return answer[:1].upper() + answer[1:], (
+        "One row per scenario: round 2 (warm) with the cache vs without it, same prompts, each on a stack "
+        "of its own. Change % = 100 x (with / without - 1): negative = faster TTFT, positive = more "
+        f"throughput; the 95 % CI is for the figure beside it. Targets: TTFT <= -{t.ttft_reduction_percent:g} %, "
+        f"throughput >= +{t.throughput_increase_percent:g} %. Warmth: share of the with-cache round's prompt "
+        "tokens served from cache."
+    )
+
+
+NO_BASELINE = (
+    "Verdict: this run has no baseline cells on isolated stacks (fresh, or proven cold by a reset), "
+    "so nothing here measures with the cache vs without it (run with --mode both); the "
+    "round-over-round figures compare rounds of the same stack only."
+)
 
 
 REUSE_TITLE = "What reuse buys: with the KV cache vs without it (same prompts, each on its own fresh stack)"
@@ -199,11 +287,42 @@ def _targets_text(a: Analysis) -> str:
            f"+{t.throughput_increase_percent:g} %"  # fmt: skip
 
 
+def md_tables(tables: Tables) -> list[str]:
+    out: list[str] = []
+    for _, title, df in tables:
+        out += [f"### {title}", "", md_table(df), ""]
+    return out
+
+
+def _by_name(plots: list[P.Plot], names: tuple[str, ...]) -> list[P.Plot]:
+    return [p for p in plots if p.name in names]
+
+
+def _other_plots(plots: list[P.Plot]) -> list[P.Plot]:
+    return [p for p in plots if p.name not in HEADLINE_PLOTS + SEED_PLOTS]
+
+
+HEADLINE_FIGURES = "Headline figures: with the cache vs without"
+OTHER_FIGURES = "Other figures"
+REUSE_DETAIL = "Details behind the verdict"
+
+
 def _markdown(a: Analysis, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] | None) -> str:
-    data = a.data
-    parts = [f"# kvbench report: {data.name}", "", run_info(data), ""]
-    if not tabs["reuse"].empty:
-        parts += [f"## {REUSE_TITLE}", "", REUSE_TEXT, "", md_table(tabs["reuse"]), ""]
+    """The report as Markdown, in the HTML page's order: the verdict, the headline figures, the
+    with-vs-without tables by question, evidence, the seed's round-over-round, the rest."""
+    data, split = a.data, _split(a, tabs)
+    answer, how = _verdict_lines(a)
+    parts = [f"# kvbench report: {data.name}", "", run_info(data), "", f"## {VERDICT_TITLE}", "", f"**{answer}**", ""]
+    if not a.headline.empty:
+        v = tabs["verdict"]
+        parts += [how, "", md_table(v.drop(columns="why")), ""]
+        parts += [f"- why {name}: {why}" for name, why in zip(v["scenario"], v["why"]) if why] + [""]
+    if data.notes:
+        parts += ["## What is missing", "", *md_notes(data.notes)]
+    if plots is not None and not a.headline.empty:
+        parts += [f"## {HEADLINE_FIGURES}", "", *md_plots(_by_name(plots, HEADLINE_PLOTS))]
+    if split["reuse"]:
+        parts += [f"## {REUSE_TITLE}", "", REUSE_TEXT, "", *md_tables(split["reuse"])]
     parts += [
         *[f"> {n}" for n in a.warm_round1],
         "",
@@ -211,23 +330,17 @@ def _markdown(a: Analysis, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] | 
         "",
         *[f"> Reuse shortfall: {n}" for n in a.shortfalls],
         "",
-        "## What is missing",
-        "",
-        *md_notes(data.notes),
-        "## Evidence: isolation and cleanliness",
-        "",
-        md_table(tabs["evidence"]),
-        "",
-        f"## {SEED_TITLE} ({_targets_text(a)})",
-        "",
-        SEED_TEXT,
-        "",
-        md_table(tabs["reductions"]),
-        "",
     ]
+    if not data.notes:
+        parts += ["## What is missing", "", *md_notes(data.notes)]
+    parts += ["## Evidence: isolation and cleanliness", "", *md_tables(split["evidence"])]
+    parts += [f"## {SEED_TITLE} ({_targets_text(a)})", "", SEED_TEXT, "", *md_tables(split["reductions"])]
     if plots is not None:
-        parts += ["## Figures", "", *md_plots(plots)]
-    parts += ["## Per-round statistics", "", md_table(tabs["stats"]), ""]
+        parts += md_plots(_by_name(plots, SEED_PLOTS))
+        if a.headline.empty:  # the verdict says why there is no headline figure
+            parts += [f"## {HEADLINE_FIGURES}", "", *md_plots(_by_name(plots, HEADLINE_PLOTS))]
+        parts += [f"## {OTHER_FIGURES}", "", *md_plots(_other_plots(plots))]
+    parts += ["## Per-round statistics", "", *md_tables(split["stats"])]
     said = section_notes(a)
     for key, title in OPTIONAL:
         if not tabs[key].empty:
@@ -239,25 +352,49 @@ def html_figures(plots: list[P.Plot]) -> list[str]:
     return [H.figure(p.png, p.title, p.caption) if p.png else H.missing_figure(p.title, p.missing) for p in plots]
 
 
+def html_tables(tables: Tables) -> list[str]:
+    return [x for table_id, title, df in tables for x in (H.question(title), H.table(df, table_id, TEXT_COLS))]
+
+
+def _html_verdict(a: Analysis, tabs: dict[str, pd.DataFrame]) -> str:
+    answer, how = _verdict_lines(a)
+    if a.headline.empty:
+        return H.section(VERDICT_TITLE, H.paragraph(answer, "answer"), section_id="verdict")
+    return H.section(
+        VERDICT_TITLE,
+        H.paragraph(answer, "answer"),
+        H.table(tabs["verdict"], "verdict-table", TEXT_COLS, below="why"),
+        H.paragraph(how),
+        section_id="verdict",
+    )
+
+
 def _html(a: Analysis, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> str:
-    data = a.data
-    parts = []
-    if not tabs["reuse"].empty:
+    data, split = a.data, _split(a, tabs)
+    parts = [_html_verdict(a, tabs)]
+    if data.notes:
+        parts.append(H.notes(data.notes))
+    # on the first screen, no section heading: the figures' own titles say what they are
+    title = HEADLINE_FIGURES if a.headline.empty else ""
+    headline_figures = H.section(title, *html_figures(_by_name(plots, HEADLINE_PLOTS)), section_id="headline-figures")
+    if not a.headline.empty:
+        parts.append(headline_figures)
+    if split["reuse"]:
         parts.append(
             H.section(
                 REUSE_TITLE,
                 H.paragraph(REUSE_TEXT),
-                H.table(tabs["reuse"], "reuse", TEXT_COLS),
+                *html_tables(split["reuse"]),
                 *[H.paragraph(n) for n in a.warm_round1],
                 *[H.paragraph(f"Why: {n}") for n in a.why],
                 *[H.paragraph(f"Reuse shortfall: {n}") for n in a.shortfalls],
             )
         )
     parts += [
-        H.notes(data.notes),
+        *([] if data.notes else [H.notes(data.notes)]),
         H.section(
             "Evidence: isolation and cleanliness",
-            H.table(tabs["evidence"], "evidence", TEXT_COLS),
+            *html_tables(split["evidence"]),
             H.paragraph(
                 "One fresh Docker Compose stack per scenario (or one shared stack): its project, the "
                 "engine container, the cold check before round 1, the teardown check, foreign cache "
@@ -268,10 +405,12 @@ def _html(a: Analysis, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> st
         H.section(
             f"{SEED_TITLE} ({_targets_text(a)})",
             H.paragraph(SEED_TEXT),
-            H.table(tabs["reductions"], "reductions", TEXT_COLS),
+            *html_tables(split["reductions"]),
+            *html_figures(_by_name(plots, SEED_PLOTS)),
         ),
-        H.section("Figures", *html_figures(plots)),
-        H.section("Per-round statistics", H.table(tabs["stats"], "round-stats", TEXT_COLS)),
+        *([headline_figures] if a.headline.empty else []),
+        H.section(OTHER_FIGURES, *html_figures(_other_plots(plots))),
+        H.section("Per-round statistics", *html_tables(split["stats"])),
     ]
     said = section_notes(a)
     parts += [
@@ -381,15 +520,9 @@ def _answer(head: pd.DataFrame) -> str:
 
 def _verdict_block(a: Analysis, width: int) -> list[str]:
     """What the run answers: with cache vs without, warm round 2, same prompts. The console's last lines."""
-    head = headline_round(a.vs_baseline)
+    head = a.headline
     if head.empty:
-        return wrap(
-            "Verdict: this run has no baseline cells on isolated stacks (fresh, or proven cold by a reset), "
-            "so nothing here measures with the cache vs without it (run with --mode both); the "
-            "round-over-round figures above compare "
-            "rounds of the same stack only.",
-            width,
-        )
+        return wrap(NO_BASELINE.replace("the round-over-round figures", "the round-over-round figures above"), width)
     t = a.targets
     return [
         *wrap("With the KV cache vs without it: warm round 2, same prompts, isolated stacks", width),
