@@ -557,7 +557,7 @@ def console_text(a: Analysis, html: Path, width: int | None = None) -> str:
     out: list[str] = []
     out += _status_lines(status_rows(data), w)
     seed = _seed_rows(a)
-    if not headline_round(a.vs_baseline).empty:  # the verdict below compares modes: the seed's view of the cache
+    if not a.headline.empty:  # the verdict below compares modes: the seed's view is of the cache
         seed = seed[~seed["scenario"].str.contains(r"\[baseline\]", regex=True)]
     if not seed.empty:
         out += wrap("Round over round (seed's targets): warm round vs round 1 of the same stack", w)
