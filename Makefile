@@ -96,8 +96,10 @@ format: venv
 chromium:
 	@bash scripts/ensure_chromium.sh
 
-# Two workers, a test module each (2 cores: one real stack at a time per worker), then the few
+# Two workers, a test module each (2 cores: one real stack at a time per worker), in the order
+# tests/conftest.py sorts them (real stacks first; xdist would otherwise put the modules with the
+# most tests first, and the long real-stack modules last), then the few
 # tests that look at every run's Docker resources (marker serial) on their own.
 test: lint images chromium
-	$(PY) -m pytest -q -n 2 --dist loadscope -m "not serial" $(DURATIONS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" $(DURATIONS) $(PYTEST_ARGS)
 	$(PY) -m pytest -q -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]

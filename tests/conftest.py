@@ -18,11 +18,21 @@ REPO = Path(__file__).resolve().parent.parent
 LIGHT_COMPOSE = REPO / "tests" / "compose"
 
 
+# The longest real-stack module (one bench-all run of 6 stacks, ~4-5 min) starts first.
+LONGEST_FIRST = ("test_stack_e2e.py",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real-stack modules first, then the other Docker tests, then the rest: `make test` runs two
-    pytest-xdist workers by module, and the long modules starting last would leave one core idle."""
+    """Real-stack modules first (the longest one first), then the other Docker tests, then the rest:
+    `make test` hands whole modules to two pytest-xdist workers in this order (--no-loadscope-reorder),
+    and a long module starting last would leave one core idle at the end."""
     rank = {"stack": 0, "docker": 1}
-    items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        marker = min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2)
+        return marker, 0 if item.path.name in LONGEST_FIRST else 1
+
+    items.sort(key=key)
 
 
 def _docker_ok() -> bool:

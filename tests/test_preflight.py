@@ -40,6 +40,10 @@ def test_the_cpu_stacks_versions_are_recorded_and_it_passes(stack_images):
     assert engine["vllm"].startswith("0.32") and "MooncakeStoreConnector" in engine["connectors"]
     assert engine["torch"] and preflight.release(engine["mooncake"]) == preflight.release(master["mooncake"])
     assert master["vllm"] is None and master["image"] == stack_images["master"]
+    # what the console prints of it: one line within 80 columns, the master only where it differs
+    line = preflight.versions_line(found)
+    assert line.startswith("  engine: vllm 0.32") and line.endswith("; master: same") and len(line) <= 80, line
+    assert "Connector" not in line and "image" not in line
 
 
 def test_an_old_vllm_without_the_connector_is_refused_in_one_line(light_image):

@@ -120,12 +120,15 @@ def _connector_present(engine: dict, name: str, connector: str) -> None:
         raise PreflightError(f"preflight: image {image}: {name} needs lmcache, which is not installed")
 
 
+VERSIONED = ("vllm", "mooncake", "lmcache", "torch")  # the packages check() reads a version of
+
+
 def versions_line(versions: dict[str, dict]) -> str:
     """What check() found, as one line: the first image's installed packages, then for each other
     image only what differs from it ("same" when nothing does)."""
     if not versions:
         return "  versions: not checked"
-    packages = {role: {p: v for p, v in found.items() if v and p != "image"} for role, found in versions.items()}
+    packages = {role: {p: found[p] for p in VERSIONED if found.get(p)} for role, found in versions.items()}
     (first_role, first), *others = packages.items()
     parts = [f"{first_role}: " + ", ".join(f"{p} {v}" for p, v in first.items())]
     for role, found in others:
