@@ -237,7 +237,7 @@ def round1_caveat(reused_pct: float) -> str | None:
         return None
     return (
         f"round 1 already reused {reused_pct:.0f} % of its prompt tokens (a prefix shared within the round): "
-        f"round over round understates what reuse buys"
+        f"round over round understates reuse"
     )
 
 

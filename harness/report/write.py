@@ -514,7 +514,7 @@ def _answer(head: pd.DataFrame) -> str:
         f"Verdict: with the cache, the warm round's mean TTFT is lower in {lower} of {n} scenario(s) and higher "
         f"in {higher} (95 % CI clear of 0)"
         + (f", unclear in {unclear}" if unclear else "")
-        + f"; both targets vs baseline met in {met} of {n}."
+        + f"; both targets met in {met} of {n}."
     )
 
 
@@ -527,8 +527,8 @@ def _verdict_block(a: Analysis, width: int) -> list[str]:
     return [
         *wrap("With the KV cache vs without it: warm round 2, same prompts, isolated stacks", width),
         *wrap(
-            f"change % [95 % CI] = 100 x (with/without - 1); targets TTFT <= -{t.ttft_reduction_percent:g} %, "
-            f"thrpt >= +{t.throughput_increase_percent:g} %",
+            f"change % [95 % CI] = 100 x (with/without - 1); targets <= -{t.ttft_reduction_percent:g} % / "
+            f">= +{t.throughput_increase_percent:g} %",
             width,
         ),
         *fit_table(_verdict_rows(head), width, drop=("targets",), shrink="scenario"),
@@ -567,7 +567,7 @@ def console_text(a: Analysis, html: Path, width: int | None = None) -> str:
             out += wrap(prefix + n, w, indent="  ")
     if data.notes:
         out += wrap(f"{len(data.notes)} note(s) on missing data: see the report", w)
-    out += [f"report: {html}", "", *_verdict_block(a, w)]
+    out += [f"report: {html}", *_verdict_block(a, w)]
     return "\n".join(out)
 
 
