@@ -43,6 +43,9 @@ from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from harness.stack.base import OWNER_LABEL  # noqa: E402  (the repo root on the path first)
+from harness.stack.spec import owner_id  # noqa: E402
+
 PROFILES = {"instant": "ok", "paced": "stamp_50_20"}  # ok: every chunk written at once
 TOKENS = 16
 ENGINE_IMAGE = os.environ.get("KVB_ENGINE_IMAGE", "kvbench/engine-cpu:latest")
@@ -119,7 +122,9 @@ def run_vllm_bench(url: str, n: int, concurrency: int, out: Path) -> tuple[list[
     out.mkdir(parents=True, exist_ok=True)
     argv = [
         "docker", "run", "--rm", "--network", "host", "--entrypoint", "", "-v", f"{out}:/out",
-        "--label", "io.kvbench.managed=true", ENGINE_IMAGE,
+        # managed (`make clean` finds it if this process dies) and owned by this live process, so that a
+        # kvbench run started meanwhile does not take it for a crashed run's leftover
+        "--label", "io.kvbench.managed=true", "--label", f"{OWNER_LABEL}={owner_id()}", ENGINE_IMAGE,
         "/opt/venv/bin/vllm", "bench", "serve", "--backend", "openai", "--base-url", url,
         "--endpoint", "/v1/completions", "--model", "stub", "--tokenizer", "/models/tiny",
         "--dataset-name", "random", "--random-input-len", "8", "--random-output-len", str(TOKENS),

@@ -90,7 +90,8 @@ def audit_pair(cfg: Config, name: str, pair: int, images: dict[str, str], work: 
                                     max_model_len=cfg.stack.max_model_len)  # fmt: skip
                 fresh = _round1(cfg, wl, url, probe, workdir / "fresh")
                 canary = wl.sessions[0].build(0, [])
-                peers, _ = verified_reset(probe, model, api, canary, ResetSettings(external=False))
+                # the peers' reset leaves the keys for good: no need to wait the proof's full bound for them
+                peers, _ = verified_reset(probe, model, api, canary, ResetSettings(external=False, store_empty_s=3.0))
                 ours, since = verified_reset(probe, model, api, canary)
                 cold, gate = cold_state(probe.snapshot(), since)
                 reset = _round1(cfg, wl, url, probe, workdir / "reset")

@@ -487,7 +487,7 @@ class Suite:
             if not td.verified:
                 e.set(status="failed", reason=(e.reason or "") + f"; teardown left {td.leftovers}")
         self.run.write_manifest(self.manifest)
-        up = f"up in {timings['up_s']:.1f} s" if timings.get("up_s") is not None else "bring-up failed"
+        up = f"up in {timings['up_s']:.1f} s" if info.engine_container_ids else "bring-up failed"
         done = "nothing left" if td.verified else f"[red]NOT verified: left {td.leftovers}[/red]"
         say(f"  stack {up}; teardown ({stack.DOWN_STEP}) {td.seconds:.1f} s: {done}")
 
