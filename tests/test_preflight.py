@@ -6,6 +6,7 @@ registry), because no GPU image runs here."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,25 @@ def test_bench_refuses_with_exit_2_before_any_stack(tmp_path: Path, light_image)
     (run,) = (tmp_path / "results").iterdir()
     assert "has no MooncakeStoreConnector" in (run / "manifest.json").read_text()
     assert not find_resources(f"io.kvbench.run={run.name}")
+
+
+def test_a_probe_answer_is_kept_by_image_id_and_a_bad_entry_is_probed_again(tmp_path, monkeypatch, light_image):
+    """The probe costs ~10 s per run on the CPU engine image; its answer is kept on disk by image ID.
+    A kept entry is what later runs read (an edited entry shows through); an unreadable one is probed."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    image = _fake(light_image, VLLM_VERSION="0.32.0")
+    preflight.image_versions.cache_clear()
+    assert preflight.image_versions(image)["vllm"] == "0.32.0"
+    (entry,) = preflight.cache_dir().iterdir()
+    assert entry.name == docker.image.inspect(image).id.replace(":", "-") + ".json"
+
+    kept = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**kept, "vllm": "9.9.9"}))  # only a read of the entry can answer this
+    preflight.image_versions.cache_clear()
+    assert preflight.image_versions(image)["vllm"] == "9.9.9"
+
+    entry.write_text('{"vllm": "0.3')  # a torn write, or a disk that filled up
+    preflight.image_versions.cache_clear()
+    assert preflight.image_versions(image)["vllm"] == "0.32.0"
+    assert json.loads(entry.read_text())["vllm"] == "0.32.0"
+    preflight.image_versions.cache_clear()

@@ -1,7 +1,8 @@
 """Before any stack starts: what is inside the stack's images, and whether they can work together.
 
 Each image runs one short `python3 -c` (no GPU, no network) that reports the installed versions of
-vllm, the Mooncake transfer engine, LMCache and torch, and the KV connectors the vLLM registers.
+vllm, the Mooncake transfer engine, LMCache and torch, and the KV connectors the vLLM registers;
+the answer is kept on disk by image ID, so an image is probed once, not at every run.
 The versions go into the manifest; a stack that cannot work is refused in one line (exit 2):
 the configured connector is not in that vLLM (the V1 MooncakeStoreConnector arrived in vLLM
 0.21), or the master's and the engine's Mooncake releases differ.
@@ -10,8 +11,10 @@ the configured connector is not in that vLLM (the V1 MooncakeStoreConnector arri
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import cache
+from pathlib import Path
 
 from python_on_whales import DockerException, docker
 
@@ -53,7 +56,19 @@ class PreflightError(ConfigError):
 
 @cache
 def image_versions(image: str) -> dict:
-    """What `PROBE` finds in the image (cached per process: images are tagged by content)."""
+    """What `PROBE` finds in the image. An image ID names its content, so a probe's answer is kept on
+    disk by ID (the probe starts Python and imports vLLM's connector factory: ~8-10 s on a CPU image,
+    at every run); an image without a local ID (not pulled yet) is probed each time."""
+    image_id = _image_id(image)
+    if image_id and (found := _cached(image_id)) is not None:
+        return found
+    found = _probe(image)
+    if image_id:
+        _keep(image_id, found)
+    return found
+
+
+def _probe(image: str) -> dict:
     try:
         out = docker.run(image, ["python3", "-c", PROBE], entrypoint="", remove=True, networks=["none"])
     except DockerException as e:
@@ -63,6 +78,45 @@ def image_versions(image: str) -> dict:
     if line is None:
         raise PreflightError(f"preflight: image {image}: no version report (is it a Python image?)")
     return json.loads(line[3:])
+
+
+def cache_dir() -> Path:
+    """Where probe answers are kept: $XDG_CACHE_HOME/kvbench/image-versions (~/.cache by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvbench" / "image-versions"
+
+
+def _image_id(image: str) -> str | None:
+    try:
+        image_id = docker.image.inspect(image).id
+    except DockerException:
+        return None
+    return image_id if re.fullmatch(r"sha256:[0-9a-f]{64}", image_id or "") else None
+
+
+def _entry(image_id: str) -> Path:
+    return cache_dir() / f"{image_id.replace(':', '-')}.json"
+
+
+def _cached(image_id: str) -> dict | None:
+    """The kept answer, or None when there is none or it is unreadable (then the image is probed again)."""
+    try:
+        found = json.loads(_entry(image_id).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and "vllm" in found and "connectors" in found else None
+
+
+def _keep(image_id: str, found: dict) -> None:
+    """Written beside and renamed over, so a concurrent run reads the old answer or the new, never half;
+    a cache that cannot be written costs the next run a probe, not this one its result."""
+    path = _entry(image_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(found))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def release(version: str | None) -> tuple[int, ...] | None:
