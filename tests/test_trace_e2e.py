@@ -34,7 +34,8 @@ def _trace(path: Path) -> list[dict]:
         if i % 10 == 9:  # shares its first two blocks with the request before
             ids[:2] = records[-1]["hash_ids"][:2]
         records.append({"timestamp": 100 * i, "input_length": 4096, "output_length": 4 + i % 3, "hash_ids": ids})
-    records.append({"timestamp": 100 * N, "input_length": 40000, "output_length": 4, "hash_ids": list(range(9000, 9079))})
+    too_long = {"timestamp": 100 * N, "input_length": 40000, "output_length": 4, "hash_ids": list(range(9000, 9079))}
+    records.append(too_long)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return records
 
