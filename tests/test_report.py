@@ -604,3 +604,14 @@ def test_malformed_rows_are_skipped_and_counted_never_silently(tmp_path):
     _, text = write_report(run)
     assert "rag_a: rounds.csv: 1 malformed line(s) skipped" in text
     assert "rag_a: requests.csv: 1 row(s) without a round skipped" in text
+
+
+def test_the_warm_round_1_caveat_is_for_cells_with_a_round_over_round(tmp_path):
+    """'round 1 already reused N %: round over round understates reuse' qualifies a round-over-round
+    figure; a cell cut short in round 1 (engine or master killed) has none, so it gets no caveat."""
+    run = make_run(
+        tmp_path,
+        [Scen("done"), Scen("killed", status="failed", reason="StoreDown: round 1", rounds=1, extra={"partial": True})],
+    )
+    notes = analyse(load_run(run)).warm_round1
+    assert len(notes) == 1 and notes[0].startswith("done: round 1 already reused"), notes

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from ..config import Targets
-from ..frames import num
+from ..frames import num, truthy
 from ..metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from ..records import ISOLATED
 from ..stats import round1_caveat
@@ -126,11 +126,13 @@ def round_phases(data: RunData) -> dict[tuple[str, int], str]:
 
 
 def warm_round1_notes(data: RunData) -> list[str]:
-    """One sentence per with-cache scenario whose round 1 was not cold."""
+    """One sentence per with-cache scenario whose round 1 was not cold. Only complete rounds 1 count:
+    a cut-short one (a failed cell) has no round over round for the sentence to qualify."""
     r = data.rounds
     if r.empty or "reused_token_pct" not in r.columns:
         return []
-    r1 = r[(r["round"] == 1) & (r["mode"] == "with-cache")]
+    complete = ~truthy(r["partial"]) if "partial" in r.columns else True
+    r1 = r[(r["round"] == 1) & (r["mode"] == "with-cache") & complete]
     pct = num(r1, "reused_token_pct").groupby(r1["label"], sort=False).mean()
     return [f"{label}: {c}." for label, v in pct.items() if (c := round1_caveat(v))]
 
