@@ -14,7 +14,7 @@ from .fit import wrap
 from .intervals import change_pct
 from .metrics import fmt
 from .runner import RoundProgress
-from .stats import client_limit_warning, saturation_warning, schedule_warning
+from .stats import client_limit_warning, reused_text, saturation_warning, schedule_warning
 
 
 def warn_saturation(rounds: pd.DataFrame) -> None:
@@ -43,7 +43,7 @@ def _round_parts(r: pd.Series, first: pd.Series) -> dict[str, str]:
     change = change_pct(first["ttft_mean_ms"], r["ttft_mean_ms"]) if base else None
     return {
         "warmth": "partial" if partial else str(r["phase"]),
-        "reused": f"{_cell(r['reused_token_pct'], 0)} % reused",
+        "reused": f"{reused_text(r['reused_token_pct'])} % reused",
         "mean": f"TTFT mean {_cell(r['ttft_mean_ms'])} ms" + (f" ({_cell(change, 1, True)} % vs r1)" if base else ""),
         "p50": f"p50 {_cell(r['ttft_p50_ms'])}",
         "ok": f"{int(r['successes'])}/{int(r['requests'])} ok",

@@ -231,12 +231,25 @@ def warmth(reused_pct: float) -> str:
     return "warm" if reused_pct >= WARM_PCT else "partly warm"
 
 
+def reused_text(reused_pct: object) -> str:
+    """A reused share as printed beside its label: whole percent rounded down, and "<1" above 0, so
+    the figure never crosses the label's bounds (99.8 is not "100 % reused", 94.6 not a "95 %" that
+    reads as warm, 0.3 not a "0 %" beside "partly warm")."""
+    try:
+        v = float(reused_pct)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "n/a"
+    if math.isnan(v):
+        return "n/a"
+    return "<1" if 0 < v < 1 else f"{math.floor(v):.0f}"
+
+
 def round1_caveat(reused_pct: float) -> str | None:
     """The sentence a reader of round-over-round figures needs when round 1 was not cold."""
     if not reused_pct > WARM_ROUND1_PCT:  # NaN-safe
         return None
     return (
-        f"round 1 already reused {reused_pct:.0f} % of its prompt tokens (a prefix shared within the round): "
+        f"round 1 already reused {reused_text(reused_pct)} % of its prompt tokens (a prefix shared within the round): "
         f"round over round understates reuse"
     )
 

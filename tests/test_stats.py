@@ -11,7 +11,16 @@ import pytest
 from harness.config import Targets
 from harness.connector import COLUMNS as CONNECTOR_COLUMNS
 from harness.connector import time_in_connector
-from harness.stats import client_limit_warning, gains, round_summary, rounds_table, saturation_warning
+from harness.stats import (
+    WARM_PCT,
+    client_limit_warning,
+    gains,
+    reused_text,
+    round_summary,
+    rounds_table,
+    saturation_warning,
+    warmth,
+)
 
 
 def _rows(n: int, rng: np.random.Generator, rnd: int = 1, fail: int = 0) -> pd.DataFrame:
@@ -311,3 +320,17 @@ def test_time_in_the_connector_comes_from_its_rpc_timers_and_is_empty_without_it
     assert cold["mc_save_ms_per_req"] == pytest.approx(20.0) and cold["mc_save_gbps"] == pytest.approx(2.0)
     assert math.isnan(cold["mc_load_gbps"])  # nothing loaded: no throughput, not 0 GB/s
     assert all(math.isnan(baseline[c]) for c in CONNECTOR_COLUMNS)
+
+
+@pytest.mark.parametrize("pct", [0.0, 0.3, 0.99, 1.0, 19.6, 94.6, 94.99, 95.0, 95.43, 99.5, 99.79, 99.999, 100.0])
+def test_the_printed_reuse_share_never_contradicts_its_label(pct):
+    """Round 2 of the real long-context run reused 99.79 % (the last partial block of each prompt is
+    computed): printed as "100 % reused" it claimed a complete hit; 94.6 printed as "95 %" would
+    sit beside "partly warm", and 0.3 as "0 %" beside a label that is not "cold"."""
+    text, label = reused_text(pct), warmth(pct)
+    shown = 0.0 if text == "<1" else float(text)
+    assert shown <= pct, (pct, text)  # never claims more reuse than measured
+    assert (text == "100") == (pct == 100.0)
+    assert (text == "0") == (label == "cold")
+    assert (shown >= WARM_PCT) == (label == "warm")
+    assert reused_text(math.nan) == reused_text(None) == "n/a"

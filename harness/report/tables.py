@@ -13,7 +13,7 @@ from ..config import Targets
 from ..frames import num, truthy
 from ..metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from ..records import ISOLATED
-from ..stats import round1_caveat
+from ..stats import reused_text, round1_caveat
 from .data import RunData, cache_cliff
 
 TIMINGS = [
@@ -519,7 +519,7 @@ def short_why(data: RunData, x: dict) -> str:
     warm = x.get("reused_pct_cache", math.nan)
     if "mc_load_ms_per_req" not in r.columns:
         return (
-            f"only {warm:.0f} % of prompt tokens came from cache"
+            f"only {reused_text(warm)} % of prompt tokens came from cache"
             if warm < 90  # NaN-safe: an unknown warmth says nothing
             else "no connector or server timers in this run to say why"
         )
@@ -557,10 +557,11 @@ def verdict_table(head: pd.DataFrame, targets: Targets) -> pd.DataFrame:
     for x in head.to_dict("records"):
         ttft, tput = METRICS["ttft_mean_ms"], METRICS["req_per_s"]
         warm = x.get("reused_pct_cache", math.nan)
+        cached = "" if math.isnan(warm) else f" ({reused_text(warm)} % cached)"
         rows.append(
             {
                 "scenario": headline_name(x["label"], x["round"]),
-                "warmth with cache": x["phase with cache"] + ("" if math.isnan(warm) else f" ({warm:.0f} % cached)"),
+                "warmth with cache": x["phase with cache"] + cached,
                 "TTFT mean ms with / without": f"{ttft.show(x['ttft_mean_ms_cache'])} / "
                 f"{ttft.show(x['ttft_mean_ms_base'])}",
                 "TTFT change [95 % CI]": change_ci(
