@@ -8,22 +8,22 @@ import re
 import sys
 from pathlib import Path
 
-from . import interrupts
-from .client.client import set_api_key
-from .client.tokenizer import (
+from harness import interrupts
+from harness.client.client import set_api_key
+from harness.client.tokenizer import (
     EndpointAuthError,
     LocalTokenizer,
     TokenizerError,
     check_endpoint_auth,
     server_tokenize_error,
 )
-from .config import Config, ConfigError, check_name, load_config
-from .progress import console, say
-from .report import report_main
-from .stack.compose import force_remove, leftovers
-from .stack.images import ImageBuildError
-from .stack.spec import COMPOSE_DIR, PortInUse, allocate_ports
-from .suite import Suite, SuiteOptions
+from harness.config import Config, ConfigError, check_name, load_config
+from harness.progress import console, say
+from harness.report import report_main
+from harness.stack.compose import force_remove, leftovers
+from harness.stack.images import ImageBuildError
+from harness.stack.spec import COMPOSE_DIR, PortInUse, allocate_ports
+from harness.suite import Suite, SuiteOptions
 
 DEFAULT_CONFIG = "configs/test_config.yaml"
 EXIT_USAGE = 2
@@ -289,7 +289,7 @@ def _auth_failure(endpoint: str, e: EndpointAuthError, key_var: str | None) -> s
 
 def _images(overlay: str) -> dict[str, str]:
     """Locally built images for the CPU stack; other overlays name their own (public) images."""
-    from .stack.images import STACKS, ensure_images
+    from harness.stack.images import STACKS, ensure_images
 
     if overlay not in STACKS:
         return {}
@@ -337,7 +337,7 @@ def _preflight(cfg: Config, args: argparse.Namespace) -> None:
 
 def _kube_preflight(cfg: Config, args: argparse.Namespace) -> None:
     """The cluster answers with these credentials, and no stale kvbench namespace is in the way."""
-    from .stack.kubestack import StackError, cluster, stale_namespaces
+    from harness.stack.kubestack import StackError, cluster, stale_namespaces
 
     try:
         with cluster(cfg.stack.kubernetes) as api:
@@ -407,8 +407,8 @@ def _kube_wanted(args: argparse.Namespace) -> bool:
 
 
 def _clean_namespaces(args: argparse.Namespace) -> bool:
-    from .config import KubernetesConfig
-    from .stack.kubestack import StackError, cluster, delete_namespaces, stale_namespaces
+    from harness.config import KubernetesConfig
+    from harness.stack.kubestack import StackError, cluster, delete_namespaces, stale_namespaces
 
     cfg = KubernetesConfig(context=args.context, kubeconfig=args.kubeconfig)
     try:
@@ -438,10 +438,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     """The stack as it would start, written out: the compose files always (they are the source),
     and `kubernetes.yaml` translated from them. Images: the GPU config's, or the CPU stack's `:latest`
     tags (push them to a registry the cluster can pull from)."""
-    from .results import new_run_id
-    from .stack import kube
-    from .stack.images import STACKS
-    from .stack.spec import prepare
+    from harness.results import new_run_id
+    from harness.stack import kube
+    from harness.stack.images import STACKS
+    from harness.stack.spec import prepare
 
     cfg = load_config(args.config)
     check_name(args.scenario, "--scenario")

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
-from .config import Api
-from .metrics import COUNTER_COLUMNS, METRICS
+from harness.config import Api
+from harness.metrics import COUNTER_COLUMNS, METRICS
 
 
 class Record(BaseModel):

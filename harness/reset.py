@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from .client.client import RequestSettings, auth_headers, open_client, send
-from .probes import Probe, Snapshot, total
-from .records import ResetEvidence
-from .workload import Prompt
+from harness.client.client import RequestSettings, auth_headers, open_client, send
+from harness.probes import Probe, Snapshot, total
+from harness.records import ResetEvidence
+from harness.workload import Prompt
 
 RESET_PATH = "/reset_prefix_cache"
 RETRY_S = 0.5  # between attempts while the engine still holds blocks (async saves finishing)

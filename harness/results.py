@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .config import Config, check_name
-from .connector import store_health, time_in_connector
-from .console import say
-from .metrics import bench_serve_record
-from .records import REQUEST_COLUMNS, REQUEST_TEXT_DTYPES, Manifest, RequestRow, RoundSummary
-from .reuse import lru_by_round, reuse_by_round, ttft_speedups
-from .stats import rounds_table, ttft_gap
+from harness import __version__
+from harness.config import Config, check_name
+from harness.config.console import say
+from harness.connector import store_health, time_in_connector
+from harness.metrics import bench_serve_record
+from harness.records import REQUEST_COLUMNS, REQUEST_TEXT_DTYPES, Manifest, RequestRow, RoundSummary
+from harness.reuse import lru_by_round, reuse_by_round, ttft_speedups
+from harness.stats import rounds_table, ttft_gap
 
 
 def new_run_id(name: str | None = None) -> str:

@@ -19,17 +19,17 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from . import interrupts
-from .client.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
-from .client.workers import Shared, auto_workers, run_workers, shares
-from .config import Config
-from .console import say
-from .probes import Probe, deltas, settled
-from .records import RequestRow
-from .results import RequestLog, tabulate_rounds
-from .reuse import block_chain
-from .watch import StackWatch
-from .workload import Prompt, Session, Workload
+from harness import interrupts
+from harness.client.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
+from harness.client.workers import Shared, auto_workers, run_workers, shares
+from harness.config import Config
+from harness.config.console import say
+from harness.probes import Probe, deltas, settled
+from harness.records import RequestRow
+from harness.results import RequestLog, tabulate_rounds
+from harness.reuse import block_chain
+from harness.watch import StackWatch
+from harness.workload import Prompt, Session, Workload
 
 
 @dataclass(frozen=True)

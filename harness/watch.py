@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from .client.client import auth_headers
-from .stack.spec import MASTER
+from harness.client.client import auth_headers
+from harness.stack.spec import MASTER
 
 # Service states of a stack that still serves (compose: health or plain running; kube: ready).
 LIVE_STATES = ("healthy", "running", "ready")

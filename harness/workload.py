@@ -17,17 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from .config import (
-    Api,
-    BatchProcessing,
-    CodeGeneration,
-    ColdStart,
-    DocumentQA,
-    MultiTurn,
-    Scenario,
-    Trace,
-)
-from .trace import TRACE_BLOCK, BlockMaker, read_trace, select, shared_prefix_blocks
+from harness.config import Api, BatchProcessing, CodeGeneration, ColdStart, DocumentQA, MultiTurn, Scenario, Trace
+from harness.config.trace import TRACE_BLOCK, BlockMaker, read_trace, select, shared_prefix_blocks
 
 
 class Tokenizer(Protocol):

@@ -12,15 +12,8 @@ import pandas as pd
 import pytest
 
 from harness.config import ConfigError, MultiTurn, Trace, load_config
+from harness.config.trace import TRACE_BLOCK, BlockMaker, TraceRecord, read_trace, select, shared_prefix_blocks
 from harness.runner import Endpoint, run_rounds
-from harness.trace import (
-    TRACE_BLOCK,
-    BlockMaker,
-    TraceRecord,
-    read_trace,
-    select,
-    shared_prefix_blocks,
-)
 from harness.workload import build_workload
 
 from .stub_server import StubServer

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from ..config import Api
-from .wire import DRAIN_S, WireClient, WireError
+from harness.client.wire import DRAIN_S, WireClient, WireError
+from harness.config import Api
 
 _API_KEYS: dict[str, str] = {}  # server origin -> API key; never written anywhere
 

@@ -15,7 +15,7 @@ import weakref
 
 import httpx
 
-from .client import auth_headers, redact
+from harness.client.client import auth_headers, redact
 
 
 class TokenizerError(RuntimeError):

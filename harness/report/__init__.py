@@ -12,8 +12,15 @@
 Imports flow down this list (data imports none of the others, write imports them all).
 """
 
-from .analysis import Analysis, analyse
-from .write import console_summary, render, report_and_summary, report_main, write_comparison, write_report
+from harness.report.analysis import Analysis, analyse
+from harness.report.write import (
+    console_summary,
+    render,
+    report_and_summary,
+    report_main,
+    write_comparison,
+    write_report,
+)
 
 __all__ = [
     "Analysis",

@@ -21,15 +21,15 @@ from typing import Literal
 
 import pandas as pd
 
-from ..config import Targets
-from ..frames import num
-from ..intervals import Interval, change_pct, t_mean
-from ..metrics import HEADLINE, METRICS
-from . import breakeven as BE
-from .data import RunData, cache_cliff, evidence, load_run, ok_requests, per_prompt_ratios, token_sources
-from .shortfall import shortfall_notes
-from .tables import cliff_notes, cliff_table, round_phases, short_why, warm_round1_notes, why_lines
-from .verdict import (
+from harness.config import Targets
+from harness.frames import num
+from harness.intervals import Interval, change_pct, t_mean
+from harness.metrics import HEADLINE, METRICS
+from harness.report import breakeven as BE
+from harness.report.data import RunData, cache_cliff, evidence, load_run, ok_requests, per_prompt_ratios, token_sources
+from harness.report.shortfall import shortfall_notes
+from harness.report.tables import cliff_notes, cliff_table, round_phases, short_why, warm_round1_notes, why_lines
+from harness.report.verdict import (
     fidelity,
     headline_round,
     mean_change,

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from numpy.polynomial import polynomial as P
 
-from ..metrics import fmt
-from ..records import ISOLATED
-from .data import RunData, ok_requests
+from harness.metrics import fmt
+from harness.records import ISOLATED
+from harness.report.data import RunData, ok_requests
 
 MIN_LENGTHS = 4  # distinct prompt lengths with both modes before a curve is fitted
 BOOTSTRAP = 1000

@@ -17,8 +17,8 @@ import math
 
 import pandas as pd
 
-from ..frames import num, number
-from .data import RunData
+from harness.frames import num, number
+from harness.report.data import RunData
 
 SHORTFALL_BELOW = 0.9  # a round reusing less than this share of its expected reuse gets a sentence
 CONNECTOR_OPS = ("lookup_exists", "load_get", "save_exists", "save_put")

@@ -9,12 +9,12 @@ import math
 
 import pandas as pd
 
-from ..config import Targets
-from ..frames import num, truthy
-from ..metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
-from ..records import ISOLATED
-from ..stats import reused_text, round1_caveat
-from .data import RunData, cache_cliff
+from harness.config import Targets
+from harness.frames import num, truthy
+from harness.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
+from harness.records import ISOLATED
+from harness.report.data import RunData, cache_cliff
+from harness.stats import reused_text, round1_caveat
 
 TIMINGS = [
     ("up_s", "up s"),

@@ -22,11 +22,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..frames import num
-from ..intervals import Interval, change_pct, paired_change_pct_bca, paired_mean_change_pct, t_mean
-from ..metrics import HEADLINE
-from ..records import ISOLATED
-from .data import RunData
+from harness.frames import num
+from harness.intervals import Interval, change_pct, paired_change_pct_bca, paired_mean_change_pct, t_mean
+from harness.metrics import HEADLINE
+from harness.records import ISOLATED
+from harness.report.data import RunData
 
 NO_PAIRS = Interval(math.nan, math.nan, math.nan, 0, "n/a (no pairs)")
 

@@ -19,16 +19,15 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from ..fit import fit_table, terminal_width, wrap
-from ..records import ISOLATED
-from ..results import write_table
-from . import breakeven as BE
-from . import compare
-from . import html_page as H
-from . import plots as P
-from .analysis import Analysis, analyse, changes_by_round
-from .data import RunData, load_run
-from .tables import (
+from harness.fit import fit_table, terminal_width, wrap
+from harness.records import ISOLATED
+from harness.report import breakeven as BE
+from harness.report import compare
+from harness.report import html_page as H
+from harness.report import plots as P
+from harness.report.analysis import Analysis, analyse, changes_by_round
+from harness.report.data import RunData, load_run
+from harness.report.tables import (
     by_question,
     connector_table,
     drop_default_mode,
@@ -48,6 +47,7 @@ from .tables import (
     turns_table,
     verdict_table,
 )
+from harness.results import write_table
 
 # The figures, in the order the report shows them: the headline (with the cache vs without) first,
 # then the seed's round-over-round figures, then the rest.

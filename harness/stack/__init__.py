@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import StackConfig
-from .base import Stack, StackError, TeardownResult
-from .spec import StackSpec
+from harness.config import StackConfig
+from harness.stack.base import Stack, StackError, TeardownResult
+from harness.stack.spec import StackSpec
 
 __all__ = ["Stack", "StackError", "TeardownResult", "open_stack"]
 
@@ -21,9 +21,9 @@ __all__ = ["Stack", "StackError", "TeardownResult", "open_stack"]
 def open_stack(spec: StackSpec, workdir: Path, s: StackConfig) -> Stack:
     """The configured backend's stack for `spec` (not up yet)."""
     if s.backend == "kubernetes":
-        from .kubestack import KubeStack  # imports the kubernetes client: only for this backend
+        from harness.stack.kubestack import KubeStack  # imports the kubernetes client: only for this backend
 
         return KubeStack(spec, workdir, s.kubernetes, s.ready_timeout)
-    from .compose import ComposeStack
+    from harness.stack.compose import ComposeStack
 
     return ComposeStack(spec, workdir, s.ready_timeout, s.teardown_timeout)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from .spec import StackSpec
+from harness.stack.spec import StackSpec
 
 OWNER_LABEL = "io.kvbench.owner"
 

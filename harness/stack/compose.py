@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 from python_on_whales import DockerClient, DockerException, docker
 
-from .. import interrupts
-from .base import REGISTRY, StackError, TeardownResult, owner_dead
-from .spec import StackSpec, write_env_file
+from harness import interrupts
+from harness.stack.base import REGISTRY, StackError, TeardownResult, owner_dead
+from harness.stack.spec import StackSpec, write_env_file
 
 MANAGED_LABEL = "io.kvbench.managed=true"
 PROJECT_LABEL = "com.docker.compose.project"

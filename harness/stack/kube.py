@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from python_on_whales import DockerClient
 
-from .spec import MASTER, StackSpec
+from harness.stack.spec import MASTER, StackSpec
 
 HF_SECRET = "hf-token"  # the Secret (key hf_token) the GPU engines read HF_TOKEN from
 ENGINE_ROLE = {"io.kvbench.role": "engine"}

@@ -29,11 +29,11 @@ from kubernetes import utils as k8s_utils
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
-from .. import interrupts
-from ..config import KubernetesConfig
-from . import kube
-from .base import REGISTRY, StackError, TeardownResult, owner_dead
-from .spec import MASTER, StackSpec
+from harness import interrupts
+from harness.config import KubernetesConfig
+from harness.stack import kube
+from harness.stack.base import REGISTRY, StackError, TeardownResult, owner_dead
+from harness.stack.spec import MASTER, StackSpec
 
 # Waiting reasons that will not resolve by waiting: fail the bring-up at once, with the reason.
 FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff",

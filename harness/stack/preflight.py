@@ -18,8 +18,8 @@ from pathlib import Path
 
 from python_on_whales import DockerException, docker
 
-from ..config import ConfigError, StackConfig
-from .spec import CONNECTORS
+from harness.config import ConfigError, StackConfig
+from harness.stack.spec import CONNECTORS
 
 # Prints one line: KVB{json}. importlib.metadata for versions (no heavy imports); the connector
 # registry is vLLM's own (importing its factory module does not initialise any device).

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from python_on_whales import DockerClient
 
-from ..config import StackConfig
+from harness.config import StackConfig
 
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 MASTER = "mooncake-master"

@@ -1,0 +1,45 @@
+"""Stage 1, config: what the user asked for (models, the YAML loader, trace files), and the one console."""
+
+from harness.config.loader import load_config
+from harness.config.models import (
+    GPU_VLLM_IMAGE,
+    Api,
+    BatchProcessing,
+    CodeGeneration,
+    ColdStart,
+    Config,
+    ConfigError,
+    DocumentQA,
+    GpuConfig,
+    KubernetesConfig,
+    MultiTurn,
+    Scenario,
+    StackConfig,
+    Targets,
+    Trace,
+    WatchConfig,
+    check_name,
+    point_label,
+)
+
+__all__ = [
+    "GPU_VLLM_IMAGE",
+    "Api",
+    "BatchProcessing",
+    "CodeGeneration",
+    "ColdStart",
+    "Config",
+    "ConfigError",
+    "DocumentQA",
+    "GpuConfig",
+    "KubernetesConfig",
+    "MultiTurn",
+    "Scenario",
+    "StackConfig",
+    "Targets",
+    "Trace",
+    "WatchConfig",
+    "check_name",
+    "load_config",
+    "point_label",
+]
