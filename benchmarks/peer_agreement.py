@@ -77,8 +77,8 @@ from harness import interrupts  # noqa: E402
 from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import ColdStart, Config, load_config  # noqa: E402
 from harness.frames import truthy  # noqa: E402
-from harness.metrics import SERVER_HISTOGRAMS  # noqa: E402
 from harness.probes import Probe, Snapshot, deltas, settled  # noqa: E402
+from harness.records.metrics import SERVER_HISTOGRAMS  # noqa: E402
 from harness.runner import Endpoint, run_rounds  # noqa: E402
 from harness.stack.compose import ComposeStack  # noqa: E402
 from harness.stack.spec import prepare  # noqa: E402

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.client.client import auth_headers
 from harness.config.console import say
-from harness.metrics import MASTER_COUNTERS, MASTER_GAUGES, SERVER_HISTOGRAMS, VLLM_COUNTERS
+from harness.records.metrics import MASTER_COUNTERS, MASTER_GAUGES, SERVER_HISTOGRAMS, VLLM_COUNTERS
 
 Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

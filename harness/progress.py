@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness.config.console import console, say
 from harness.fit import wrap
 from harness.intervals import change_pct
-from harness.metrics import fmt
+from harness.records.metrics import fmt
 from harness.runner import RoundProgress
 from harness.stats import client_limit_warning, reused_text, saturation_warning, schedule_warning
 

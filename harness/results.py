@@ -26,8 +26,8 @@ from harness import __version__
 from harness.config import Config, check_name
 from harness.config.console import say
 from harness.connector import store_health, time_in_connector
-from harness.metrics import bench_serve_record
 from harness.records import REQUEST_COLUMNS, REQUEST_TEXT_DTYPES, Manifest, RequestRow, RoundSummary
+from harness.records.metrics import bench_serve_record
 from harness.reuse import lru_by_round, reuse_by_round, ttft_speedups
 from harness.stats import rounds_table, ttft_gap
 

@@ -296,7 +296,7 @@ def test_rounds_are_exported_in_vllm_bench_serve_result_shape(stub, tmp_path: Pa
     the same as rounds.csv's (one definition per metric: harness.metrics)."""
     import json
 
-    from harness.metrics import METRICS
+    from harness.records.metrics import METRICS
 
     table = run_rounds(_workload(6), _cfg(rounds=2, concurrency=2), Endpoint(stub.url("ok"), "stub"), tmp_path)
     records = json.loads((tmp_path / "bench_serve.json").read_text())

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [(s, (f"harness.{s}",)) for s in STA
 LAYERS[-1] = ("cli", ("harness.cli", "harness.__main__"))
 # modules not yet in their stage's package (the move is in progress)
 _TRANSITION = {
-    "records": ("harness.records", "harness.metrics"),
+    "records": ("harness.records", "harness.records.metrics"),
     "workload": ("harness.workload",),
     "stack": ("harness.interrupts",),
     "observe": ("harness.probes", "harness.watch"),

@@ -269,7 +269,7 @@ def test_round_summaries_are_checked_both_ways(tmp_path):
     the read; declared server counters (metrics.COUNTER_COLUMNS) pass; whole numbers stay integers."""
     from pydantic import ValidationError
 
-    from harness.metrics import COUNTER_COLUMNS
+    from harness.records.metrics import COUNTER_COLUMNS
     from harness.results import read_rounds, write_rounds
 
     table = pd.DataFrame(

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from numpy.polynomial import polynomial as P
 
-from harness.metrics import fmt
 from harness.records import ISOLATED
+from harness.records.metrics import fmt
 from harness.report.data import RunData, ok_requests
 
 MIN_LENGTHS = 4  # distinct prompt lengths with both modes before a curve is fitted

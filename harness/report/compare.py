@@ -19,7 +19,7 @@ import pandas as pd
 
 from harness.fit import fit_table
 from harness.frames import num
-from harness.metrics import COMPARISON, fmt, pick
+from harness.records.metrics import COMPARISON, fmt, pick
 from harness.report import plots as P
 from harness.report.analysis import round_over_round
 from harness.report.data import RunData, evidence, ok_requests

@@ -11,8 +11,8 @@ import pandas as pd
 
 from harness.config import Targets
 from harness.frames import num, truthy
-from harness.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from harness.records import ISOLATED
+from harness.records.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from harness.report.data import RunData, cache_cliff
 from harness.stats import reused_text, round1_caveat
 

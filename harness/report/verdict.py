@@ -24,8 +24,8 @@ import pandas as pd
 
 from harness.frames import num
 from harness.intervals import Interval, change_pct, paired_change_pct_bca, paired_mean_change_pct, t_mean
-from harness.metrics import HEADLINE
 from harness.records import ISOLATED
+from harness.records.metrics import HEADLINE
 from harness.report.data import RunData
 
 NO_PAIRS = Interval(math.nan, math.nan, math.nan, 0, "n/a (no pairs)")
