@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from harness.analysis.stats import shared_stamp_pct
 from harness.client.client import RequestResult, RequestSettings, open_client, send
-from harness.stats import shared_stamp_pct
 
 REPO = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"<(\d+\.\d+)>")

@@ -73,13 +73,13 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runnable as a plain script from anywhere
 
-from harness import interrupts  # noqa: E402
+from harness.analysis.frames import truthy  # noqa: E402
 from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import ColdStart, Config, load_config  # noqa: E402
-from harness.frames import truthy  # noqa: E402
-from harness.probes import Probe, Snapshot, deltas, settled  # noqa: E402
+from harness.observe.probes import Probe, Snapshot, deltas, settled  # noqa: E402
 from harness.records.metrics import SERVER_HISTOGRAMS  # noqa: E402
 from harness.runner import Endpoint, run_rounds  # noqa: E402
+from harness.stack import interrupts  # noqa: E402
 from harness.stack.compose import ComposeStack  # noqa: E402
 from harness.stack.spec import prepare  # noqa: E402
 from harness.workload import build_workload  # noqa: E402

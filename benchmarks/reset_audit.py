@@ -40,11 +40,11 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from harness.analysis.frames import truthy  # noqa: E402
+from harness.analysis.intervals import Interval, paired_mean_change_pct  # noqa: E402
 from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import Config, load_config  # noqa: E402
-from harness.frames import truthy  # noqa: E402
-from harness.intervals import Interval, paired_mean_change_pct  # noqa: E402
-from harness.probes import Probe, cold_state  # noqa: E402
+from harness.observe.probes import Probe, cold_state  # noqa: E402
 from harness.records import ResetEvidence  # noqa: E402
 from harness.reset import ResetSettings, verified_reset  # noqa: E402
 from harness.results import read_requests  # noqa: E402

@@ -8,7 +8,6 @@ import re
 import sys
 from pathlib import Path
 
-from harness import interrupts
 from harness.client.client import set_api_key
 from harness.client.tokenizer import (
     EndpointAuthError,
@@ -20,6 +19,7 @@ from harness.client.tokenizer import (
 from harness.config import Config, ConfigError, check_name, load_config
 from harness.progress import console, say
 from harness.report import report_main
+from harness.stack import interrupts
 from harness.stack.compose import force_remove, leftovers
 from harness.stack.images import ImageBuildError
 from harness.stack.spec import COMPOSE_DIR, PortInUse, allocate_ports

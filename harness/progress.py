@@ -9,12 +9,12 @@ from contextlib import contextmanager
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness.analysis.intervals import change_pct
+from harness.analysis.stats import client_limit_warning, reused_text, saturation_warning, schedule_warning
 from harness.config.console import console, say
-from harness.fit import wrap
-from harness.intervals import change_pct
 from harness.records.metrics import fmt
+from harness.report.fit import wrap
 from harness.runner import RoundProgress
-from harness.stats import client_limit_warning, reused_text, saturation_warning, schedule_warning
 
 
 def warn_saturation(rounds: pd.DataFrame) -> None:

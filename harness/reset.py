@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import httpx
 
 from harness.client.client import RequestSettings, auth_headers, open_client, send
-from harness.probes import Probe, Snapshot, total
+from harness.observe.probes import Probe, Snapshot, total
 from harness.records import ResetEvidence
 from harness.workload import Prompt
 

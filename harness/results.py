@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 
 from harness import __version__
+from harness.analysis.connector import store_health, time_in_connector
+from harness.analysis.reuse import lru_by_round, reuse_by_round, ttft_speedups
+from harness.analysis.stats import rounds_table, ttft_gap
 from harness.config import Config, check_name
 from harness.config.console import say
-from harness.connector import store_health, time_in_connector
 from harness.records import REQUEST_COLUMNS, REQUEST_TEXT_DTYPES, Manifest, RequestRow, RoundSummary
 from harness.records.metrics import bench_serve_record
-from harness.reuse import lru_by_round, reuse_by_round, ttft_speedups
-from harness.stats import rounds_table, ttft_gap
 
 
 def new_run_id(name: str | None = None) -> str:

@@ -19,16 +19,16 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from harness import interrupts
+from harness.analysis.reuse import block_chain
 from harness.client.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send
 from harness.client.workers import Shared, auto_workers, run_workers, shares
 from harness.config import Config
 from harness.config.console import say
-from harness.probes import Probe, deltas, settled
+from harness.observe.probes import Probe, deltas, settled
+from harness.observe.watch import StackWatch
 from harness.records import RequestRow
 from harness.results import RequestLog, tabulate_rounds
-from harness.reuse import block_chain
-from harness.watch import StackWatch
+from harness.stack import interrupts
 from harness.workload import Prompt, Session, Workload
 
 

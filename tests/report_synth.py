@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.analysis.stats import rounds_table
 from harness.config import Targets
 from harness.records import REQUEST_COLUMNS, CellEntry, Manifest, cell_key
-from harness.stats import rounds_table
 
 
 @dataclass

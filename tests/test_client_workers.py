@@ -15,8 +15,8 @@ import pytest
 from harness.client.tokenizer import ServerTokenizer
 from harness.client.workers import auto_workers, run_workers, shares
 from harness.config import Config
-from harness.interrupts import Interrupted
 from harness.runner import Endpoint, EngineDown, RoundProgress, run_rounds
+from harness.stack.interrupts import Interrupted
 from harness.workload import Prompt, Session, Workload, build_workload
 
 from . import stub_server

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.analysis.connector import time_in_connector
+from harness.analysis.stats import rounds_table
 from harness.cli import main
 from harness.client.client import RequestSettings, send
 from harness.config import Targets
-from harness.connector import time_in_connector
-from harness.probes import Snapshot, deltas, parse
-from harness.stats import rounds_table
+from harness.observe.probes import Snapshot, deltas, parse
 from harness.suite import judge
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "test_config.yaml"
@@ -226,7 +226,7 @@ def test_the_ttft_gap_is_computed_only_over_the_same_requests():
     """The server's histogram mean covers every request it recorded in the round (failed ones too);
     the client's mean only its successes. With a failure the two means are over different requests:
     no gap, and the reason is recorded."""
-    from harness.stats import ttft_gap
+    from harness.analysis.stats import ttft_gap
 
     t = pd.DataFrame(
         {

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from harness.intervals import (
+from harness.analysis.intervals import (
     BCA_MAX_PAIRS,
     BCA_MIN_PAIRS,
     Interval,

@@ -26,14 +26,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [(s, (f"harness.{s}",)) for s in STA
 LAYERS[-1] = ("cli", ("harness.cli", "harness.__main__"))
 # modules not yet in their stage's package (the move is in progress)
 _TRANSITION = {
-    "records": ("harness.records", "harness.records.metrics"),
     "workload": ("harness.workload",),
-    "stack": ("harness.interrupts",),
-    "observe": ("harness.probes", "harness.watch"),
-    "analysis": ("harness.frames", "harness.intervals", "harness.stats", "harness.reuse", "harness.connector"),
     "results": ("harness.results",),
     "runner": ("harness.runner", "harness.reset"),
-    "report": ("harness.fit",),
     "suite": ("harness.suite", "harness.progress"),
 }
 LAYERS = [(s, (*mods, *_TRANSITION.get(s, ()))) for s, mods in LAYERS]

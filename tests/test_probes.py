@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from harness.client.client import set_api_key
-from harness.probes import Probe, Snapshot, cold_state, deltas, parse, settled
+from harness.observe.probes import Probe, Snapshot, cold_state, deltas, parse, settled
 
 
 def vllm_text(

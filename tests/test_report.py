@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.analysis.intervals import t_interval
 from harness.cli import main as cli_main
-from harness.intervals import t_interval
 from harness.report import console_summary, render, report_main, write_comparison, write_report
 from harness.report.analysis import analyse
 from harness.report.data import load_run

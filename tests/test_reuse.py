@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.reuse import block_chain, expected_reuse
+from harness.analysis.reuse import block_chain, expected_reuse
 
 BLOCK = 4
 
@@ -51,7 +51,7 @@ def test_an_lru_store_big_enough_reuses_what_is_expected_and_a_small_one_thrashe
     """Three distinct 3-block prompts, sent twice (two rounds). Unbounded: round 2 reuses every
     whole block but the last token's, as expected_reuse says. Room for 6 blocks: each prompt's
     blocks were evicted by the two after it before it comes back (the LRU cliff): nothing."""
-    from harness.reuse import lru_reuse
+    from harness.analysis.reuse import lru_reuse
 
     prompts = [[10 * i + k for k in range(12)] for i in range(3)]
     one = _rows(prompts, [1, 2, 3])

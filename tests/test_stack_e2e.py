@@ -211,7 +211,7 @@ def test_run_against_an_already_running_server(tmp_path, stack_images, tiny_toke
     local tokenizer (`--tokenizer`, for endpoints without /tokenize) counts what vLLM counts."""
     from harness.client.tokenizer import LocalTokenizer, ServerTokenizer
     from harness.config import load_config
-    from harness.probes import Probe
+    from harness.observe.probes import Probe
     from harness.stack.compose import ComposeStack
     from harness.stack.spec import prepare
 

@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import Targets
-from harness.connector import COLUMNS as CONNECTOR_COLUMNS
-from harness.connector import time_in_connector
-from harness.stats import (
+from harness.analysis.connector import COLUMNS as CONNECTOR_COLUMNS
+from harness.analysis.connector import time_in_connector
+from harness.analysis.stats import (
     WARM_PCT,
     client_limit_warning,
     gains,
@@ -21,6 +20,7 @@ from harness.stats import (
     saturation_warning,
     warmth,
 )
+from harness.config import Targets
 
 
 def _rows(n: int, rng: np.random.Generator, rnd: int = 1, fail: int = 0) -> pd.DataFrame:
@@ -160,7 +160,7 @@ def test_tokens_read_together_are_counted_and_warned_about_only_when_reads_were_
 def test_a_failed_scrape_before_a_round_gives_unknown_deltas_not_lifetime_totals():
     """The server's counters already stand at 5000 hits: a scrape that failed before the round
     must not turn into a delta of 5000 (the snapshot of nothing is not a snapshot of zeros)."""
-    from harness.probes import Snapshot, deltas, parse
+    from harness.observe.probes import Snapshot, deltas, parse
 
     text = '# TYPE vllm:external_prefix_cache_hits counter\nvllm:external_prefix_cache_hits_total{engine="0"} 5000\n'
     after = Snapshot(parse(text), None)

@@ -169,7 +169,7 @@ def test_the_runner_keeps_the_recorded_arrivals_and_output_lengths(tmp_path):
 def test_a_replay_capped_by_concurrency_is_told_it_no_longer_follows_the_trace(tmp_path):
     """Five requests at one instant, one allowed in flight: they leave one after another, the round's
     send lag says how late, and the warning names the cause."""
-    from harness.stats import schedule_warning
+    from harness.analysis.stats import schedule_warning
 
     path = _trace_file(
         tmp_path,

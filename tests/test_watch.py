@@ -20,10 +20,10 @@ import httpx
 import pandas as pd
 import pytest
 
+from harness.analysis.connector import store_health
 from harness.config import Config
-from harness.connector import store_health
+from harness.observe.watch import StackWatch, Target
 from harness.runner import Endpoint, StoreDown, run_rounds
-from harness.watch import StackWatch, Target
 from harness.workload import Prompt, Session, Workload
 
 from .stub_server import StubServer

@@ -21,9 +21,9 @@ from typing import Literal
 
 import pandas as pd
 
+from harness.analysis.frames import num
+from harness.analysis.intervals import Interval, change_pct, t_mean
 from harness.config import Targets
-from harness.frames import num
-from harness.intervals import Interval, change_pct, t_mean
 from harness.records.metrics import HEADLINE, METRICS
 from harness.report import breakeven as BE
 from harness.report.data import RunData, cache_cliff, evidence, load_run, ok_requests, per_prompt_ratios, token_sources

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.fit import fit_table
-from harness.frames import num
+from harness.analysis.frames import num
 from harness.records.metrics import COMPARISON, fmt, pick
 from harness.report import plots as P
 from harness.report.analysis import round_over_round
 from harness.report.data import RunData, evidence, ok_requests
+from harness.report.fit import fit_table
 
 METRICS = pick(COMPARISON)
 PLOT_NAMES = ("compare_ttft", "compare_ttft_reduction", "compare_throughput_gain", "compare_ttft_cdf")

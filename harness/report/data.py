@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
+from harness.analysis.frames import num, truthy
+from harness.analysis.stats import rounds_table
 from harness.config import Targets, point_label
-from harness.frames import num, truthy
 from harness.records import REQUEST_COLUMNS, CellEntry, Manifest, parse_cell_key
 from harness.results import read_manifest, read_requests, read_rounds
-from harness.stats import rounds_table
 
 # What the report needs of a request (a million rows stay small: no text columns but two codes).
 LOADED_COLUMNS = ("round", "prompt_id", "ok", "ttft_ms", "output_hash", "turn", "prompt_tokens", "cached_tokens")

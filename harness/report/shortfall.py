@@ -17,7 +17,7 @@ import math
 
 import pandas as pd
 
-from harness.frames import num, number
+from harness.analysis.frames import num, number
 from harness.report.data import RunData
 
 SHORTFALL_BELOW = 0.9  # a round reusing less than this share of its expected reuse gets a sentence

@@ -9,12 +9,12 @@ import math
 
 import pandas as pd
 
+from harness.analysis.frames import num, truthy
+from harness.analysis.stats import reused_text, round1_caveat
 from harness.config import Targets
-from harness.frames import num, truthy
 from harness.records import ISOLATED
 from harness.records.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
 from harness.report.data import RunData, cache_cliff
-from harness.stats import reused_text, round1_caveat
 
 TIMINGS = [
     ("up_s", "up s"),

@@ -22,8 +22,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.frames import num
-from harness.intervals import Interval, change_pct, paired_change_pct_bca, paired_mean_change_pct, t_mean
+from harness.analysis.frames import num
+from harness.analysis.intervals import Interval, change_pct, paired_change_pct_bca, paired_mean_change_pct, t_mean
 from harness.records import ISOLATED
 from harness.records.metrics import HEADLINE
 from harness.report.data import RunData

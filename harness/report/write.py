@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from harness.fit import fit_table, terminal_width, wrap
 from harness.records import ISOLATED
 from harness.report import breakeven as BE
 from harness.report import compare
@@ -27,6 +26,7 @@ from harness.report import html_page as H
 from harness.report import plots as P
 from harness.report.analysis import Analysis, analyse, changes_by_round
 from harness.report.data import RunData, load_run
+from harness.report.fit import fit_table, terminal_width, wrap
 from harness.report.tables import (
     by_question,
     connector_table,

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from python_on_whales import DockerClient, DockerException, docker
 
-from harness import interrupts
+from harness.stack import interrupts
 from harness.stack.base import REGISTRY, StackError, TeardownResult, owner_dead
 from harness.stack.spec import StackSpec, write_env_file
 

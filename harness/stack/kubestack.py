@@ -29,9 +29,8 @@ from kubernetes import utils as k8s_utils
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
-from harness import interrupts
 from harness.config import KubernetesConfig
-from harness.stack import kube
+from harness.stack import interrupts, kube
 from harness.stack.base import REGISTRY, StackError, TeardownResult, owner_dead
 from harness.stack.spec import MASTER, StackSpec
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.frames import num
+from harness.analysis.frames import num
 
 COLUMNS = (
     "mc_lookup_ms_per_req",

@@ -26,7 +26,7 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
-from harness.frames import num, truthy
+from harness.analysis.frames import num, truthy
 
 
 def _full_blocks(tokens: float, block: int) -> int:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from harness.analysis.frames import num, nums, truthy
+from harness.analysis.intervals import change_pct
 from harness.config import Targets
-from harness.frames import num, nums, truthy
-from harness.intervals import change_pct
 
 # Warn when more than 1 token in 20 shared a read with the one before (a few do on a
 # 2-core host where the CPU engine competes with the client) and reads came late.
