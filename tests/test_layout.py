@@ -26,7 +26,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [(s, (f"harness.{s}",)) for s in STA
 LAYERS[-1] = ("cli", ("harness.cli", "harness.__main__"))
 # modules not yet in their stage's package (the move is in progress)
 _TRANSITION = {
-    "workload": ("harness.workload",),
     "results": ("harness.results",),
     "runner": ("harness.runner", "harness.reset"),
     "suite": ("harness.suite", "harness.progress"),
