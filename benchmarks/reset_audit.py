@@ -46,9 +46,8 @@ from harness.client.tokenizer import ServerTokenizer  # noqa: E402
 from harness.config import Config, load_config  # noqa: E402
 from harness.observe.probes import Probe, cold_state  # noqa: E402
 from harness.records import ResetEvidence  # noqa: E402
-from harness.reset import ResetSettings, verified_reset  # noqa: E402
 from harness.results import read_requests  # noqa: E402
-from harness.runner import Endpoint, run_rounds  # noqa: E402
+from harness.runner import Endpoint, ResetSettings, run_rounds, verified_reset  # noqa: E402  # noqa: E402
 from harness.stack.compose import ComposeStack  # noqa: E402
 from harness.stack.images import ensure_images  # noqa: E402
 from harness.stack.spec import prepare  # noqa: E402

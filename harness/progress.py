@@ -14,7 +14,7 @@ from harness.analysis.stats import client_limit_warning, reused_text, saturation
 from harness.config.console import console, say
 from harness.records.metrics import fmt
 from harness.report.fit import wrap
-from harness.runner import RoundProgress
+from harness.runner.rounds import RoundProgress
 
 
 def warn_saturation(rounds: pd.DataFrame) -> None:

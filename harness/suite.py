@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.analysis.shortfall import cell_shortfalls
 from harness.client.tokenizer import LocalTokenizer, ServerTokenizer
 from harness.config import Config, ConfigError, point_label
 from harness.observe.probes import Probe, Snapshot, cold_state
@@ -25,10 +26,9 @@ from harness.progress import console, print_rounds, round_progress, say, step
 from harness.records import CellEntry, Manifest, Plan, ResetEvidence, Resumed, StackInfo, cell_key
 from harness.report import report_and_summary
 from harness.report.fit import wrap
-from harness.report.shortfall import cell_shortfalls
-from harness.reset import ResetSettings, verified_reset
 from harness.results import RunDir, base_manifest, read_manifest, utc_now
-from harness.runner import Endpoint, Route, StackDown, run_rounds
+from harness.runner.reset import ResetSettings, verified_reset
+from harness.runner.rounds import Endpoint, Route, StackDown, run_rounds
 from harness.stack import Stack, StackError, open_stack, preflight
 from harness.stack.preflight import versions_line
 from harness.stack.spec import COMPOSE_DIR, StackSpec, prepare

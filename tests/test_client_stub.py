@@ -22,8 +22,10 @@ import yaml
 from harness.client.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send, set_api_key
 from harness.client.tokenizer import ServerTokenizer, TokenizerError
 from harness.config import Config
+from harness.observe.watch import EngineWatch
 from harness.results import RequestLog
-from harness.runner import Endpoint, EngineDown, EngineWatch, run_round, run_rounds
+from harness.runner import Endpoint, EngineDown, run_rounds
+from harness.runner.round import run_round
 from harness.workload import Prompt, Session, Workload
 
 from .stub_server import StubServer

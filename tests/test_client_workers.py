@@ -138,7 +138,7 @@ def test_a_fault_while_tabulating_a_cut_short_round_does_not_hide_why_it_stopped
     def broken(*a, **kw):
         raise ValueError("tabulating failed")
 
-    monkeypatch.setattr("harness.results.rounds_table", broken)
+    monkeypatch.setattr("harness.analysis.rounds.rounds_table", broken)
     with pytest.raises(EngineDown):
         run_rounds(_workload(10), _cfg(rounds=2, concurrency=1), Endpoint(stub.url("dead"), "stub"), tmp_path)
     assert len(pd.read_csv(tmp_path / "requests.csv")) == 3  # the rows stay

@@ -7,8 +7,8 @@ import math
 
 import pandas as pd
 
+from harness.analysis.shortfall import cell_shortfalls, shortfall_notes, shortfall_sentence
 from harness.report.data import load_run
-from harness.report.shortfall import cell_shortfalls, shortfall_notes, shortfall_sentence
 from tests.report_synth import Scen, make_run
 
 GIB = 2**30
@@ -30,7 +30,7 @@ QUIET = {  # counters scraped, nothing happened
 
 
 def _notes(tmp_path, *scens: Scen) -> list[str]:
-    return shortfall_notes(load_run(make_run(tmp_path, list(scens))))
+    return shortfall_notes(load_run(make_run(tmp_path, list(scens))).rounds)
 
 
 def test_a_store_smaller_than_the_working_set_gets_the_eviction_sentence(tmp_path):

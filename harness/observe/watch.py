@@ -12,14 +12,16 @@ instead of running its requests into timeouts.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
-from harness.client.client import auth_headers
+from harness.client.client import RequestResult, auth_headers
 from harness.stack.spec import MASTER
 
 # Service states of a stack that still serves (compose: health or plain running; kube: ready).
@@ -167,3 +169,65 @@ def _states(services: Services) -> dict[str, str] | None:
         return services()
     except Exception:  # a Docker or API server hiccup is no evidence about the services
         return None
+
+
+# Failures that say the server may be gone (as opposed to a request it rejected).
+SERVER_FAULTS = {
+    "ConnectError",
+    "ConnectTimeout",
+    "RemoteProtocolError",
+    "ReadError",
+    "WriteError",
+    "ReadTimeout",
+    "PoolTimeout",
+    "Timeout",
+    "IncompleteStream",
+    "StreamError",
+}
+HEALTH_TIMEOUT_S = 5.0
+
+
+class EngineWatch:
+    """Stops sending when the engine is gone. After `threshold` server-side faults (connection
+    errors, 5xx, timeouts) the engine's GET /health decides: not 200 -> the round is aborted and
+    nothing more is sent; healthy -> the count starts again (the faults were the requests' own)."""
+
+    def __init__(self, base_url: str, threshold: int = 3, shared: Any = None) -> None:
+        self.health_url = f"{base_url.rstrip('/')}/health"
+        self.threshold = threshold
+        self.shared = shared  # client workers: an Event set by whichever worker finds the engine gone
+        self.found: str | None = None
+        self.succeeded = 0  # requests of the round that completed (the server has recorded them)
+        self._faults = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def down(self) -> str | None:
+        if self.found is None and self.shared is not None and self.shared.is_set():
+            return "another client worker found the engine unreachable"
+        return self.found
+
+    async def record(self, res: RequestResult) -> None:
+        self.succeeded += res.ok
+        if res.ok or not (res.error_class in SERVER_FAULTS or (res.http_status or 0) >= 500):
+            return
+        self._faults += 1
+        async with self._lock:  # one health probe at a time; others wait for its verdict
+            if self.down or self._faults < self.threshold:
+                return
+            if await self._healthy():
+                self._faults = 0
+            else:
+                self.found = (
+                    f"engine unreachable after {self._faults} failed requests (last: {res.error_class}: "
+                    f"{res.error_message[:120]}); GET /health failed"
+                )
+                if self.shared is not None:
+                    self.shared.set()
+
+    async def _healthy(self) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, headers=auth_headers(self.health_url)) as c:
+                return (await c.get(self.health_url)).status_code == 200
+        except httpx.HTTPError:
+            return False

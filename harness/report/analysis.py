@@ -23,11 +23,11 @@ import pandas as pd
 
 from harness.analysis.frames import num
 from harness.analysis.intervals import Interval, change_pct, t_mean
+from harness.analysis.shortfall import shortfall_notes
 from harness.config import Targets
 from harness.records.metrics import HEADLINE, METRICS
 from harness.report import breakeven as BE
 from harness.report.data import RunData, cache_cliff, evidence, load_run, ok_requests, per_prompt_ratios, token_sources
-from harness.report.shortfall import shortfall_notes
 from harness.report.tables import cliff_notes, cliff_table, round_phases, short_why, warm_round1_notes, why_lines
 from harness.report.verdict import (
     fidelity,
@@ -124,7 +124,7 @@ def analyse(run: Path | str | RunData) -> Analysis:
         phases=round_phases(data),
         warm_round1=warm_round1_notes(data),
         why=why_lines(data, vs_base),
-        shortfalls=shortfall_notes(data),
+        shortfalls=shortfall_notes(data.rounds),
     )
 
 

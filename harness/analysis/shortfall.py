@@ -18,7 +18,6 @@ import math
 import pandas as pd
 
 from harness.analysis.frames import num, number
-from harness.report.data import RunData
 
 SHORTFALL_BELOW = 0.9  # a round reusing less than this share of its expected reuse gets a sentence
 CONNECTOR_OPS = ("lookup_exists", "load_get", "save_exists", "save_put")
@@ -139,10 +138,9 @@ def cell_shortfalls(table: pd.DataFrame) -> list[str]:
     return [s for _, row in table.iterrows() if (s := shortfall_sentence(row, table))]
 
 
-def shortfall_notes(data: RunData) -> list[str]:
-    """One sentence per with-cache round 2+ of the run that achieved less than SHORTFALL_BELOW of
-    its expected reuse, cell by cell."""
-    r = data.rounds
+def shortfall_notes(r: pd.DataFrame) -> list[str]:
+    """One sentence per with-cache round 2+ of the run's rounds (all cells, a `dir` column telling
+    them apart) that achieved less than SHORTFALL_BELOW of its expected reuse, cell by cell."""
     if r.empty or "expected_reuse_tokens" not in r:
         return []
     cells = r.groupby("dir", sort=False) if "dir" in r else [(None, r)]
