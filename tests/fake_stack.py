@@ -16,7 +16,7 @@ Both run as threads of the process that opened the stack, on the ports the spec 
 connections): trivially true, but recorded as honestly as a real teardown.
 
 Everything a real stack does to show isolation and reuse (cold proof on a fresh stack, Mooncake
-hits, teardown by label, kill handling) is tested on the REAL stack (README, "Testing").
+hits, teardown by label, kill handling) is tested on the REAL stack (docs/testing.md).
 
 Injected at the suite's stack factory, never through a hook in production code: in-process with
 `install(monkeypatch.setattr)`, in a child process (tests that signal it) through

@@ -4,7 +4,7 @@ A module may import its own layer and the layers before it, never a later one; t
 exceptions. Every import counts: module level, inside a function (lazy) or under TYPE_CHECKING. A
 new module must be given a layer here, or the test fails. The report stage reads only files
 (nothing of the workload, stack, client, probes, runner or suite, even indirectly), so
-`kvbench report` works on any machine. README "How it works (layout)" draws the same layers.
+`kvbench report` works on any machine. docs/layout.md draws the same layers.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _layer(module: str) -> int:
         (len(p), i) for i, (_, mods) in enumerate(LAYERS) for p in mods if module == p or module.startswith(p + ".")
     ]
     if not found:
-        pytest.fail(f"{module} has no layer: give it one in tests/test_layout.py LAYERS (and the README's drawing)")
+        pytest.fail(f"{module} has no layer: give it one in tests/test_layout.py LAYERS (and docs/layout.md's drawing)")
     return max(found)[1]
 
 
