@@ -355,3 +355,24 @@ def test_the_warm_up_shares_nothing_and_leaves_the_store_empty_for_the_cold_proo
     assert block == 16 and ev["requests"] == 4 and ev["block_size"] == 16
     assert all(0 < n < 16 for n in ev["prompt_tokens"]) and len(ev["ttft_ms"]) == 4
     assert cold and "master_key_count=0" in detail and not store.keys
+
+
+# --- item 10: words that match their numbers -----------------------------------------------------
+
+
+def test_the_client_could_not_keep_up_paragraph_is_said_once_per_run_then_figures_only(monkeypatch):
+    from harness.suite import console as C
+
+    said: list[str] = []
+    monkeypatch.setattr(C, "say", said.append)
+    limited = {"inflight_mean": 2.1, "concurrency": 4, "read_delay_p99_ms": 13.0, "client_lag_p99_ms": 3.0}
+    table = pd.DataFrame([{"round": 1, **limited}, {"round": 2, **limited, "inflight_mean": 2.6}])
+    C.new_run()
+    C.warn_saturation(table)
+    C.warn_saturation(table)  # the next cell of the same run
+    assert len(said) == 4
+    assert sum("the client, not the server, limited this round" in x for x in said) == 1
+    assert "client-limited again: 2.6 of 4 in flight, reads 13.0 ms late" in said[1]
+    C.new_run()
+    C.warn_saturation(table.iloc[:1])
+    assert "the client, not the server, limited this round" in said[-1]  # a new run says it in full again

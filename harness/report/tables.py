@@ -20,6 +20,7 @@ from harness.report.data import RunData, cache_cliff
 TIMINGS = [
     ("up_s", "up s"),
     ("service_start_s", "vLLM start s"),
+    ("warmup_s", "warm-up s"),
     ("workload_s", "workload s"),
     ("rounds_s", "rounds s"),
     ("teardown_s", "teardown s"),
@@ -644,6 +645,7 @@ EVIDENCE_QUESTIONS = (
         "Checks",
         (
             "status",
+            "engine warm-up",
             "cold verified",
             "reset proof",
             "engine restarts",
