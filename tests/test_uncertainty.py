@@ -8,6 +8,7 @@ and the defect each test guards against lies well outside it.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +377,45 @@ def test_the_client_could_not_keep_up_paragraph_is_said_once_per_run_then_figure
     C.new_run()
     C.warn_saturation(table.iloc[:1])
     assert "the client, not the server, limited this round" in said[-1]  # a new run says it in full again
+
+
+def _wording_run(tmp_path: Path) -> tuple[str, str]:
+    """A run where the cache loses: prefill longer with the cache than without (a negative saving),
+    one scenario where nothing was loaded (write-through only), one whose round 2 reused 89.6 % of
+    its expected tokens (under the 90 % flag), and one whose change is inside its noise."""
+    timers = {"mc_lookup_ms_per_req": [0.5, 1.5], "mc_load_ms_per_req": [0.0, 2.0], "mc_loaded_mb": [0.0, 39.3],
+              "mc_load_gbps": [float("nan"), 0.8], "mc_save_ms_per_req": [6.5, 0.2], "mc_saved_mb": [39.3, 0.0],
+              "mc_save_gbps": [1.1, float("nan")], "fetch_share_pct": [0.4, 27.5],
+              "server_prefill_mean_ms": [40.0, 51.0], "server_queue_mean_ms": [1.0, 3.0]}  # fmt: skip
+    nothing = {**timers, "mc_loaded_mb": [0.0, 0.0], "mc_load_ms_per_req": [0.0, 0.0]}
+    recompute = {"server_prefill_mean_ms": [40.0, 31.0], "server_queue_mean_ms": [1.0, 2.0]}
+    short = {**timers, "expected_reuse_tokens": [0, 10_000], "achieved_reuse_tokens": [0, 8_960]}
+    scens = [
+        Scen("longer", speedup=0.5, extra=timers, n=30),
+        Scen("nothing", speedup=0.5, extra=nothing, n=30),
+        Scen("short", speedup=3.0, extra=short, n=30),
+        Scen("noise", speedup=1.0, extra=timers, n=30),
+        *(Scen(s, mode="baseline", speedup=1.0, extra=recompute, n=30) for s in ("longer", "nothing", "short")),
+        Scen("noise", mode="baseline", speedup=1.0, extra=recompute, n=30),
+    ]
+    run = make_run(tmp_path, scens)
+    from harness.report.write import console_summary, write_report
+
+    _, md = write_report(run)
+    return md, console_summary(run, width=200)
+
+
+def test_no_text_prints_a_negative_saving_or_a_share_rounded_across_its_flag(tmp_path):
+    """Grep the report and the console: no "saved -20.0 ms", no "-20 ms shorter", no "(90 %)" under a
+    below-90 % flag, "wrote" for write-through, and no story of a loss inside its noise."""
+    md, console = _wording_run(tmp_path)
+    for text in (md, console):
+        assert not re.search(r"saved\s*-\s*\d", text), re.findall(r".{60}saved\s*-\s*\d.{20}", text)
+        assert not re.search(r"-\s*[\d,.]+\s*ms\s+shorter", text)
+        assert not re.search(r"write-through saved", text)
+        for share in re.findall(r"expected tokens \(([\d<]+) %\)", text):
+            assert share == "<1" or int(share) < 90, share
+    assert "expected tokens (89 %)" in md  # 8,960 of 10,000: rounded down, inside its flag
+    assert "vLLM's prefill took 20.0 ms longer" in md  # 51 vs 31 ms: said with its sign
+    assert "write-through wrote" in md
+    assert "Why: noise round 2" not in md and "why: noise" not in console  # inside its noise: no why
