@@ -419,3 +419,26 @@ def test_no_text_prints_a_negative_saving_or_a_share_rounded_across_its_flag(tmp
     assert "vLLM's prefill took 20.0 ms longer" in md  # 51 vs 31 ms: said with its sign
     assert "write-through wrote" in md
     assert "Why: noise round 2" not in md and "why: noise" not in console  # inside its noise: no why
+
+
+def test_tail_percentiles_of_too_few_requests_are_flagged_in_tables_and_hidden_as_changes(tmp_path):
+    """30 requests per round: p90 needs 36, p99 368. The with/without p90 is flagged, its change is
+    hidden (a change of two maxima is not a p90 change), in the report and summary.csv; 40 requests
+    support p90 (its change is shown) but still not p99."""
+    from harness.report.write import write_report
+
+    def run(n: int, sub: str) -> tuple[pd.Series, str, pd.DataFrame]:
+        scens = [Scen("s", mode=m, n=n, speedup=3.0 if m == "with-cache" else 1.0) for m in ("with-cache", "baseline")]
+        r = make_run(tmp_path / sub, scens)
+        _, md = write_report(r)
+        a = analyse(r)
+        return a.vs_baseline.set_index("round").loc[2], md, pd.read_csv(r / "summary.csv", keep_default_na=False)
+
+    row, md, summary = run(30, "few")
+    assert math.isnan(row["ttft_p90_ms_change"]) and row["ttft_p90_ms_support"] == "n=30<36"
+    assert "hidden (n=30<36)" in md and "(n=30<36: ~max)" in md and "(n=30<368: ~max)" in md
+    assert set(summary["ttft_p90_ms_support"]) == {"n=30<36"} and set(summary["ttft_p99_ms_support"]) == {"n=30<368"}
+    row, md, summary = run(40, "enough")
+    assert not math.isnan(row["ttft_p90_ms_change"]) and row["ttft_p90_ms_support"] == ""
+    assert "(n=40<36:" not in md and "(n=40<368: ~max)" in md
+    assert set(summary["ttft_p90_ms_support"]) == {""}

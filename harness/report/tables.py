@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.analysis.frames import num, truthy
 from harness.analysis.intervals import MET
-from harness.analysis.stats import reused_text, round1_caveat
+from harness.analysis.stats import TAIL_QUANTILE, reused_text, round1_caveat, tail_support
 from harness.config import Targets
 from harness.records import ISOLATED
 from harness.records.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
@@ -70,8 +70,11 @@ def reuse_table(vs_baseline: pd.DataFrame, targets: Targets) -> pd.DataFrame:
         }
         for m in pick(HEADLINE):
             c = m.column
-            row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}"
-            row[f"{m.header} change"] = change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"], x[f"{c}_method"])
+            flag = f" ({why}: ~max)" if (why := x.get(f"{c}_support")) else ""
+            row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}{flag}"
+            row[f"{m.header} change"] = (
+                f"hidden ({why})" if why else change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"], x[f"{c}_method"])
+            )
         row["per-prompt TTFT change"] = (
             change_ci(x["paired_change"], x["paired_lo"], x["paired_hi"], x["paired_method"])
             + f" ({x['pairs']} prompts)"
@@ -159,8 +162,11 @@ def stats_table(data: RunData) -> pd.DataFrame:
     if r.empty:
         return pd.DataFrame()
     out = _round_identity(r).assign(phase=r["phase"] if "phase" in r else "unknown")
+    n = num(r, "successes")
     for m in pick(ROUND_TABLE):
-        out[m.header] = num(r, m.column).map(m.show)
+        shown = num(r, m.column).map(m.show)
+        flags = [tail_support(m.column, k) for k in n]  # a tail percentile of too few requests: flagged
+        out[m.header] = [f"{v} ({f}: ~max)" if f and v != "n/a" else v for v, f in zip(shown, flags)]
     return drop_default_mode(out.astype(str))
 
 
@@ -399,11 +405,14 @@ def summary_csv(data: RunData, vs_baseline: pd.DataFrame, vs_round1: pd.DataFram
         rounds = rounds.merge(vs_round1, on=["label", "round"], how="left")
         added += [c for c in vs_round1.columns if c not in ("label", "round")]
     rounds = rounds.drop(columns="label")
+    for metric in TAIL_QUANTILE:  # "" where the round's requests support the percentile, else why not
+        if metric in rounds:
+            rounds[f"{metric}_support"] = [tail_support(metric, n) for n in num(rounds, "successes")]
     if not vs_baseline.empty:
         keep = {
             c: f"vs_baseline_{c}"
             for c in vs_baseline.columns
-            if c.endswith(("_change", "_lo", "_hi", "_method", "_target"))
+            if c.endswith(("_change", "_lo", "_hi", "_method", "_target", "_support"))
             or c.startswith("paired_")
             or c in ("pairs", "spans")
         }
