@@ -25,7 +25,7 @@ help:
 	@echo "make peer-bench           kvbench vs vllm bench serve on one stack, vs vLLM's server-side TTFT (ARGS='--pairs 3')"
 	@echo "make breakeven            the prefix length above which fetching KV beats recomputing it (12 fresh stacks)"
 	@echo "make capacity             client capacity: kvbench (1 and N workers) vs vllm bench serve on a stub server"
-	@echo "make reset-audit          a verified reset vs a fresh stack (round-1 TTFT, paired), and what the peers' reset leaves"
+	@echo "make reset-audit          a verified reset vs a fresh stack: TOST +-10 %, 8 stack pairs, rounds 1-2 (exit 3: not shown)"
 	@echo "make test                 lint + the whole test suite (installs Docker/images when missing)"
 	@echo "make test-fast            unit and stub tests only (no Docker, no lint)"
 	@echo "make lint / format        ruff (lint + format check) and mypy on harness/; format rewrites"
@@ -64,7 +64,7 @@ breakeven: venv docker
 capacity: venv images
 	$(PY) benchmarks/capacity.py $(ARGS)
 
-# One stack per scenario and pair: fresh round 1, the peers' reset, kvbench's verified reset, round 1 again.
+# Equivalence (TOST, +-10 %) of a cell after a verified reset and one on a fresh stack: 8 stack pairs per scenario, rounds 1-2; exit 3 when not shown.
 reset-audit: venv docker
 	$(PY) benchmarks/reset_audit.py $(ARGS)
 

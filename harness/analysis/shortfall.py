@@ -18,6 +18,7 @@ import math
 import pandas as pd
 
 from harness.analysis.frames import num, number
+from harness.analysis.stats import reused_text
 
 SHORTFALL_BELOW = 0.9  # a round reusing less than this share of its expected reuse gets a sentence
 CONNECTOR_OPS = ("lookup_exists", "load_get", "save_exists", "save_put")
@@ -63,7 +64,7 @@ def _working_set(row: pd.Series, cell: pd.DataFrame | None, expected: float) -> 
         out.append(f"its working set ({_bytes(written)} written) exceeds the store's capacity ({_bytes(capacity)})")
     lru = _num(row, "lru_reuse_tokens")
     if lru < SHORTFALL_BELOW * expected:  # NaN-safe
-        out.append(f"an LRU store of that size would have reused only {100 * lru / expected:.0f} % of it too")
+        out.append(f"an LRU store of that size would have reused only {reused_text(100 * lru / expected)} % of it too")
     return out
 
 
@@ -129,7 +130,7 @@ def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str 
     who = row.get("label") or row.get("scenario") or "?"
     return (
         f"{who} round {int(_num(row, 'round'))}: reused {achieved:,.0f} of {expected:,.0f} expected tokens "
-        f"({100 * achieved / expected:.0f} %): " + "; ".join(causes) + "."
+        f"({reused_text(100 * achieved / expected)} %): " + "; ".join(causes) + "."
     )
 
 

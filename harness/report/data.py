@@ -336,6 +336,7 @@ def evidence(data: RunData) -> pd.DataFrame:
                 "status": d["status"],
                 "stack project": e.project or "unknown",
                 "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
+                "engine warm-up": _warmup(e),
                 "cold verified": _yes_no(e.cold_verified),
                 "reset proof": _reset_proof(e),
                 "engine restarts": "; ".join(_restart(x) for x in e.engine_restarts) or "n/a",
@@ -348,6 +349,19 @@ def evidence(data: RunData) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _warmup(e: CellEntry) -> str:
+    """The engine warm-up before the cold proof, in a few words: requests, their first and later TTFTs."""
+    w = e.warmup
+    if not w:
+        return "none"
+    engines = w.get("engines", [w])
+    ttfts = [t for x in engines for t in x.get("ttft_ms", [])]
+    n = sum(x.get("requests", 0) for x in engines)
+    if not ttfts:
+        return f"{n} req"
+    return f"{n} req, TTFT {ttfts[0]:,.0f} ms first, max {max(ttfts[1:] or [0]):,.0f} after"
 
 
 def _restart(x: dict) -> str:

@@ -524,13 +524,12 @@ def _answer(head: pd.DataFrame) -> str:
     met, not_met = int(both.sum()), int(missed.sum())
     unclear = n - lower - higher
     adjust = f", unadjusted for {n}" if n > 1 else ""
+    inconclusive = n - met - not_met
+    targets = [f"both targets met in {met} of {n}", *([f"a target not met in {not_met}"] if not_met else []),
+               *([f"inconclusive in {inconclusive}"] if inconclusive else [])]  # fmt: skip
     return (
         f"Verdict: with the cache, warm mean TTFT lower in {lower} of {n} scenario(s), higher in {higher} "
-        f"(95 % CIs clear of 0{adjust})"
-        + (f", unclear in {unclear}" if unclear else "")
-        + f"; targets: both met in {met}, one not met in {not_met}"
-        + (f", inconclusive in {n - met - not_met}" if n - met - not_met else "")
-        + "."
+        f"(95 % CIs clear of 0{adjust})" + (f", unclear in {unclear}" if unclear else "") + f"; {', '.join(targets)}."
     )
 
 
