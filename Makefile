@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # The slowest tests in every `make test` output (CI shows where the time goes).
 DURATIONS ?= --durations=15
 
-.PHONY: help venv docker images wheelhouse chromium bench bench-all breakeven capacity report clean test test-fast lint format peer-bench reset-audit
+.PHONY: help venv docker images wheelhouse chromium bench bench-all breakeven working-set capacity report clean test test-fast lint format peer-bench reset-audit
 
 help:
 	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
@@ -24,6 +24,7 @@ help:
 	@echo "make clean                remove leftover stacks of crashed runs (by label)"
 	@echo "make peer-bench           kvbench vs vllm bench serve on one stack, vs vLLM's server-side TTFT (ARGS='--pairs 3')"
 	@echo "make breakeven            the prefix length above which fetching KV beats recomputing it (12 fresh stacks)"
+	@echo "make working-set          four arms (none, local, store, local+store) by working set / engine KV pool"
 	@echo "make capacity             client capacity: kvbench (1 and N workers) vs vllm bench serve on a stub server"
 	@echo "make reset-audit          a verified reset vs a fresh stack (round-1 TTFT, paired), and what the peers' reset leaves"
 	@echo "make test                 lint + the whole test suite (installs Docker/images when missing)"
@@ -60,6 +61,10 @@ bench-all: venv docker
 
 breakeven: venv docker
 	$(KVBENCH) bench-all --config configs/breakeven.yaml $(ARGS)
+
+# Four arms x five working-set ratios; one stack per arm, a verified reset between ratios (docs/working-set.md).
+working-set: venv docker
+	$(KVBENCH) bench-all --config configs/working-set.yaml --isolation reset $(ARGS)
 
 capacity: venv images
 	$(PY) benchmarks/capacity.py $(ARGS)
