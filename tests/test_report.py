@@ -21,7 +21,7 @@ from harness.report.analysis import analyse
 from harness.report.data import load_run
 from harness.results import write_rounds
 
-from .report_synth import Scen, cliff_sweep, make_run, png_size
+from .report_synth import Scen, cliff_sweep, make_run, md_number, md_table, png_size
 
 
 def reductions(data):
@@ -93,6 +93,18 @@ def test_complete_run_writes_md_html_plots_and_summary(tmp_path):
     assert len(summary) == 4 and {"scenario", "round", "ttft_p99_ms"} <= set(summary.columns)
     for head in ("TTFT mean ms", "TTFT p99 ms", "TPOT mean ms", "E2E mean ms", "req/s", "total tok/s"):
         assert head in text and head in html
+    # the per-round figures printed are rounds.csv's, each in its row
+    stats = _md_table(text, "Per-round statistics")
+    for name in ("rag_a", "rag_b"):
+        rounds = pd.read_csv(run / name / "rounds.csv").set_index("round")
+        for row in (r for r in stats if r["scenario"] == name):
+            rnd = int(row["round"])
+            assert float(row["TTFT mean ms"].replace(",", "")) == pytest.approx(
+                rounds.loc[rnd, "ttft_mean_ms"], abs=0.051
+            )
+            assert float(row["TTFT p99 ms"].replace(",", "")) == pytest.approx(
+                rounds.loc[rnd, "ttft_p99_ms"], abs=0.051
+            )
     # rag_a: warm 3x faster -> TTFT target met; rag_b 1.5x -> missed. Throughput of the synthetic rows is flat.
     seed = {r["scenario"]: r for r in _md_table(text, "Round over round")}
     assert seed["rag_a"]["TTFT target <= -60 %"] == "pass" and seed["rag_b"]["TTFT target <= -60 %"] == "FAIL"
@@ -128,9 +140,9 @@ def test_contamination_and_repeats(tmp_path):
     assert a["ttft_change"] == pytest.approx(per_rep.mean(), abs=0.01) and a["ttft_change"] < 0
     b = red[red["scenario"] == "rag_b"].iloc[0]
     assert b["ttft_method"].startswith("BCa") and b["ttft_lo"] <= b["ttft_change"] <= b["ttft_hi"]
-    assert (
-        "round 1 on a stack of its own (fresh or verified reset) vs one shared stack" in text
-    )  # fresh and shared side by side
+    # fresh and shared side by side: the foreign tokens the shared cell's round 1 hit, none in the fresh one
+    iso = md_table(text, "round 1 on a stack of its own").set_index("scenario")
+    assert md_number(iso.loc["rag_b", "r1 foreign hits (shared)"]) == 3968
 
 
 def test_failed_scenario_without_csvs(tmp_path):

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.progress import rounds_lines
 from harness.report.analysis import analyse
 from harness.report.write import console_summary
+from harness.suite.console import rounds_lines
 
 from .report_synth import Scen, make_run, requests_frame, rounds_frame
 

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.client.client import auth_headers
 from harness.config.console import say
+from harness.observe.health import unhealthy
 from harness.records.metrics import MASTER_COUNTERS, MASTER_GAUGES, SERVER_HISTOGRAMS, VLLM_COUNTERS
 
 Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -123,13 +124,9 @@ class Probe:
                 say(f"[yellow]{url} is not Prometheus text ({str(e)[:80]}): no server metrics from it[/yellow]")
             return None
 
-    def healthy(self, timeout: float = 5.0) -> bool:
+    def healthy(self) -> bool:
         """The engine answers GET /health with 200."""
-        try:
-            url = f"{self.vllm_url}/health"
-            return self._c.get(url, timeout=timeout, headers=auth_headers(url)).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return unhealthy(self._c, f"{self.vllm_url}/health") is None
 
 
 STATS_WAIT_S = 5.0
