@@ -223,3 +223,38 @@ def test_no_r0_when_the_store_never_clearly_pays():
     x = A.crossover(c)
     assert x is not None and x.r0 is None
     assert "no R0" in A.verdict_line(x)
+
+
+@pytest.mark.docker  # kube.manifests renders the compose model with `docker compose config`
+@pytest.mark.parametrize("mode", ["baseline", "local", "with-cache", "local+store"])
+def test_gpu_kubernetes_renderings_carry_the_arm_and_the_pool(tmp_path, monkeypatch, mode):
+    import kubernetes_validate
+
+    from harness.stack import kube
+
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    p = tmp_path / "gpu.yaml"
+    stack = {"enable_prefix_caching": False, "engine_kv_pool_tokens": 200_000}
+    p.write_text(yaml.safe_dump({"extends": str(REPO / "configs" / "gpu-qwen2.5-72b.yaml"), "stack": stack}))
+    cfg = load_config(p)
+    spec = prepare(cfg.stack, "20261207t000000z-abcdef", "ws", tmp_path / "w", {}, mode=mode)
+    objs = kube.manifests(spec, tmp_path / "w")
+    for o in objs:
+        kubernetes_validate.validate(o, "1.33.0", strict=True)
+    (engine,) = [d for d in objs if d["kind"] == "Deployment" and d["metadata"]["name"] != "mooncake-master"]
+    args = engine["spec"]["template"]["spec"]["containers"][0]["args"]
+    local, connector = {"baseline": (False, False), "local": (True, False), "with-cache": (False, True),
+                        "local+store": (True, True)}[mode]  # fmt: skip
+    assert ("--enable-prefix-caching" in args) == local and ("--no-enable-prefix-caching" in args) != local
+    assert ("--kv-transfer-config" in args) == connector
+    assert args[args.index("--num-gpu-blocks-override") + 1] == "12500"  # 200,000 tokens in blocks of 16
+
+
+def test_arm_order_alternates_by_repeat_abba():
+    from harness.records import Plan
+    from harness.suite.plan import cells_of
+
+    plan = Plan(scenarios=["ws"], isolation=["fresh"], repeats=3, modes=["local", "local+store"])
+    assert [(c.repeat, c.mode) for c in cells_of(plan)] == [
+        (1, "local"), (1, "local+store"), (2, "local+store"), (2, "local"), (3, "local"), (3, "local+store"),
+    ]  # fmt: skip

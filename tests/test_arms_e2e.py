@@ -73,3 +73,23 @@ def test_the_store_pays_only_past_the_pool(arms_run):
     assert a.crossover is not None and a.crossover.r0 == 4.0
     assert "R0 = 4" in A.verdict_line(a.crossover) and not a.misconfigured
     assert "R0 = 4" in (run_dir / "report.md").read_text() and (run_dir / "plots" / "arms.png").exists()
+
+
+def test_a_local_arm_without_its_prefix_cache_is_misconfigured_and_fails_the_run(tmp_path, stack_images):
+    """A real misconfiguration: the local arm with vLLM's prefix cache switched off again by an extra
+    engine flag (the last flag wins). The engine says so itself (cache_config_info) and its counters
+    show no local hit where the pool holds every document: misconfigured, loudly, exit 1."""
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text(
+        f"extends: {pinned(ARMS, tmp_path)}\nmode: local\nrounds: 2\n"
+        "stack: {extra_vllm_args: ['--no-enable-prefix-caching']}\n"
+        "scenarios: {ws: {kind: working_set, document_tokens: 2048, ratios: [0.5], visits: 8}}\n"
+    )
+    proc = subprocess.run([*KVBENCH, "bench-all", "--config", str(cfg), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    run_dir = only_run(tmp_path / "r")
+    entry = json.loads((run_dir / "manifest.json").read_text())["scenarios"]["local/ws-x0p5"]
+    assert entry["status"] == "misconfigured", entry
+    assert "0 local prefix-cache hits" in entry["reason"]
+    assert "MISCONFIGURED" in proc.stderr and "MISCONFIGURED local/ws-x0p5" in (run_dir / "report.md").read_text()

@@ -238,19 +238,20 @@ def verdict_line(x: Crossover | None) -> str:
                f"{', '.join(f'{r:g}' for r in x.ratios)}"  # fmt: skip
     else:
         costs = [(r, iv) for r, iv in x.below if not math.isnan(iv.lo) and iv.lo > 0]
-        nothing = [r for r, iv in x.below if (r, iv) not in costs]
+        wins = [r for r, iv in x.below if not math.isnan(iv.hi) and iv.hi < 0]
+        nothing = [r for r, iv in x.below if r not in wins and all(r != c[0] for c in costs)]
         parts = []
         if nothing:
             parts.append(f"adds nothing within its interval at {', '.join(f'{r:g}' for r in nothing)}")
         if costs:
             worst = max(costs, key=lambda c: c[1].estimate)
             parts.append(f"costs up to {worst[1].estimate:+.1f} % {_ci(worst[1])} (at {worst[0]:g})")
-        below = (
-            f"; below R0 = {x.r0:g} it " + " and ".join(parts)
-            if parts
-            else f"; R0 = {x.r0:g}, the smallest ratio measured"
-        )
-        tail = f"; from R0 = {x.r0:g} on it is faster at every measured ratio" + below if parts else below
+        if wins:
+            parts.append(f"is faster at {', '.join(f'{r:g}' for r in wins)} but not at every ratio above")
+        if parts:
+            tail = f"; from R0 = {x.r0:g} on it is faster at every measured ratio; below R0 it " + ", ".join(parts)
+        else:
+            tail = f"; it is faster at every measured ratio (R0 = {x.r0:g}, the smallest measured)"
     return head + tail + "."
 
 

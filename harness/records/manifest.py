@@ -110,6 +110,7 @@ class Plan(Record):
     repeats: int
     modes: list[str]
     points: list[dict[str, Any]] = Field(default_factory=list)  # sweep points (config path -> value)
+    arm_order: list[list[str]] = Field(default_factory=list)  # per repeat, the modes in the order they ran (ABBA)
 
 
 class StackInfo(Record):
