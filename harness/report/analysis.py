@@ -159,7 +159,9 @@ def _arms(data: RunData, req: pd.DataFrame) -> dict:
     bad = {}
     r = data.rounds
     if not r.empty:
-        for d, g in r[r["round"] > 1].groupby("dir"):
+        for d, g in r[(r["round"] > 1) & (r["isolation"] != "external")].groupby("dir"):  # our stacks' arms
+            if d in data.dirs.index and data.dirs.loc[d, "status"] in ("failed", "degraded", "interrupted"):
+                continue  # said as such; its counters do not judge the arm
             rel = str(data.dirs.loc[d, "dir"]) if d in data.dirs.index else str(d)
             why = A.control_problem(str(g["mode"].iloc[0]), g, block)
             if why:
