@@ -44,8 +44,8 @@ def test_sweep_config_makes_one_scenario_per_ratio_sized_by_the_pool():
         sc = sel[name]
         assert isinstance(sc, WorkingSet)
         assert sc.num_documents * sc.document_tokens / pool == want
-    # max_model_len from the longest request (2k document + question + output), in whole blocks
-    assert cfg.stack.max_model_len == 2176 and cfg.stack.max_model_len <= cfg.stack.pool_request_limit
+    # max_model_len from the longest request (4k document + question + output), in whole blocks
+    assert cfg.stack.max_model_len == 4224 and cfg.stack.max_model_len <= cfg.stack.pool_request_limit
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_legacy_prefix_caching_switch_keeps_what_the_aliases_ran_as(tmp_path):
     "over,flag,needle",
     [
         ({"mode": "local,cache"}, None, "'cache' is not an arm"),
-        ({"stack": {"engine_kv_pool_tokens": 2048}}, None, "scenario ws-x0p5 needs max_model_len 2,176"),
+        ({"stack": {"engine_kv_pool_tokens": 2048}}, None, "scenario ws-x0p5 needs max_model_len 4,224"),
         ({"stack": {"engine_kv_pool_tokens": 8192, "max_model_len": 16384}}, None, "max_model_len is 16,384"),
     ],
 )
@@ -100,7 +100,7 @@ def test_arm_flags_render_prefix_caching_connector_and_pool(tmp_path):
         ]
         seen[mode] = ("--enable-prefix-caching" in command, "--kv-transfer-config" in command)
         assert command[command.index("--num-gpu-blocks-override") + 1] == "128"
-        assert command[command.index("--max-model-len") + 1] == "2176"
+        assert command[command.index("--max-model-len") + 1] == "4224"
         assert spec.project
     assert seen == {
         "baseline": (False, False),

@@ -49,7 +49,7 @@ def test_hit_counters_follow_the_pool(arms_run):
     assert {e["status"] for e in manifest["scenarios"].values()} == {"ok"}, manifest["scenarios"]
     for key in ("local/reset/ws-x0p5", "local+store/reset/ws-x0p5", "local/reset/ws-x4", "local+store/reset/ws-x4"):
         entry = manifest["scenarios"][key]
-        assert entry["engine_pool_blocks"] == 64 and entry["engine_prefix_caching"] is True, entry
+        assert entry["engine_pool_blocks"] == 128 and entry["engine_prefix_caching"] is True, entry
     # Half the pool: every revisit hits the engine's own pool, in both arms; nothing is left for the store.
     for key in ("local/reset/ws-x0p5", "local+store/reset/ws-x0p5"):
         w = _warm(run_dir, key)
@@ -83,7 +83,7 @@ def test_a_local_arm_without_its_prefix_cache_is_misconfigured_and_fails_the_run
     cfg.write_text(
         f"extends: {pinned(ARMS, tmp_path)}\nmode: local\nrounds: 2\n"
         "stack: {extra_vllm_args: ['--no-enable-prefix-caching']}\n"
-        "scenarios: {ws: {kind: working_set, document_tokens: 2048, ratios: [0.5], visits: 8}}\n"
+        "scenarios: {ws: {kind: working_set, document_tokens: 4096, ratios: [0.5], visits: 8}}\n"
     )
     proc = subprocess.run([*KVBENCH, "bench-all", "--config", str(cfg), "--results", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
