@@ -525,18 +525,19 @@ def arms(t: pd.DataFrame, r0: float | None) -> Plot:
         "Four arms: TTFT and hit rate by tier against working set / pool",
         "Measured rounds (2+: every document revisited), per working set / engine KV pool (x, log). Top: "
         "TTFT mean per arm (solid, bars: its 95 % interval; within-run with one repeat) and p50 (dashed). "
-        "Bottom: share of the measured rounds' prompt tokens served from the engine's own pool (local "
-        "prefix-cache hits, solid) and from the store (external hits, dashed), per arm; dotted grey: the "
-        "local pool's hit rate an LRU pool of the engine's size predicts for the same requests; dotted "
-        "black: the reusable share (an unbounded cache). Vertical line: R0, from which on local+store is "
-        "faster than local at every measured ratio (interval below 0).",
+        "Middle: share of the measured rounds' prompt tokens served from the engine's own pool (vLLM's local "
+        "prefix-cache hits) in the arms that have it, with the hit rate an LRU pool of the engine's size "
+        "predicts for the same requests (dotted grey). Bottom: share served from the store (external hits) in "
+        "the arms with the connector. Dotted black: the reusable share (an unbounded cache). The other arms "
+        "are controls (their hits on a tier they lack are checked: misconfigured if any). Vertical line: R0, "
+        "from which on local+store is faster than local at every measured ratio (interval below 0).",
     )
     t = t.dropna(subset=["ratio"]) if not t.empty else t
     if t.empty:
         plot.missing = "no working-set scenario with a measured ratio (engine pool read back) and a warm round"
         return plot
-    fig = _figure(7.5, 7.0)
-    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
+    fig = _figure(7.5, 9.0)
+    top, mid, bottom = (fig.add_subplot(3, 1, i) for i in (1, 2, 3))
     for arm, g in t.groupby("arm", sort=False):
         g = g.sort_values("ratio")
         color = ARM_COLORS.get(str(arm), "#7f7f7f")
@@ -544,16 +545,18 @@ def arms(t: pd.DataFrame, r0: float | None) -> Plot:
         top.errorbar(g["ratio"], g["ttft_mean_ms"], yerr=np.nan_to_num(err), marker="o", color=color,
                      capsize=3, label=f"{arm} mean")  # fmt: skip
         top.plot(g["ratio"], g["ttft_p50_ms"], ls="--", marker=".", color=color, alpha=0.7, label=f"{arm} p50")
-        bottom.plot(g["ratio"], g["local_pct"], marker="o", color=color, label=f"{arm}: local pool")
-        bottom.plot(g["ratio"], g["store_pct"], ls="--", marker="s", color=color, label=f"{arm}: store")
+        if arm in ("local", "local+store"):
+            mid.plot(g["ratio"], g["local_pct"], marker="o", color=color, label=f"{arm} (measured)")
+        if arm in ("store", "local+store"):
+            bottom.plot(g["ratio"], g["store_pct"], marker="s", color=color, label=str(arm))
     lru = t[t["arm"].isin(["local", "local+store"])].groupby("ratio")["lru_local_pct"].mean().dropna()
     if len(lru):
-        bottom.plot(lru.index, lru.to_numpy(), ls=":", color="#7f7f7f", lw=2, label="local pool, LRU prediction")
+        mid.plot(lru.index, lru.to_numpy(), ls=":", color="#7f7f7f", lw=2.5, label="LRU prediction")
     reusable = t.groupby("ratio")["reusable_pct"].mean().dropna()
-    if len(reusable):
-        bottom.plot(reusable.index, reusable.to_numpy(), ls=":", color="black", lw=1, label="reusable (unbounded)")
+    for ax in (mid, bottom) if len(reusable) else ():
+        ax.plot(reusable.index, reusable.to_numpy(), ls=":", color="black", lw=1, label="reusable (unbounded)")
     ratios = sorted(t["ratio"].unique())
-    for ax in (top, bottom):
+    for ax in (top, mid, bottom):
         ax.set_xscale("log", base=2)
         ax.set_xticks(ratios)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -561,12 +564,14 @@ def arms(t: pd.DataFrame, r0: float | None) -> Plot:
         ax.grid(alpha=0.3)
         if r0 is not None:
             ax.axvline(r0, color="gray", ls="-.", lw=1, label=f"R0 = {r0:g}" if ax is top else None)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
     top.set_ylabel("TTFT ms (measured rounds)")
     top.set_ylim(bottom=0)
-    bottom.set_ylabel("% of prompt tokens")
-    bottom.set_ylim(-2, 105)
+    mid.set_ylabel("% from the engine's pool")
+    bottom.set_ylabel("% from the store")
+    for ax in (mid, bottom):
+        ax.set_ylim(-2, 105)
     bottom.set_xlabel("working set / engine KV pool (documents x tokens / pool tokens)")
-    top.legend(fontsize=7, ncol=2)
-    bottom.legend(fontsize=7, ncol=2)
     plot.png = _png(fig)
     return plot
