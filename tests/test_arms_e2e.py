@@ -67,6 +67,9 @@ def test_the_store_pays_only_past_the_pool(arms_run):
     proc, run_dir = arms_run
     a = analyse(run_dir)
     changes = a.arm_changes.set_index("scenario")
+    print(
+        A.verdict_line(a.crossover), changes[["ratio", "change", "lo", "hi", "n"]].round(1), sep="\n", file=sys.stderr
+    )
     small, big = changes.loc["ws-x0p5"], changes.loc["ws-x4"]
     assert not small["hi"] < 0, small.to_dict()  # below the pool: local+store no better than local
     assert big["hi"] < 0 and big["change"] < -20, big.to_dict()  # past it: clearly faster
