@@ -233,25 +233,27 @@ def verdict_line(x: Crossover | None) -> str:
         f"{_ci(x.change)} vs vLLM's own prefix cache alone (local)"
         + (" (interval within-run: 1 repeat)" if within else "")
     )
+    costs = [(r, iv) for r, iv in x.below if not math.isnan(iv.lo) and iv.lo > 0]
+    wins = [(r, iv) for r, iv in x.below if not math.isnan(iv.hi) and iv.hi < 0]
+    nothing = [r for r, iv in x.below if all(r != c[0] for c in costs + wins)]
+    parts = []
+    if nothing:
+        parts.append(f"adds nothing within its interval at {', '.join(f'{r:g}' for r in nothing)}")
+    if costs:
+        worst = max(costs, key=lambda c: c[1].estimate)
+        parts.append(f"costs up to {worst[1].estimate:+.1f} % {_ci(worst[1])} (at {worst[0]:g})")
+    if wins:
+        best = min(wins, key=lambda c: c[1].estimate)
+        parts.append(
+            f"is faster at {', '.join(f'{r:g}' for r, _ in wins)} (up to {best[1].estimate:+.1f} % {_ci(best[1])} "
+            f"at {best[0]:g}) but not at every larger ratio"
+        )
     if x.r0 is None:
-        tail = "; at no measured ratio from some ratio on was the store clearly faster (interval below 0): no R0 in " \
-               f"{', '.join(f'{r:g}' for r in x.ratios)}"  # fmt: skip
+        tail = "; no R0 (no measured ratio from which on it is faster at every larger one): it " + ", ".join(parts)
+    elif parts:
+        tail = f"; from R0 = {x.r0:g} on it is faster at every measured ratio; below R0 it " + ", ".join(parts)
     else:
-        costs = [(r, iv) for r, iv in x.below if not math.isnan(iv.lo) and iv.lo > 0]
-        wins = [r for r, iv in x.below if not math.isnan(iv.hi) and iv.hi < 0]
-        nothing = [r for r, iv in x.below if r not in wins and all(r != c[0] for c in costs)]
-        parts = []
-        if nothing:
-            parts.append(f"adds nothing within its interval at {', '.join(f'{r:g}' for r in nothing)}")
-        if costs:
-            worst = max(costs, key=lambda c: c[1].estimate)
-            parts.append(f"costs up to {worst[1].estimate:+.1f} % {_ci(worst[1])} (at {worst[0]:g})")
-        if wins:
-            parts.append(f"is faster at {', '.join(f'{r:g}' for r in wins)} but not at every ratio above")
-        if parts:
-            tail = f"; from R0 = {x.r0:g} on it is faster at every measured ratio; below R0 it " + ", ".join(parts)
-        else:
-            tail = f"; it is faster at every measured ratio (R0 = {x.r0:g}, the smallest measured)"
+        tail = f"; it is faster at every measured ratio (R0 = {x.r0:g}, the smallest measured)"
     return head + tail + "."
 
 
