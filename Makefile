@@ -18,7 +18,7 @@ DURATIONS ?= --durations=15
 # The set-up steps (venv, venv-test, docker, images[=CONFIG], chromium); see scripts/setup.sh.
 SETUP = VENV='$(VENV)' PYTHON='$(PYTHON)' bash scripts/setup.sh
 
-.PHONY: help venv venv-test docker images wheelhouse chromium bench bench-all breakeven capacity report clean test test-fast lint format peer-bench reset-audit
+.PHONY: help venv venv-test docker images wheelhouse chromium bench bench-all breakeven working-set capacity report clean test test-fast lint format peer-bench reset-audit
 
 help:
 	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
@@ -28,6 +28,7 @@ help:
 	@echo "make clean                remove leftover stacks of crashed runs (by label)"
 	@echo "make peer-bench           kvbench vs vllm bench serve on one stack, vs vLLM's server-side TTFT (ARGS='--pairs 3')"
 	@echo "make breakeven            the prefix length above which fetching KV beats recomputing it (12 fresh stacks)"
+	@echo "make working-set          four arms (none, local, store, local+store) by working set / engine KV pool"
 	@echo "make capacity             client capacity: kvbench (1 and N workers) vs vllm bench serve on a stub server"
 	@echo "make reset-audit          a verified reset vs a fresh stack: TOST +-10 %, 8 stack pairs, rounds 1-2 (exit 3: not shown)"
 	@echo "make test                 lint + the whole test suite (installs Docker/images when missing)"
@@ -69,6 +70,11 @@ bench-all:
 breakeven:
 	@$(SETUP) venv docker images=configs/breakeven.yaml
 	$(KVBENCH) bench-all --config configs/breakeven.yaml $(ARGS)
+
+# Four arms x five working-set ratios; one stack per arm, a verified reset between ratios (docs/working-set.md).
+working-set:
+	@$(SETUP) venv docker images=configs/working-set.yaml
+	$(KVBENCH) bench-all --config configs/working-set.yaml --isolation reset $(ARGS)
 
 capacity: images
 	$(PY) benchmarks/capacity.py $(ARGS)

@@ -96,6 +96,20 @@ def _counted(row: pd.Series) -> bool:
     return any(pd.notna(row.get(c)) for c in ("master_evicted_keys", "master_key_count_end", "mc_save_put_keys"))
 
 
+def _engine_pool(row: pd.Series, expected: float) -> list[str]:
+    """The local arm (vLLM's own prefix cache, no store) reuses only what the engine's KV pool still
+    holds: an LRU pool of its size simulated on the same requests says how much that is."""
+    lru, pool = _num(row, "lru_local_reuse_tokens"), _num(row, "engine_pool_blocks")
+    if row.get("mode") != "local" or math.isnan(lru) or not lru < SHORTFALL_BELOW * expected:
+        return []
+    size = f" ({pool:,.0f} blocks)" if not math.isnan(pool) else ""
+    share = f"{lru:,.0f} of these tokens ({100 * lru / expected:.0f} %)"
+    return [
+        f"the engine's own KV pool{size} holds less than this working set: an LRU pool of its size reuses "
+        f"{share}, and this arm has no store behind it"
+    ]
+
+
 def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str | None:
     """One sentence for a with-cache round 2+ (a rounds.csv row) that achieved less than
     SHORTFALL_BELOW of its expected reuse, naming the cause from the counters; None for any other
@@ -108,6 +122,7 @@ def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str 
     if unknown or not achieved < SHORTFALL_BELOW * expected:
         return None  # an unknown achievement is no known shortfall: nothing to explain
     causes = [
+        *_engine_pool(row, expected),
         *_evictions(row, cell),
         *_refused_puts(row, cell),
         *_working_set(row, cell, expected),

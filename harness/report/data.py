@@ -433,3 +433,21 @@ def cache_cliff(data: RunData) -> pd.DataFrame:
     out = per.groupby(["scenario", "point"], sort=False).mean(numeric_only=True).reset_index()
     out["unexplained_pp"] = out["lru_pct"] - out["hit_pct"]
     return out.sort_values(["scenario", "store_mib"], kind="stable", ignore_index=True)
+
+
+def working_sets(data: RunData) -> dict[str, tuple[int, int]]:
+    """Working-set scenarios of the run's configuration: name -> (documents, document tokens)."""
+    scenarios = (data.manifest.config.get("scenarios") if data.manifest else None) or {}
+    out = {}
+    for name, sc in scenarios.items():
+        if isinstance(sc, dict) and sc.get("kind") == "working_set" and sc.get("documents"):
+            out[str(name)] = (int(sc["documents"]), int(sc["document_tokens"]))
+    return out
+
+
+def kv_block(data: RunData) -> int:
+    """Tokens per KV block as the engines reported it (the first cell that knows), else vLLM's CPU default."""
+    for e in data.dirs["entry"] if not data.dirs.empty else []:
+        if getattr(e, "block_size", None):
+            return int(e.block_size)
+    return 128

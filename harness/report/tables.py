@@ -30,8 +30,8 @@ TIMINGS = [
 
 
 # worst first: a scenario's repeats show the worst status
-STATUS_RANK = ["failed", "interrupted", "degraded", "contaminated", "unverified", "running", "pending", "unknown",
-               "no manifest", "ok"]  # fmt: skip
+STATUS_RANK = ["failed", "interrupted", "misconfigured", "degraded", "contaminated", "unverified", "running",
+               "pending", "unknown", "no manifest", "ok"]  # fmt: skip
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -733,3 +733,35 @@ STATS_QUESTIONS = (
 def stats_tables(data: RunData) -> list[tuple[str, str, pd.DataFrame]]:
     """stats_table split by question: TTFT, decode and end to end, throughput and reuse."""
     return by_question(stats_table(data), ROUND_IDENT, STATS_QUESTIONS)
+
+
+def arms_table(arms: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """The four arms, one row per working set / pool ratio and arm: hit rates by tier (shares of the
+    measured rounds' prompt tokens), TTFT mean [95 % CI] and p50, and per ratio local+store vs local."""
+    if arms.empty:
+        return pd.DataFrame()
+    vs = {x["scenario"]: x for x in changes.to_dict("records")} if not changes.empty else {}
+    rows = []
+    for x in arms.to_dict("records"):
+        c = vs.get(x["scenario"]) if x["arm"] == "local+store" else None
+        rows.append(
+            {
+                "working set / pool": fmt(x["ratio"], 2),
+                "scenario": x["scenario"],
+                "arm": x["arm"],
+                "documents x tokens": f"{x['documents']:,} x {x['document_tokens']:,}",
+                "pool blocks": fmt(x["pool_blocks"], 0),
+                "local pool %": fmt(x["local_pct"], 1),
+                "local LRU-predicted %": fmt(x["lru_local_pct"], 1) if x["arm"] in ("local", "local+store") else "",
+                "store %": fmt(x["store_pct"], 1),
+                "reusable %": fmt(x["reusable_pct"], 1),
+                "TTFT mean ms": fmt(x["ttft_mean_ms"], 1),
+                "95 % CI": "n/a" if math.isnan(x["ttft_lo"]) else f"[{x['ttft_lo']:.1f}, {x['ttft_hi']:.1f}]",
+                "TTFT p50 ms": fmt(x["ttft_p50_ms"], 1),
+                "vs local: TTFT mean %": "" if c is None else fmt(c["change"], 1, signed=True),
+                "vs local 95 % CI": "" if c is None else _ci(c["lo"], c["hi"]),
+                "requests": x["requests"],
+                "control": x.get("control", ""),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis.shortfall import cell_shortfalls
-from harness.analysis.status import cell_status
+from harness.analysis.status import cell_status, misconfigured
 from harness.client.tokenizer import ServerTokenizer
-from harness.config import Config
+from harness.config import ARM_FLAGS, Config
 from harness.observe.probes import Probe, Snapshot, cold_state
 from harness.observe.watch import StackWatch
 from harness.records import CellEntry
@@ -69,7 +69,14 @@ def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None =
             wl = _workload(run, cell, tok)
             table = _rounds(cell, wl, routes, probes[0], target)
         cell.entry.set(**cell_status(table, cold, cell.cfg.max_failed_percent, detail))
+        # the controls judge our stacks' arms; an external server's flags are its operator's
+        ours = target.stack is not None
+        judged = cell.entry.status not in ("failed", "degraded")  # a broken store is said as such
+        if ours and judged and (why := misconfigured(table, cell.entry, cell.cfg.stack)):
+            cell.entry.set(status="misconfigured", reason=why, misconfigured=why)
         print_rounds(table)
+        if cell.entry.status == "misconfigured":
+            say(f"  [red]MISCONFIGURED: {cell.entry.reason}[/red]")
         for why in cell_shortfalls(table):
             say(f"  [yellow]{why}[/yellow]")
         return wl.sessions[0].build(0, []) if wl.sessions else None
@@ -101,8 +108,21 @@ def _prove_cold(cell: Cell, probes: list[Probe], since: list[Snapshot] | None) -
     else:
         cold = all(ok for ok, _ in results)
         detail = "; ".join(f"engine {i + 1}: {d}" for i, (_, d) in enumerate(results))
-    cell.entry.set(cold_verified=cold, cold_detail=detail, block_size=snapshots[0].block_size)
+    first = snapshots[0]
+    cell.entry.set(
+        cold_verified=cold,
+        cold_detail=detail,
+        block_size=first.block_size,
+        engine_pool_blocks=first.pool_blocks,
+        engine_pool_tokens=cell.cfg.stack.pool_tokens,
+        engine_prefix_caching=first.prefix_caching,
+    )
     say(f"  cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
+    if first.pool_blocks is not None and first.block_size:
+        asked = f"; asked {cell.cfg.stack.pool_blocks}" if cell.cfg.stack.pool_blocks is not None else ""
+        say(f"  engine KV pool: {first.pool_blocks:,} blocks of {first.block_size} tokens "
+            f"({first.pool_blocks * first.block_size:,} tokens{asked}), prefix caching "
+            f"{'on' if first.prefix_caching else 'off'}")  # fmt: skip
     if not cold and "not cold" in detail and cell.cfg.on_contamination == "fail":
         raise RuntimeError(f"cold-state gate failed: {detail}")
     return cold, detail
@@ -128,7 +148,7 @@ def _rounds(cell: Cell, wl: Workload, routes: list[Route], probe: Probe, target:
     cfg, stack = cell.cfg, target.stack
     watch = StackWatch.for_stack(
         target.urls,
-        target.master_url if cell.entry.mode != "baseline" else None,
+        target.master_url if ARM_FLAGS.get(cell.entry.mode, (False, True))[1] else None,  # arms with the connector
         stack.health if stack else None,
         cfg.watch.poll_s,
         cfg.watch.down_after_s,
