@@ -16,7 +16,7 @@ Both run as threads of the process that opened the stack, on the ports the spec 
 connections): trivially true, but recorded as honestly as a real teardown.
 
 Everything a real stack does to show isolation and reuse (cold proof on a fresh stack, Mooncake
-hits, teardown by label, kill handling) is tested on the REAL stack (README, "Testing").
+hits, teardown by label, kill handling) is tested on the REAL stack (docs/testing.md).
 
 Injected at the suite's stack factory, never through a hook in production code: in-process with
 `install(monkeypatch.setattr)`, in a child process (tests that signal it) through
@@ -92,6 +92,10 @@ class FakeStack:
     @property
     def master_metrics_url(self) -> str:
         return f"{self.spec.master_metrics_url}/master"
+
+    @property
+    def store_url(self) -> str | None:
+        return None  # the fake store lives in the stub engine (an embedded store)
 
     def up(self) -> None:
         REGISTRY.add(self)
@@ -212,7 +216,7 @@ def install(setattr_: Callable[[str, object], object], first_ms: float = 0.0, fa
     """Make the suite's stacks fake ones: its stack factory, the images it asks for, the preflight's
     look inside them, and the CLI's check for leftovers. `setattr_`: monkeypatch.setattr, or a plain
     setattr by dotted name (tests/fake_stack_cli.py)."""
-    setattr_("harness.suite.open_stack", fake_open_stack(first_ms, fail_up))
-    setattr_("harness.cli._images", lambda overlay: dict(FAKE_IMAGES))
-    setattr_("harness.stack.preflight.image_versions", lambda image: dict(FAKE_VERSIONS))
-    setattr_("harness.cli.leftovers", live_leftovers)
+    setattr_("harness.suite.steps.open_stack", fake_open_stack(first_ms, fail_up))
+    setattr_("harness.cli.bench.images", lambda overlay: dict(FAKE_IMAGES))
+    setattr_("harness.stack.versions.image_versions", lambda image: dict(FAKE_VERSIONS))
+    setattr_("harness.stack.preflight.leftovers", live_leftovers)

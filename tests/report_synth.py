@@ -183,3 +183,25 @@ def cliff_sweep(hits: list[float], lru: list[float], sizes_mib: tuple[int, ...] 
         )
         for i, (mib, h, s) in enumerate(zip(sizes_mib, hits, lru, strict=True))
     ]
+
+
+def md_table(text: str, heading: str) -> pd.DataFrame:
+    """The first Markdown table under the `## heading` (or `### heading`) that contains `heading`,
+    as strings: a test reads the figure the report prints, not only that a title appears."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("#") and heading in ln)
+    rows = []
+    for ln in lines[start + 1 :]:
+        if ln.startswith("#"):
+            break
+        if ln.startswith("|"):
+            rows.append([c.strip() for c in ln.strip("|").split("|")])
+        elif rows:
+            break
+    header, body = rows[0], [r for r in rows[2:]]
+    return pd.DataFrame(body, columns=header)
+
+
+def md_number(cell: str) -> float:
+    """A figure as the report prints it ("9,856.0", "n/a") as a float (NaN for n/a)."""
+    return float("nan") if cell in ("n/a", "") else float(cell.replace(",", ""))

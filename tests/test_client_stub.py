@@ -18,6 +18,7 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from harness.client.client import Client, RequestResult, RequestSettings, auth_headers, open_client, send, set_api_key
 from harness.client.tokenizer import ServerTokenizer, TokenizerError
@@ -520,3 +521,38 @@ def test_kvbench_run_on_an_endpoint_without_tokenize_or_prometheus_metrics_uses_
     assert manifest["tokenizer"] == f"local Hugging Face tokenizer {tiny_tokenizer}"
     rows = pd.concat(pd.read_csv(f) for f in (tmp_path / "results").rglob("requests.csv"))
     assert len(rows) == 2 * (4 + 2 * 2) and rows["ok"].all() and (rows["expected_prompt_tokens"] > 0).all()
+
+
+def _modules_that_receive(obj_ids: set[int], fn) -> list[str]:
+    """The harness modules of the calls, in order, that get one of the objects as an argument
+    (sys.setprofile: every Python call of this thread, the event loop's included)."""
+    seen: list[str] = []
+
+    def profile(frame, event, arg):
+        if event != "call" or not frame.f_code.co_filename.startswith(str(Path(__file__).parent.parent / "harness")):
+            return
+        args = frame.f_code.co_varnames[: frame.f_code.co_argcount + frame.f_code.co_kwonlyargcount]
+        if any(id(frame.f_locals.get(a)) in obj_ids for a in args):
+            mod = frame.f_globals["__name__"]
+            if not seen or seen[-1] != mod:
+                seen.append(mod)
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return seen
+
+
+def test_a_rounds_configuration_crosses_few_modules(stub, tmp_path: Path):
+    """Following run_rounds' configuration (the Config and its parts) through a round: the modules
+    that receive it, in call order, are few, and the flow climbs back into a module it left at most
+    once (the cell's rounds, after the round itself). A newcomer reads them in that order."""
+    cfg = _cfg(rounds=1, concurrency=2, client_workers=1)
+    parts = {id(cfg), *(id(v) for f in type(cfg).model_fields if isinstance(v := getattr(cfg, f), BaseModel))}
+    path = _modules_that_receive(
+        parts, lambda: run_rounds(_workload(3), cfg, Endpoint(stub.url("ok"), "stub"), tmp_path)
+    )
+    climbs = sum(1 for i, m in enumerate(path) if m in path[:i])
+    assert len(set(path)) <= 4 and climbs <= 1, path

@@ -251,7 +251,8 @@ def test_extends_must_name_a_file(tmp_path, capsys):
 
 
 def _parse(argv: list[str]):
-    from harness.cli import _load, build_parser
+    from harness.cli.parser import build_parser
+    from harness.cli.parser import load as _load
 
     args = build_parser().parse_args(argv)
     return args, _load(args, getattr(args, "scenarios", None))
@@ -373,7 +374,7 @@ KEY = "sk-live-3f9a1c7e5b2d4f6a8c0e"
 
 
 def test_the_api_key_comes_from_openai_api_key_or_the_named_variable(monkeypatch):
-    from harness.cli import _api_key
+    from harness.cli.run import api_key as _api_key
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert _api_key(None) is None  # no key: no Authorization header

@@ -21,11 +21,11 @@ import pytest
 
 from harness.analysis.connector import time_in_connector
 from harness.analysis.stats import rounds_table
+from harness.analysis.status import judge
 from harness.cli import main
 from harness.client.client import RequestSettings, send
 from harness.config import Targets
 from harness.observe.probes import Snapshot, deltas, parse
-from harness.suite import judge
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "test_config.yaml"
 

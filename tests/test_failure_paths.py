@@ -3,7 +3,7 @@ vLLM/Mooncake): Ctrl-C mid-round, resuming an interrupted run, a stack that neve
 
 What they check is the harness: rows kept intact, statuses, teardown, exit codes, which cells a
 resume runs. What a real stack does (fresh lifecycle, cold proof, Mooncake reuse, teardown by
-label, a killed engine or master) is tested on the real stack: README, "Testing".
+label, a killed engine or master) is tested on the real stack: docs/testing.md.
 """
 
 from __future__ import annotations

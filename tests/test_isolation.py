@@ -20,6 +20,7 @@ import pytest
 from harness.stack.compose import find_resources
 
 from .conftest import REPO, pinned
+from .report_synth import md_number, md_table
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 CONFIG = REPO / "tests" / "configs" / "isolation.yaml"
@@ -92,6 +93,17 @@ def test_shared_stack_pollution_is_detected_and_flagged(shared_and_reset):
     assert _first_prefilled(run_dir / "shared" / "rag_b")["cached_tokens"] >= 3968
 
 
+def test_cold_start_has_no_reuse_in_its_cold_round(shared_and_reset):
+    """Unique prompts after a verified reset: round 1 reuses nothing, every request a full
+    prefill; round 2 loads them from Mooncake."""
+    _, run_dir, manifest = shared_and_reset
+    assert manifest["scenarios"]["reset/cold_start"]["reset"]["verified"] is True
+    rounds = _rounds(run_dir, "reset/cold_start")
+    assert rounds.loc[1, "external_hits"] == 0 and rounds.loc[1, "cached_tokens"] == 0
+    assert rounds.loc[1, "misses"] == rounds.loc[1, "successes"] > 0  # every cold request a full prefill
+    assert rounds.loc[2, "external_hits"] > 0
+
+
 @pytest.mark.parametrize("rel", ["reset/rag_a", "reset/rag_b", "shared/rag_a", "shared/rag_b"])
 def test_counter_deltas_agree_with_per_request_cached_tokens(shared_and_reset, rel):
     _, run_dir, _ = shared_and_reset
@@ -106,5 +118,11 @@ def test_counter_deltas_agree_with_per_request_cached_tokens(shared_and_reset, r
 def test_report_shows_both_isolations_side_by_side(shared_and_reset):
     _, run_dir, _ = shared_and_reset
     report = (run_dir / "report.md").read_text()
-    assert "round 1 on a stack of its own (fresh or verified reset) vs one shared stack" in report
-    assert "(shared)" in report and "(reset)" in report
+    table = md_table(report, "round 1 on a stack of its own").set_index("scenario")
+    for iso in ("shared", "reset"):  # the figures printed are the cells' own round-1 counters
+        for name in ("rag_a", "rag_b"):
+            r1 = _rounds(run_dir, f"{iso}/{name}").loc[1]
+            assert md_number(table.loc[name, f"keys before r1 ({iso})"]) == r1["master_key_count_start"]
+            assert md_number(table.loc[name, f"r1 foreign hits ({iso})"]) == r1["foreign_hit_tokens"]
+    assert md_number(table.loc["rag_b", "keys before r1 (shared)"]) > 0  # polluted, and the table shows it
+    assert md_number(table.loc["rag_b", "keys before r1 (reset)"]) == 0

@@ -4,7 +4,7 @@ No Kubernetes control plane runs on these machines, so the API server is `tests/
 named as such: the official `kubernetes` client talks REST and the port-forward websocket to it
 through a kubeconfig with a named context. The manifests are the real rendered ones of the CPU
 and GPU stacks; port-forwards are relayed to real local TCP servers. What this cannot show (real
-scheduling, a kubelet's readiness probes, RBAC, finalizers of real controllers) is in the README.
+scheduling, a kubelet's readiness probes, RBAC, finalizers of real controllers) is in docs/kubernetes.md.
 """
 
 from __future__ import annotations

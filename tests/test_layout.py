@@ -4,7 +4,7 @@ A module may import its own layer and the layers before it, never a later one; t
 exceptions. Every import counts: module level, inside a function (lazy) or under TYPE_CHECKING. A
 new module must be given a layer here, or the test fails. The report stage reads only files
 (nothing of the workload, stack, client, probes, runner or suite, even indirectly), so
-`kvbench report` works on any machine. README "How it works (layout)" draws the same layers.
+`kvbench report` works on any machine. docs/layout.md draws the same layers.
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ STAGES = ("config", "records", "workload", "stack", "client", "observe", "analys
           "report", "suite", "cli")  # fmt: skip
 LAYERS: list[tuple[str, tuple[str, ...]]] = [(s, (f"harness.{s}",)) for s in STAGES]
 LAYERS[-1] = ("cli", ("harness.cli", "harness.__main__"))
-# modules not yet in their stage's package (the move is in progress)
-_TRANSITION = {
-    "suite": ("harness.suite", "harness.progress"),
-}
-LAYERS = [(s, (*mods, *_TRANSITION.get(s, ()))) for s, mods in LAYERS]
 ROOT = "harness"  # the package's __init__: its version only
 
 
@@ -71,7 +66,7 @@ def _layer(module: str) -> int:
         (len(p), i) for i, (_, mods) in enumerate(LAYERS) for p in mods if module == p or module.startswith(p + ".")
     ]
     if not found:
-        pytest.fail(f"{module} has no layer: give it one in tests/test_layout.py LAYERS (and the README's drawing)")
+        pytest.fail(f"{module} has no layer: give it one in tests/test_layout.py LAYERS (and docs/layout.md's drawing)")
     return max(found)[1]
 
 
@@ -88,11 +83,41 @@ def reverse_imports(graph: dict[str, set[str]]) -> list[str]:
 
 def test_the_import_graph_sees_every_kind_of_import():
     graph = _graph()
-    assert "harness.results" in graph["harness.runner.rounds"]  # from harness.results import (names of a package)
-    assert "harness.config" in graph["harness.stack.spec"]  # from ..config import ...
+    assert "harness.results" in graph["harness.runner.rounds"]  # from harness.results import (a package's names)
     assert "harness.stack.kubestack" in graph["harness.stack"]  # lazy, inside a function
-    assert "harness.stack.preflight" in graph["harness.suite"]  # from .stack import preflight (a module)
-    assert "harness.stack" in graph["harness.suite"]  # from .stack import Stack (a name of the package)
+    assert "harness.suite.cell" in graph["harness.suite.steps"]  # from harness.suite import cell (a module)
+    assert "harness.suite.run" in graph["harness.suite.cell"]  # under TYPE_CHECKING or not: every import counts
+
+
+def test_harness_holds_only_the_stage_packages():
+    """`ls harness` reads as the pipeline: the stage packages, __init__.py and __main__.py."""
+    entries = {p.name for p in HARNESS.iterdir() if p.name != "__pycache__"}
+    assert entries == {*STAGES, "__init__.py", "__main__.py"}
+    for stage in STAGES:
+        doc = ast.get_docstring(ast.parse((HARNESS / stage / "__init__.py").read_text()))
+        assert doc and doc.startswith(f"Stage {STAGES.index(stage) + 1}, {stage}:"), f"{stage}/__init__.py: purpose"
+
+
+IMPURE = {"httpx", "subprocess", "python_on_whales", "rich", "socket", "harness.config.console"}
+
+
+def test_the_analysis_stage_is_pure():
+    """analysis/ computes figures from frames: no network, no processes, no console; no open() or
+    print() and no pandas file reading or writing."""
+    for path in (HARNESS / "analysis").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not [n for n in names if n.split(".")[0] in IMPURE or n in IMPURE], (
+                    f"{path.name} imports {names}"
+                )
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                assert name not in {"open", "print", "say", "read_csv", "to_csv", "write_text", "read_text"}, (
+                    f"{path.name}:{node.lineno} calls {name}"
+                )
 
 
 def test_harness_modules_import_each_other_without_cycles():

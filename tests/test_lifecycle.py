@@ -199,7 +199,7 @@ def test_a_preparation_fault_fails_its_scenario_not_the_run(tmp_path, light_imag
     """The fixed port was free at the pre-start check but taken when the first scenario's stack
     was prepared (another process grabbed it, then let go): that scenario fails with the reason,
     the next one still gets its stack, and the run ends with its manifest and report."""
-    import harness.suite as suite_mod
+    import harness.suite.lifecycle as suite_mod
     from harness.config import load_config
     from harness.suite import Suite, SuiteOptions
 

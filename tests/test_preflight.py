@@ -16,7 +16,7 @@ import yaml
 from python_on_whales import docker
 
 from harness.config import StackConfig
-from harness.stack import preflight
+from harness.stack import versions
 from harness.stack.compose import find_resources
 
 from .conftest import REPO
@@ -36,35 +36,35 @@ def _fake(base: str, **args: str) -> str:
 
 @pytest.mark.stack
 def test_the_cpu_stacks_versions_are_recorded_and_it_passes(stack_images):
-    found = preflight.check(stack_images, StackConfig(), with_connector=True)
+    found = versions.check(stack_images, StackConfig(), with_connector=True)
     engine, master = found["engine"], found["master"]
     assert engine["vllm"].startswith("0.32") and "MooncakeStoreConnector" in engine["connectors"]
-    assert engine["torch"] and preflight.release(engine["mooncake"]) == preflight.release(master["mooncake"])
+    assert engine["torch"] and versions.release(engine["mooncake"]) == versions.release(master["mooncake"])
     assert master["vllm"] is None and master["image"] == stack_images["master"]
     # what the console prints of it: one line within 80 columns, the master only where it differs
-    line = preflight.versions_line(found)
+    line = versions.versions_line(found)
     assert line.startswith("  engine: vllm 0.32") and line.endswith("; master: same") and len(line) <= 80, line
     assert "Connector" not in line and "image" not in line
 
 
 def test_an_old_vllm_without_the_connector_is_refused_in_one_line(light_image):
     old = _fake(light_image, VLLM_VERSION="0.11.0")
-    with pytest.raises(preflight.PreflightError) as e:
-        preflight.check({"engine": old}, StackConfig(), with_connector=True)
+    with pytest.raises(versions.UnfitStack) as e:
+        versions.check({"engine": old}, StackConfig(), with_connector=True)
     assert str(e.value) == (
-        f"preflight: image {old}: vLLM 0.11.0 has no MooncakeStoreConnector "
+        f"image {old}: vLLM 0.11.0 has no MooncakeStoreConnector "
         "(the V1 MooncakeStoreConnector is in vLLM 0.21 and later)"
     )
-    assert preflight.check({"engine": old}, StackConfig(), with_connector=False)["engine"]["vllm"] == "0.11.0"
+    assert versions.check({"engine": old}, StackConfig(), with_connector=False)["engine"]["vllm"] == "0.11.0"
 
 
 def test_a_master_of_another_mooncake_release_is_refused(light_image):
     engine = _fake(light_image, VLLM_VERSION="0.32.0", MOONCAKE_VERSION="0.3.13.post1",
                    CONNECTORS="MooncakeStoreConnector LMCacheConnectorV1")  # fmt: skip
     master = _fake(light_image, VLLM_VERSION="0.0.0", MOONCAKE_VERSION="0.3.7")
-    assert preflight.check({"engine": engine, "master": engine}, StackConfig(), with_connector=True)
-    with pytest.raises(preflight.PreflightError, match=r"Mooncake 0\.3\.7 in the master image .* 0\.3\.13\.post1"):
-        preflight.check({"engine": engine, "master": master}, StackConfig(), with_connector=True)
+    assert versions.check({"engine": engine, "master": engine}, StackConfig(), with_connector=True)
+    with pytest.raises(versions.UnfitStack, match=r"Mooncake 0\.3\.7 in the master image .* 0\.3\.13\.post1"):
+        versions.check({"engine": engine, "master": master}, StackConfig(), with_connector=True)
 
 
 def test_bench_refuses_with_exit_2_before_any_stack(tmp_path: Path, light_image):
@@ -95,18 +95,18 @@ def test_a_probe_answer_is_kept_by_image_id_and_a_bad_entry_is_probed_again(tmp_
     A kept entry is what later runs read (an edited entry shows through); an unreadable one is probed."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     image = _fake(light_image, VLLM_VERSION="0.32.0")
-    preflight.image_versions.cache_clear()
-    assert preflight.image_versions(image)["vllm"] == "0.32.0"
-    (entry,) = preflight.cache_dir().iterdir()
+    versions.image_versions.cache_clear()
+    assert versions.image_versions(image)["vllm"] == "0.32.0"
+    (entry,) = versions.cache_dir().iterdir()
     assert entry.name == docker.image.inspect(image).id.replace(":", "-") + ".json"
 
     kept = json.loads(entry.read_text())
     entry.write_text(json.dumps({**kept, "vllm": "9.9.9"}))  # only a read of the entry can answer this
-    preflight.image_versions.cache_clear()
-    assert preflight.image_versions(image)["vllm"] == "9.9.9"
+    versions.image_versions.cache_clear()
+    assert versions.image_versions(image)["vllm"] == "9.9.9"
 
     entry.write_text('{"vllm": "0.3')  # a torn write, or a disk that filled up
-    preflight.image_versions.cache_clear()
-    assert preflight.image_versions(image)["vllm"] == "0.32.0"
+    versions.image_versions.cache_clear()
+    assert versions.image_versions(image)["vllm"] == "0.32.0"
     assert json.loads(entry.read_text())["vllm"] == "0.32.0"
-    preflight.image_versions.cache_clear()
+    versions.image_versions.cache_clear()

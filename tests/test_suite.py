@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from harness.config import Config, ConfigError
-from harness.records import CellEntry, ResetEvidence, StackInfo, cell_key, parse_cell_key
-from harness.suite import Suite, SuiteOptions
+from harness.records import ResetEvidence, cell_key, parse_cell_key
+from harness.stack.base import TeardownResult
+from harness.suite import Steps, Suite, SuiteOptions
 
 CFG = Config.model_validate(
     {
@@ -19,18 +20,60 @@ CFG = Config.model_validate(
 )
 
 
-def _suite(tmp_path: Path, calls: list, monkeypatch, suite: Suite | None = None) -> Suite:
-    suite = suite or Suite(CFG, lambda overlay: {}, SuiteOptions(tmp_path), ["test"])
+class _PlanStack:
+    """Stands for a stack in the planning tests (no container, no server): the suite opens it
+    through `Steps.open_stack`, brings it up, tears it down verified; the test's `measure` is
+    what runs on it."""
 
-    def stack(label: str, workdir: Path, entries: list[CellEntry], mode: str, body) -> StackInfo:  # a verdict
-        (entry,) = entries
-        calls.append((entry.scenario, mode, entry.repeat))
-        entry.status = "failed" if (entry.scenario, mode) == ("b", "baseline") else "ok"
-        return StackInfo()
+    UP_STEP = "plan test: nothing to start"
+    DOWN_STEP = "plan test: nothing to stop"
+    engine_urls = ["http://127.0.0.1:1"]
+    master_metrics_url = "http://127.0.0.1:2"
+    store_url = None
 
-    monkeypatch.setattr(suite, "_with_stack", stack)
-    monkeypatch.setattr("harness.suite.report_and_summary", lambda root: "")
-    return suite
+    def __init__(self, spec, workdir: Path, cfg) -> None:
+        self.spec = spec
+
+    def up(self) -> None:
+        pass
+
+    def down(self) -> TeardownResult:
+        return TeardownResult(verified=True, seconds=0.0)
+
+    def service_start_seconds(self) -> float:
+        return 0.0
+
+    def engine_container_ids(self) -> list[str]:
+        return ["plan-test"]
+
+    def save_logs(self) -> Path:
+        return Path("logs")
+
+
+def _opts(tmp_path: Path, measure, prove=None, stacks: list | None = None) -> SuiteOptions:
+    """The suite's public seam for plan tests: stacks that start nothing, the test's measurement and
+    reset proof. `stacks`: one list per stack opened, the cells measured on it appended by `measure`."""
+
+    def open_stack(spec, workdir, cfg):
+        if stacks is not None:
+            stacks.append([])
+        return _PlanStack(spec, workdir, cfg)
+
+    def no_reset(run, cfg, stack, canary):
+        raise AssertionError("no reset in this plan")
+
+    return SuiteOptions(tmp_path, steps=Steps(open_stack=open_stack, measure=measure, prove_reset=prove or no_reset))
+
+
+def _suite(tmp_path: Path, calls: list, monkeypatch, resume: Path | None = None) -> Suite:
+    def measure(run, cell, target, since):  # a verdict: b's baseline fails
+        calls.append((cell.entry.scenario, cell.entry.mode, cell.entry.repeat))
+        cell.entry.status = "failed" if (cell.entry.scenario, cell.entry.mode) == ("b", "baseline") else "ok"
+
+    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    if resume:
+        return Suite.resume(resume, lambda overlay: {}, _opts(tmp_path, measure), ["resume"])
+    return Suite(CFG, lambda overlay: {}, _opts(tmp_path, measure), ["test"])
 
 
 def test_cells_run_scenario_major_and_resume_reruns_only_what_was_not_ok(tmp_path, monkeypatch):
@@ -39,16 +82,11 @@ def test_cells_run_scenario_major_and_resume_reruns_only_what_was_not_ok(tmp_pat
     suite.plan_cells(["a", "b"], ("fresh",), 1, CFG.modes)
     assert suite.run_all() is False  # b's baseline failed
     assert calls == [("a", "with-cache", 1), ("a", "baseline", 1), ("b", "with-cache", 1), ("b", "baseline", 1)]
-    (suite.run.root / "baseline" / "b").mkdir(parents=True)
+    (suite.run.root / "baseline" / "b").mkdir(parents=True, exist_ok=True)  # the stack wrote its files there
     (suite.run.root / "baseline" / "b" / "requests.csv").write_text("round\n1\n")
 
     calls.clear()
-    resumed = _suite(
-        tmp_path,
-        calls,
-        monkeypatch,
-        Suite.resume(suite.run.root, lambda overlay: {}, SuiteOptions(tmp_path), ["resume"]),
-    )
+    resumed = _suite(tmp_path, calls, monkeypatch, resume=suite.run.root)
     resumed.run_all()
     assert calls == [("b", "baseline", 1)]
     manifest = json.loads((suite.run.root / "manifest.json").read_text())
@@ -58,18 +96,17 @@ def test_cells_run_scenario_major_and_resume_reruns_only_what_was_not_ok(tmp_pat
 
 
 def test_an_interrupted_run_lists_the_cells_it_never_reached(tmp_path, monkeypatch):
-    calls: list = []
-    suite = _suite(tmp_path, calls, monkeypatch)
-
-    def interrupted(name: str, rep: int, mode: str, point: int | None = None) -> None:
+    def interrupted(run, cell, target, since) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(suite, "_fresh", interrupted)
+    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    suite = Suite(CFG, lambda overlay: {}, _opts(tmp_path, interrupted), ["test"])
     suite.plan_cells(["a", "b"], ("fresh",), 1, ("with-cache",))
     with pytest.raises(KeyboardInterrupt):
         suite.run_all()
     manifest = json.loads((suite.run.root / "manifest.json").read_text())
-    assert manifest["not_reached"] == ["a", "b"] and manifest["finished_at"]
+    assert manifest["not_reached"] == ["b"] and manifest["finished_at"]
+    assert manifest["scenarios"]["a"]["status"] == "interrupted"
 
 
 def test_resume_of_something_that_is_not_a_run_is_a_one_line_error(tmp_path):
@@ -84,16 +121,14 @@ def test_a_sweep_runs_every_point_with_its_own_settings_and_resumes_by_point(tmp
         {**CFG.model_dump(mode="json"), "sweep": {"stack.global_segment_size": ["256MB", "1GB"], "concurrency": [2]}}
     )
     seen: list = []
-    suite = Suite(cfg, lambda overlay: {}, SuiteOptions(tmp_path), ["test"])
 
-    def stack(label: str, workdir: Path, entries: list[CellEntry], mode: str, body) -> StackInfo:
-        (entry,) = entries
-        seen.append((label, suite.cfg.stack.global_segment_size, suite.cfg.concurrency))
-        entry.status = "failed" if (label, mode) == ("point-02-baseline-b", "baseline") else "ok"
-        return StackInfo()
+    def measure(run, cell, target, since) -> None:
+        label = cell.key.replace("/", "-")
+        seen.append((label, cell.cfg.stack.global_segment_size, cell.cfg.concurrency))
+        cell.entry.status = "failed" if label == "point-02-baseline-b" else "ok"
 
-    monkeypatch.setattr(suite, "_with_stack", stack)
-    monkeypatch.setattr("harness.suite.report_and_summary", lambda root: "")
+    suite = Suite(cfg, lambda overlay: {}, _opts(tmp_path, measure), ["test"])
+    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
     suite.plan_cells(["a", "b"], ("fresh",), 1, cfg.modes)
     assert suite.run_all() is False
     assert [s[0] for s in seen] == [
@@ -107,21 +142,9 @@ def test_a_sweep_runs_every_point_with_its_own_settings_and_resumes_by_point(tmp
     assert manifest["scenarios"]["point-02/baseline/b"]["point"]["stack.global_segment_size"] == "1GB"
 
     seen.clear()
-    resumed = Suite.resume(suite.run.root, lambda overlay: {}, SuiteOptions(tmp_path), ["resume"])
-    monkeypatch.setattr(resumed, "_with_stack", stack)
-    suite = resumed
+    resumed = Suite.resume(suite.run.root, lambda overlay: {}, _opts(tmp_path, measure), ["resume"])
     resumed.run_all()
     assert seen == [("point-02-baseline-b", "1GB", 2)]
-
-
-class _FakeStack:
-    """Stands for a stack in the planning tests: the body only asks for its URLs and logs."""
-
-    engine_urls = ["http://127.0.0.1:1"]
-    master_metrics_url = "http://127.0.0.1:2"
-
-    def save_logs(self) -> Path:
-        return Path("logs")
 
 
 def _reset_suite(tmp_path: Path, monkeypatch, proofs: list[bool], on_failure: str = "fresh"):
@@ -129,32 +152,21 @@ def _reset_suite(tmp_path: Path, monkeypatch, proofs: list[bool], on_failure: st
     measured on the i-th stack; a proof's verdict comes from `proofs` in order."""
     cfg = CFG.model_copy(update={"on_reset_failure": on_failure, "default_scenarios": ["a", "b", "c"]})
     cfg.scenarios["c"] = cfg.scenarios["a"]
-    suite = Suite(cfg, lambda overlay: {}, SuiteOptions(tmp_path), ["test"])
     stacks: list[list[str]] = []
     verdicts = iter(proofs)
 
-    def with_stack(label, workdir, entries, mode, body, dev_mode=False) -> StackInfo:
-        assert dev_mode  # only reset stacks get the dev endpoints
-        stacks.append([])
-        for e in entries:
-            e.status = "running"
-        body(_FakeStack())
-        return StackInfo()
-
-    def prove(stack, canary):
+    def prove(run, cfg, stack, canary):
         ok = next(verdicts)
         ev = ResetEvidence(verified=ok, warm=None if ok else "store: 3 keys, 4,096 bytes at the cell's start")
         return ev, []
 
-    def measure(name, urls, master, out, entry, stack=None, since=None):
-        stacks[-1].append(f"{name}/{entry.mode}")
-        entry.status = "ok"
+    def measure(run, cell, target, since):
+        stacks[-1].append(f"{cell.name}/{cell.entry.mode}")
+        cell.entry.status = "ok"
         return None
 
-    monkeypatch.setattr(suite, "_with_stack", with_stack)
-    monkeypatch.setattr(suite, "_prove_reset", prove)
-    monkeypatch.setattr(suite, "_measure", measure)
-    monkeypatch.setattr("harness.suite.report_and_summary", lambda root: "")
+    suite = Suite(cfg, lambda overlay: {}, _opts(tmp_path, measure, prove, stacks), ["test"])
+    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
     suite.plan_cells(["a", "b", "c"], ("reset",), 1, ("with-cache",))
     return suite, stacks
 
@@ -201,29 +213,21 @@ def test_a_cell_key_reads_back_as_the_cell_it_names(iso, mode, rep, point):
 def test_resuming_a_shared_run_sets_finished_cells_aside_instead_of_appending_to_them(tmp_path, monkeypatch):
     """One shared stack measures all its scenarios again on resume: the ok cell's earlier rows move to
     .attempts/ (its verdict on record), so the new requests.csv holds only the new attempt."""
-    suite = Suite(CFG, lambda overlay: {}, SuiteOptions(tmp_path), ["test"])
     outcome = {"a": "ok", "b": "failed"}
 
-    def with_stack(label, workdir, entries, mode, body, dev_mode=False) -> StackInfo:
-        body(_FakeStack())
-        return StackInfo()
+    def measure(run, cell, target, since):
+        cell.out.mkdir(parents=True, exist_ok=True)
+        with (cell.out / "requests.csv").open("a") as fh:
+            fh.write(f"row of {cell.name}\n")
+        cell.entry.status = outcome[cell.name]
 
-    def measure(name, urls, master, out, entry, stack=None, since=None):
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "requests.csv").open("a") as fh:
-            fh.write(f"row of {name}\n")
-        entry.status = outcome[name]
-
-    monkeypatch.setattr(suite, "_with_stack", with_stack)
-    monkeypatch.setattr(suite, "_measure", measure)
-    monkeypatch.setattr("harness.suite.report_and_summary", lambda root: "")
+    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    suite = Suite(CFG, lambda overlay: {}, _opts(tmp_path, measure), ["test"])
     suite.plan_cells(["a", "b"], ("shared",), 1, ("with-cache",))
     suite.run_all()
 
     outcome["b"] = "ok"
-    resumed = Suite.resume(suite.run.root, lambda overlay: {}, SuiteOptions(tmp_path), ["resume"])
-    monkeypatch.setattr(resumed, "_with_stack", with_stack)
-    monkeypatch.setattr(resumed, "_measure", measure)
+    resumed = Suite.resume(suite.run.root, lambda overlay: {}, _opts(tmp_path, measure), ["resume"])
     assert resumed.run_all() is True
     assert (suite.run.root / "shared" / "a" / "requests.csv").read_text() == "row of a\n"  # not appended to
     assert (suite.run.root / ".attempts" / "shared-a-1" / "requests.csv").read_text() == "row of a\n"

@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-from harness.client.client import RequestResult, auth_headers
+from harness.client.client import RequestResult
+from harness.observe.health import check, unhealthy
 from harness.stack.spec import MASTER, STORE
 
 # Service states of a stack that still serves (compose: health or plain running; kube: ready).
@@ -126,7 +127,7 @@ class StackWatch:
         now = time.monotonic()
         states: dict[str, str] | None = None
         for t in self.targets:
-            why = _unanswered(client, t)
+            why = unhealthy(client, t.health_url, t.component)
             if why is None:
                 self._silent_since.pop(t.health_url, None)
                 continue
@@ -147,31 +148,6 @@ class StackWatch:
         self.found = Down(t.component, f"{what} unreachable: {reason}")
         self.stopped.set()
         return self.found
-
-
-def _unanswered(client: httpx.Client, t: Target) -> str | None:
-    """None when the component answers as serving, else what went wrong (one phrase)."""
-    try:
-        r = client.get(t.health_url, headers=auth_headers(t.health_url))
-    except httpx.HTTPError as e:
-        return f"GET {t.health_url}: {type(e).__name__}"
-    if r.status_code != 200:
-        return f"GET {t.health_url}: HTTP {r.status_code}"
-    if t.component == "master":  # the master's /health is always 200; its JSON says whether it serves
-        try:
-            ready = r.json().get("service_ready", True)
-        except ValueError:
-            ready = True  # not the JSON we know: answering is all we can tell
-        if ready is False:
-            return f"GET {t.health_url}: service_ready false"
-    if t.component == "store":  # mooncake_client's /health: {"status": "healthy", "code": 0}
-        try:
-            status = r.json().get("status", "healthy")
-        except ValueError:
-            status = "healthy"
-        if status != "healthy":
-            return f"GET {t.health_url}: status {status}"
-    return None
 
 
 def _states(services: Services) -> dict[str, str] | None:
@@ -195,7 +171,6 @@ SERVER_FAULTS = {
     "IncompleteStream",
     "StreamError",
 }
-HEALTH_TIMEOUT_S = 5.0
 
 
 class EngineWatch:
@@ -237,8 +212,4 @@ class EngineWatch:
                     self.shared.set()
 
     async def _healthy(self) -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S, headers=auth_headers(self.health_url)) as c:
-                return (await c.get(self.health_url)).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return await asyncio.to_thread(check, self.health_url) is None

@@ -85,6 +85,9 @@ class CellEntry(Record):
     cold_verified: bool | None = None
     cold_detail: str | None = None
     block_size: int | None = None
+    # the engine warm-up before the cold proof (runner/warmup.py): requests, prompt tokens (each
+    # below one KV block), their TTFTs, seconds; None: no warm-up (runs before issue 34)
+    warmup: dict[str, Any] | None = None
     foreign_hit_tokens_round1: int | None = None
     skipped_requests: int | None = None  # trace requests longer than the served context
     point: dict[str, Any] | None = None  # the sweep point this cell ran at (config path -> value)

@@ -1,4 +1,4 @@
-"""The report stage: a run directory (or several) -> report.md, report.html, plots/*.png, summary.csv.
+"""Stage 10, report: a run directory (or several) -> report.md, report.html, plots/*.png, summary.csv.
 
     data      load a run defensively: manifest, rounds.csv, requests.csv (notes for what is missing)
     verdict   what reuse buys (with cache vs baseline), targets, reuse fidelity

@@ -10,6 +10,7 @@ import math
 import pandas as pd
 
 from harness.analysis.frames import num, truthy
+from harness.analysis.intervals import MET
 from harness.analysis.stats import reused_text, round1_caveat
 from harness.config import Targets
 from harness.records import ISOLATED
@@ -410,8 +411,10 @@ def cliff_notes(data: RunData) -> list[str]:
 
 
 def summary_csv(data: RunData, vs_baseline: pd.DataFrame, vs_round1: pd.DataFrame) -> pd.DataFrame:
-    """Every round of every cell, led by the headline: on with-cache rows of fresh stacks, the change
-    vs baseline (same scenario and round) with its intervals, as `vs_baseline_*` columns; on every
+    """Every round of every cell, led by the headline: on with-cache rows of isolated stacks (fresh, or
+    verified reset: each its own comparison), the change vs baseline (same scenario, isolation and
+    round) with its intervals, which noise they span and the targets read from them (met / not met /
+    inconclusive), as `vs_baseline_*` columns; on every
     warm round, the change vs round 1 of the same cell (`vs_round1_*`, analysis.changes_by_round).
     Changes are 100 * (new / old - 1): negative = lower."""
     rounds = data.rounds.drop(columns=["dir"])
@@ -426,11 +429,13 @@ def summary_csv(data: RunData, vs_baseline: pd.DataFrame, vs_round1: pd.DataFram
         keep = {
             c: f"vs_baseline_{c}"
             for c in vs_baseline.columns
-            if c.endswith(("_change", "_lo", "_hi", "_method")) or c.startswith("paired_") or c == "pairs"
+            if c.endswith(("_change", "_lo", "_hi", "_method", "_target"))
+            or c.startswith("paired_")
+            or c in ("pairs", "spans")
         }
         on = ["scenario", "round", "mode", "isolation", *(["point"] if "point" in rounds else [])]
-        head = vs_baseline[["scenario", "point", "round", *keep]].rename(columns=keep)
-        head = head.assign(mode="with-cache", isolation="fresh")
+        head = vs_baseline[["scenario", "isolation", "point", "round", *keep]].rename(columns=keep)
+        head = head.assign(mode="with-cache")
         rounds = rounds.merge(head[[*on, *keep.values()]], on=on, how="left")
         added = [*keep.values(), *added]
     ident = [c for c in ("scenario", "point", "mode", "isolation", "repeat", "round", "phase") if c in rounds.columns]
@@ -540,7 +545,7 @@ def short_why(data: RunData, x: dict) -> str:
     """One line on why the cache missed a target in this with-vs-without row (verdict.reuse_buys),
     "" where both targets are met. From the connector's timers and vLLM's histograms when the run
     has them (the long story is why_lines), else from the measured warmth."""
-    if x["ttft_target"] == "pass" and x["tput_target"] == "pass":
+    if x["ttft_target"] == MET and x["tput_target"] == MET:
         return ""
     r = data.rounds
     warm = x.get("reused_pct_cache", math.nan)

@@ -1,10 +1,12 @@
-"""The stack stage: what a cell runs on, and its lifecycle.
+"""Stage 4, stack: what a cell runs on, and its lifecycle.
 
 spec (prepare a stack: compose files, ports, env) -> compose (backend compose: a Docker Compose
 project) or kube (the same stack rendered as Kubernetes manifests) -> kubestack (backend
-kubernetes: a namespace per stack); images (build and tag the images), preflight (checks before
-any stack). Every backend is a `Stack` (base.py); `open_stack` picks one. The kubernetes client
-is imported only when a run uses that backend.
+kubernetes: a namespace per stack); images (build and tag the images), versions (what is inside
+them), preflight (what must hold on the host before any container starts), clean (leftovers of
+crashed runs), interrupts (Ctrl-C / SIGTERM delivered where it is safe). Every backend is a
+`Stack` (base.py); `open_stack` picks one. The kubernetes client is imported only when a run uses
+that backend.
 """
 
 from __future__ import annotations

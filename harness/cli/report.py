@@ -1,0 +1,11 @@
+"""`kvbench report`: report.md and report.html for a run; several runs: a comparison."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.report import report_main
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return report_main(args.run_dirs, args.out)
