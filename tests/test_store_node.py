@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 
 from harness.config import load_config
+from harness.observe.probes import Snapshot, parse, store_node_state
 from harness.observe.watch import StackWatch
 from harness.report import write_report
 from harness.report.analysis import analyse
@@ -196,3 +197,32 @@ def test_the_report_shows_the_store_per_round_with_its_watermark_evictions_and_f
     section = md.split("## Store sizing")[1].split("\n## ")[0]
     assert "| store-node |" in section and "1,024.0" in section and "0 -> 194" in section
     assert "| 90 " in section and "| 3 " in section and "| 1 " in section
+
+
+def _master_text(capacity: int, segs: dict[str, int]) -> str:
+    lines = ["master_key_count 0", "master_allocated_bytes 0", f"master_total_capacity_bytes {capacity}"]
+    lines += [f'segment_total_capacity_bytes{{segment="{k}"}} {v}' for k, v in segs.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_cold_proof_requires_the_store_node_to_own_the_whole_pool():
+    """Measured names (master /metrics on the real stack): segment "mooncake-store:14043" of 1 GiB."""
+    gib = 1 << 30
+    store = _StoreStandIn()
+    try:
+        snap = Snapshot(None, parse(_master_text(gib, {"mooncake-store:14043": gib})))
+        assert store_node_state(snap, store.url, gib) == (
+            True,
+            "store node serving, its 1,024 MiB segment the whole store",
+        )
+        # An engine still in embedded mode contributes a segment of its own: refused, and named.
+        snap = Snapshot(None, parse(_master_text(2 * gib, {"mooncake-store:14043": gib, "172.18.0.4:15000": gib})))
+        ok, why = store_node_state(snap, store.url, gib)
+        assert not ok and "other processes contribute segments (172.18.0.4:15000 1,024 MiB)" in why
+        # Without per-segment metrics, the total must be the store node's segment.
+        ok, why = store_node_state(Snapshot(None, parse(_master_text(2 * gib, {}))), store.url, gib)
+        assert not ok and "capacity is 2,048 MiB" in why
+    finally:
+        store.close()
+    ok, why = store_node_state(Snapshot(None, parse(_master_text(gib, {}))), store.url, gib)
+    assert not ok and why.startswith("store node not serving: GET ")
