@@ -226,3 +226,18 @@ def test_the_cold_proof_requires_the_store_node_to_own_the_whole_pool():
         store.close()
     ok, why = store_node_state(Snapshot(None, parse(_master_text(gib, {}))), store.url, gib)
     assert not ok and why.startswith("store node not serving: GET ")
+
+
+@pytest.mark.docker  # `docker compose config`
+def test_an_extra_overlay_may_address_engine_b(tmp_path):
+    """Engine B is engine A as compose merges it; an extra overlay (`--compose-file`) that changes B
+    itself - the wrong-KV test's other weights - applies to B only."""
+    extra = REPO / "tests" / "compose" / "wrong-weights.yaml"
+    spec = prepare(_stack("cross-instance"), "20261207t000000z-abcdef", "doc_qa_8k", tmp_path / "cell", IMAGES,
+                   extra_files=[extra])  # fmt: skip
+    services = _model(spec, tmp_path / "cell")["services"]
+    a, b = services["vllm"], services["vllm-b"]
+    assert b["entrypoint"] == ["python3", "/opt/kvbench/other_weights.py"] and a["entrypoint"] == ["vllm", "serve"]
+    assert b["command"] == a["command"] and b["image"] == a["image"] and b["cpuset"] == "1"
+    assert {v["target"] for v in a["volumes"]} < {v["target"] for v in b["volumes"]}
+    assert set(b["depends_on"]) == {"mooncake-master", STORE}

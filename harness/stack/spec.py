@@ -298,6 +298,11 @@ def prepare(
         lm_b = workdir / "lmcache-b.yaml" if lm else None
         if lm_b:
             lm_b.write_text(yaml.safe_dump(lmcache_config(s, "vllm-b"), sort_keys=False))
+        # Engine B is A as compose merges it, extra overlays included. An extra overlay may address vllm-b
+        # itself (tests/compose/wrong-weights.yaml): a placeholder lets compose merge it meanwhile; it
+        # applies to the real B afterwards, as every overlay does.
+        overlay["services"]["vllm-b"] = {"image": "kvbench/placeholder:vllm-b"}
+        generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
         overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"], lm_b)
         generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return spec
