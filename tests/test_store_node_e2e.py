@@ -128,6 +128,7 @@ def test_wrong_kv_from_the_store_is_reported_by_the_fidelity_check(tmp_path, sta
     pairs, same = f["with cache vs baseline pairs"], f["with cache vs baseline identical"]
     assert pairs == 2 * n
     assert same <= n and f["with cache vs baseline differ"], f.to_dict()  # round 2 (B on A's KV) differs
+    assert f["check"].startswith("FAIL: the output changed with reused KV for "), f["check"]
     # Per round: round 1 (A, its own KV) is the control and agrees; round 2 (B, A's KV) does not.
     cols = ["round", "prompt_id", "output_hash"]
     cache = pd.read_csv(run_dir / "wrong_kv_qa" / "requests.csv", usecols=cols)
@@ -137,4 +138,4 @@ def test_wrong_kv_from_the_store_is_reported_by_the_fidelity_check(tmp_path, sta
     print(f"identical outputs with the cache vs recomputed, by round: {agree.to_dict()}", file=sys.stderr)
     assert agree[1] == 1.0 and agree[2] <= 0.5
     section = (run_dir / "report.md").read_text().split("## Reuse fidelity")[1].split("\n## ")[0]
-    assert "differs: wrong_kv_qa-" in section, section
+    assert "differs: wrong_kv_qa-" in section and "| FAIL: the output changed with reused KV" in section, section

@@ -94,6 +94,8 @@ def fidelity_table(f: pd.DataFrame) -> pd.DataFrame:
         "identical text proves nothing",
         "n/a": "unknown: one prompt",
     }
+    if "check" in f:
+        out["check"] = f["check"]
     out["could it fail?"] = [
         could[i].format(p=p, o=o) for i, p, o in zip(f["informative"], f["distinct prompts"], f["distinct outputs"])
     ]
