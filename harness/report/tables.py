@@ -15,7 +15,7 @@ from harness.analysis.stats import TAIL_QUANTILE, reused_text, round1_caveat, ta
 from harness.config import Targets
 from harness.records import ISOLATED
 from harness.records.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
-from harness.report.data import RunData, cache_cliff
+from harness.report.data import RunData, cache_cliff, store_sizing
 
 TIMINGS = [
     ("up_s", "up s"),
@@ -98,6 +98,8 @@ def fidelity_table(f: pd.DataFrame) -> pd.DataFrame:
         "identical text proves nothing",
         "n/a": "unknown: one prompt",
     }
+    if "check" in f:
+        out["check"] = f["check"]
     out["could it fail?"] = [
         could[i].format(p=p, o=o) for i, p, o in zip(f["informative"], f["distinct prompts"], f["distinct outputs"])
     ]
@@ -310,6 +312,33 @@ CLIFF_KEEP = 90.0  # % of the infinite-cache hits a store size must keep to be p
 # Points of hits by which measured and simulated-LRU hits may differ at every size for the store's
 # size to explain the loss: beyond it, Mooncake (not an exact LRU) did something the model does not.
 LRU_TOLERANCE_PP = 5.0
+
+
+def sizing_table(data: RunData) -> pd.DataFrame:
+    """The store per with-cache round (data.store_sizing) as display strings: what it held, how full it
+    was against the master's eviction watermark, and what it evicted or refused."""
+    z = store_sizing(data)
+    if z.empty:
+        return z
+
+    def mib(v: object) -> str:
+        return fmt(float(v) / 2**20, 1) if isinstance(v, int | float) and not math.isnan(v) else "n/a"
+
+    return pd.DataFrame(
+        {
+            "scenario": z["label"],
+            "repeat": z["repeat"].map(lambda v: fmt(v, 0)),
+            "round": z["round"].map(lambda v: fmt(v, 0)),
+            "store": z["store"],
+            "segment MiB": z["capacity_bytes"].map(mib),
+            "keys start -> end": [f"{fmt(a, 0)} -> {fmt(b, 0)}" for a, b in zip(z["keys_start"], z["keys_end"])],
+            "held MiB (end)": z["allocated_bytes_end"].map(mib),
+            "full % (end)": z["used_pct_end"].map(lambda v: fmt(v, 1)),
+            "evicts above %": z["watermark_pct"].map(lambda v: fmt(v, 0)),
+            "evicted keys": z["evicted_keys"].map(lambda v: fmt(v, 0)),
+            "alloc failures": z["alloc_failures"].map(lambda v: fmt(v, 0)),
+        }
+    )
 
 
 def cliff_table(data: RunData) -> pd.DataFrame:

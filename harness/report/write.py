@@ -43,6 +43,7 @@ from harness.report.tables import (
     run_info,
     server_table,
     short_change_ci,
+    sizing_table,
     stats_tables,
     status_rows,
     summary_csv,
@@ -213,6 +214,7 @@ def _sections(a: Analysis) -> dict[str, pd.DataFrame]:
         "connector": connector_table(data),
         "turns": turns_table(data),
         "cliff": a.cliff_table,
+        "sizing": sizing_table(data),
         "breakeven": BE.table(a.breakeven) if a.breakeven else pd.DataFrame(),
         "arms": arms_table(a.arms, a.arm_changes),
     }
@@ -291,6 +293,7 @@ OPTIONAL = (
     ("connector", "Where the time goes in the KV connector (its own RPC timers, per round)"),
     ("breakeven", "Break-even prefix length: fetching vs recomputing the KV (warm round, concurrency 1)"),
     ("cliff", "Cache cliff: hit rate by store size (sweep), vs an infinite cache and a simulated LRU store"),
+    ("sizing", "Store sizing per round: segment, keys, eviction watermark, evictions, allocation failures"),
     ("turns", "Multi-turn: TTFT and reused history by turn"),
     ("fidelity", "Reuse fidelity (temperature 0: identical generated tokens)"),
     ("isolation", "Isolation: round 1 on a stack of its own (fresh or verified reset) vs one shared stack"),
