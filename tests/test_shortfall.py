@@ -71,6 +71,16 @@ def test_a_segment_lost_to_an_expired_lease_is_named(tmp_path):
     assert "capacity fell from 1.07 GB to 0.54 GB (a segment unmounted: its client's lease expired)" in line, line
 
 
+def test_keys_lost_between_rounds_are_named(tmp_path):
+    """Measured (configs/store-node.yaml, embedded store, engine restarted before round 2): 62 keys at
+    the end of round 1, 0 at the start of round 2, round 2 reused 85,504 of 95,232 expected tokens."""
+    extra = {**QUIET, "expected_reuse_tokens": [0, 95_232], "achieved_reuse_tokens": [0, 85_504],
+             "master_key_count_start": [0, 0], "master_key_count_end": [62, 62]}  # fmt: skip
+    (line,) = _notes(tmp_path, Scen("s", extra=extra))
+    assert "reused 85,504 of 95,232 expected tokens (89 %)" in line, line
+    assert "the store held 62 keys at the end of round 1 and 0 at the start of round 2 (lost between the rounds" in line
+
+
 def test_no_counted_cause_says_the_cause_is_unknown(tmp_path):
     (line,) = _notes(tmp_path, Scen("s", extra={**QUIET, **SHORT}))
     assert "the cause is unknown: no eviction, failed allocation or put, lost segment or connector failure" in line

@@ -6,7 +6,8 @@ SHORTFALL_BELOW of that, the store lost or never held the blocks, or could not s
 rounds.csv counters say which, up to the end of that round (blocks lost in round 1 are missing in
 round 2): the master's evictions and failed allocations, the working set written vs the store's
 capacity (and what an LRU store of that size would have kept), a segment unmounted when its
-client's lease expired (capacity and keys that fell without evictions), the connector's failed
+client's lease expired (capacity and keys that fell without evictions), keys lost between rounds
+(an engine restart withdrawing an embedded segment), the connector's failed
 keys, and traffic from outside the cell on a shared or external store. Where none of them shows,
 the sentence says the cause is unknown.
 """
@@ -82,6 +83,24 @@ def _lost_segment(row: pd.Series) -> list[str]:
     return []
 
 
+def _lost_between_rounds(row: pd.Series, cell: pd.DataFrame | None) -> list[str]:
+    """Keys the store held at the end of the round before and no longer at this round's start: lost
+    between rounds without evictions, as when an engine restart withdraws its embedded segment."""
+    if cell is None or cell.empty or "round" not in cell:
+        return []
+    rnd = _num(row, "round")
+    before = cell[num(cell, "round") == rnd - 1]
+    if before.empty:
+        return []
+    end, start = _num(before.iloc[0], "master_key_count_end"), _num(row, "master_key_count_start")
+    if not start < end:  # NaN-safe
+        return []
+    return [
+        f"the store held {end:,.0f} keys at the end of round {rnd - 1:.0f} and {start:,.0f} at the start of round "
+        f"{rnd:.0f} (lost between the rounds: an engine restart takes an embedded store's segment with it)"
+    ]
+
+
 def _connector_failures(row: pd.Series, cell: pd.DataFrame | None) -> list[str]:
     failed = {op: _upto(cell, row, f"mc_{op}_failed_keys") for op in CONNECTOR_OPS}
     failed = {op: n for op, n in failed.items() if n > 0}
@@ -96,6 +115,20 @@ def _counted(row: pd.Series) -> bool:
     return any(pd.notna(row.get(c)) for c in ("master_evicted_keys", "master_key_count_end", "mc_save_put_keys"))
 
 
+def _engine_pool(row: pd.Series, expected: float) -> list[str]:
+    """The local arm (vLLM's own prefix cache, no store) reuses only what the engine's KV pool still
+    holds: an LRU pool of its size simulated on the same requests says how much that is."""
+    lru, pool = _num(row, "lru_local_reuse_tokens"), _num(row, "engine_pool_blocks")
+    if row.get("mode") != "local" or math.isnan(lru) or not lru < SHORTFALL_BELOW * expected:
+        return []
+    size = f" ({pool:,.0f} blocks)" if not math.isnan(pool) else ""
+    share = f"{lru:,.0f} of these tokens ({100 * lru / expected:.0f} %)"
+    return [
+        f"the engine's own KV pool{size} holds less than this working set: an LRU pool of its size reuses "
+        f"{share}, and this arm has no store behind it"
+    ]
+
+
 def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str | None:
     """One sentence for a with-cache round 2+ (a rounds.csv row) that achieved less than
     SHORTFALL_BELOW of its expected reuse, naming the cause from the counters; None for any other
@@ -108,10 +141,12 @@ def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str 
     if unknown or not achieved < SHORTFALL_BELOW * expected:
         return None  # an unknown achievement is no known shortfall: nothing to explain
     causes = [
+        *_engine_pool(row, expected),
         *_evictions(row, cell),
         *_refused_puts(row, cell),
         *_working_set(row, cell, expected),
         *_lost_segment(row),
+        *_lost_between_rounds(row, cell),
         *_connector_failures(row, cell),
     ]
     if not causes and str(row.get("isolation", "fresh")) in ("shared", "external"):

@@ -118,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--config", type=Path, default=Path("configs/test_config.yaml"))
     render.add_argument("--scenario", default="stack", help="names the stack (namespace / project); default: stack")
-    render.add_argument("--mode", choices=["with-cache", "baseline"], default="with-cache")
+    render.add_argument(
+        "--mode",
+        choices=["none", "local", "store", "local+store", "with-cache", "baseline"],
+        help="the arm to render (with-cache = store, baseline = none); default: local+store on GPU overlays "
+        "(prefix caching on the GPU pool + Mooncake, how production runs), store on the CPU stack",
+    )
     render.add_argument("--backend", choices=["compose", "kubernetes"], default="kubernetes")
     render.add_argument("--out", type=Path, required=True, help="a new or empty directory")
     render.add_argument(
@@ -183,10 +188,11 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--mode",
-        choices=["both", "with-cache", "baseline"],
-        help="both: each scenario with the KV connector and without it (baseline), each on its own fresh "
-        "stack, same prompts - what reuse buys; with-cache / baseline: one of them (quicker). "
-        "Default: the config's mode (both)",
+        metavar="ARM[,ARM...]",
+        help="the arms, each scenario on its own isolated stack per arm, same prompts: none (no prefix cache, "
+        "no connector), local (vLLM's own prefix cache), store (the KV connector, no local prefix cache), "
+        "local+store (both). Aliases: both = store,none (what reuse buys), with-cache = store, baseline = "
+        "none. With --repeats the order alternates (ABBA). Default: the config's mode (both)",
     )
     p.add_argument(
         "--resume",

@@ -520,3 +520,67 @@ def breakeven(points: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarr
     ax.legend(fontsize=8)
     plot.png = _png(fig)
     return plot
+
+
+ARM_COLORS = {"none": "#d62728", "local": "#4a90d9", "store": "#2e8540", "local+store": "#8e44ad"}
+
+
+def arms(t: pd.DataFrame, r0: float | None) -> Plot:
+    """The four arms against working set / pool: TTFT (mean with its interval, p50) and the hit
+    rate by tier (local pool, store), all arms on the same axes; the LRU prediction of the local
+    pool's hit rate beside the measured one; R0 where the data name it."""
+    plot = Plot(
+        "arms",
+        "Four arms: TTFT and hit rate by tier against working set / pool",
+        "Measured rounds (2+: every document revisited), per working set / engine KV pool (x, log). Top: "
+        "TTFT mean per arm (solid, bars: its 95 % interval; within-run with one repeat) and p50 (dashed). "
+        "Middle: share of the measured rounds' prompt tokens served from the engine's own pool (vLLM's local "
+        "prefix-cache hits) in the arms that have it, with the hit rate an LRU pool of the engine's size "
+        "predicts for the same requests (dotted grey). Bottom: share served from the store (external hits) in "
+        "the arms with the connector. Dotted black: the reusable share (an unbounded cache). The other arms "
+        "are controls (their hits on a tier they lack are checked: misconfigured if any). Vertical line: R0, "
+        "from which on local+store is faster than local at every measured ratio (interval below 0).",
+    )
+    t = t.dropna(subset=["ratio"]) if not t.empty else t
+    if t.empty:
+        plot.missing = "no working-set scenario with a measured ratio (engine pool read back) and a warm round"
+        return plot
+    fig = _figure(7.5, 9.0)
+    top, mid, bottom = (fig.add_subplot(3, 1, i) for i in (1, 2, 3))
+    for arm, g in t.groupby("arm", sort=False):
+        g = g.sort_values("ratio")
+        color = ARM_COLORS.get(str(arm), "#7f7f7f")
+        err = np.vstack([g["ttft_mean_ms"] - g["ttft_lo"], g["ttft_hi"] - g["ttft_mean_ms"]])
+        top.errorbar(g["ratio"], g["ttft_mean_ms"], yerr=np.nan_to_num(err), marker="o", color=color,
+                     capsize=3, label=f"{arm} mean")  # fmt: skip
+        top.plot(g["ratio"], g["ttft_p50_ms"], ls="--", marker=".", color=color, alpha=0.7, label=f"{arm} p50")
+        if arm in ("local", "local+store"):
+            mid.plot(g["ratio"], g["local_pct"], marker="o", color=color, label=f"{arm} (measured)")
+        if arm in ("store", "local+store"):
+            bottom.plot(g["ratio"], g["store_pct"], marker="s", color=color, label=str(arm))
+    lru = t[t["arm"].isin(["local", "local+store"])].groupby("ratio")["lru_local_pct"].mean().dropna()
+    if len(lru):
+        mid.plot(lru.index, lru.to_numpy(), ls=":", color="#7f7f7f", lw=2.5, label="LRU prediction")
+    reusable = t.groupby("ratio")["reusable_pct"].mean().dropna()
+    for ax in (mid, bottom) if len(reusable) else ():
+        ax.plot(reusable.index, reusable.to_numpy(), ls=":", color="black", lw=1, label="reusable (unbounded)")
+    ratios = sorted(t["ratio"].unique())
+    for ax in (top, mid, bottom):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ratios)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3)
+        if r0 is not None:
+            ax.axvline(r0, color="gray", ls="-.", lw=1, label=f"R0 = {r0:g}" if ax is top else None)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+    top.set_ylabel("TTFT ms (measured rounds)")
+    top.set_ylim(bottom=0)
+    mid.set_ylabel("% from the engine's pool")
+    bottom.set_ylabel("% from the store")
+    for ax in (mid, bottom):
+        ax.set_ylim(-2, 105)
+    bottom.set_xlabel("working set / engine KV pool (documents x tokens / pool tokens)")
+    plot.png = _png(fig)
+    return plot

@@ -15,7 +15,7 @@ from harness.analysis.stats import TAIL_QUANTILE, reused_text, round1_caveat, ta
 from harness.config import Targets
 from harness.records import ISOLATED
 from harness.records.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
-from harness.report.data import RunData, cache_cliff
+from harness.report.data import RunData, cache_cliff, store_sizing
 
 TIMINGS = [
     ("up_s", "up s"),
@@ -30,8 +30,8 @@ TIMINGS = [
 
 
 # worst first: a scenario's repeats show the worst status
-STATUS_RANK = ["failed", "interrupted", "degraded", "contaminated", "unverified", "running", "pending", "unknown",
-               "no manifest", "ok"]  # fmt: skip
+STATUS_RANK = ["failed", "interrupted", "misconfigured", "degraded", "contaminated", "unverified", "running",
+               "pending", "unknown", "no manifest", "ok"]  # fmt: skip
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -98,6 +98,8 @@ def fidelity_table(f: pd.DataFrame) -> pd.DataFrame:
         "identical text proves nothing",
         "n/a": "unknown: one prompt",
     }
+    if "check" in f:
+        out["check"] = f["check"]
     out["could it fail?"] = [
         could[i].format(p=p, o=o) for i, p, o in zip(f["informative"], f["distinct prompts"], f["distinct outputs"])
     ]
@@ -310,6 +312,33 @@ CLIFF_KEEP = 90.0  # % of the infinite-cache hits a store size must keep to be p
 # Points of hits by which measured and simulated-LRU hits may differ at every size for the store's
 # size to explain the loss: beyond it, Mooncake (not an exact LRU) did something the model does not.
 LRU_TOLERANCE_PP = 5.0
+
+
+def sizing_table(data: RunData) -> pd.DataFrame:
+    """The store per with-cache round (data.store_sizing) as display strings: what it held, how full it
+    was against the master's eviction watermark, and what it evicted or refused."""
+    z = store_sizing(data)
+    if z.empty:
+        return z
+
+    def mib(v: object) -> str:
+        return fmt(float(v) / 2**20, 1) if isinstance(v, int | float) and not math.isnan(v) else "n/a"
+
+    return pd.DataFrame(
+        {
+            "scenario": z["label"],
+            "repeat": z["repeat"].map(lambda v: fmt(v, 0)),
+            "round": z["round"].map(lambda v: fmt(v, 0)),
+            "store": z["store"],
+            "segment MiB": z["capacity_bytes"].map(mib),
+            "keys start -> end": [f"{fmt(a, 0)} -> {fmt(b, 0)}" for a, b in zip(z["keys_start"], z["keys_end"])],
+            "held MiB (end)": z["allocated_bytes_end"].map(mib),
+            "full % (end)": z["used_pct_end"].map(lambda v: fmt(v, 1)),
+            "evicts above %": z["watermark_pct"].map(lambda v: fmt(v, 0)),
+            "evicted keys": z["evicted_keys"].map(lambda v: fmt(v, 0)),
+            "alloc failures": z["alloc_failures"].map(lambda v: fmt(v, 0)),
+        }
+    )
 
 
 def cliff_table(data: RunData) -> pd.DataFrame:
@@ -733,3 +762,35 @@ STATS_QUESTIONS = (
 def stats_tables(data: RunData) -> list[tuple[str, str, pd.DataFrame]]:
     """stats_table split by question: TTFT, decode and end to end, throughput and reuse."""
     return by_question(stats_table(data), ROUND_IDENT, STATS_QUESTIONS)
+
+
+def arms_table(arms: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """The four arms, one row per working set / pool ratio and arm: hit rates by tier (shares of the
+    measured rounds' prompt tokens), TTFT mean [95 % CI] and p50, and per ratio local+store vs local."""
+    if arms.empty:
+        return pd.DataFrame()
+    vs = {x["scenario"]: x for x in changes.to_dict("records")} if not changes.empty else {}
+    rows = []
+    for x in arms.to_dict("records"):
+        c = vs.get(x["scenario"]) if x["arm"] == "local+store" else None
+        rows.append(
+            {
+                "working set / pool": fmt(x["ratio"], 2),
+                "scenario": x["scenario"],
+                "arm": x["arm"],
+                "documents x tokens": f"{x['documents']:,} x {x['document_tokens']:,}",
+                "pool blocks": fmt(x["pool_blocks"], 0),
+                "local pool %": fmt(x["local_pct"], 1),
+                "local LRU-predicted %": fmt(x["lru_local_pct"], 1) if x["arm"] in ("local", "local+store") else "",
+                "store %": fmt(x["store_pct"], 1),
+                "reusable %": fmt(x["reusable_pct"], 1),
+                "TTFT mean ms": fmt(x["ttft_mean_ms"], 1),
+                "95 % CI": "n/a" if math.isnan(x["ttft_lo"]) else f"[{x['ttft_lo']:.1f}, {x['ttft_hi']:.1f}]",
+                "TTFT p50 ms": fmt(x["ttft_p50_ms"], 1),
+                "vs local: TTFT mean %": "" if c is None else fmt(c["change"], 1, signed=True),
+                "vs local 95 % CI": "" if c is None else _ci(c["lo"], c["hi"]),
+                "requests": x["requests"],
+                "control": x.get("control", ""),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -223,8 +223,21 @@ def fidelity(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
         row.update(_same(cache[cache["round"] == 1], cache[cache["round"] > 1], ["dir", "pid"], "warm vs cold", names))
         base = g[g["mode"] == "baseline"]
         row.update(_same(base, cache, ["repeat", "round", "pid"], "with cache vs baseline", names))
+        row["check"] = _check(row)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _check(row: dict) -> str:
+    """The fidelity check's verdict: FAIL when any reused KV changed an output (the prompts are named
+    beside it), pass when every pair agreed and the outputs depend on the prompt, otherwise why it
+    cannot tell."""
+    names = (*row["warm vs cold differ"], *row["with cache vs baseline differ"])
+    if n := len(set(names)):
+        return f"FAIL: the output changed with reused KV for {n} prompt{'s' if n > 1 else ''}"
+    if not (row["warm vs cold pairs"] or row["with cache vs baseline pairs"]):
+        return "n/a: no pairs"
+    return "no evidence" if row["informative"] == "no" else "pass"
 
 
 # Fewer distinct cold outputs than this share of the distinct prompts: the check is weak evidence.

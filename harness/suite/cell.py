@@ -10,15 +10,16 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis.shortfall import cell_shortfalls
-from harness.analysis.status import cell_status
+from harness.analysis.status import cell_status, misconfigured
 from harness.client.tokenizer import ServerTokenizer
-from harness.config import Config
-from harness.observe.probes import Probe, Snapshot, cold_state
+from harness.config import ARM_FLAGS, Config
+from harness.observe.probes import Probe, Snapshot, cold_state, store_node_state
 from harness.observe.watch import StackWatch
 from harness.records import CellEntry
 from harness.runner import Endpoint, Route, run_rounds
 from harness.runner.warmup import warm_up
 from harness.stack import Stack
+from harness.stack.spec import size_bytes
 from harness.suite.console import print_rounds, round_progress, say, step
 from harness.suite.run import Run
 from harness.workload import Prompt, Tokenizer, Workload, build_workload
@@ -41,15 +42,17 @@ class Cell:
 @dataclass
 class Target:
     """Where a cell's requests go: the engines (round 1 to the first, rounds 2+ to the last), the
-    master's metrics, and the stack when it is one of ours (None: an external server)."""
+    master's metrics, the stack when it is one of ours (None: an external server), and the store
+    node's HTTP server when the stack has one."""
 
     urls: list[str]
     master_url: str | None
     stack: Stack | None = None
+    store_url: str | None = None
 
     @classmethod
     def of(cls, stack: Stack) -> Target:
-        return cls(stack.engine_urls, stack.master_metrics_url, stack)
+        return cls(stack.engine_urls, stack.master_metrics_url, stack, stack.store_url)
 
 
 def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None = None) -> Prompt | None:
@@ -62,14 +65,21 @@ def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None =
     try:
         if target.stack is not None:  # an external server is measured as it is
             _warm_up(run, cell, target, probes)
-        cold, detail = _prove_cold(cell, probes, since)
+        cold, detail = _prove_cold(cell, probes, since, target.store_url)
         routes: list[Route] = [(Endpoint(u, run.model), p) for u, p in zip(target.urls, probes)]
         with run.local_tokenizer or ServerTokenizer(routes[0][0].base_url, run.model) as tok:
             run.manifest.tokenizer = tok.source
             wl = _workload(run, cell, tok)
             table = _rounds(cell, wl, routes, probes[0], target)
         cell.entry.set(**cell_status(table, cold, cell.cfg.max_failed_percent, detail))
+        # the controls judge our stacks' arms; an external server's flags are its operator's
+        ours = target.stack is not None
+        judged = cell.entry.status not in ("failed", "degraded")  # a broken store is said as such
+        if ours and judged and (why := misconfigured(table, cell.entry, cell.cfg.stack)):
+            cell.entry.set(status="misconfigured", reason=why, misconfigured=why)
         print_rounds(table)
+        if cell.entry.status == "misconfigured":
+            say(f"  [red]MISCONFIGURED: {cell.entry.reason}[/red]")
         for why in cell_shortfalls(table):
             say(f"  [yellow]{why}[/yellow]")
         return wl.sessions[0].build(0, []) if wl.sessions else None
@@ -93,7 +103,9 @@ def _warm_up(run: Run, cell: Cell, target: Target, probes: list[Probe]) -> None:
     say(f"  engine warm-up: {sum(e['requests'] for e in evidence)} requests, first TTFT {firsts} ms, then {span} ms")
 
 
-def _prove_cold(cell: Cell, probes: list[Probe], since: list[Snapshot] | None) -> tuple[bool, str]:
+def _prove_cold(
+    cell: Cell, probes: list[Probe], since: list[Snapshot] | None, store_url: str | None = None
+) -> tuple[bool, str]:
     snapshots = [p.snapshot() for p in probes]
     results = [cold_state(s, since[i] if since else None) for i, s in enumerate(snapshots)]
     if len(results) == 1:
@@ -101,8 +113,24 @@ def _prove_cold(cell: Cell, probes: list[Probe], since: list[Snapshot] | None) -
     else:
         cold = all(ok for ok, _ in results)
         detail = "; ".join(f"engine {i + 1}: {d}" for i, (_, d) in enumerate(results))
-    cell.entry.set(cold_verified=cold, cold_detail=detail, block_size=snapshots[0].block_size)
+    if store_url and cell.entry.mode != "baseline":  # the pool must be the store node's, and it must serve
+        ok, why = store_node_state(snapshots[0], store_url, size_bytes(cell.cfg.stack.global_segment_size))
+        cold, detail = cold and ok, f"{detail}; {why}"
+    first = snapshots[0]
+    cell.entry.set(
+        cold_verified=cold,
+        cold_detail=detail,
+        block_size=first.block_size,
+        engine_pool_blocks=first.pool_blocks,
+        engine_pool_tokens=cell.cfg.stack.pool_tokens,
+        engine_prefix_caching=first.prefix_caching,
+    )
     say(f"  cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
+    if first.pool_blocks is not None and first.block_size:
+        asked = f"; asked {cell.cfg.stack.pool_blocks}" if cell.cfg.stack.pool_blocks is not None else ""
+        say(f"  engine KV pool: {first.pool_blocks:,} blocks of {first.block_size} tokens "
+            f"({first.pool_blocks * first.block_size:,} tokens{asked}), prefix caching "
+            f"{'on' if first.prefix_caching else 'off'}")  # fmt: skip
     if not cold and "not cold" in detail and cell.cfg.on_contamination == "fail":
         raise RuntimeError(f"cold-state gate failed: {detail}")
     return cold, detail
@@ -128,11 +156,12 @@ def _rounds(cell: Cell, wl: Workload, routes: list[Route], probe: Probe, target:
     cfg, stack = cell.cfg, target.stack
     watch = StackWatch.for_stack(
         target.urls,
-        target.master_url if cell.entry.mode != "baseline" else None,
+        target.master_url if ARM_FLAGS.get(cell.entry.mode, (False, True))[1] else None,  # arms with the connector
         stack.health if stack else None,
         cfg.watch.poll_s,
         cfg.watch.down_after_s,
         stack.spec.engines if stack else None,
+        target.store_url,
     )
 
     def restart(rnd: int) -> None:
@@ -156,11 +185,12 @@ def _rounds(cell: Cell, wl: Workload, routes: list[Route], probe: Probe, target:
 
 
 def restart_engines(stack: Stack, probe: Probe, entry: CellEntry, rnd: int) -> None:
-    """topology engine-restart: the engine starts again before round `rnd`, the master keeps
-    running. Recorded: what the store held before and after, and that the new engine is cold
+    """topology engine-restart: the engine starts again before round `rnd`, the master (and a store
+    node) keep running. Recorded: what the store held before and after, and that the new engine is cold
     (its own counters start at 0: no local hit, no external hit yet)."""
     before = probe.snapshot().counters()
-    with step(f"engine restart before round {rnd} (the master keeps running)"):
+    keeps = "master and store node keep" if stack.store_url else "the master keeps"
+    with step(f"engine restart before round {rnd} ({keeps} running)"):
         seconds = stack.restart_engines()
     c = probe.snapshot().counters()
     hits = {k: c[k] for k in ("local_hits", "external_hits")}  # a new process: its counters start at 0
