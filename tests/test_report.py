@@ -102,9 +102,9 @@ def test_complete_run_writes_md_html_plots_and_summary(tmp_path):
             assert float(row["TTFT mean ms"].replace(",", "")) == pytest.approx(
                 rounds.loc[rnd, "ttft_mean_ms"], abs=0.051
             )
-            assert float(row["TTFT p99 ms"].replace(",", "")) == pytest.approx(
-                rounds.loc[rnd, "ttft_p99_ms"], abs=0.051
-            )
+            p99, flag = row["TTFT p99 ms"].split(" ", 1)  # 12 requests cannot support a p99: flagged
+            assert float(p99.replace(",", "")) == pytest.approx(rounds.loc[rnd, "ttft_p99_ms"], abs=0.051)
+            assert flag == "(n=12<368: ~max)"
     # rag_a: warm 3x faster -> TTFT target met; rag_b 1.5x -> missed. Throughput of the synthetic rows is flat.
     seed = {r["scenario"]: r for r in _md_table(text, "Round over round")}
     assert seed["rag_a"]["TTFT target <= -60 %"] == "met" and seed["rag_b"]["TTFT target <= -60 %"] == "not met"
@@ -571,7 +571,8 @@ def test_the_report_says_why_where_the_cache_loses_and_nothing_where_it_wins(tmp
     (loses,) = [w for w in why if w.startswith("> Why: loses round 2:")]
     assert "Lookups and loads took 13.75 ms per request (3.27 MB at 0.80 GB/s)" in loses
     assert "saved 26.0 ms of vLLM's prefill (5.0 vs 31.0 ms)" in loses
-    assert "waited 45.0 ms in vLLM's queue vs 2.0 ms without" in loses and "the wait for the KV" in loses
+    assert "waited 45.0 ms in vLLM's queue vs 2.0 ms without" in loses
+    assert "the longer wait in vLLM's queue (43.0 ms), not the transfer itself (13.75 ms), outweighed" in loses
     assert not [w for w in why if w.startswith("> Why: wins round 2")]
     assert "why: loses round 2:" in console_summary(run, width=200)
 
@@ -598,10 +599,10 @@ def test_the_break_even_study_finds_where_fetching_overtakes_recomputing(tmp_pat
     write_report(run)
     md = (run / "report.md").read_text()
     section = md.split("## Break-even prefix length: fetching")[1].split("\n## ")[0]
-    m = re.search(r"Break-even prefix length: ([\d,]+) tokens \(95 % interval ([\d,]+)-([\d,]+)", section)
+    m = re.search(r"Break-even prefix length: ~([\d,]+) tokens \(95 % interval ([\d,]+)-([\d,]+)", section)
     assert m, section
     at, lo, hi = (int(g.replace(",", "")) for g in m.groups())
-    assert abs(at - 1562) < 60 and lo <= 1562 <= hi
+    assert at == 1600 and lo <= 1562 <= hi  # two significant figures: the data do not support more
     header = [c.strip() for c in section.splitlines()[2].split("|")]
     rows = [[c.strip() for c in line.split("|")] for line in section.splitlines() if line.startswith("| p")]
     assert [r[header.index("faster")] for r in rows] == ["fetch" if n > 1562 else "recompute" for n in lengths]

@@ -156,6 +156,20 @@ def lru_by_round(requests: pd.DataFrame, block: int | None, counters: pd.DataFra
     )
 
 
+def lru_local_by_round(requests: pd.DataFrame, block: int | None, counters: pd.DataFrame) -> pd.DataFrame:
+    """Per round, the reuse the engine's own prefix cache should give: the same request sequence
+    replayed against an LRU pool of the engine's allocated blocks (`engine_pool_blocks`, read from
+    vllm:cache_config_info) less the one vLLM keeps back (its null block). Blocks held by requests
+    still running are not modelled: with concurrency > 1 the real pool holds a little less."""
+    if not block or counters.empty or "engine_pool_blocks" not in counters or "prefix_blocks" not in requests:
+        return pd.DataFrame()
+    pool = pd.to_numeric(counters["engine_pool_blocks"], errors="coerce").dropna()
+    if pool.empty or not requests["prefix_blocks"].notna().any():
+        return pd.DataFrame()
+    sim = lru_reuse(requests, block, max(int(pool.iloc[0]) - 1, 0)).groupby(requests["round"]).sum()
+    return pd.DataFrame({"round": sim.index.astype(int), "lru_local_reuse_tokens": sim.to_numpy()})
+
+
 def ttft_speedups(requests: pd.DataFrame) -> pd.DataFrame:
     """Pair each later-round request with the same prompt's round-1 request: TTFT speed-up (round 1 / later)."""
     ok = requests[truthy(requests["ok"])]

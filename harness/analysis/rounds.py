@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analysis.connector import store_health, time_in_connector
-from harness.analysis.reuse import lru_by_round, reuse_by_round, ttft_speedups
+from harness.analysis.reuse import lru_by_round, lru_local_by_round, reuse_by_round, ttft_speedups
 from harness.analysis.stats import rounds_table, ttft_gap
 from harness.config import Config
 
@@ -31,6 +31,7 @@ def cell_rounds(
         ttft_speedups(requests),
         server,
         lru_by_round(requests, block, server),
+        lru_local_by_round(requests, block, server),
     ):
         if not extra.empty and "round" in extra and not table.empty:
             table = table.merge(extra, on="round", how="left")

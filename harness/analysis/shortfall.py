@@ -19,6 +19,7 @@ import math
 import pandas as pd
 
 from harness.analysis.frames import num, number
+from harness.analysis.stats import reused_text
 
 SHORTFALL_BELOW = 0.9  # a round reusing less than this share of its expected reuse gets a sentence
 CONNECTOR_OPS = ("lookup_exists", "load_get", "save_exists", "save_put")
@@ -64,7 +65,7 @@ def _working_set(row: pd.Series, cell: pd.DataFrame | None, expected: float) -> 
         out.append(f"its working set ({_bytes(written)} written) exceeds the store's capacity ({_bytes(capacity)})")
     lru = _num(row, "lru_reuse_tokens")
     if lru < SHORTFALL_BELOW * expected:  # NaN-safe
-        out.append(f"an LRU store of that size would have reused only {100 * lru / expected:.0f} % of it too")
+        out.append(f"an LRU store of that size would have reused only {reused_text(100 * lru / expected)} % of it too")
     return out
 
 
@@ -114,6 +115,20 @@ def _counted(row: pd.Series) -> bool:
     return any(pd.notna(row.get(c)) for c in ("master_evicted_keys", "master_key_count_end", "mc_save_put_keys"))
 
 
+def _engine_pool(row: pd.Series, expected: float) -> list[str]:
+    """The local arm (vLLM's own prefix cache, no store) reuses only what the engine's KV pool still
+    holds: an LRU pool of its size simulated on the same requests says how much that is."""
+    lru, pool = _num(row, "lru_local_reuse_tokens"), _num(row, "engine_pool_blocks")
+    if row.get("mode") != "local" or math.isnan(lru) or not lru < SHORTFALL_BELOW * expected:
+        return []
+    size = f" ({pool:,.0f} blocks)" if not math.isnan(pool) else ""
+    share = f"{lru:,.0f} of these tokens ({100 * lru / expected:.0f} %)"
+    return [
+        f"the engine's own KV pool{size} holds less than this working set: an LRU pool of its size reuses "
+        f"{share}, and this arm has no store behind it"
+    ]
+
+
 def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str | None:
     """One sentence for a with-cache round 2+ (a rounds.csv row) that achieved less than
     SHORTFALL_BELOW of its expected reuse, naming the cause from the counters; None for any other
@@ -126,6 +141,7 @@ def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str 
     if unknown or not achieved < SHORTFALL_BELOW * expected:
         return None  # an unknown achievement is no known shortfall: nothing to explain
     causes = [
+        *_engine_pool(row, expected),
         *_evictions(row, cell),
         *_refused_puts(row, cell),
         *_working_set(row, cell, expected),
@@ -149,7 +165,7 @@ def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str 
     who = row.get("label") or row.get("scenario") or "?"
     return (
         f"{who} round {int(_num(row, 'round'))}: reused {achieved:,.0f} of {expected:,.0f} expected tokens "
-        f"({100 * achieved / expected:.0f} %): " + "; ".join(causes) + "."
+        f"({reused_text(100 * achieved / expected)} %): " + "; ".join(causes) + "."
     )
 
 

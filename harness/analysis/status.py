@@ -1,9 +1,14 @@
 """A measured cell's status from its rounds table and its cold proof: failed, contaminated,
-unverified, degraded or ok (the order in which they are decided)."""
+unverified, degraded or ok (the order in which they are decided); then misconfigured, for an arm that
+measured something else than it claims (analysis/arms.py)."""
 
 from __future__ import annotations
 
 import pandas as pd
+
+from harness.analysis.arms import control_problem
+from harness.config import ARM_FLAGS, StackConfig
+from harness.records import CellEntry
 
 
 def degraded(table: pd.DataFrame) -> str | None:
@@ -59,3 +64,28 @@ def cell_status(table: pd.DataFrame, cold: bool, max_failed_percent: float, cold
 def _unseen(cold_detail: str | None) -> bool:
     """The gate could not look (metrics missing) and, on no engine, saw a key or a hit."""
     return cold_detail is not None and "cannot verify" in cold_detail and "not cold" not in cold_detail
+
+
+def misconfigured(table: pd.DataFrame, entry: CellEntry, stack: StackConfig) -> str | None:
+    """Why the cell's arm measured something else than it claims (None: it did not): the engine runs
+    with another prefix-cache setting or another KV pool than asked, or its measured rounds' hit
+    counters contradict the arm (arms.control_problem)."""
+    problems = []
+    flags = ARM_FLAGS.get(entry.mode)
+    if flags is not None and entry.engine_prefix_caching is not None and entry.engine_prefix_caching != flags[0]:
+        problems.append(
+            f"the engine reports prefix caching {'on' if entry.engine_prefix_caching else 'off'}, the arm wants it "
+            f"{'on' if flags[0] else 'off'}"
+        )
+    if (
+        stack.pool_blocks is not None
+        and entry.engine_pool_blocks is not None
+        and entry.engine_pool_blocks != stack.pool_blocks
+    ):
+        problems.append(
+            f"the engine allocated {entry.engine_pool_blocks:,} KV blocks, {stack.pool_blocks:,} were asked"
+        )
+    if "round" in table:
+        why = control_problem(entry.mode, table[table["round"] > 1], entry.block_size)
+        problems += [why] if why else []
+    return "; ".join(problems) or None

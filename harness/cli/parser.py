@@ -118,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--config", type=Path, default=Path("configs/test_config.yaml"))
     render.add_argument("--scenario", default="stack", help="names the stack (namespace / project); default: stack")
-    render.add_argument("--mode", choices=["with-cache", "baseline"], default="with-cache")
+    render.add_argument(
+        "--mode",
+        choices=["none", "local", "store", "local+store", "with-cache", "baseline"],
+        help="the arm to render (with-cache = store, baseline = none); default: local+store on GPU overlays "
+        "(prefix caching on the GPU pool + Mooncake, how production runs), store on the CPU stack",
+    )
     render.add_argument("--backend", choices=["compose", "kubernetes"], default="kubernetes")
     render.add_argument("--out", type=Path, required=True, help="a new or empty directory")
     render.add_argument(
@@ -136,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 ISOLATIONS = ("fresh", "shared", "reset")
+# --repeats when not given: with verified resets a repeat costs a reset (0.2-2 s on the CPU stack), not a
+# bring-up (30-110 s), and repeats are what puts the run-to-run noise into the headline's interval
+# (docs/statistics.md: repeats after resets varied as much as fresh stacks did).
+REPEATS_RESET = 3
+
+
+def default_repeats(isolation: tuple[str, ...]) -> int:
+    """--repeats when not given: REPEATS_RESET when every cell is isolated by verified reset, else 1."""
+    return REPEATS_RESET if tuple(isolation) == ("reset",) else 1
 
 
 def _isolations(value: str) -> tuple[str, ...]:
@@ -164,13 +178,21 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
         choices=["fresh", "fail"],
         help="isolation reset: a reset that cannot be proven runs its scenario on a fresh stack (default) or fails it",
     )
-    p.add_argument("--repeats", type=int, default=1, help="run each scenario N times, each on its own fresh stack")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="run each scenario N times: fresh isolation, each on its own fresh stack (a repeat costs a "
+        "bring-up per mode); reset isolation, after a verified reset (a repeat costs a reset). Intervals over "
+        f"repeats span the noise between them, a one-repeat interval only the prompts of one stack. Default: "
+        f"{REPEATS_RESET} with --isolation reset alone, else 1",
+    )
     p.add_argument(
         "--mode",
-        choices=["both", "with-cache", "baseline"],
-        help="both: each scenario with the KV connector and without it (baseline), each on its own fresh "
-        "stack, same prompts - what reuse buys; with-cache / baseline: one of them (quicker). "
-        "Default: the config's mode (both)",
+        metavar="ARM[,ARM...]",
+        help="the arms, each scenario on its own isolated stack per arm, same prompts: none (no prefix cache, "
+        "no connector), local (vLLM's own prefix cache), store (the KV connector, no local prefix cache), "
+        "local+store (both). Aliases: both = store,none (what reuse buys), with-cache = store, baseline = "
+        "none. With --repeats the order alternates (ABBA). Default: the config's mode (both)",
     )
     p.add_argument(
         "--resume",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.config import ConfigError, check_name, load_config
+from harness.config import ARM_FLAGS, MODE_OF_ARM, ConfigError, check_name, load_config, parse_arms
 from harness.results import new_run_id
 from harness.stack import kube
 from harness.stack.images import STACKS
@@ -22,8 +22,12 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out: {args.out} is not empty")
     overlay = cfg.stack.overlays[0]
     images = {s.role: f"{s.repository}:latest" for s in STACKS.get(overlay, ())}
+    arm = args.mode or ("local+store" if cfg.stack.on_gpu else "store")
+    (arm,) = parse_arms(arm, cfg.stack.enable_prefix_caching)  # the legacy switch, as bench reads it
     spec = prepare(cfg.stack, new_run_id(cfg.run_name), args.scenario, args.out, images, args.compose_dir,
-                   with_connector=args.mode == "with-cache")  # fmt: skip
+                   mode=MODE_OF_ARM[arm])  # fmt: skip
+    say(f"arm {arm}: vLLM prefix cache {'on' if ARM_FLAGS[MODE_OF_ARM[arm]][0] else 'off'}, KV connector "
+        f"{'on' if ARM_FLAGS[MODE_OF_ARM[arm]][1] else 'off'}")  # fmt: skip
     if args.backend == "kubernetes":
         try:
             objs = kube.manifests(spec, args.out, host_network=args.host_network)

@@ -2,7 +2,11 @@
 
 from harness.config.loader import load_config
 from harness.config.models import (
+    ARM_FLAGS,
+    ARM_OF_MODE,
+    ARMS,
     GPU_VLLM_IMAGE,
+    MODE_OF_ARM,
     Api,
     BatchProcessing,
     CodeGeneration,
@@ -18,11 +22,18 @@ from harness.config.models import (
     Targets,
     Trace,
     WatchConfig,
+    WorkingSet,
     check_name,
+    parse_arms,
     point_label,
+    ratio_label,
 )
 
 __all__ = [
+    "ARMS",
+    "ARM_FLAGS",
+    "ARM_OF_MODE",
+    "MODE_OF_ARM",
     "GPU_VLLM_IMAGE",
     "Api",
     "BatchProcessing",
@@ -39,7 +50,10 @@ __all__ = [
     "Targets",
     "Trace",
     "WatchConfig",
+    "WorkingSet",
     "check_name",
     "load_config",
+    "parse_arms",
     "point_label",
+    "ratio_label",
 ]

@@ -6,6 +6,7 @@ command-line flag that gave the value); the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,8 @@ def _one_line(path: Path, err: ValidationError, flags: dict[str, str] | None = N
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-after", "tagged-union")))
     msg = first["msg"].removeprefix("Value error, ")
     flag = (flags or {}).get(str(first["loc"][0])) if first["loc"] else None
+    if not loc and re.match(r"^(stack\.|scenario )", msg):  # a check across fields names its own field
+        return f"{path}: {msg}".replace("\n", " ")
     return (f"{flag}: {msg}" if flag else f"{path}: {loc or '<root>'}: {msg}").replace("\n", " ")
 
 

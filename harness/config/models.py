@@ -131,8 +131,48 @@ class Trace(_ScenarioBase):
         return self
 
 
+class WorkingSet(_ScenarioBase):
+    """D distinct documents of L tokens revisited in a chosen order, so that the working set (D x L
+    tokens) is a chosen multiple of the engine's KV pool (`stack.engine_kv_pool_tokens`): where vLLM's
+    own prefix cache stops holding the prefixes and a store behind it starts to pay.
+
+    `ratio` (working set / pool) gives D = round(ratio * pool / L) (at least 1); `ratios: [...]` in
+    the YAML makes one scenario per ratio (`<name>-x<ratio>`, e.g. ws-x0p5, ws-x8). Or give
+    `documents` directly. Every round replays the same visits; the warm rounds (2+) are the revisits."""
+
+    kind: Literal["working_set"]
+    document_tokens: PositiveInt  # L
+    ratio: Annotated[float, Field(gt=0)] | None = None  # working set / pool, as asked
+    documents: PositiveInt | None = None  # D (from `ratio` and the pool when not given)
+    # cyclic: 0, 1, ..., D-1, 0, ... (the LRU worst case: past the pool every revisit misses);
+    # zipf: popularity ~ 1 / rank^zipf_s; random: uniform. Seeded: every round the same sequence.
+    order: Literal["cyclic", "zipf", "random"] = "cyclic"
+    zipf_s: Annotated[float, Field(gt=0)] = 1.0
+    # Requests per round (None: D; cyclic: rounded up to whole passes over the documents).
+    visits: PositiveInt | None = None
+    num_questions: PositiveInt = 4
+    question_length: PositiveInt = 16
+
+    @model_validator(mode="after")
+    def _sized(self) -> WorkingSet:
+        if self.documents is None and self.ratio is None:
+            raise ValueError("working_set: give ratio (working set / engine_kv_pool_tokens), ratios, or documents")
+        return self
+
+    @property
+    def num_documents(self) -> int:
+        assert self.documents is not None, "Config fills documents from the ratio and the pool"
+        return self.documents
+
+    @property
+    def visits_per_round(self) -> int:
+        d = self.num_documents
+        v = self.visits or d
+        return -(-v // d) * d if self.order == "cyclic" else v
+
+
 Scenario = Annotated[
-    DocumentQA | CodeGeneration | BatchProcessing | MultiTurn | ColdStart | Trace,
+    DocumentQA | CodeGeneration | BatchProcessing | MultiTurn | ColdStart | Trace | WorkingSet,
     Field(discriminator="kind"),
 ]
 
@@ -199,9 +239,17 @@ class StackConfig(Strict):
     teardown_timeout: PositiveInt = 5
     model: str = "/models/tiny"
     served_model_name: str = "tiny"
+    # With engine_kv_pool_tokens and not given: derived from the selected scenarios' longest request.
     max_model_len: PositiveInt = 32768
+    # Legacy switch for the modes `with-cache` / `baseline` (true: they run as local+store / local).
+    # The arms (`mode`: none, local, store, local+store) set prefix caching themselves.
     enable_prefix_caching: bool = False
     kvcache_space_gib: PositiveInt = 1
+    # The engine's own KV pool, where vLLM's prefix cache lives, in tokens: rendered as
+    # `--num-gpu-blocks-override` (whole blocks, rounded up; vLLM applies it on every backend) and
+    # read back from the engine. None: what the backend allocates (kvcache_space_gib on CPU,
+    # gpu.gpu_memory_utilization on GPU).
+    engine_kv_pool_tokens: PositiveInt | None = None
     pythonhashseed: int = 0
     client_ttl: PositiveInt = 5
     # Where the KV lives. embedded: every engine contributes `global_segment_size` of its own memory
@@ -267,6 +315,45 @@ class StackConfig(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _pool_holds_a_request(self) -> StackConfig:
+        if self.engine_kv_pool_tokens is not None and self.max_model_len > self.pool_request_limit:
+            raise ValueError(
+                f"engine_kv_pool_tokens: a pool of {self.engine_kv_pool_tokens:,} tokens ({self.pool_blocks} blocks of "
+                f"{self.kv_block_size}) serves requests of at most {self.pool_request_limit:,} tokens (vLLM keeps one "
+                f"block back), but max_model_len is {self.max_model_len:,}: raise the pool or lower max_model_len"
+            )
+        return self
+
+    @property
+    def kv_block_size(self) -> int:
+        """Tokens per KV block: `--block-size` in extra_vllm_args, else vLLM's default (128 on CPU, 16 on GPU)."""
+        args = list(self.extra_vllm_args)
+        for i, a in enumerate(args):
+            if a == "--block-size" and i + 1 < len(args) and args[i + 1].isdigit():
+                return int(args[i + 1])
+            if a.startswith("--block-size=") and a.split("=", 1)[1].isdigit():
+                return int(a.split("=", 1)[1])
+        return 16 if self.on_gpu else 128
+
+    @property
+    def pool_blocks(self) -> int | None:
+        """engine_kv_pool_tokens in whole blocks (rounded up): `--num-gpu-blocks-override`."""
+        if self.engine_kv_pool_tokens is None:
+            return None
+        return -(-self.engine_kv_pool_tokens // self.kv_block_size)
+
+    @property
+    def pool_tokens(self) -> int | None:
+        """The pool as rendered, in tokens (whole blocks)."""
+        return None if self.pool_blocks is None else self.pool_blocks * self.kv_block_size
+
+    @property
+    def pool_request_limit(self) -> int:
+        """The longest request the pool can serve: vLLM's start-up check ("estimated maximum model length")
+        leaves one block out (64 blocks of 128 -> 8,064 tokens, measured)."""
+        return max(0, ((self.pool_blocks or 1) - 1) * self.kv_block_size)
+
     @property
     def overlays(self) -> list[str]:
         return [self.overlay] if isinstance(self.overlay, str) else list(self.overlay)
@@ -314,9 +401,13 @@ class Config(Strict):
     api: Api = "completions"
     seed: int = 1234
     run_name: str | None = None
-    # What reuse buys is with the cache vs without it on the same prompts. with-cache: vLLM with
-    # the KV connector; baseline: the same stack without it; both: each on its own fresh stack.
-    mode: Literal["both", "with-cache", "baseline"] = "both"
+    # The arms, each on its own isolated stack, same prompts (a comma list or a YAML list):
+    # none (no prefix cache, no connector), local (vLLM's own prefix cache), store (the KV connector
+    # to Mooncake, no local prefix cache: the seed's setup), local+store (both: how production runs).
+    # Aliases: with-cache = store, baseline = none, both = store,none (the default headline: what
+    # reuse buys). With stack.enable_prefix_caching: true the aliases keep meaning what they ran as
+    # before: with-cache = local+store, baseline = local.
+    mode: str | list[str] = "both"
     # A scenario with more failed requests than this is failed, whatever its numbers say.
     max_failed_percent: Annotated[float, Field(ge=0, le=100)] = 2.0
     # What to do when a scenario's cold round finds a warm cache (cold-state gate).
@@ -368,6 +459,41 @@ class Config(Strict):
             node[last] = value
         return Config.model_validate(data)
 
+    @field_validator("mode")
+    @classmethod
+    def _arms(cls, v: str | list[str]) -> str | list[str]:
+        parse_arms(v)
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sized_by_pool(cls, data: Any) -> Any:
+        """`ratios` -> one working_set scenario per ratio; a working set's D from its ratio and the pool;
+        max_model_len from the workload when a pool is given and max_model_len is not."""
+        if not isinstance(data, dict):
+            return data
+        return size_by_pool(data)
+
+    @model_validator(mode="after")
+    def _arms_and_pool(self) -> Config:
+        named = [a for a in _arm_names(self.mode) if a in ARMS]
+        if named and self.stack.enable_prefix_caching:
+            raise ValueError(
+                f"stack.enable_prefix_caching: the arms ({', '.join(named)}) set vLLM's prefix cache themselves "
+                "(local, local+store: on; none, store: off); drop it"
+            )
+        for name, sc in self.scenarios.items():
+            if isinstance(sc, WorkingSet) and sc.documents is None:
+                raise ValueError(
+                    f"scenario {name}: ratio needs stack.engine_kv_pool_tokens (the pool it is a multiple of)"
+                )
+        return self
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The arms as they run: none, local, store, local+store (aliases resolved)."""
+        return parse_arms(self.mode, self.stack.enable_prefix_caching)
+
     @field_validator("request_rate")
     @classmethod
     def _no_pacing(cls, v: float | None) -> float | None:
@@ -407,7 +533,9 @@ class Config(Strict):
 
     @property
     def modes(self) -> tuple[str, ...]:
-        return ("with-cache", "baseline") if self.mode == "both" else (self.mode,)
+        """The arms by their cell names (results directories, rows' `mode`): store and none keep
+        today's names with-cache and baseline."""
+        return tuple(MODE_OF_ARM[a] for a in self.arms)
 
     def selected(self) -> dict[str, Scenario]:
         return {name: self.scenarios[name] for name in self.default_scenarios}
@@ -429,3 +557,142 @@ def _is_field(model: type[BaseModel], parts: list[str]) -> bool:
         return True
     sub = field.annotation
     return isinstance(sub, type) and issubclass(sub, BaseModel) and _is_field(sub, parts[1:])
+
+
+# ------------------------------------------------------------------ arms
+
+ARMS = ("none", "local", "store", "local+store")
+# An arm's cell name (its `mode` in rows and the manifest, its results directory): store and none
+# keep the names they have had since the first release.
+MODE_OF_ARM = {"none": "baseline", "local": "local", "store": "with-cache", "local+store": "local+store"}
+ARM_OF_MODE = {m: a for a, m in MODE_OF_ARM.items()}
+# (vLLM's prefix cache, the KV connector) per cell mode
+ARM_FLAGS = {
+    "baseline": (False, False),
+    "local": (True, False),
+    "with-cache": (False, True),
+    "local+store": (True, True),
+}
+_ALIASES = {"with-cache": ("store",), "baseline": ("none",), "both": ("store", "none")}
+
+
+def _arm_names(mode: str | list[str]) -> list[str]:
+    items = [mode] if isinstance(mode, str) else list(mode)
+    return [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+
+
+def parse_arms(mode: str | list[str], legacy_prefix_caching: bool = False) -> tuple[str, ...]:
+    """`mode` as arms, in the given order without repeats; ValueError naming the unknown one."""
+    out: list[str] = []
+    for name in _arm_names(mode):
+        if name in ARMS:
+            out.append(name)
+        elif name in _ALIASES:
+            arms = _ALIASES[name]
+            out += [{"store": "local+store", "none": "local"}[a] for a in arms] if legacy_prefix_caching else arms
+        else:
+            raise ValueError(
+                f"{name!r} is not an arm: choose from {', '.join(ARMS)} (aliases: with-cache = store, "
+                "baseline = none, both = store,none), comma-separated"
+            )
+    if not out:
+        raise ValueError("no arm given")
+    return tuple(dict.fromkeys(out))
+
+
+# ------------------------------------------------------------------ sizes from the pool
+
+
+def ratio_label(ratio: float) -> str:
+    """A ratio in a scenario name: 0.5 -> x0p5, 8 -> x8."""
+    return "x" + f"{ratio:g}".replace(".", "p").replace("-", "m")
+
+
+def prompt_bound(sc: Any) -> int | None:
+    """An upper bound of a scenario's longest prompt in tokens (its parts plus headroom for labels,
+    BOS and a chat template); None when the config cannot tell (a trace without max_input_length)."""
+    room = 64
+    if isinstance(sc, DocumentQA):
+        return sc.context_length + sc.question_length + room
+    if isinstance(sc, CodeGeneration):
+        return sc.context_length + sc.task_length + room
+    if isinstance(sc, BatchProcessing):
+        return sc.instruction_length + sc.text_length + room
+    if isinstance(sc, ColdStart):
+        return sc.prompt_length + room
+    if isinstance(sc, WorkingSet):
+        return sc.document_tokens + sc.question_length + room
+    if isinstance(sc, MultiTurn):
+        return sc.system_length + sc.turns * (sc.user_length + (sc.max_tokens or 0) + 16) + room
+    if isinstance(sc, Trace):
+        return sc.max_input_length + room if sc.max_input_length else None
+    return None
+
+
+def size_by_pool(data: dict) -> dict:
+    """The raw config with working-set ratios expanded, D filled in from the pool, and max_model_len
+    derived from the workload (when a pool is given and max_model_len is not). Data that does not
+    validate is returned as far as it got: the model's own validation then names the field."""
+    from pydantic import TypeAdapter
+
+    data = dict(data)
+    scenarios = data.get("scenarios")
+    if isinstance(scenarios, dict):
+        expanded: dict[str, Any] = {}
+        renamed: dict[str, list[str]] = {}
+        for name, sc in scenarios.items():
+            if isinstance(sc, dict) and sc.get("kind") == "working_set" and isinstance(sc.get("ratios"), list):
+                rest = {k: v for k, v in sc.items() if k != "ratios"}
+                for r in sc["ratios"]:
+                    new = f"{name}-{ratio_label(float(r))}" if isinstance(r, int | float) else f"{name}-{r}"
+                    expanded[new] = {**rest, "ratio": r}
+                    renamed.setdefault(name, []).append(new)
+            else:
+                expanded[name] = sc
+        data["scenarios"] = expanded
+        if renamed and isinstance(data.get("default_scenarios"), list):
+            data["default_scenarios"] = [x for n in data["default_scenarios"] for x in renamed.get(n, [n])]
+    raw_stack = data.get("stack", {})
+    if not isinstance(raw_stack, dict | StackConfig):
+        return data
+    stack_dict = raw_stack.model_dump() if isinstance(raw_stack, StackConfig) else dict(raw_stack)
+    if stack_dict.get("engine_kv_pool_tokens") is None:
+        return data
+    try:  # the pool's size in whole blocks needs the block size, i.e. the overlay and the engine's flags
+        probe = StackConfig.model_validate({**stack_dict, "max_model_len": 1})
+        parsed = TypeAdapter(dict[str, Scenario]).validate_python(data.get("scenarios") or {})
+    except (ValidationError, ValueError, TypeError):
+        return data
+    pool = probe.pool_tokens or 0
+    for name, sc in parsed.items():
+        if isinstance(sc, WorkingSet) and sc.documents is None and sc.ratio is not None:
+            data["scenarios"][name] = {
+                **data["scenarios"][name],
+                "documents": max(1, round(sc.ratio * pool / sc.document_tokens)),
+            }
+    if (
+        "max_model_len" not in stack_dict
+        or isinstance(raw_stack, StackConfig)
+        and "max_model_len" not in raw_stack.model_fields_set
+    ):
+        selected = data.get("default_scenarios") or list(parsed)
+        out = data.get("max_tokens", 16)
+        needs = [
+            (b + (parsed[n].max_tokens or out if isinstance(out, int) else 16), n)
+            for n in selected
+            if n in parsed and (b := prompt_bound(parsed[n])) is not None
+        ]
+        if needs and len(needs) == len([n for n in selected if n in parsed]):
+            need, longest = max(needs, key=lambda x: x[0])  # the first scenario of the longest requests
+            block = probe.kv_block_size
+            derived = -(-need // block) * block
+            if derived > probe.pool_request_limit:
+                raise ValueError(
+                    f"stack.engine_kv_pool_tokens: {stack_dict['engine_kv_pool_tokens']:,} tokens ({probe.pool_blocks} "
+                    f"blocks of {block}) serve requests of at most {probe.pool_request_limit:,} tokens, but scenario "
+                    f"{longest} needs max_model_len {derived:,} (its longest prompt and output): raise the pool to at "
+                    f"least {derived + block:,} tokens or shorten the scenario"
+                )
+            stack_dict["max_model_len"] = derived
+            data["stack"] = stack_dict
+    return data

@@ -79,6 +79,19 @@ class Snapshot:
         v = label_value(self.vllm or {}, "vllm:cache_config_info", "block_size")
         return int(v) if v and v.isdigit() else None
 
+    @property
+    def pool_blocks(self) -> int | None:
+        """The KV pool the engine allocated, in blocks: `num_gpu_blocks` of `vllm:cache_config_info`
+        (on CPU too; None when not exposed). With `--num-gpu-blocks-override` it is the override."""
+        v = label_value(self.vllm or {}, "vllm:cache_config_info", "num_gpu_blocks")
+        return int(v) if v and v.isdigit() else None
+
+    @property
+    def prefix_caching(self) -> bool | None:
+        """Whether the engine runs with its own prefix cache (`enable_prefix_caching` of cache_config_info)."""
+        v = label_value(self.vllm or {}, "vllm:cache_config_info", "enable_prefix_caching")
+        return None if v is None else v == "True"
+
 
 class Probe:
     """Scrapes both servers of one stack."""

@@ -14,12 +14,14 @@ from harness.records.rows import Record
 
 # ------------------------------------------------------------------ manifest.json
 
-Status = Literal["pending", "running", "ok", "contaminated", "unverified", "degraded", "failed", "interrupted"]
+Status = Literal[
+    "pending", "running", "ok", "contaminated", "unverified", "degraded", "misconfigured", "failed", "interrupted"
+]
 
 
 # ------------------------------------------------------------------ cells
 
-MODES = ("with-cache", "baseline")
+MODES = ("with-cache", "baseline", "local", "local+store")  # the arms' cell names (config.MODE_OF_ARM)
 # Cells whose round 1 is proven cold on a stack of their own: a fresh one, or one reused after a
 # verified reset. Only these measure what reuse buys; shared and external cells show pollution.
 ISOLATED = ("fresh", "reset")
@@ -88,6 +90,12 @@ class CellEntry(Record):
     # the engine warm-up before the cold proof (runner/warmup.py): requests, prompt tokens (each
     # below one KV block), their TTFTs, seconds; None: no warm-up (runs before issue 34)
     warmup: dict[str, Any] | None = None
+    # The engine's own KV pool as it allocated it (vllm:cache_config_info), and as asked (stack.engine_kv_pool_tokens)
+    engine_pool_blocks: int | None = None
+    engine_pool_tokens: int | None = None
+    engine_prefix_caching: bool | None = None  # the engine's own prefix cache, as it reports it
+    # Controls (analysis/arms.py): why an arm measured something else than it claims (None: it did not)
+    misconfigured: str | None = None
     foreign_hit_tokens_round1: int | None = None
     skipped_requests: int | None = None  # trace requests longer than the served context
     point: dict[str, Any] | None = None  # the sweep point this cell ran at (config path -> value)
@@ -105,6 +113,7 @@ class Plan(Record):
     repeats: int
     modes: list[str]
     points: list[dict[str, Any]] = Field(default_factory=list)  # sweep points (config path -> value)
+    arm_order: list[list[str]] = Field(default_factory=list)  # per repeat, the modes in the order they ran (ABBA)
 
 
 class StackInfo(Record):

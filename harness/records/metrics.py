@@ -91,6 +91,10 @@ _ALL = [
     Metric("lru_reuse_tokens", "simulated LRU reuse tokens", "tok", 0, "higher"),
     Metric("kv_bytes_per_block", "KV bytes per block", "B", 0),
     Metric("store_capacity_blocks", "store capacity blocks", "", 0),
+    # The engine's own KV pool (vllm:cache_config_info num_gpu_blocks) and an LRU pool of that many
+    # blocks simulated on the same requests: what vLLM's own prefix cache should hit.
+    Metric("engine_pool_blocks", "engine KV pool blocks", "", 0),
+    Metric("lru_local_reuse_tokens", "simulated local-pool LRU reuse tokens", "tok", 0, "higher"),
     Metric("ttft_reduction_pct", "r2 vs r1 TTFT -%", "%", 1, "higher"),
     Metric("ttft_p50_reduction_pct", "r2 vs r1 TTFT p50 -%", "%", 1, "higher"),
     Metric("throughput_improvement_pct", "r2 vs r1 thrpt +%", "%", 1, "higher"),

@@ -15,19 +15,30 @@ checks that on random synthetic runs).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
+from harness.analysis import arms as A
 from harness.analysis.frames import num
 from harness.analysis.intervals import Interval, change_pct, repeats_change_pct, target_verdict
 from harness.analysis.shortfall import shortfall_notes
 from harness.config import Targets
 from harness.records.metrics import HEADLINE, METRICS
 from harness.report import breakeven as BE
-from harness.report.data import RunData, cache_cliff, evidence, load_run, ok_requests, per_prompt_ratios, token_sources
+from harness.report.data import (
+    RunData,
+    cache_cliff,
+    evidence,
+    kv_block,
+    load_run,
+    ok_requests,
+    per_prompt_ratios,
+    token_sources,
+    working_sets,
+)
 from harness.report.tables import cliff_notes, cliff_table, round_phases, short_why, warm_round1_notes, why_lines
 from harness.report.verdict import (
     fidelity,
@@ -72,6 +83,12 @@ class Analysis:
     warm_round1: list[str]
     why: list[str]
     shortfalls: list[str]  # with-cache rounds that reused < 90 % of what they could, and why (shortfall.py)
+    # The four arms on working-set scenarios (analysis/arms.py): per ratio and arm, local+store vs
+    # local per ratio, the crossover R0, and the cells whose arm measured something else than it claims.
+    arms: pd.DataFrame = field(default_factory=pd.DataFrame)
+    arm_changes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    crossover: A.Crossover | None = None
+    misconfigured: dict[str, str] = field(default_factory=dict)  # cell dir -> why
 
     @property
     def targets(self) -> Targets:
@@ -96,6 +113,11 @@ class Analysis:
             for key, better in (("ttft", "lower"), ("tput", "higher"), ("prompt", "lower")):
                 if f"{key}_change" in x:
                     out.append(Reported(f"{where} {key}", x[f"{key}_change"], x[f"{key}_lo"], x[f"{key}_hi"], better))
+        for x in self.arms.to_dict("records"):
+            where = f"arm {x['arm']} {x['scenario']} TTFT mean"
+            out.append(Reported(where, x["ttft_mean_ms"], x["ttft_lo"], x["ttft_hi"], "lower"))
+        for x in self.arm_changes.to_dict("records"):
+            out.append(Reported(f"local+store vs local {x['scenario']}", x["change"], x["lo"], x["hi"], "lower"))
         if self.breakeven is not None:
             be = self.breakeven
             out.append(Reported("break-even tokens", be.crossover, be.lo, be.hi, "lower"))
@@ -126,7 +148,32 @@ def analyse(run: Path | str | RunData) -> Analysis:
         warm_round1=warm_round1_notes(data),
         why=why_lines(data, vs_base),
         shortfalls=shortfall_notes(data.rounds),
+        **_arms(data, req),
     )
+
+
+def _arms(data: RunData, req: pd.DataFrame) -> dict:
+    """The four arms' frames (empty without working-set scenarios) and the controls of every arm cell."""
+    block = kv_block(data)
+    table = A.arm_table(data.rounds, req, working_sets(data), block)
+    changes = A.changes_by_ratio(table, data.rounds, req)
+    bad = {}
+    r = data.rounds
+    if not r.empty:
+        for d, g in r[(r["round"] > 1) & (r["isolation"] != "external")].groupby("dir"):  # our stacks' arms
+            if d in data.dirs.index and data.dirs.loc[d, "status"] in ("failed", "degraded", "interrupted"):
+                continue  # said as such; its counters do not judge the arm
+            rel = str(data.dirs.loc[d, "dir"]) if d in data.dirs.index else str(d)
+            why = A.control_problem(str(g["mode"].iloc[0]), g, block)
+            if why:
+                bad[rel] = why
+    if not table.empty:
+        cells = {str(data.dirs.loc[d, "dir"]): (s, m) for d, s, m in zip(r["dir"], r["scenario"], r["mode"])}
+        flagged = {cells[k] for k in bad if k in cells}
+        table = table.assign(
+            control=["MISCONFIGURED" if (s, m) in flagged else "ok" for s, m in zip(table["scenario"], table["mode"])]
+        )
+    return {"arms": table, "arm_changes": changes, "crossover": A.crossover(changes), "misconfigured": bad}
 
 
 def _headline(data: RunData, vs_base: pd.DataFrame) -> pd.DataFrame:

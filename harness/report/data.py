@@ -336,6 +336,7 @@ def evidence(data: RunData) -> pd.DataFrame:
                 "status": d["status"],
                 "stack project": e.project or "unknown",
                 "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
+                "engine warm-up": _warmup(e),
                 "cold verified": _yes_no(e.cold_verified),
                 "reset proof": _reset_proof(e),
                 "engine restarts": "; ".join(_restart(x) for x in e.engine_restarts) or "n/a",
@@ -348,6 +349,19 @@ def evidence(data: RunData) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _warmup(e: CellEntry) -> str:
+    """The engine warm-up before the cold proof, in a few words: requests, their first and later TTFTs."""
+    w = e.warmup
+    if not w:
+        return "none"
+    engines = w.get("engines", [w])
+    ttfts = [t for x in engines for t in x.get("ttft_ms", [])]
+    n = sum(x.get("requests", 0) for x in engines)
+    if not ttfts:
+        return f"{n} req"
+    return f"{n} req, TTFT {ttfts[0]:,.0f} ms first, max {max(ttfts[1:] or [0]):,.0f} after"
 
 
 def _restart(x: dict) -> str:
@@ -419,6 +433,24 @@ def cache_cliff(data: RunData) -> pd.DataFrame:
     out = per.groupby(["scenario", "point"], sort=False).mean(numeric_only=True).reset_index()
     out["unexplained_pp"] = out["lru_pct"] - out["hit_pct"]
     return out.sort_values(["scenario", "store_mib"], kind="stable", ignore_index=True)
+
+
+def working_sets(data: RunData) -> dict[str, tuple[int, int]]:
+    """Working-set scenarios of the run's configuration: name -> (documents, document tokens)."""
+    scenarios = (data.manifest.config.get("scenarios") if data.manifest else None) or {}
+    out = {}
+    for name, sc in scenarios.items():
+        if isinstance(sc, dict) and sc.get("kind") == "working_set" and sc.get("documents"):
+            out[str(name)] = (int(sc["documents"]), int(sc["document_tokens"]))
+    return out
+
+
+def kv_block(data: RunData) -> int:
+    """Tokens per KV block as the engines reported it (the first cell that knows), else vLLM's CPU default."""
+    for e in data.dirs["entry"] if not data.dirs.empty else []:
+        if getattr(e, "block_size", None):
+            return int(e.block_size)
+    return 128
 
 
 def _stack_setting(data: RunData, d: int, name: str, default: object) -> object:

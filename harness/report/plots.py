@@ -24,6 +24,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from harness.analysis.intervals import INCONCLUSIVE, MET, NOT_MET, target_verdict  # noqa: E402
+
 CDF_POINTS = 400
 ROUND_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#7f7f7f"]
 RUN_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#c0392b", "#7f7f7f"]
@@ -128,6 +130,9 @@ MODE_COLORS = {"with-cache": "#1f77b4", "baseline": "#d62728"}
 MODE_NAMES = {"with-cache": "with cache", "baseline": "without"}
 
 
+VERDICT_COLOURS = {MET: "#2e8540", NOT_MET: "#d9822b", INCONCLUSIVE: "#999999"}
+
+
 def _bars_with_ci(
     ax,
     labels: list[str],
@@ -138,11 +143,13 @@ def _bars_with_ci(
     title: str,
     xlabel: str = ROUND_OVER_ROUND_X,
 ) -> None:
-    """Horizontal bars of changes in % with their intervals as whiskers. `target` is signed: a
-    negative one (TTFT) is met at or below it, a positive one (throughput) at or above it."""
+    """Horizontal bars of changes in % with their intervals as whiskers, coloured by the target read
+    from the interval (intervals.target_verdict): green met, orange not met, grey inconclusive. `target`
+    is signed: a negative one (TTFT) is met at or below it, a positive one (throughput) at or above it."""
     y = np.arange(len(labels))
-    met = (vals <= target) if target < 0 else (vals >= target)  # NaN: never met
-    colors = ["#2e8540" if m else "#d9822b" for m in met]
+    better = "lower" if target < 0 else "higher"
+    verdicts = [target_verdict(v, lo_, hi_, target, better) for v, lo_, hi_ in zip(vals, lo, hi)]
+    colors = [VERDICT_COLOURS.get(v, "#999999") for v in verdicts]
     ax.barh(y, np.nan_to_num(vals), color=colors, height=0.6)
     has = np.isfinite(lo) & np.isfinite(hi)
     if has.any():  # lo <= value <= hi: the analysis reports only intervals that hold their figure
@@ -181,7 +188,8 @@ def gains(rr: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
         "Change % = 100 x (round 2 / round 1 - 1): negative TTFT = faster, positive throughput = more. "
         "Whiskers: 95 % CI of the figure itself (Student-t over repeats when there are several; with one "
         "repeat, TTFT: the change of the mean over the same prompts, BCa bootstrap over prompts; "
-        "throughput has no CI with one repeat). Green: the seed's target met.",
+        "throughput has no CI with one repeat). Green: the seed's target met (the whole interval beyond it), "
+        "orange: not met, grey: inconclusive.",
     )
     r2 = rr[rr["round"] == 2] if not rr.empty and "ttft_change" in rr.columns else pd.DataFrame()
     if r2.empty or (r2["ttft_change"].isna().all() and r2["tput_change"].isna().all()):
@@ -224,7 +232,8 @@ def headline_changes(head: pd.DataFrame, names: list[str], ttft_target: float, t
         "Change % = 100 x (with / without - 1): negative TTFT = faster, positive throughput = more. Whiskers: "
         "95 % CI of the figure itself (TTFT with one repeat: the change of the mean over the same prompts, "
         "BCa bootstrap over prompts; with several, Student-t over repeats; throughput has no CI with one "
-        "repeat). Green: the target met. Each scenario's with-cache and baseline cells ran on stacks of their own.",
+        "repeat). Green: the target met (the whole interval beyond it), orange: not met, grey: inconclusive. "
+        "Each scenario's with-cache and baseline cells ran on stacks of their own.",
     )
     if head.empty:
         plot.missing = "no scenario ran both with the cache and without it (run with --mode both)"
@@ -509,5 +518,69 @@ def breakeven(points: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarr
     ax.set_ylabel("TTFT mean ms")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    plot.png = _png(fig)
+    return plot
+
+
+ARM_COLORS = {"none": "#d62728", "local": "#4a90d9", "store": "#2e8540", "local+store": "#8e44ad"}
+
+
+def arms(t: pd.DataFrame, r0: float | None) -> Plot:
+    """The four arms against working set / pool: TTFT (mean with its interval, p50) and the hit
+    rate by tier (local pool, store), all arms on the same axes; the LRU prediction of the local
+    pool's hit rate beside the measured one; R0 where the data name it."""
+    plot = Plot(
+        "arms",
+        "Four arms: TTFT and hit rate by tier against working set / pool",
+        "Measured rounds (2+: every document revisited), per working set / engine KV pool (x, log). Top: "
+        "TTFT mean per arm (solid, bars: its 95 % interval; within-run with one repeat) and p50 (dashed). "
+        "Middle: share of the measured rounds' prompt tokens served from the engine's own pool (vLLM's local "
+        "prefix-cache hits) in the arms that have it, with the hit rate an LRU pool of the engine's size "
+        "predicts for the same requests (dotted grey). Bottom: share served from the store (external hits) in "
+        "the arms with the connector. Dotted black: the reusable share (an unbounded cache). The other arms "
+        "are controls (their hits on a tier they lack are checked: misconfigured if any). Vertical line: R0, "
+        "from which on local+store is faster than local at every measured ratio (interval below 0).",
+    )
+    t = t.dropna(subset=["ratio"]) if not t.empty else t
+    if t.empty:
+        plot.missing = "no working-set scenario with a measured ratio (engine pool read back) and a warm round"
+        return plot
+    fig = _figure(7.5, 9.0)
+    top, mid, bottom = (fig.add_subplot(3, 1, i) for i in (1, 2, 3))
+    for arm, g in t.groupby("arm", sort=False):
+        g = g.sort_values("ratio")
+        color = ARM_COLORS.get(str(arm), "#7f7f7f")
+        err = np.vstack([g["ttft_mean_ms"] - g["ttft_lo"], g["ttft_hi"] - g["ttft_mean_ms"]])
+        top.errorbar(g["ratio"], g["ttft_mean_ms"], yerr=np.nan_to_num(err), marker="o", color=color,
+                     capsize=3, label=f"{arm} mean")  # fmt: skip
+        top.plot(g["ratio"], g["ttft_p50_ms"], ls="--", marker=".", color=color, alpha=0.7, label=f"{arm} p50")
+        if arm in ("local", "local+store"):
+            mid.plot(g["ratio"], g["local_pct"], marker="o", color=color, label=f"{arm} (measured)")
+        if arm in ("store", "local+store"):
+            bottom.plot(g["ratio"], g["store_pct"], marker="s", color=color, label=str(arm))
+    lru = t[t["arm"].isin(["local", "local+store"])].groupby("ratio")["lru_local_pct"].mean().dropna()
+    if len(lru):
+        mid.plot(lru.index, lru.to_numpy(), ls=":", color="#7f7f7f", lw=2.5, label="LRU prediction")
+    reusable = t.groupby("ratio")["reusable_pct"].mean().dropna()
+    for ax in (mid, bottom) if len(reusable) else ():
+        ax.plot(reusable.index, reusable.to_numpy(), ls=":", color="black", lw=1, label="reusable (unbounded)")
+    ratios = sorted(t["ratio"].unique())
+    for ax in (top, mid, bottom):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ratios)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3)
+        if r0 is not None:
+            ax.axvline(r0, color="gray", ls="-.", lw=1, label=f"R0 = {r0:g}" if ax is top else None)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+    top.set_ylabel("TTFT ms (measured rounds)")
+    top.set_ylim(bottom=0)
+    mid.set_ylabel("% from the engine's pool")
+    bottom.set_ylabel("% from the store")
+    for ax in (mid, bottom):
+        ax.set_ylim(-2, 105)
+    bottom.set_xlabel("working set / engine KV pool (documents x tokens / pool tokens)")
     plot.png = _png(fig)
     return plot

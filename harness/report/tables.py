@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.analysis.frames import num, truthy
 from harness.analysis.intervals import MET
-from harness.analysis.stats import reused_text, round1_caveat
+from harness.analysis.stats import TAIL_QUANTILE, reused_text, round1_caveat, tail_support
 from harness.config import Targets
 from harness.records import ISOLATED
 from harness.records.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
@@ -20,6 +20,7 @@ from harness.report.data import RunData, cache_cliff, store_sizing
 TIMINGS = [
     ("up_s", "up s"),
     ("service_start_s", "vLLM start s"),
+    ("warmup_s", "warm-up s"),
     ("workload_s", "workload s"),
     ("rounds_s", "rounds s"),
     ("teardown_s", "teardown s"),
@@ -29,8 +30,8 @@ TIMINGS = [
 
 
 # worst first: a scenario's repeats show the worst status
-STATUS_RANK = ["failed", "interrupted", "degraded", "contaminated", "unverified", "running", "pending", "unknown",
-               "no manifest", "ok"]  # fmt: skip
+STATUS_RANK = ["failed", "interrupted", "misconfigured", "degraded", "contaminated", "unverified", "running",
+               "pending", "unknown", "no manifest", "ok"]  # fmt: skip
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -69,8 +70,11 @@ def reuse_table(vs_baseline: pd.DataFrame, targets: Targets) -> pd.DataFrame:
         }
         for m in pick(HEADLINE):
             c = m.column
-            row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}"
-            row[f"{m.header} change"] = change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"], x[f"{c}_method"])
+            flag = f" ({why}: ~max)" if (why := x.get(f"{c}_support")) else ""
+            row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}{flag}"
+            row[f"{m.header} change"] = (
+                f"hidden ({why})" if why else change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"], x[f"{c}_method"])
+            )
         row["per-prompt TTFT change"] = (
             change_ci(x["paired_change"], x["paired_lo"], x["paired_hi"], x["paired_method"])
             + f" ({x['pairs']} prompts)"
@@ -160,8 +164,11 @@ def stats_table(data: RunData) -> pd.DataFrame:
     if r.empty:
         return pd.DataFrame()
     out = _round_identity(r).assign(phase=r["phase"] if "phase" in r else "unknown")
+    n = num(r, "successes")
     for m in pick(ROUND_TABLE):
-        out[m.header] = num(r, m.column).map(m.show)
+        shown = num(r, m.column).map(m.show)
+        flags = [tail_support(m.column, k) for k in n]  # a tail percentile of too few requests: flagged
+        out[m.header] = [f"{v} ({f}: ~max)" if f and v != "n/a" else v for v, f in zip(shown, flags)]
     return drop_default_mode(out.astype(str))
 
 
@@ -398,7 +405,7 @@ def cliff_notes(data: RunData) -> list[str]:
             f"{kept['store_mib'].iloc[0]:,.0f} MiB ({kept['point'].iloc[0]})"
             if len(kept)
             else f"no swept store size kept {CLIFF_KEEP:g} % of the infinite-cache hits (best "
-            f"{g['hit_pct'].max():.0f} %)"
+            f"{reused_text(g['hit_pct'].max())} %)"  # rounded down: never across the threshold
         )
         gap = _lru_gap(g) if g["unexplained_pp"].notna().any() else ""
         per_block = g["kv_bytes_per_block"].dropna()
@@ -427,11 +434,14 @@ def summary_csv(data: RunData, vs_baseline: pd.DataFrame, vs_round1: pd.DataFram
         rounds = rounds.merge(vs_round1, on=["label", "round"], how="left")
         added += [c for c in vs_round1.columns if c not in ("label", "round")]
     rounds = rounds.drop(columns="label")
+    for metric in TAIL_QUANTILE:  # "" where the round's requests support the percentile, else why not
+        if metric in rounds:
+            rounds[f"{metric}_support"] = [tail_support(metric, n) for n in num(rounds, "successes")]
     if not vs_baseline.empty:
         keep = {
             c: f"vs_baseline_{c}"
             for c in vs_baseline.columns
-            if c.endswith(("_change", "_lo", "_hi", "_method", "_target"))
+            if c.endswith(("_change", "_lo", "_hi", "_method", "_target", "_support"))
             or c.startswith("paired_")
             or c in ("pairs", "spans")
         }
@@ -479,9 +489,10 @@ def _evidence_word(d: pd.DataFrame, key: str) -> str:
     return "yes" if all(vals) else "NO"
 
 
-def _connector_means(r: pd.DataFrame, label_round: tuple[str, str, int], mode: str) -> dict[str, float]:
-    scen, point, rnd = label_round
-    g = r[(r["scenario"] == scen) & (r["round"] == rnd) & (r["mode"] == mode) & r["isolation"].isin(ISOLATED)]
+def _connector_means(r: pd.DataFrame, label_round: tuple[str, str, int, str], mode: str) -> dict[str, float]:
+    scen, point, rnd, iso = label_round
+    same = r["isolation"] == iso if iso else r["isolation"].isin(ISOLATED)
+    g = r[(r["scenario"] == scen) & (r["round"] == rnd) & (r["mode"] == mode) & same]
     if "point" in g:
         g = g[g["point"].fillna("").astype(str) == str(point)]
     cols = ("mc_lookup_ms_per_req", "mc_load_ms_per_req", "mc_save_ms_per_req", "mc_loaded_mb", "mc_saved_mb",
@@ -494,45 +505,71 @@ def _signed(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:+.1f}"
 
 
+def _prefill_change(saved: float) -> str:
+    """What the cache did to vLLM's prefill, in words that keep the sign: a negative saving is a longer prefill."""
+    return f"saved {fmt(saved)} ms of vLLM's prefill" if saved >= 0 else f"vLLM's prefill took {fmt(-saved)} ms longer"
+
+
+def _loss_cause(fetch: float, saved: float, waited: float) -> str:
+    """Why a cache that loaded KV still lost, only as far as the compared figures say it."""
+    if not saved > 0:  # NaN-safe
+        return "with the KV loaded, vLLM's prefill was no shorter, so nothing was saved to pay for the fetch"
+    if waited > saved and waited > fetch:
+        return (
+            f"the longer wait in vLLM's queue ({fmt(waited)} ms), not the transfer itself ({fmt(fetch, 2)} ms), "
+            f"outweighed the prefill it saved ({fmt(saved)} ms)"
+        )
+    if fetch > saved:
+        return f"fetching the KV ({fmt(fetch, 2)} ms) cost more than the prefill it saved ({fmt(saved)} ms)"
+    return (
+        f"the fetch ({fmt(fetch, 2)} ms) cost less than the prefill it saved ({fmt(saved)} ms), and the longer "
+        f"queue wait ({fmt(waited)} ms) did not outweigh it either: the loss is outside the connector's timers "
+        "and vLLM's prefill and queue histograms"
+    )
+
+
+def _clearly_lost(x: dict) -> tuple[bool, bool]:
+    """(TTFT higher, throughput lower) with the cache, each only where its whole 95 % interval says so: a
+    change inside its noise gets no story of why it was lost."""
+    return bool(x["ttft_mean_ms_lo"] > 0), bool(x["req_per_s_hi"] < 0)  # NaN-safe: no interval, no claim
+
+
 def why_lines(data: RunData, table: pd.DataFrame) -> list[str]:
-    """Why the cache lost or did not help, where it did, from the connector's own timers and vLLM's
-    histograms: what the fetch path cost each request (lookup and load RPCs, and the time a request
-    waits in vLLM's queue while its KV is loaded) against the prefill it saved, or, where nothing
-    was reused, what write-through cost. Nothing is said where the cache wins. `table`: the with
-    vs without comparison (verdict.reuse_buys)."""
+    """Why the cache lost, where its interval shows it did (TTFT higher, or throughput lower, with the
+    whole 95 % interval on that side), from the connector's own timers and vLLM's histograms: what
+    the fetch path cost each request (lookup and load RPCs, and the time a request waits in vLLM's
+    queue while its KV is loaded) against the prefill it saved, or, where nothing was reused, what
+    write-through cost. Nothing is said where the cache wins or the change is inside its noise.
+    `table`: the with vs without comparison (verdict.reuse_buys)."""
     r = data.rounds
     if table.empty or "mc_load_ms_per_req" not in r.columns:
         return []
     out = []
     for x in table.to_dict("records"):
-        key = (x["scenario"], x["point"], x["round"])
+        key = (x["scenario"], x["point"], x["round"], x.get("isolation", ""))
         c, b = _connector_means(r, key, "with-cache"), _connector_means(r, key, "baseline")
-        slower, lost_tput = x["ttft_mean_ms_change"] >= 0, x["req_per_s_change"] < 0
+        slower, lost_tput = _clearly_lost(x)
         if not (slower or lost_tput) or math.isnan(c["mc_save_ms_per_req"]):
             continue
         head = f"{x['label']} round {x['round']}: TTFT {_signed(x['ttft_mean_ms_change'])} %, throughput " \
-               f"{_signed(x['req_per_s_change'])} % with the cache."  # fmt: skip
+               f"{_signed(x['req_per_s_change'])} % with the cache ({'TTFT higher' if slower else 'throughput lower'}" \
+               " across the whole 95 % interval)."  # fmt: skip
         n = c["requests"]
         if c["mc_loaded_mb"] > 0:
             fetch = c["mc_lookup_ms_per_req"] + c["mc_load_ms_per_req"]
             saved = b["server_prefill_mean_ms"] - c["server_prefill_mean_ms"]
             waited = c["server_queue_mean_ms"] - b["server_queue_mean_ms"]
-            cause = (
-                "the wait for the KV to arrive, not the transfer itself, outweighed the prefill it saved"
-                if waited > fetch
-                else "fetching the KV cost more than recomputing it at this prefix length"
-            )
             out.append(
                 f"{head} Lookups and loads took {fmt(fetch, 2)} ms per request ({fmt(c['mc_loaded_mb'] / n, 2)} MB "
-                f"at {fmt(c['mc_load_gbps'], 2)} GB/s) and saved {fmt(saved)} ms of vLLM's prefill "
-                f"({fmt(c['server_prefill_mean_ms'])} vs {fmt(b['server_prefill_mean_ms'])} ms), but requests waited "
-                f"{fmt(c['server_queue_mean_ms'])} ms in vLLM's queue vs {fmt(b['server_queue_mean_ms'])} ms without "
-                "(the connector keeps a request queued while its store lookup and load are in flight; vLLM "
-                f"retries it on later engine steps): {cause}."
+                f"at {fmt(c['mc_load_gbps'], 2)} GB/s) and {_prefill_change(saved)} "
+                f"({fmt(c['server_prefill_mean_ms'])} vs {fmt(b['server_prefill_mean_ms'])} ms), while requests "
+                f"waited {fmt(c['server_queue_mean_ms'])} ms in vLLM's queue vs {fmt(b['server_queue_mean_ms'])} ms "
+                "without (the connector keeps a request queued while its store lookup and load are in flight; "
+                f"vLLM retries it on later engine steps): {_loss_cause(fetch, saved, waited)}."
             )
         else:
             out.append(
-                f"{head} Nothing was loaded; the connector's write-through saved {fmt(c['mc_saved_mb'] / n, 2)} MB "
+                f"{head} Nothing was loaded; the connector's write-through wrote {fmt(c['mc_saved_mb'] / n, 2)} MB "
                 f"per request ({fmt(c['mc_save_ms_per_req'], 2)} ms of store RPCs per request, "
                 f"{fmt(c['mc_save_gbps'], 2)} GB/s) and lookups took {fmt(c['mc_lookup_ms_per_req'], 2)} ms per "
                 "request: the connector's price when nothing is reused."
@@ -557,7 +594,7 @@ def short_why(data: RunData, x: dict) -> str:
             if warm < 90  # NaN-safe: an unknown warmth says nothing
             else "no connector or server timers in this run to say why"
         )
-    key = (x["scenario"], x["point"], x["round"])
+    key = (x["scenario"], x["point"], x["round"], x.get("isolation", ""))
     c, b = _connector_means(r, key, "with-cache"), _connector_means(r, key, "baseline")
     if not c["mc_loaded_mb"] > 0:
         rpc = fmt(c["mc_save_ms_per_req"], 1)
@@ -565,16 +602,18 @@ def short_why(data: RunData, x: dict) -> str:
     saved = b["server_prefill_mean_ms"] - c["server_prefill_mean_ms"]
     waited = c["server_queue_mean_ms"] - b["server_queue_mean_ms"]
     if waited > 0 and waited >= saved / 2:
-        return (
-            f"prefill {fmt(saved, 0)} ms shorter, but requests queued {fmt(waited, 0)} ms longer in vLLM "
-            "while their KV loaded"
+        prefill = (
+            f"prefill {fmt(saved, 0)} ms shorter, but" if saved >= 0 else f"prefill {fmt(-saved, 0)} ms longer, and"
         )
+        return f"{prefill} requests queued {fmt(waited, 0)} ms longer in vLLM while their KV loaded"
     if b["server_prefill_mean_ms"] < x["ttft_mean_ms_base"] / 2:
         return (
             f"prefill is only {fmt(b['server_prefill_mean_ms'], 0)} of the {fmt(x['ttft_mean_ms_base'], 0)} ms "
             "TTFT without the cache: at most that can be saved"
         )
     fetch = c["mc_lookup_ms_per_req"] + c["mc_load_ms_per_req"]
+    if not saved >= 0:  # NaN-safe
+        return f"lookups and loads took {fmt(fetch, 1)} ms per request and prefill {fmt(-saved, 0)} ms longer"
     return f"lookups and loads took {fmt(fetch, 1)} ms per request for {fmt(saved, 0)} ms of prefill saved"
 
 
@@ -673,6 +712,7 @@ EVIDENCE_QUESTIONS = (
         "Checks",
         (
             "status",
+            "engine warm-up",
             "cold verified",
             "reset proof",
             "engine restarts",
@@ -722,3 +762,35 @@ STATS_QUESTIONS = (
 def stats_tables(data: RunData) -> list[tuple[str, str, pd.DataFrame]]:
     """stats_table split by question: TTFT, decode and end to end, throughput and reuse."""
     return by_question(stats_table(data), ROUND_IDENT, STATS_QUESTIONS)
+
+
+def arms_table(arms: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """The four arms, one row per working set / pool ratio and arm: hit rates by tier (shares of the
+    measured rounds' prompt tokens), TTFT mean [95 % CI] and p50, and per ratio local+store vs local."""
+    if arms.empty:
+        return pd.DataFrame()
+    vs = {x["scenario"]: x for x in changes.to_dict("records")} if not changes.empty else {}
+    rows = []
+    for x in arms.to_dict("records"):
+        c = vs.get(x["scenario"]) if x["arm"] == "local+store" else None
+        rows.append(
+            {
+                "working set / pool": fmt(x["ratio"], 2),
+                "scenario": x["scenario"],
+                "arm": x["arm"],
+                "documents x tokens": f"{x['documents']:,} x {x['document_tokens']:,}",
+                "pool blocks": fmt(x["pool_blocks"], 0),
+                "local pool %": fmt(x["local_pct"], 1),
+                "local LRU-predicted %": fmt(x["lru_local_pct"], 1) if x["arm"] in ("local", "local+store") else "",
+                "store %": fmt(x["store_pct"], 1),
+                "reusable %": fmt(x["reusable_pct"], 1),
+                "TTFT mean ms": fmt(x["ttft_mean_ms"], 1),
+                "95 % CI": "n/a" if math.isnan(x["ttft_lo"]) else f"[{x['ttft_lo']:.1f}, {x['ttft_hi']:.1f}]",
+                "TTFT p50 ms": fmt(x["ttft_p50_ms"], 1),
+                "vs local: TTFT mean %": "" if c is None else fmt(c["change"], 1, signed=True),
+                "vs local 95 % CI": "" if c is None else _ci(c["lo"], c["hi"]),
+                "requests": x["requests"],
+                "control": x.get("control", ""),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -37,6 +37,7 @@ from harness.analysis.intervals import (
     repeats_change_pct,
     target_verdict,
 )
+from harness.analysis.stats import tail_support
 from harness.records import ISOLATED
 from harness.records.metrics import HEADLINE
 from harness.report.data import RunData
@@ -143,12 +144,16 @@ def reuse_buys(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
             "reused_pct_cache": float(num(cache, "reused_token_pct").mean()),
         }
         pairs = pair_up(side(req, base, int(rnd)), side(req, cache, int(rnd)))
+        requests = float(num(pd.concat([base, cache]), "successes").min())  # the smallest round behind a figure
         for metric in HEADLINE:
             b, c = _per_repeat(base, metric), _per_repeat(cache, metric)
             changes = [change_pct(b[k], c[k]) for k in reps]
             row[f"{metric}_base"] = geometric_mean([b[k] for k in reps])
             row[f"{metric}_cache"] = geometric_mean([c[k] for k in reps])
+            row[f"{metric}_support"] = why = tail_support(metric, requests)
             ch = mean_change(pairs, changes) if metric == "ttft_mean_ms" else repeats_change_pct(changes)
+            if why:  # a tail percentile of too few requests is about their maximum: no change of it is shown
+                ch = Interval(math.nan, math.nan, math.nan, ch.n, f"hidden: percentile of too few requests ({why})")
             row.update({f"{metric}_change": ch.estimate, f"{metric}_lo": ch.lo, f"{metric}_hi": ch.hi,
                         f"{metric}_method": ch.method})  # fmt: skip
         iv = per_prompt_change(pairs)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from harness.analysis.arms import verdict_line
 from harness.analysis.intervals import INCONCLUSIVE, MET, NOT_MET
 from harness.records import ISOLATED
 from harness.report import breakeven as BE
@@ -29,6 +30,7 @@ from harness.report.analysis import Analysis, analyse, changes_by_round
 from harness.report.data import RunData, load_run
 from harness.report.fit import fit_table, terminal_width, wrap
 from harness.report.tables import (
+    arms_table,
     by_question,
     connector_table,
     drop_default_mode,
@@ -56,7 +58,8 @@ from harness.results import write_table
 # then the seed's round-over-round figures, then the rest.
 HEADLINE_PLOTS = ("headline_changes", "with_without_cdf")
 SEED_PLOTS = ("ttft_cdf", "gains", "speedups")
-PLOT_NAMES = (*HEADLINE_PLOTS, *SEED_PLOTS, "token_sources", "cache_cliff", "breakeven")
+ARMS_PLOTS = ("arms",)
+PLOT_NAMES = (*HEADLINE_PLOTS, *SEED_PLOTS, "token_sources", "cache_cliff", "breakeven", *ARMS_PLOTS)
 
 
 TEXT_COLS = (
@@ -78,6 +81,11 @@ TEXT_COLS = (
     "run id",
     "path",
     "scenarios",
+    "arm",
+    "documents x tokens",
+    "95 % CI",
+    "vs local 95 % CI",
+    "control",
 )
 
 
@@ -113,6 +121,11 @@ def make_plots(a: Analysis) -> list[P.Plot]:
         _safe("token_sources", "Prompt tokens by source", lambda: P.token_sources(a.token_sources)),
         *([_safe("cache_cliff", "Cache cliff", lambda: P.cliff(a.cliff))] if not a.cliff.empty else []),
         *([_safe("breakeven", "Break-even prefix length", lambda: _breakeven_plot(be))] if be else []),
+        *(
+            [_safe("arms", "Four arms", lambda: P.arms(a.arms, a.crossover.r0 if a.crossover else None))]
+            if not a.arms.empty
+            else []
+        ),
     ]
 
 
@@ -203,6 +216,7 @@ def _sections(a: Analysis) -> dict[str, pd.DataFrame]:
         "cliff": a.cliff_table,
         "sizing": sizing_table(data),
         "breakeven": BE.table(a.breakeven) if a.breakeven else pd.DataFrame(),
+        "arms": arms_table(a.arms, a.arm_changes),
     }
 
 
@@ -306,7 +320,30 @@ def _by_name(plots: list[P.Plot], names: tuple[str, ...]) -> list[P.Plot]:
 
 
 def _other_plots(plots: list[P.Plot]) -> list[P.Plot]:
-    return [p for p in plots if p.name not in HEADLINE_PLOTS + SEED_PLOTS]
+    return [p for p in plots if p.name not in HEADLINE_PLOTS + SEED_PLOTS + ARMS_PLOTS]
+
+
+ARMS_TITLE = "Four arms: what the store adds over vLLM's own prefix cache, by working set / pool"
+ARMS_TEXT = (
+    "Each arm on a stack of its own (fresh, or proven cold by a verified reset), the same prompts: none (no "
+    "prefix cache, no connector), local (vLLM's prefix cache in the engine's own KV pool), store (the KV "
+    "connector to Mooncake, no local prefix cache), local+store (both). Working set / pool = documents x "
+    "document tokens over the pool the engine allocated (vllm:cache_config_info, blocks x block size). "
+    "Figures over the measured rounds (2+: every document revisited). local pool % and store %: the "
+    "engine's own counters (vllm:prefix_cache_hits, vllm:external_prefix_cache_hits) as a share of the "
+    "measured rounds' prompt tokens (vllm:prompt_tokens); local LRU-predicted %: an LRU pool of the "
+    "engine's size simulated on the same requests; reusable %: an unbounded cache. TTFT mean with its 95 % "
+    "interval (one repeat: within-run, over requests; several: over repeats). vs local: local+store's "
+    "change of the mean TTFT against local's, paired by prompt (negative = faster)."
+)
+
+
+def arms_lines(a: Analysis) -> list[str]:
+    """The four arms' verdict and the controls that failed, as sentences."""
+    if a.arms.empty and not a.misconfigured:
+        return []
+    out = [] if a.arms.empty else [verdict_line(a.crossover)]
+    return out + [f"MISCONFIGURED {cell}: {why}." for cell, why in a.misconfigured.items()]
 
 
 HEADLINE_FIGURES = "Headline figures: with the cache vs without"
@@ -324,6 +361,12 @@ def _markdown(a: Analysis, tabs: dict[str, pd.DataFrame], plots: list[P.Plot] | 
         v = tabs["verdict"]
         parts += [how, "", md_table(v.drop(columns="why")), ""]
         parts += [f"- why {name}: {why}" for name, why in zip(v["scenario"], v["why"]) if why] + [""]
+    if arm_lines := arms_lines(a):
+        parts += [f"## {ARMS_TITLE}", "", *[f"**{x}**" for x in arm_lines[:1]], "", *[f"- {x}" for x in arm_lines[1:]]]
+        if plots is not None:
+            parts += md_plots(_by_name(plots, ARMS_PLOTS))
+        if not tabs["arms"].empty:
+            parts += [ARMS_TEXT, "", md_table(tabs["arms"]), ""]
     if data.notes:
         parts += ["## What is missing", "", *md_notes(data.notes)]
     if plots is not None and not a.headline.empty:
@@ -379,6 +422,17 @@ def _html_verdict(a: Analysis, tabs: dict[str, pd.DataFrame]) -> str:
 def _html(a: Analysis, tabs: dict[str, pd.DataFrame], plots: list[P.Plot]) -> str:
     data, split = a.data, _split(a, tabs)
     parts = [_html_verdict(a, tabs)]
+    if arm_lines := arms_lines(a):
+        parts.append(
+            H.section(
+                ARMS_TITLE,
+                H.paragraph(arm_lines[0], "answer"),
+                *[H.paragraph(x) for x in arm_lines[1:]],
+                *html_figures(_by_name(plots, ARMS_PLOTS)),
+                *([H.table(tabs["arms"], "arms", TEXT_COLS), H.paragraph(ARMS_TEXT)] if not tabs["arms"].empty else []),
+                section_id="arms-section",
+            )
+        )
     if data.notes:
         parts.append(H.notes(data.notes))
     # on the first screen, no section heading: the figures' own titles say what they are
@@ -527,13 +581,12 @@ def _answer(head: pd.DataFrame) -> str:
     met, not_met = int(both.sum()), int(missed.sum())
     unclear = n - lower - higher
     adjust = f", unadjusted for {n}" if n > 1 else ""
+    inconclusive = n - met - not_met
+    targets = [f"both targets met in {met} of {n}", *([f"a target not met in {not_met}"] if not_met else []),
+               *([f"inconclusive in {inconclusive}"] if inconclusive else [])]  # fmt: skip
     return (
         f"Verdict: with the cache, warm mean TTFT lower in {lower} of {n} scenario(s), higher in {higher} "
-        f"(95 % CIs clear of 0{adjust})"
-        + (f", unclear in {unclear}" if unclear else "")
-        + f"; targets: both met in {met}, one not met in {not_met}"
-        + (f", inconclusive in {n - met - not_met}" if n - met - not_met else "")
-        + "."
+        f"(95 % CIs clear of 0{adjust})" + (f", unclear in {unclear}" if unclear else "") + f"; {', '.join(targets)}."
     )
 
 
@@ -599,6 +652,8 @@ def console_text(a: Analysis, html: Path, width: int | None = None) -> str:
     if data.notes:
         out += wrap(f"{len(data.notes)} note(s) on missing data: see the report", w)
     out += [f"report: {html}", *_verdict_block(a, w)]
+    for line in arms_lines(a):
+        out += wrap(line, w)
     return "\n".join(out)
 
 

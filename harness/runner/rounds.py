@@ -99,6 +99,7 @@ def run_rounds(
             if probe and before:
                 counters[rnd] = {
                     "engine_url": endpoint.base_url,
+                    "engine_pool_blocks": before.pool_blocks,
                     **deltas(before, settled(probe, before, watch.succeeded)),
                 }
             if watch.down:

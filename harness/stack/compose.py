@@ -9,6 +9,7 @@ of it is left. Teardown runs from `finally`, from SIGINT/SIGTERM and from
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -113,11 +114,22 @@ class ComposeStack:
             # "starting". Readiness is checked here too, on the containers' own health.
             self._wait_healthy(deadline)
         except (DockerException, StackError) as e:
-            self.save_logs()
+            logs = self.save_logs()
             why = _last_line(e) if isinstance(e, DockerException) else str(e)
             raise StackError(
                 f"stack {self.spec.project} did not become healthy within {self.ready_timeout} s: {why}"
+                + self._exit_reasons(logs)
             ) from None
+
+    def _exit_reasons(self, logs: Path) -> str:
+        """For every service that exited during bring-up, its own last error line (from the saved logs)."""
+        try:
+            exited = [s for s, st in self.health().items() if st in ("exited", "dead")]
+            text = (logs / "compose.log").read_text()
+        except (DockerException, OSError):
+            return ""
+        lines = [f"{s} said: {line}" for s in exited if (line := last_error_line(text, s))]
+        return "".join(f"; {x}" for x in lines)
 
     def health(self) -> dict[str, str]:
         """Service -> "healthy" / "starting" / "unhealthy" / "running" (no healthcheck) / "exited" ..."""
@@ -263,3 +275,23 @@ def _parse_ts(ts: str) -> datetime:
 def _last_line(e: DockerException) -> str:
     text = (e.stderr or e.stdout or str(e)).strip().splitlines()
     return text[-1] if text else str(e)
+
+
+_LOG_PREFIX = re.compile(r"^(?P<svc>[A-Za-z0-9_.-]+?)(-\d+)?\s+\|\s?(\d{4}-\d\d-\d\dT\S+\s)?(?P<text>.*)$")
+_PY_ERROR = re.compile(r"\b[A-Za-z_.]*(Error|Exception|Exit)\b: \S")
+
+
+def last_error_line(compose_log: str, service: str, width: int = 300) -> str | None:
+    """A service's own last error line in `docker compose logs` output: the last Python exception
+    line (`ValueError: ...`), else the last line with ERROR, else its last line; None when it logged
+    nothing. Cut to `width` characters."""
+    own = []
+    for raw in compose_log.splitlines():
+        m = _LOG_PREFIX.match(raw)
+        if m and m.group("svc") == service and m.group("text").strip():
+            own.append(m.group("text").strip())
+    if not own:
+        return None
+    pick = next((x for x in reversed(own) if _PY_ERROR.search(x)), None)
+    pick = pick or next((x for x in reversed(own) if "ERROR" in x), own[-1])
+    return pick[:width]

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from python_on_whales import DockerClient
 
-from harness.config import StackConfig
+from harness.config import ARM_FLAGS, StackConfig
 
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 MASTER = "mooncake-master"
@@ -97,7 +97,20 @@ class StackSpec:
         return [*self.engines, *([STORE] if self.store_metrics_port else []), MASTER]
 
 
-def vllm_command(s: StackConfig, with_connector: bool = True) -> list[str]:
+def arm_flags(s: StackConfig, mode: str | None, with_connector: bool = True) -> tuple[bool, bool]:
+    """(vLLM's prefix cache, the KV connector) for a cell mode (an arm's cell name: baseline, local,
+    with-cache, local+store); without one, today's switches (with_connector, stack.enable_prefix_caching)."""
+    if mode is None:
+        return s.enable_prefix_caching, with_connector
+    if mode not in ARM_FLAGS:
+        raise ValueError(f"unknown mode {mode!r} (arms: {', '.join(ARM_FLAGS)})")
+    return ARM_FLAGS[mode]
+
+
+def vllm_command(s: StackConfig, with_connector: bool = True, prefix_caching: bool | None = None) -> list[str]:
+    """The engine's command line. `prefix_caching`: vLLM's own prefix cache on/off (None: the
+    stack's enable_prefix_caching); `with_connector`: the KV connector to the store."""
+    local = s.enable_prefix_caching if prefix_caching is None else prefix_caching
     args = [
         s.model,
         "--served-model-name",
@@ -109,8 +122,10 @@ def vllm_command(s: StackConfig, with_connector: bool = True) -> list[str]:
         "--max-model-len",
         str(s.max_model_len),
         "--enable-prompt-tokens-details",
-        "--enable-prefix-caching" if s.enable_prefix_caching else "--no-enable-prefix-caching",
+        "--enable-prefix-caching" if local else "--no-enable-prefix-caching",
     ]
+    if s.pool_blocks is not None:  # the engine's own KV pool, as asked (vLLM applies it on every backend)
+        args += ["--num-gpu-blocks-override", str(s.pool_blocks)]
     if with_connector:  # baseline mode: the same stack, no KV connector
         args += ["--kv-transfer-config", json.dumps({"kv_connector": CONNECTORS[s.connector], "kv_role": "kv_both"})]
     if s.on_gpu:
@@ -172,8 +187,8 @@ def lmcache_config(s: StackConfig, hostname: str = "vllm") -> dict:
     }
 
 
-def _engine_overrides(s: StackConfig, with_connector: bool) -> dict:
-    svc: dict = {"command": vllm_command(s, with_connector)}
+def _engine_overrides(s: StackConfig, with_connector: bool, prefix_caching: bool | None = None) -> dict:
+    svc: dict = {"command": vllm_command(s, with_connector, prefix_caching)}
     if s.engine_cpusets:
         svc["cpuset"] = s.engine_cpusets[0]
     if s.on_gpu:
@@ -230,9 +245,13 @@ def prepare(
     extra_files: list[Path] | None = None,
     with_connector: bool = True,
     dev_mode: bool = False,
+    mode: str | None = None,
 ) -> StackSpec:
     """Render the stack for one scenario run into `workdir` and assemble the compose call.
-    `dev_mode`: vLLM's dev endpoints (the cache reset), only for stacks reused with `isolation: reset`."""
+    `dev_mode`: vLLM's dev endpoints (the cache reset), only for stacks reused with `isolation: reset`.
+    `mode`: the arm's cell name (baseline, local, with-cache, local+store): sets prefix caching and the
+    connector (without it: `with_connector` and stack.enable_prefix_caching)."""
+    prefix_caching, with_connector = arm_flags(s, mode, with_connector)
     node = s.store == "store-node" and with_connector  # a baseline stack has no store to keep
     wanted = {"vllm_port": s.vllm_port, "master_metrics_port": s.master_metrics_port}
     if s.topology == "cross-instance":
@@ -251,7 +270,7 @@ def prepare(
     if lm:
         lm.write_text(yaml.safe_dump(lmcache_config(s), sort_keys=False))
     generated = workdir / "compose.generated.yaml"
-    overlay = {"services": {"vllm": _engine_overrides(s, with_connector)}, **_top_level(s)}
+    overlay = {"services": {"vllm": _engine_overrides(s, with_connector, prefix_caching)}, **_top_level(s)}
     generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
     files = [
         compose_dir / "base.yaml",

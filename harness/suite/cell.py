@@ -10,13 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis.shortfall import cell_shortfalls
-from harness.analysis.status import cell_status
+from harness.analysis.status import cell_status, misconfigured
 from harness.client.tokenizer import ServerTokenizer
-from harness.config import Config
+from harness.config import ARM_FLAGS, Config
 from harness.observe.probes import Probe, Snapshot, cold_state, store_node_state
 from harness.observe.watch import StackWatch
 from harness.records import CellEntry
 from harness.runner import Endpoint, Route, run_rounds
+from harness.runner.warmup import warm_up
 from harness.stack import Stack
 from harness.stack.spec import size_bytes
 from harness.suite.console import print_rounds, round_progress, say, step
@@ -62,6 +63,8 @@ def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None =
     cell.entry.status = "running"
     probes = [Probe(u, target.master_url) for u in target.urls]
     try:
+        if target.stack is not None:  # an external server is measured as it is
+            _warm_up(run, cell, target, probes)
         cold, detail = _prove_cold(cell, probes, since, target.store_url)
         routes: list[Route] = [(Endpoint(u, run.model), p) for u, p in zip(target.urls, probes)]
         with run.local_tokenizer or ServerTokenizer(routes[0][0].base_url, run.model) as tok:
@@ -69,13 +72,35 @@ def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None =
             wl = _workload(run, cell, tok)
             table = _rounds(cell, wl, routes, probes[0], target)
         cell.entry.set(**cell_status(table, cold, cell.cfg.max_failed_percent, detail))
+        # the controls judge our stacks' arms; an external server's flags are its operator's
+        ours = target.stack is not None
+        judged = cell.entry.status not in ("failed", "degraded")  # a broken store is said as such
+        if ours and judged and (why := misconfigured(table, cell.entry, cell.cfg.stack)):
+            cell.entry.set(status="misconfigured", reason=why, misconfigured=why)
         print_rounds(table)
+        if cell.entry.status == "misconfigured":
+            say(f"  [red]MISCONFIGURED: {cell.entry.reason}[/red]")
         for why in cell_shortfalls(table):
             say(f"  [yellow]{why}[/yellow]")
         return wl.sessions[0].build(0, []) if wl.sessions else None
     finally:
         for p in probes:
             p.close()
+
+
+def _warm_up(run: Run, cell: Cell, target: Target, probes: list[Probe]) -> None:
+    """Warm every engine of the stack before the cold proof (runner/warmup.py): requests that share
+    nothing with the workload and store nothing, so round 1 no longer carries the process's own
+    cold start; the proof that follows shows the warm-up left nothing. Evidence in the manifest."""
+    with step("engine warm-up (requests below one KV block)", cell.entry.timings, "warmup_s", transient=True):
+        evidence = [warm_up(u, run.model, p.snapshot().block_size, cell.cfg.request_timeout)
+                    for u, p in zip(target.urls, probes)]  # fmt: skip
+    cell.entry.warmup = evidence[0] if len(evidence) == 1 else {"engines": evidence}
+    first = [e["ttft_ms"][0] for e in evidence if e["ttft_ms"]]
+    later = [t for e in evidence for t in e["ttft_ms"][1:]]
+    span = f"{min(later):,.0f}-{max(later):,.0f}" if later else "n/a"
+    firsts = ", ".join(f"{t:,.0f}" for t in first)
+    say(f"  engine warm-up: {sum(e['requests'] for e in evidence)} requests, first TTFT {firsts} ms, then {span} ms")
 
 
 def _prove_cold(
@@ -91,8 +116,21 @@ def _prove_cold(
     if store_url and cell.entry.mode != "baseline":  # the pool must be the store node's, and it must serve
         ok, why = store_node_state(snapshots[0], store_url, size_bytes(cell.cfg.stack.global_segment_size))
         cold, detail = cold and ok, f"{detail}; {why}"
-    cell.entry.set(cold_verified=cold, cold_detail=detail, block_size=snapshots[0].block_size)
+    first = snapshots[0]
+    cell.entry.set(
+        cold_verified=cold,
+        cold_detail=detail,
+        block_size=first.block_size,
+        engine_pool_blocks=first.pool_blocks,
+        engine_pool_tokens=cell.cfg.stack.pool_tokens,
+        engine_prefix_caching=first.prefix_caching,
+    )
     say(f"  cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
+    if first.pool_blocks is not None and first.block_size:
+        asked = f"; asked {cell.cfg.stack.pool_blocks}" if cell.cfg.stack.pool_blocks is not None else ""
+        say(f"  engine KV pool: {first.pool_blocks:,} blocks of {first.block_size} tokens "
+            f"({first.pool_blocks * first.block_size:,} tokens{asked}), prefix caching "
+            f"{'on' if first.prefix_caching else 'off'}")  # fmt: skip
     if not cold and "not cold" in detail and cell.cfg.on_contamination == "fail":
         raise RuntimeError(f"cold-state gate failed: {detail}")
     return cold, detail
@@ -118,7 +156,7 @@ def _rounds(cell: Cell, wl: Workload, routes: list[Route], probe: Probe, target:
     cfg, stack = cell.cfg, target.stack
     watch = StackWatch.for_stack(
         target.urls,
-        target.master_url if cell.entry.mode != "baseline" else None,
+        target.master_url if ARM_FLAGS.get(cell.entry.mode, (False, True))[1] else None,  # arms with the connector
         stack.health if stack else None,
         cfg.watch.poll_s,
         cfg.watch.down_after_s,

@@ -36,7 +36,7 @@ def fresh(run: Run, cell: Cell, point: int | None) -> None:
     on_fresh_stack(run, cell.cfg, cell.key.replace("/", "-"), cell.out, Batch([cell]), cell.entry.mode, body)
 
 
-def reset(run: Run, cells: list[Cell], mode: str, point: int | None) -> None:
+def reset(run: Run, cells: list[Cell], mode: str, point: int | None, repeat: int | None = None) -> None:
     """The first cell of a stack runs on it fresh; every next one after a verified reset. A reset
     that cannot be proven sends its cell, and those after it, to a new stack (or fails the cell:
     on_reset_failure: fail); so does a stack that broke."""
@@ -44,7 +44,10 @@ def reset(run: Run, cells: list[Cell], mode: str, point: int | None) -> None:
     stacks = 0
     while todo:
         stacks += 1
-        label = "-".join([*([f"point-{point:02d}"] if point else []), mode, "reset", str(stacks)])
+        rep = [f"r{repeat}"] if repeat else []
+        label = "-".join(
+            [*([f"point-{point:02d}"] if point else []), mode.replace("+", "-"), *rep, "reset", str(stacks)]
+        )
         batch = Batch(todo)
         on_fresh_stack(
             run,

@@ -67,7 +67,7 @@ def on_fresh_stack(
             run.image_tags,
             run.opts.compose_dir,
             list(run.opts.extra_compose_files),
-            with_connector=mode != "baseline",
+            mode=mode,  # the arm: vLLM's prefix cache and the KV connector on or off
             dev_mode=dev_mode,
         )
         ports = {**spec.engine_ports, "master_metrics": spec.master_metrics_port}

@@ -24,9 +24,16 @@ class PlannedCell:
         return cell_key(self.scenario, self.mode, self.isolation, self.repeat, self.point)
 
 
+def arm_order(modes: list[str], repeat: int) -> list[str]:
+    """The arms' order in a repeat: as given in odd repeats, reversed in even ones (ABBA): an arm run
+    later inherits a warmer machine, so no arm is always second."""
+    return list(modes) if repeat % 2 else list(reversed(modes))
+
+
 def cells_of(plan: Plan) -> list[PlannedCell]:
     """Point-major, then isolation (fresh, external, reset), then scenario-major with every mode of
-    a scenario back to back; shared cells last, one stack per mode."""
+    a scenario back to back, their order alternating by repeat (ABBA); shared cells last, one stack
+    per mode."""
     points: list[int | None] = list(range(1, len(plan.points) + 1)) or [None]
     reps = range(1, plan.repeats + 1)
     isolated = [
@@ -36,7 +43,7 @@ def cells_of(plan: Plan) -> list[PlannedCell]:
         if iso in plan.isolation
         for n in plan.scenarios
         for r in reps
-        for m in plan.modes
+        for m in arm_order(plan.modes, r)
     ]
     shared = [
         PlannedCell(n, m, "shared", 1, None) for m in plan.modes if "shared" in plan.isolation for n in plan.scenarios

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.config import Config, ConfigError
+from harness.config import ARM_FLAGS, Config, ConfigError
 from harness.records import CellEntry, Manifest, Plan, Resumed
 from harness.report import report_and_summary
 from harness.report.fit import wrap
@@ -20,8 +20,8 @@ from harness.results import RunDir, base_manifest, read_manifest, utc_now
 from harness.stack import versions
 from harness.suite import isolation
 from harness.suite.cell import Target
-from harness.suite.console import console, say, step
-from harness.suite.plan import cells_of, register
+from harness.suite.console import console, new_run, say, step
+from harness.suite.plan import arm_order, cells_of, register
 from harness.suite.run import ImageProvider, Run, SuiteOptions
 from harness.suite.steps import real_steps
 
@@ -87,13 +87,19 @@ class Suite:
 
     def plan_cells(self, names: list[str], isolation: tuple[str, ...], repeats: int, modes: tuple[str, ...]) -> None:
         self.manifest.plan = Plan(
-            scenarios=names, isolation=list(isolation), repeats=repeats, modes=list(modes), points=self.cfg.points()
+            scenarios=names,
+            isolation=list(isolation),
+            repeats=repeats,
+            modes=list(modes),
+            points=self.cfg.points(),
+            arm_order=[arm_order(list(modes), r) for r in range(1, repeats + 1)],
         )
 
     def run_all(self, external: Callable[[str, CellEntry], object] | None = None) -> bool:
         """True when every cell succeeded (on a shared stack or an external server contamination is
         expected, not a failure). `external`: measure each cell there instead of on stacks of ours."""
         run, plan = self.run, self.plan
+        new_run()  # the client's warnings: said in full once per run
         say(f"run [bold]{run.dir.run_id}[/bold] -> {run.root}")
         self.manifest.topology = self.cfg.stack.topology
         planned = cells_of(plan)
@@ -103,7 +109,7 @@ class Suite:
         if external is None:
             run.image_tags = run.images(self.cfg.stack.overlays[0])
             self.manifest.images = run.image_tags
-            self._check_versions("with-cache" in plan.modes)
+            self._check_versions(any(ARM_FLAGS.get(m, (False, True))[1] for m in plan.modes))
         try:
             self._run_cells(planned, external)
         except KeyboardInterrupt as e:
@@ -123,11 +129,13 @@ class Suite:
                 isolation.external(run, isolation.cell_for(run, c.key, c.point), external)
             elif c.isolation == "fresh" and run.todo(c.key) is not None:
                 isolation.fresh(run, isolation.cell_for(run, c.key, c.point), c.point)
-        # isolation reset: one stack per point and mode, its cells in the same scenario order
+        # isolation reset: one stack per point and mode (and repeat, with repeats: the arms' order alternates,
+        # ABBA), its cells in the same scenario order
         reset = [c for c in planned if c.isolation == "reset"]
-        for point, mode in dict.fromkeys((c.point, c.mode) for c in reset):
-            cells = [isolation.cell_for(run, c.key, c.point) for c in reset if (c.point, c.mode) == (point, mode)]
-            isolation.reset(run, cells, mode, point)
+        by_repeat = self.plan.repeats > 1
+        for point, rep, mode in dict.fromkeys((c.point, c.repeat if by_repeat else 0, c.mode) for c in reset):
+            group = [c for c in reset if (c.point, c.repeat if by_repeat else 0, c.mode) == (point, rep, mode)]
+            isolation.reset(run, [isolation.cell_for(run, c.key, c.point) for c in group], mode, point, rep or None)
         for mode in dict.fromkeys(c.mode for c in planned if c.isolation == "shared"):
             cells = [isolation.cell_for(run, c.key, None) for c in planned if (c.isolation, c.mode) == ("shared", mode)]
             isolation.shared(run, cells, mode)
