@@ -22,7 +22,7 @@ from pandas.api.types import union_categoricals
 
 from harness.analysis.frames import num, truthy
 from harness.analysis.stats import rounds_table
-from harness.config import Targets, point_label
+from harness.config import ARM_FLAGS, Targets, point_label
 from harness.records import REQUEST_COLUMNS, CellEntry, Manifest, parse_cell_key
 from harness.results import read_manifest, read_requests, read_rounds
 
@@ -464,14 +464,16 @@ def _stack_setting(data: RunData, d: int, name: str, default: object) -> object:
 
 
 def store_sizing(data: RunData) -> pd.DataFrame:
-    """Per with-cache cell and round: where the store lived (the engines' own segments, or a store
-    node), its capacity as the master counts it, keys at round start and end, bytes held at the end,
-    the master's eviction watermark, and what the round evicted or could not place. Empty when the
-    master's counters are missing (baseline cells, `kvbench run` without the master's metrics)."""
+    """Per cell with the KV connector (with-cache, local+store) and round: where the store lived (the
+    engines' own segments, or a store node), its capacity as the master counts it, keys at round start
+    and end, bytes held at the end, the master's eviction watermark, and what the round evicted or
+    could not place. Empty when the master's counters are missing (cells without the connector,
+    `kvbench run` without the master's metrics)."""
     r = data.rounds
     if r.empty or "master_capacity_bytes_start" not in r.columns:
         return pd.DataFrame()
-    r = r[(r["mode"] == "with-cache") & num(r, "master_capacity_bytes_start").notna()]
+    store_arm = r["mode"].map(lambda m: ARM_FLAGS.get(str(m), (False, True))[1]).astype(bool)  # with the connector
+    r = r[store_arm & num(r, "master_capacity_bytes_start").notna()]
     if r.empty:
         return pd.DataFrame()
     d = r["dir"].astype(int).tolist()

@@ -113,7 +113,7 @@ def _prove_cold(
     else:
         cold = all(ok for ok, _ in results)
         detail = "; ".join(f"engine {i + 1}: {d}" for i, (_, d) in enumerate(results))
-    if store_url and cell.entry.mode != "baseline":  # the pool must be the store node's, and it must serve
+    if store_url and ARM_FLAGS.get(cell.entry.mode, (False, True))[1]:  # with the connector: the store node's pool
         ok, why = store_node_state(snapshots[0], store_url, size_bytes(cell.cfg.stack.global_segment_size))
         cold, detail = cold and ok, f"{detail}; {why}"
     first = snapshots[0]
