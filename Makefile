@@ -1,5 +1,6 @@
 # kvbench: isolated KV-cache reuse benchmarks (vLLM + Mooncake), one fresh stack per scenario.
-# Every target installs what it needs (venv, Docker engine, compose v2, images) when missing.
+# Every target installs what it needs (venv, Docker engine, compose v2, images) when missing:
+# scripts/setup.sh, the independent steps side by side, one line each (logs in build/logs/).
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -14,7 +15,10 @@ PYTEST_ARGS ?=
 # The slowest tests in every `make test` output (CI shows where the time goes).
 DURATIONS ?= --durations=15
 
-.PHONY: help venv docker images wheelhouse chromium bench bench-all breakeven working-set capacity report clean test test-fast lint format peer-bench reset-audit
+# The set-up steps (venv, venv-test, docker, images[=CONFIG], chromium); see scripts/setup.sh.
+SETUP = VENV='$(VENV)' PYTHON='$(PYTHON)' bash scripts/setup.sh
+
+.PHONY: help venv venv-test docker images wheelhouse chromium bench bench-all breakeven working-set capacity report clean test test-fast lint format peer-bench reset-audit
 
 help:
 	@echo "make bench SCENARIO=x     one scenario on a fresh stack (default: $(SCENARIO))"
@@ -26,75 +30,85 @@ help:
 	@echo "make breakeven            the prefix length above which fetching KV beats recomputing it (12 fresh stacks)"
 	@echo "make working-set          four arms (none, local, store, local+store) by working set / engine KV pool"
 	@echo "make capacity             client capacity: kvbench (1 and N workers) vs vllm bench serve on a stub server"
-	@echo "make reset-audit          a verified reset vs a fresh stack (round-1 TTFT, paired), and what the peers' reset leaves"
+	@echo "make reset-audit          a verified reset vs a fresh stack: TOST +-10 %, 8 stack pairs, rounds 1-2 (exit 3: not shown)"
 	@echo "make test                 lint + the whole test suite (installs Docker/images when missing)"
 	@echo "make test-fast            unit and stub tests only (no Docker, no lint)"
 	@echo "make lint / format        ruff (lint + format check) and mypy on harness/; format rewrites"
-	@echo "make docker / images / wheelhouse   set-up steps, idempotent"
+	@echo "make venv / venv-test / docker / images / wheelhouse   set-up steps, idempotent"
 
-# One line; pip's output goes to build/logs/venv.log (its tail is printed when it fails).
-$(VENV)/.installed: pyproject.toml
-	@bash scripts/logged.sh "[venv] $(VENV): pip install -e .[test]" installed build/logs/venv.log -- \
-	  sh -c 'set -e; test -x $(PY) || $(PYTHON) -m venv $(VENV); \
-	         $(PY) -m pip install --upgrade pip; $(PY) -m pip install -e ".[test]"'
-	@touch $@
+# The venv: kvbench (editable) with its runtime dependencies for the commands that run it, with the
+# test extras for test/lint/format (stamps $(VENV)/.installed-run and .installed-test). One line;
+# the installer's output (uv, pip where uv cannot) goes to build/logs/venv.log.
+venv:
+	@$(SETUP) venv
 
-venv: $(VENV)/.installed
+venv-test:
+	@$(SETUP) venv-test
 
 docker:
-	@bash scripts/ensure_docker.sh
+	@$(SETUP) docker
 
 wheelhouse:
 	@bash scripts/make_wheelhouse.sh engine master
 
 # One line when the images are present; their tags go to build/images.env.
-images: venv docker
+images:
+	@$(SETUP) venv docker images
 	@$(PY) -m harness.stack.images --stack $(STACK) --env-file build/images.env
 
-# kvbench builds the images the config's stack needs when they are missing (GPU stacks use public ones).
+# kvbench builds the images the config's stack needs when they are missing (GPU stacks use public ones);
+# the set-up makes what they need meanwhile (base image, wheelhouses).
 # Not echoed: kvbench prints its run directory first; the command line would wrap on 80 columns.
-bench: venv docker
+bench:
+	@$(SETUP) venv docker images=$(CONFIG)
 	@$(KVBENCH) bench --config $(CONFIG) --scenario $(SCENARIO) $(ARGS)
 
-bench-all: venv docker
+bench-all:
+	@$(SETUP) venv docker images=$(CONFIG)
 	@$(KVBENCH) bench-all --config $(CONFIG) $(ARGS)
 
-breakeven: venv docker
+breakeven:
+	@$(SETUP) venv docker images=configs/breakeven.yaml
 	$(KVBENCH) bench-all --config configs/breakeven.yaml $(ARGS)
 
 # Four arms x five working-set ratios; one stack per arm, a verified reset between ratios (docs/working-set.md).
-working-set: venv docker
+working-set:
+	@$(SETUP) venv docker images=configs/working-set.yaml
 	$(KVBENCH) bench-all --config configs/working-set.yaml --isolation reset $(ARGS)
 
-capacity: venv images
+capacity: images
 	$(PY) benchmarks/capacity.py $(ARGS)
 
-# One stack per scenario and pair: fresh round 1, the peers' reset, kvbench's verified reset, round 1 again.
-reset-audit: venv docker
+# Equivalence (TOST, +-10 %) of a cell after a verified reset and one on a fresh stack: 8 stack pairs per
+# scenario, rounds 1-2; exit 3 when not shown.
+reset-audit:
+	@$(SETUP) venv docker images
 	$(PY) benchmarks/reset_audit.py $(ARGS)
 
 report: venv
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run_id>" >&2; exit 2; }
 	$(KVBENCH) report $(RUN) $(ARGS)
 
-clean: venv docker
+clean:
+	@$(SETUP) venv docker
 	$(KVBENCH) clean
 
 # One fresh CPU stack; kvbench and `vllm bench serve` interleaved, each against vLLM's own histograms.
-peer-bench: venv docker
+peer-bench:
+	@$(SETUP) venv docker images
 	$(PY) benchmarks/peer_agreement.py $(ARGS)
 
 # Unit + stub tests only: no Docker needed.
-test-fast: venv
+test-fast: venv-test
 	$(PY) -m pytest -q -m "not docker and not stack and not browser" $(PYTEST_ARGS)
 
 # Settings in pyproject.toml ([tool.ruff], [tool.mypy]).
-lint: venv
+lint: venv-test
 	@$(VENV)/bin/ruff check harness tests benchmarks
 	@$(VENV)/bin/ruff format --check -q harness tests benchmarks || { echo "make format rewrites them" >&2; exit 1; }
 	@$(VENV)/bin/mypy
 
-format: venv
+format: venv-test
 	$(VENV)/bin/ruff check --fix -q harness tests benchmarks
 	$(VENV)/bin/ruff format harness tests benchmarks
 
@@ -105,6 +119,9 @@ chromium:
 # tests/conftest.py sorts them (real stacks first; xdist would otherwise put the modules with the
 # most tests first, and the long real-stack modules last), then the few
 # tests that look at every run's Docker resources (marker serial) on their own.
-test: lint images chromium
+test:
+	@$(SETUP) venv-test docker images chromium
+	@$(MAKE) --no-print-directory lint
+	@$(PY) -m harness.stack.images --stack $(STACK) --env-file build/images.env
 	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" $(DURATIONS) $(PYTEST_ARGS)
 	$(PY) -m pytest -q -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]

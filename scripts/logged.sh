@@ -8,7 +8,8 @@
 #
 # Done:    "LABEL: VERB in 12.3 s (log: build/logs/x.log)" (without the log where that is over 80 columns)
 # Alive:   on a terminal the line shows a spinner and the seconds so far; otherwise
-#          a dot is appended every 5 s (still one line).
+#          a dot is appended every 5 s (still one line). KVB_PROGRESS=none: neither (scripts/setup.sh
+#          shows one status line for the steps it runs side by side).
 # Failure: the last 20 lines of LOG and its path on stderr; returns the command's status.
 # Ctrl-C / SIGTERM stop the command too (background commands ignore SIGINT in scripts).
 # Relative LOG paths are relative to the current directory; KVB_LOG_TAIL sets the tail size.
@@ -36,6 +37,8 @@ run_logged() {  # LABEL VERB LOG command...
   mkdir -p "$(dirname "$log")"
   rel="$(logged_relpath "$log")"
   [ -t 2 ] && tty=1
+  local dots=1
+  [ "${KVB_PROGRESS:-}" != none ] || { tty=0; dots=0; }
   printf '# %s\n# started %s\n' "$*" "$(date '+%F %T')" >"$log"
   start="$(logged_now_ms)"
   "$@" >>"$log" 2>&1 </dev/null &
@@ -50,7 +53,7 @@ run_logged() {  # LABEL VERB LOG command...
     tick=$((n / 5))
     if [ "$tty" = 1 ]; then
       printf '\r\033[K%s %s %d s' "$label" "${spin:tick%4:1}" "$tick" >&2
-    elif [ $((tick % 5)) = 0 ]; then
+    elif [ "$dots" = 1 ] && [ $((tick % 5)) = 0 ]; then
       if [ "$tick" = 5 ]; then printf ' .' >&2; else printf '.' >&2; fi
     fi
   done

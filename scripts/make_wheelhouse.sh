@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Idempotently fill build/wheelhouse/<name>/ with every wheel of a pinned lock.
+# Idempotently fill build/wheelhouse/<name>/ with every wheel of a pinned lock,
+# and the installer's wheel (uv: compose/requirements/installer.lock).
 #
 #   scripts/make_wheelhouse.sh [engine|master ...]      (default: engine master)
 #
 # The Docker builds install from these directories with
-# `pip install --no-index --no-deps --find-links`, so a build needs no network
-# for Python packages (and no trust in a TLS-intercepting proxy inside the
+# `uv pip install --no-index --no-deps --find-links` (pip without a uv wheel), so a build needs no
+# network for Python packages (and no trust in a TLS-intercepting proxy inside the
 # container): the same path serves offline / air-gapped GPU clusters.
-# A wheelhouse is complete when its stamp file records the lock's sha256; it is
+# A wheelhouse is complete when its stamp file records the locks' sha256; it is
 # then left alone. Host pip configuration (find-links, index, cert) applies, so
-# torch's +cpu wheel comes from wherever pip finds it on this host.
+# torch's +cpu wheel comes from wherever pip finds it on this host (uv does not look there:
+# the wheelhouse is made with pip, the builds then need nothing but it).
+# The lock is fetched by KVB_WHEELHOUSE_JOBS pip processes at once (default 4; one pip
+# fetches one wheel at a time).
 #
 # Env: PYTHON (default python3; must be CPython 3.11 for `pip wheel`, otherwise
 #      wheels are fetched with `pip download --only-binary` for cp311/manylinux),
@@ -30,14 +34,17 @@ TARGET_PY=3.11
 log() { printf '[wheelhouse] %s\n' "$*" >&2; }
 die() { printf '[wheelhouse] ERROR: %s\n' "$*" >&2; exit 1; }
 
-lock_sha() { sha256sum "$1" | cut -d' ' -f1; }
+INSTALLER_LOCK="$REPO/compose/requirements/installer.lock"
+JOBS="${KVB_WHEELHOUSE_JOBS:-4}"
+
+lock_sha() { cat "$@" | sha256sum | cut -d' ' -f1; }
 # Number of requirement lines (pins) in a lock.
 lock_count() { grep -cE '^[A-Za-z0-9]' "$1"; }
 
 is_complete() {  # dir lock
   local dir="$1" lock="$2"
-  [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$(lock_sha "$lock")" ] \
-    && [ "$(find "$dir" -maxdepth 1 -name '*.whl' | wc -l)" -ge "$(lock_count "$lock")" ]
+  [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$(lock_sha "$lock" "$INSTALLER_LOCK")" ] \
+    && [ "$(find "$dir" -maxdepth 1 -name '*.whl' | wc -l)" -ge "$(( $(lock_count "$lock") + $(lock_count "$INSTALLER_LOCK") ))" ]
 }
 
 # Wheels for CPython 3.11 on glibc x86_64/aarch64 (Debian bookworm has glibc 2.36).
@@ -50,13 +57,28 @@ download_cross() {  # dir lock
     --implementation cp --abi cp311 "${plat[@]}" -r "$2" -d "$1"
 }
 
-fetch() {  # dir lock  (output: the step's log)
+fetch_one() {  # dir requirements-file
   if [ "$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$TARGET_PY" ]; then
     "$PY" -m pip wheel --no-deps --progress-bar off -r "$2" -w "$1"
   else
     echo "$PY is not Python $TARGET_PY: downloading binary wheels for cp311 instead"
     download_cross "$1" "$2"
   fi
+}
+
+fetch() {  # dir lock  (output: the step's log): the lock's pins in $JOBS pip processes at once
+  local parts i rc=0 pids=()
+  parts="$(mktemp -d)"
+  { grep -E '^[A-Za-z0-9]' "$2"; grep -E '^[A-Za-z0-9]' "$INSTALLER_LOCK"; } \
+    | awk -v n="$JOBS" -v d="$parts" '{ print > (d "/part" (NR % n) ".txt") }'
+  for part in "$parts"/part*.txt; do
+    fetch_one "$1" "$part" >"$part.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || rc=1; done
+  cat "$parts"/part*.txt.log
+  rm -rf "$parts"
+  return "$rc"
 }
 
 build_one() {  # name
@@ -70,7 +92,7 @@ build_one() {  # name
   rm -f "$dir/.complete"
   run_logged "[wheelhouse] $name ($(lock_count "$lock") wheels -> $(logged_relpath "$dir"))" "fetched" \
     "$LOGS/wheelhouse-$name.log" fetch "$dir" "$lock"
-  lock_sha "$lock" >"$dir/.complete"
+  lock_sha "$lock" "$INSTALLER_LOCK" >"$dir/.complete"
 }
 
 names=("$@")

@@ -93,6 +93,10 @@ class FakeStack:
     def master_metrics_url(self) -> str:
         return f"{self.spec.master_metrics_url}/master"
 
+    @property
+    def store_url(self) -> str | None:
+        return None  # the fake store lives in the stub engine (an embedded store)
+
     def up(self) -> None:
         REGISTRY.add(self)
         self._started = time.perf_counter()

@@ -61,6 +61,24 @@ CASES = [
         "master_metrics_port",
     ),
     ("bad on_contamination", _mutate(["on_contamination"], "ignore"), "on_contamination"),
+    ("unknown store", _mutate(["stack", "store"], "remote"), "store"),
+    ("a store size that is not one", _mutate(["stack", "global_segment_size"], "lots"), "global_segment_size"),
+    (
+        "an empty store node",
+        lambda c: {**c, "stack": {"store": "store-node", "global_segment_size": "0"}},
+        "global_segment_size",
+    ),
+    (
+        "the store node's port is the engine's",
+        lambda c: {**c, "stack": {"store": "store-node", "vllm_port": 18000, "store_metrics_port": 18000}},
+        "store_metrics_port",
+    ),
+    (
+        "a store node behind LMCache",
+        lambda c: {**c, "stack": {"store": "store-node", "overlay": "gpu-lmcache", "connector": "lmcache"}},
+        "store",
+    ),
+    ("watermark above 1", _mutate(["stack", "eviction_high_watermark_ratio"], 1.5), "eviction_high_watermark_ratio"),
     ("GPUs for 2 engines on 1", _mutate(["stack", "gpu"], {"engine_devices": [["0"], ["1"]]}), "engine_devices"),
     ("empty device list", _mutate(["stack", "gpu"], {"engine_devices": [[]]}), "engine_devices"),
 ]

@@ -57,8 +57,9 @@ def signals_restored():
 
 
 def test_the_fake_stack_is_a_stack_fresh_cold_filled_and_torn_down(tmp_path, monkeypatch, signals_restored):
-    """The double itself: each cell on its own fresh fake stack, cold before round 1, the store filled
-    by the with-cache cell only, round 2 served from it, every stack down and verified."""
+    """The double itself: each cell on its own fresh fake stack, its engine warmed up, cold before
+    round 1, the store filled by the with-cache cell only, round 2 served from it, every stack down
+    and verified."""
     fake_stack.install(monkeypatch.setattr)
     opened = len(fake_stack.OPENED)
     args = ["bench-all", "--config", str(E2E), "--scenarios", "cold_start", "--results", str(tmp_path)]
@@ -73,6 +74,9 @@ def test_the_fake_stack_is_a_stack_fresh_cold_filled_and_torn_down(tmp_path, mon
     assert len({tuple(e["engine_container_ids"]) for e in cells.values()}) == 2
     for key, entry in cells.items():
         assert entry["status"] == "ok" and entry["cold_verified"] is True and entry["teardown_verified"] is True, key
+        # the engine was warmed before the cold proof, with requests that stored nothing (the proof still passed)
+        warm = entry["warmup"]
+        assert warm["requests"] == 4 and all(0 < n < warm["block_size"] for n in warm["prompt_tokens"]), key
     cache = pd.read_csv(run_dir / "cold_start" / "rounds.csv").set_index("round")
     base = pd.read_csv(run_dir / "baseline" / "cold_start" / "rounds.csv").set_index("round")
     assert cache.loc[1, "master_key_count_start"] == 0 and cache.loc[1, "master_key_count_end"] > 0

@@ -61,6 +61,7 @@ def test_a_warm_output_that_differs_from_its_cold_output_is_counted_and_named(tm
     assert f["warm vs cold differ"] == ["rag_a-0003"]
     assert (f["with cache vs baseline identical"], f["with cache vs baseline pairs"]) == (23, 24)
     assert f["with cache vs baseline differ"] == ["rag_a-0003"]
+    assert f["check"] == "FAIL: the output changed with reused KV for 1 prompt"
 
     section = _section(run)
     assert "yes (12 outputs for 12 prompts)" in section
@@ -75,6 +76,7 @@ def test_outputs_that_do_not_depend_on_the_prompt_are_flagged_as_no_evidence(tmp
     f = analyse(run).fidelity.set_index("scenario").loc["rag_a"]
     assert f["informative"] == "no" and f["distinct outputs"] == 1
     assert f["warm vs cold %"] == 100 and f["warm vs cold differ"] == []
+    assert f["check"] == "no evidence"
     section = _section(run)
     assert "NO: 12 different prompts all gave one output" in section
     assert "outputs do not depend on the prompt" in section and "identical text proves nothing" in section
@@ -105,6 +107,7 @@ def test_with_repeats_outputs_pair_up_within_a_repeat(tmp_path):
     f = analyse(run).fidelity.set_index("scenario").loc["rag_a"]
     assert (f["with cache vs baseline identical"], f["with cache vs baseline pairs"]) == (48, 48)
     assert (f["warm vs cold identical"], f["warm vs cold pairs"]) == (24, 24)
+    assert f["check"] == "pass"
 
 
 def test_the_rate_is_floored_and_long_lists_of_prompts_are_cut():

@@ -93,6 +93,17 @@ def test_shared_stack_pollution_is_detected_and_flagged(shared_and_reset):
     assert _first_prefilled(run_dir / "shared" / "rag_b")["cached_tokens"] >= 3968
 
 
+def test_cold_start_has_no_reuse_in_its_cold_round(shared_and_reset):
+    """Unique prompts after a verified reset: round 1 reuses nothing, every request a full
+    prefill; round 2 loads them from Mooncake."""
+    _, run_dir, manifest = shared_and_reset
+    assert manifest["scenarios"]["reset/cold_start"]["reset"]["verified"] is True
+    rounds = _rounds(run_dir, "reset/cold_start")
+    assert rounds.loc[1, "external_hits"] == 0 and rounds.loc[1, "cached_tokens"] == 0
+    assert rounds.loc[1, "misses"] == rounds.loc[1, "successes"] > 0  # every cold request a full prefill
+    assert rounds.loc[2, "external_hits"] > 0
+
+
 @pytest.mark.parametrize("rel", ["reset/rag_a", "reset/rag_b", "shared/rag_a", "shared/rag_b"])
 def test_counter_deltas_agree_with_per_request_cached_tokens(shared_and_reset, rel):
     _, run_dir, _ = shared_and_reset

@@ -29,6 +29,7 @@ class _PlanStack:
     DOWN_STEP = "plan test: nothing to stop"
     engine_urls = ["http://127.0.0.1:1"]
     master_metrics_url = "http://127.0.0.1:2"
+    store_url = None
 
     def __init__(self, spec, workdir: Path, cfg) -> None:
         self.spec = spec

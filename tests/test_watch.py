@@ -204,3 +204,31 @@ def test_before_round_runs_between_rounds_only(stub, tmp_path: Path):
 
     run_rounds(_workload(3), cfg, Endpoint(stub.url("ok"), "stub"), tmp_path, before_round=hook)
     assert calls == [(2, 3), (3, 6)]
+
+
+def test_a_store_node_killed_mid_round_is_store_down_not_engine_down(stub, tmp_path: Path):
+    """The store node (stack.store: store-node) is watched like the master: its death ends the round
+    as StoreDown, naming it (vLLM itself still answers)."""
+    cfg = Config.model_validate(
+        {
+            "default_scenarios": ["x"],
+            "request_timeout": 5.0,
+            "concurrency": 2,
+            "rounds": 2,
+            "scenarios": {"x": {"kind": "cold_start", "num_requests": 1, "prompt_length": 5}},
+        }
+    )
+    store = MasterStandIn()  # answers 200 with JSON: as good as mooncake_client's /health for the watch
+    states = {"mooncake-store": "healthy"}
+    watch = StackWatch([Target("store", "mooncake-store", f"{store.url}/health")], lambda: dict(states), 0.05, 5.0)
+
+    def kill_soon() -> None:
+        time.sleep(0.5)
+        states["mooncake-store"] = "exited"
+        store.kill()
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    with pytest.raises(StoreDown, match="round 1: Mooncake store node unreachable: mooncake-store is exited"):
+        run_rounds(_workload(400), cfg, Endpoint(stub.url("stamp_50_1"), "stub"), tmp_path, stack_watch=watch)
+    killer.join()

@@ -6,7 +6,8 @@ SHORTFALL_BELOW of that, the store lost or never held the blocks, or could not s
 rounds.csv counters say which, up to the end of that round (blocks lost in round 1 are missing in
 round 2): the master's evictions and failed allocations, the working set written vs the store's
 capacity (and what an LRU store of that size would have kept), a segment unmounted when its
-client's lease expired (capacity and keys that fell without evictions), the connector's failed
+client's lease expired (capacity and keys that fell without evictions), keys lost between rounds
+(an engine restart withdrawing an embedded segment), the connector's failed
 keys, and traffic from outside the cell on a shared or external store. Where none of them shows,
 the sentence says the cause is unknown.
 """
@@ -18,6 +19,7 @@ import math
 import pandas as pd
 
 from harness.analysis.frames import num, number
+from harness.analysis.stats import reused_text
 
 SHORTFALL_BELOW = 0.9  # a round reusing less than this share of its expected reuse gets a sentence
 CONNECTOR_OPS = ("lookup_exists", "load_get", "save_exists", "save_put")
@@ -63,7 +65,7 @@ def _working_set(row: pd.Series, cell: pd.DataFrame | None, expected: float) -> 
         out.append(f"its working set ({_bytes(written)} written) exceeds the store's capacity ({_bytes(capacity)})")
     lru = _num(row, "lru_reuse_tokens")
     if lru < SHORTFALL_BELOW * expected:  # NaN-safe
-        out.append(f"an LRU store of that size would have reused only {100 * lru / expected:.0f} % of it too")
+        out.append(f"an LRU store of that size would have reused only {reused_text(100 * lru / expected)} % of it too")
     return out
 
 
@@ -79,6 +81,24 @@ def _lost_segment(row: pd.Series) -> list[str]:
         return [f"the store's keys fell from {keys0:,.0f} to {keys1:,.0f} without evictions (removed, e.g. on lease "
                 "expiry)"]  # fmt: skip
     return []
+
+
+def _lost_between_rounds(row: pd.Series, cell: pd.DataFrame | None) -> list[str]:
+    """Keys the store held at the end of the round before and no longer at this round's start: lost
+    between rounds without evictions, as when an engine restart withdraws its embedded segment."""
+    if cell is None or cell.empty or "round" not in cell:
+        return []
+    rnd = _num(row, "round")
+    before = cell[num(cell, "round") == rnd - 1]
+    if before.empty:
+        return []
+    end, start = _num(before.iloc[0], "master_key_count_end"), _num(row, "master_key_count_start")
+    if not start < end:  # NaN-safe
+        return []
+    return [
+        f"the store held {end:,.0f} keys at the end of round {rnd - 1:.0f} and {start:,.0f} at the start of round "
+        f"{rnd:.0f} (lost between the rounds: an engine restart takes an embedded store's segment with it)"
+    ]
 
 
 def _connector_failures(row: pd.Series, cell: pd.DataFrame | None) -> list[str]:
@@ -126,6 +146,7 @@ def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str 
         *_refused_puts(row, cell),
         *_working_set(row, cell, expected),
         *_lost_segment(row),
+        *_lost_between_rounds(row, cell),
         *_connector_failures(row, cell),
     ]
     if not causes and str(row.get("isolation", "fresh")) in ("shared", "external"):
@@ -144,7 +165,7 @@ def shortfall_sentence(row: pd.Series, cell: pd.DataFrame | None = None) -> str 
     who = row.get("label") or row.get("scenario") or "?"
     return (
         f"{who} round {int(_num(row, 'round'))}: reused {achieved:,.0f} of {expected:,.0f} expected tokens "
-        f"({100 * achieved / expected:.0f} %): " + "; ".join(causes) + "."
+        f"({reused_text(100 * achieved / expected)} %): " + "; ".join(causes) + "."
     )
 
 

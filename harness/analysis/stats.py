@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.frames import num, nums, truthy
-from harness.analysis.intervals import change_pct
+from harness.analysis.intervals import change_pct, min_samples_for_quantile
 from harness.config import Targets
 
 # Warn when more than 1 token in 20 shared a read with the one before (a few do on a
@@ -306,3 +306,21 @@ def _gap_note(requests: int, successes: int, server_requests: float) -> str:
     if server_requests != successes:
         return f"the server recorded {server_requests:,.0f} requests, the client {successes:,}: not the same requests"
     return ""
+
+
+# Per-request tail percentiles and their quantile: a round of n requests supports one only when a
+# distribution-free 95 % interval of it has an upper bound (intervals.min_samples_for_quantile: p90
+# 36 requests, p99 368). Below that the figure is about the round's maximum.
+TAIL_QUANTILE = {"ttft_p90_ms": 0.90, "ttft_p99_ms": 0.99, "e2e_p90_ms": 0.90}
+
+
+def tail_support(metric: str, n: float) -> str:
+    """ "" when `n` requests support this percentile (or it is no tail percentile); else why not, in
+    a few words: "n=30<36" (36: the fewest samples with a distribution-free 95 % upper bound)."""
+    q = TAIL_QUANTILE.get(metric)
+    if q is None:
+        return ""
+    need = min_samples_for_quantile(q)
+    if n >= need:  # NaN-safe: an unknown count supports nothing
+        return ""
+    return f"n={n:,.0f}<{need}" if not math.isnan(n) else f"n unknown, needs {need}"

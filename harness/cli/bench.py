@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.cli.parser import load
+from harness.cli.parser import default_repeats, load
 from harness.config import ConfigError
 from harness.stack import interrupts
 from harness.stack.preflight import preflight
@@ -33,12 +33,13 @@ def _bench(args: argparse.Namespace, scenarios: list[str] | None) -> int:
         if not f.is_file():
             raise ConfigError(f"--compose-file: {f}: file not found")
     preflight(cfg, args.compose_dir, args.config)
-    if args.repeats < 1:
-        raise ConfigError(f"--repeats: must be >= 1, got {args.repeats}")
+    repeats = default_repeats(args.isolation) if args.repeats is None else args.repeats
+    if repeats < 1:
+        raise ConfigError(f"--repeats: must be >= 1, got {repeats}")
     interrupts.install()
     opts = SuiteOptions(Path(args.results), args.compose_dir, tuple(args.compose_file))
     suite = Suite(cfg, images, opts, sys.argv)
-    suite.plan_cells(cfg.default_scenarios, args.isolation, args.repeats, cfg.modes)
+    suite.plan_cells(cfg.default_scenarios, args.isolation, repeats, cfg.modes)
     return 0 if suite.run_all() else 1
 
 
@@ -51,7 +52,7 @@ def _resume(args: argparse.Namespace) -> int:
     """A resumed run continues with the configuration it started with: a flag that would change it
     is an error, not silently ignored (its cells would not compare with the finished ones)."""
     given = [flag for dest, flag in RESUME_FIXED.items() if getattr(args, dest, None) is not None]
-    given += ["--repeats"] if args.repeats != 1 else []
+    given += ["--repeats"] if args.repeats is not None else []
     given += ["--isolation"] if args.isolation != ("fresh",) else []
     given += ["--on-reset-failure"] if args.on_reset_failure else []
     if given:

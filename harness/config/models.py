@@ -30,6 +30,12 @@ def check_name(value: str, what: str = "name") -> str:
     return value
 
 
+def _size(text: str) -> int | None:
+    """Bytes of a Mooncake size string ("1GB", "256MB", "4 GB", a plain number); None if it is not one."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)B?\s*", text.upper())
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2)] if m else None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -246,8 +252,16 @@ class StackConfig(Strict):
     engine_kv_pool_tokens: PositiveInt | None = None
     pythonhashseed: int = 0
     client_ttl: PositiveInt = 5
+    # Where the KV lives. embedded: every engine contributes `global_segment_size` of its own memory
+    # (gone when the engine stops). store-node: a Mooncake client of its own (the `mooncake-store`
+    # service) owns one `global_segment_size` pool; the engines run in standalone-store mode and
+    # contribute none, so the store outlives engine restarts and replicas share it.
+    store: Literal["embedded", "store-node"] = "embedded"
     global_segment_size: str = "1GB"
     local_buffer_size: str = "256MB"
+    store_metrics_port: int = Field(default=0, ge=0, le=65535)  # the store node's /health and /metrics
+    # The master evicts when the store is this full (mooncake_master --eviction_high_watermark_ratio).
+    eviction_high_watermark_ratio: Annotated[float, Field(gt=0, le=1)] = 0.9
     extra_vllm_args: list[str] = []
     connector: Literal["mooncake_store", "lmcache"] = "mooncake_store"
     # cross-instance: two engines share one master; round 1 goes to engine A, rounds 2+ to B.
@@ -281,8 +295,19 @@ class StackConfig(Strict):
             raise ValueError("gpu.rdma_devices: protocol 'rdma' needs the RDMA devices, e.g. ['/dev/infiniband']")
         if self.topology == "engine-restart" and self.backend != "compose":
             raise ValueError("topology: engine-restart restarts a compose service; backend kubernetes has none")
-        if self.vllm_port and self.vllm_port == self.master_metrics_port:
-            raise ValueError(f"master_metrics_port: {self.master_metrics_port} is also vllm_port")
+        fixed = [(n, p) for n in ("vllm_port", "master_metrics_port", "store_metrics_port") if (p := getattr(self, n))]
+        for i, (name, port) in enumerate(fixed):
+            if (same := next((n for n, q in fixed[:i] if q == port), None)) is not None:
+                raise ValueError(f"{name}: {port} is also {same}")
+        if self.store == "store-node" and self.connector != "mooncake_store":
+            raise ValueError(
+                "store: 'store-node' runs MooncakeStoreConnector in standalone-store mode (connector: mooncake_store)"
+            )
+        if self.store == "store-node" and _size(self.global_segment_size) == 0:
+            raise ValueError("global_segment_size: the store node's pool must not be empty")
+        for name in ("global_segment_size", "local_buffer_size"):
+            if _size(getattr(self, name)) is None:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not a size (e.g. 512MB, 4GB)")
         if self.gpu.engine_devices and len(self.gpu.engine_devices) != len(self.engines):
             raise ValueError(
                 f"gpu.engine_devices: one list of device ids per engine ({len(self.engines)} for "

@@ -1,6 +1,7 @@
 """Is a component serving? The one health check that the stack watch, the engine watch of a round
 and the probes all ask: GET /health answers 200, and for the Mooncake master (whose /health is
-always 200) its JSON does not say `service_ready: false`."""
+always 200) its JSON does not say `service_ready: false`; for the store node (mooncake_client's
+HTTP server: {"status": "healthy", "code": 0}) it says healthy."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ def unhealthy(client: httpx.Client, url: str, component: str = "engine") -> str 
             ready = True  # not the JSON we know: answering is all we can tell
         if ready is False:
             return f"GET {url}: service_ready false"
+    if component == "store":
+        try:
+            status = r.json().get("status", "healthy")
+        except ValueError:
+            status = "healthy"  # answering is all we can tell
+        if status != "healthy":
+            return f"GET {url}: status {status}"
     return None
 
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.client.client import auth_headers
 from harness.config.console import say
-from harness.observe.health import unhealthy
+from harness.observe.health import check, unhealthy
 from harness.records.metrics import MASTER_COUNTERS, MASTER_GAUGES, SERVER_HISTOGRAMS, VLLM_COUNTERS
 
 Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -194,3 +194,36 @@ def cold_state(snap: Snapshot, since: Snapshot | None = None) -> tuple[bool, str
         return False, "not cold: " + ", ".join(f"{k}={v:g}" for k, v in nonzero.items())
     how = " since the reset" if since is not None else ""
     return True, f"master_key_count=0, local_hits=0, external_hits=0{how}"
+
+
+def segments(snap: Snapshot) -> dict[str, float]:
+    """The master's segments (`segment_total_capacity_bytes{segment="host:port"}`): who contributes
+    how many bytes to the store. Empty when the master does not expose them."""
+    return {
+        dict(labels).get("segment", ""): v
+        for (n, labels), v in (snap.master or {}).items()
+        if n == "segment_total_capacity_bytes"
+    }
+
+
+def store_node_state(
+    snap: Snapshot, store_url: str, segment_bytes: int, host: str = "mooncake-store"
+) -> tuple[bool, str]:
+    """The store node before round 1: it serves (GET /health), and the master's whole capacity is its
+    segment, so the engines contribute none (standalone-store in effect) and nothing else holds KV.
+    A fresh store node holds nothing: `cold_state` has checked the master's keys and bytes."""
+    if why := check(f"{store_url.rstrip('/')}/health", "store"):
+        return False, f"store node not serving: {why}"
+    others = {k: v for k, v in segments(snap).items() if k.split(":")[0] != host}
+    if others:
+        named = ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in sorted(others.items()))
+        return False, f"store node: other processes contribute segments ({named})"
+    cap = snap.counters()["master_capacity_bytes"]
+    if cap is None:
+        return False, "store node: cannot verify (no master_total_capacity_bytes)"
+    if cap != segment_bytes:
+        return False, (
+            f"store node: the master's capacity is {cap / 2**20:,.0f} MiB, the store node's segment "
+            f"{segment_bytes / 2**20:,.0f} MiB (do the engines still contribute memory?)"
+        )
+    return True, f"store node serving, its {segment_bytes / 2**20:,.0f} MiB segment the whole store"

@@ -23,7 +23,7 @@ import httpx
 
 from harness.client.client import RequestResult
 from harness.observe.health import check, unhealthy
-from harness.stack.spec import MASTER
+from harness.stack.spec import MASTER, STORE
 
 # Service states of a stack that still serves (compose: health or plain running; kube: ready).
 LIVE_STATES = ("healthy", "running", "ready")
@@ -35,13 +35,13 @@ Services = Callable[[], dict[str, str]]
 class Down:
     """A component of the stack that stopped serving during a round."""
 
-    component: str  # "engine" or "master"
+    component: str  # "engine", "master" or "store"
     reason: str
 
 
 @dataclass(frozen=True)
 class Target:
-    component: str  # "engine" or "master"
+    component: str  # "engine", "master" or "store" (the store node)
     service: str | None  # its name in the stack's services() (None: not ours, e.g. an external server)
     health_url: str
 
@@ -76,15 +76,19 @@ class StackWatch:
         poll_s: float,
         down_after_s: float,
         engine_services: list[str] | None = None,
+        store_url: str | None = None,
     ) -> StackWatch:
         """Watch the engines, and the master when a URL for it is given (with-cache cells: a
-        baseline cell does not use the store, so its master is not a reason to fail)."""
+        baseline cell does not use the store, so its master is not a reason to fail), and the store
+        node when the stack has one (`store_url`: its HTTP server; with the cache only, as the master)."""
         names: list[str | None] = [*engine_services] if engine_services else [None] * len(engine_urls)
         targets = [
             Target("engine", s if services else None, f"{u.rstrip('/')}/health") for u, s in zip(engine_urls, names)
         ]
         if master_metrics_url:
             targets.append(Target("master", MASTER if services else None, f"{master_metrics_url.rstrip('/')}/health"))
+            if store_url:
+                targets.append(Target("store", STORE if services else None, f"{store_url.rstrip('/')}/health"))
         return cls(targets, services, poll_s, down_after_s)
 
     @property
@@ -140,7 +144,7 @@ class StackWatch:
         return None
 
     def _found(self, t: Target, reason: str) -> Down:
-        what = "Mooncake master" if t.component == "master" else "engine"
+        what = {"master": "Mooncake master", "store": "Mooncake store node"}.get(t.component, "engine")
         self.found = Down(t.component, f"{what} unreachable: {reason}")
         self.stopped.set()
         return self.found

@@ -87,6 +87,9 @@ class CellEntry(Record):
     cold_verified: bool | None = None
     cold_detail: str | None = None
     block_size: int | None = None
+    # the engine warm-up before the cold proof (runner/warmup.py): requests, prompt tokens (each
+    # below one KV block), their TTFTs, seconds; None: no warm-up (runs before issue 34)
+    warmup: dict[str, Any] | None = None
     # The engine's own KV pool as it allocated it (vllm:cache_config_info), and as asked (stack.engine_kv_pool_tokens)
     engine_pool_blocks: int | None = None
     engine_pool_tokens: int | None = None

@@ -23,7 +23,7 @@ import pandas as pd
 
 from harness.analysis import arms as A
 from harness.analysis.frames import num
-from harness.analysis.intervals import Interval, change_pct, t_mean
+from harness.analysis.intervals import Interval, change_pct, repeats_change_pct, target_verdict
 from harness.analysis.shortfall import shortfall_notes
 from harness.config import Targets
 from harness.records.metrics import HEADLINE, METRICS
@@ -48,6 +48,7 @@ from harness.report.verdict import (
     per_prompt_change,
     reuse_buys,
     side,
+    spans,
     targets_vs_baseline,
 )
 
@@ -186,13 +187,6 @@ def _headline(data: RunData, vs_base: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ round over round
 
 
-def _verdict(met: list[bool]) -> str:
-    if not met:
-        return "n/a"
-    k = sum(met)
-    return "pass" if k == len(met) else ("FAIL" if k == 0 else f"MIXED {k}/{len(met)}")
-
-
 def _partial(g: pd.DataFrame) -> bool:
     return bool(num(g, "partial").fillna(0).astype(bool).any())
 
@@ -210,18 +204,16 @@ def _figure(iv: Interval, key: str) -> dict:
 
 def _warm_round(req: pd.DataFrame, first: pd.DataFrame, warm: pd.DataFrame, rnd: int, t: Targets) -> dict:
     """A warm round against round 1 of the same stacks: TTFT mean change (paired by prompt with one
-    repeat), throughput change, the typical per-prompt TTFT change, and the seed's verdicts judged
-    on the figures shown (one repeat) or on each repeat's figure (MIXED k/n)."""
+    repeat), throughput change, the typical per-prompt TTFT change, and the seed's targets read
+    from the intervals (met / not met / inconclusive, intervals.target_verdict)."""
     pairs = pair_up(side(req, first, 1), side(req, warm, rnd))
-    ttft_reps = _per_repeat_change(first, warm, "ttft_mean_ms")
-    tput_reps = _per_repeat_change(first, warm, "req_per_s")
-    ttft, tput = mean_change(pairs, ttft_reps), t_mean(tput_reps)
-    ttft_judged = ttft_reps if len(ttft_reps) >= 2 else [ttft.estimate]
+    ttft = mean_change(pairs, _per_repeat_change(first, warm, "ttft_mean_ms"))
+    tput = repeats_change_pct(_per_repeat_change(first, warm, "req_per_s"))
     return {
         **_figure(ttft, "ttft"),
-        "ttft_verdict": _verdict([v <= -t.ttft_reduction_percent for v in ttft_judged if not math.isnan(v)]),
+        "ttft_verdict": target_verdict(ttft.estimate, ttft.lo, ttft.hi, -t.ttft_reduction_percent, "lower"),
         **_figure(tput, "tput"),
-        "tput_verdict": _verdict([v >= t.throughput_increase_percent for v in tput_reps if not math.isnan(v)]),
+        "tput_verdict": target_verdict(tput.estimate, tput.lo, tput.hi, t.throughput_increase_percent, "higher"),
         **_figure(per_prompt_change(pairs), "prompt"),
         "prompts": len(pairs),
         "note": "",
@@ -252,6 +244,7 @@ def round_over_round(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
                 )
             else:
                 row.update(_warm_round(req, first, w, int(rnd), data.targets))
+                row["spans"] = spans(len(w), int(w["dir"].nunique()), iso)
             rows.append(row)
     return pd.DataFrame(rows)
 

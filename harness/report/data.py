@@ -336,6 +336,7 @@ def evidence(data: RunData) -> pd.DataFrame:
                 "status": d["status"],
                 "stack project": e.project or "unknown",
                 "engine container": ", ".join(str(x)[:12] for x in ids) or "unknown",
+                "engine warm-up": _warmup(e),
                 "cold verified": _yes_no(e.cold_verified),
                 "reset proof": _reset_proof(e),
                 "engine restarts": "; ".join(_restart(x) for x in e.engine_restarts) or "n/a",
@@ -348,6 +349,19 @@ def evidence(data: RunData) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _warmup(e: CellEntry) -> str:
+    """The engine warm-up before the cold proof, in a few words: requests, their first and later TTFTs."""
+    w = e.warmup
+    if not w:
+        return "none"
+    engines = w.get("engines", [w])
+    ttfts = [t for x in engines for t in x.get("ttft_ms", [])]
+    n = sum(x.get("requests", 0) for x in engines)
+    if not ttfts:
+        return f"{n} req"
+    return f"{n} req, TTFT {ttfts[0]:,.0f} ms first, max {max(ttfts[1:] or [0]):,.0f} after"
 
 
 def _restart(x: dict) -> str:
@@ -437,3 +451,46 @@ def kv_block(data: RunData) -> int:
         if getattr(e, "block_size", None):
             return int(e.block_size)
     return 128
+
+
+def _stack_setting(data: RunData, d: int, name: str, default: object) -> object:
+    """A stack setting of the cell in directory `d`: its sweep point's value, else the run's config."""
+    entry = data.dirs["entry"].iloc[d]
+    point = getattr(entry, "point", None) or {}
+    if f"stack.{name}" in point:
+        return point[f"stack.{name}"]
+    stack = ((data.manifest.config if data.manifest else None) or {}).get("stack") or {}
+    return stack.get(name, default)
+
+
+def store_sizing(data: RunData) -> pd.DataFrame:
+    """Per with-cache cell and round: where the store lived (the engines' own segments, or a store
+    node), its capacity as the master counts it, keys at round start and end, bytes held at the end,
+    the master's eviction watermark, and what the round evicted or could not place. Empty when the
+    master's counters are missing (baseline cells, `kvbench run` without the master's metrics)."""
+    r = data.rounds
+    if r.empty or "master_capacity_bytes_start" not in r.columns:
+        return pd.DataFrame()
+    r = r[(r["mode"] == "with-cache") & num(r, "master_capacity_bytes_start").notna()]
+    if r.empty:
+        return pd.DataFrame()
+    d = r["dir"].astype(int).tolist()
+    mark = [_stack_setting(data, i, "eviction_high_watermark_ratio", 0.9) for i in d]
+    cap = num(r, "master_capacity_bytes_start")
+    return pd.DataFrame(
+        {
+            "label": r["label"],
+            "repeat": r["repeat"],
+            "round": r["round"],
+            "store": [str(_stack_setting(data, i, "store", "embedded")) for i in d],
+            "capacity_bytes": cap,
+            "keys_start": num(r, "master_key_count_start"),
+            "keys_end": num(r, "master_key_count_end"),
+            "allocated_bytes_end": num(r, "master_allocated_bytes_end"),
+            "used_pct_end": 100 * num(r, "master_allocated_bytes_end") / cap.replace(0, np.nan),
+            "watermark_pct": [100 * float(m) if isinstance(m, int | float) else math.nan for m in mark],
+            "evicted_keys": num(r, "master_evicted_keys"),
+            "alloc_failures": num(r, "master_alloc_failures"),
+            "put_failed_items": num(r, "master_put_failed_items"),
+        }
+    ).reset_index(drop=True)

@@ -99,9 +99,9 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-PASS = {"pass", "yes", "ok"}
+PASS = {"pass", "yes", "ok", "met"}
 FAIL = {"fail", "contaminated", "failed", "interrupted"}
-WARN = {"mixed", "unknown", "unverified", "running", "pending"}
+WARN = {"mixed", "unknown", "unverified", "running", "pending", "inconclusive"}
 PLAIN_COLS = {"reason", "note", "scenario", "key", "path"}  # free text: never coloured
 
 
@@ -110,7 +110,7 @@ def _cell_class(col: str, text: str) -> str:
     if not text or col in PLAIN_COLS:
         return ""
     word = text.split(" ")[0].lower()
-    if text == "NO" or word in FAIL:
+    if text == "NO" or word in FAIL or text.lower().startswith("not met"):
         return "fail"
     if word in PASS or (col == "contamination" and word == "no"):
         return "pass"

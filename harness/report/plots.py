@@ -24,6 +24,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from harness.analysis.intervals import INCONCLUSIVE, MET, NOT_MET, target_verdict  # noqa: E402
+
 CDF_POINTS = 400
 ROUND_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#7f7f7f"]
 RUN_COLORS = ["#1f4e79", "#d9822b", "#2e8540", "#8e44ad", "#c0392b", "#7f7f7f"]
@@ -128,6 +130,9 @@ MODE_COLORS = {"with-cache": "#1f77b4", "baseline": "#d62728"}
 MODE_NAMES = {"with-cache": "with cache", "baseline": "without"}
 
 
+VERDICT_COLOURS = {MET: "#2e8540", NOT_MET: "#d9822b", INCONCLUSIVE: "#999999"}
+
+
 def _bars_with_ci(
     ax,
     labels: list[str],
@@ -138,11 +143,13 @@ def _bars_with_ci(
     title: str,
     xlabel: str = ROUND_OVER_ROUND_X,
 ) -> None:
-    """Horizontal bars of changes in % with their intervals as whiskers. `target` is signed: a
-    negative one (TTFT) is met at or below it, a positive one (throughput) at or above it."""
+    """Horizontal bars of changes in % with their intervals as whiskers, coloured by the target read
+    from the interval (intervals.target_verdict): green met, orange not met, grey inconclusive. `target`
+    is signed: a negative one (TTFT) is met at or below it, a positive one (throughput) at or above it."""
     y = np.arange(len(labels))
-    met = (vals <= target) if target < 0 else (vals >= target)  # NaN: never met
-    colors = ["#2e8540" if m else "#d9822b" for m in met]
+    better = "lower" if target < 0 else "higher"
+    verdicts = [target_verdict(v, lo_, hi_, target, better) for v, lo_, hi_ in zip(vals, lo, hi)]
+    colors = [VERDICT_COLOURS.get(v, "#999999") for v in verdicts]
     ax.barh(y, np.nan_to_num(vals), color=colors, height=0.6)
     has = np.isfinite(lo) & np.isfinite(hi)
     if has.any():  # lo <= value <= hi: the analysis reports only intervals that hold their figure
@@ -181,7 +188,8 @@ def gains(rr: pd.DataFrame, ttft_target: float, tput_target: float) -> Plot:
         "Change % = 100 x (round 2 / round 1 - 1): negative TTFT = faster, positive throughput = more. "
         "Whiskers: 95 % CI of the figure itself (Student-t over repeats when there are several; with one "
         "repeat, TTFT: the change of the mean over the same prompts, BCa bootstrap over prompts; "
-        "throughput has no CI with one repeat). Green: the seed's target met.",
+        "throughput has no CI with one repeat). Green: the seed's target met (the whole interval beyond it), "
+        "orange: not met, grey: inconclusive.",
     )
     r2 = rr[rr["round"] == 2] if not rr.empty and "ttft_change" in rr.columns else pd.DataFrame()
     if r2.empty or (r2["ttft_change"].isna().all() and r2["tput_change"].isna().all()):
@@ -224,7 +232,8 @@ def headline_changes(head: pd.DataFrame, names: list[str], ttft_target: float, t
         "Change % = 100 x (with / without - 1): negative TTFT = faster, positive throughput = more. Whiskers: "
         "95 % CI of the figure itself (TTFT with one repeat: the change of the mean over the same prompts, "
         "BCa bootstrap over prompts; with several, Student-t over repeats; throughput has no CI with one "
-        "repeat). Green: the target met. Each scenario's with-cache and baseline cells ran on stacks of their own.",
+        "repeat). Green: the target met (the whole interval beyond it), orange: not met, grey: inconclusive. "
+        "Each scenario's with-cache and baseline cells ran on stacks of their own.",
     )
     if head.empty:
         plot.missing = "no scenario ran both with the cache and without it (run with --mode both)"

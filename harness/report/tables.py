@@ -10,15 +10,17 @@ import math
 import pandas as pd
 
 from harness.analysis.frames import num, truthy
-from harness.analysis.stats import reused_text, round1_caveat
+from harness.analysis.intervals import MET
+from harness.analysis.stats import TAIL_QUANTILE, reused_text, round1_caveat, tail_support
 from harness.config import Targets
 from harness.records import ISOLATED
 from harness.records.metrics import CONNECTOR_TABLE, HEADLINE, METRICS, ROUND_TABLE, SERVER_TABLE, fmt, pick
-from harness.report.data import RunData, cache_cliff
+from harness.report.data import RunData, cache_cliff, store_sizing
 
 TIMINGS = [
     ("up_s", "up s"),
     ("service_start_s", "vLLM start s"),
+    ("warmup_s", "warm-up s"),
     ("workload_s", "workload s"),
     ("rounds_s", "rounds s"),
     ("teardown_s", "teardown s"),
@@ -68,8 +70,11 @@ def reuse_table(vs_baseline: pd.DataFrame, targets: Targets) -> pd.DataFrame:
         }
         for m in pick(HEADLINE):
             c = m.column
-            row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}"
-            row[f"{m.header} change"] = change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"], x[f"{c}_method"])
+            flag = f" ({why}: ~max)" if (why := x.get(f"{c}_support")) else ""
+            row[f"{m.header} with / without"] = f"{m.show(x[f'{c}_cache'])} / {m.show(x[f'{c}_base'])}{flag}"
+            row[f"{m.header} change"] = (
+                f"hidden ({why})" if why else change_ci(x[f"{c}_change"], x[f"{c}_lo"], x[f"{c}_hi"], x[f"{c}_method"])
+            )
         row["per-prompt TTFT change"] = (
             change_ci(x["paired_change"], x["paired_lo"], x["paired_hi"], x["paired_method"])
             + f" ({x['pairs']} prompts)"
@@ -93,6 +98,8 @@ def fidelity_table(f: pd.DataFrame) -> pd.DataFrame:
         "identical text proves nothing",
         "n/a": "unknown: one prompt",
     }
+    if "check" in f:
+        out["check"] = f["check"]
     out["could it fail?"] = [
         could[i].format(p=p, o=o) for i, p, o in zip(f["informative"], f["distinct prompts"], f["distinct outputs"])
     ]
@@ -157,8 +164,11 @@ def stats_table(data: RunData) -> pd.DataFrame:
     if r.empty:
         return pd.DataFrame()
     out = _round_identity(r).assign(phase=r["phase"] if "phase" in r else "unknown")
+    n = num(r, "successes")
     for m in pick(ROUND_TABLE):
-        out[m.header] = num(r, m.column).map(m.show)
+        shown = num(r, m.column).map(m.show)
+        flags = [tail_support(m.column, k) for k in n]  # a tail percentile of too few requests: flagged
+        out[m.header] = [f"{v} ({f}: ~max)" if f and v != "n/a" else v for v, f in zip(shown, flags)]
     return drop_default_mode(out.astype(str))
 
 
@@ -304,6 +314,33 @@ CLIFF_KEEP = 90.0  # % of the infinite-cache hits a store size must keep to be p
 LRU_TOLERANCE_PP = 5.0
 
 
+def sizing_table(data: RunData) -> pd.DataFrame:
+    """The store per with-cache round (data.store_sizing) as display strings: what it held, how full it
+    was against the master's eviction watermark, and what it evicted or refused."""
+    z = store_sizing(data)
+    if z.empty:
+        return z
+
+    def mib(v: object) -> str:
+        return fmt(float(v) / 2**20, 1) if isinstance(v, int | float) and not math.isnan(v) else "n/a"
+
+    return pd.DataFrame(
+        {
+            "scenario": z["label"],
+            "repeat": z["repeat"].map(lambda v: fmt(v, 0)),
+            "round": z["round"].map(lambda v: fmt(v, 0)),
+            "store": z["store"],
+            "segment MiB": z["capacity_bytes"].map(mib),
+            "keys start -> end": [f"{fmt(a, 0)} -> {fmt(b, 0)}" for a, b in zip(z["keys_start"], z["keys_end"])],
+            "held MiB (end)": z["allocated_bytes_end"].map(mib),
+            "full % (end)": z["used_pct_end"].map(lambda v: fmt(v, 1)),
+            "evicts above %": z["watermark_pct"].map(lambda v: fmt(v, 0)),
+            "evicted keys": z["evicted_keys"].map(lambda v: fmt(v, 0)),
+            "alloc failures": z["alloc_failures"].map(lambda v: fmt(v, 0)),
+        }
+    )
+
+
 def cliff_table(data: RunData) -> pd.DataFrame:
     """The cache cliff of a store-size sweep, as display strings (data.cache_cliff)."""
     c = cache_cliff(data)
@@ -368,7 +405,7 @@ def cliff_notes(data: RunData) -> list[str]:
             f"{kept['store_mib'].iloc[0]:,.0f} MiB ({kept['point'].iloc[0]})"
             if len(kept)
             else f"no swept store size kept {CLIFF_KEEP:g} % of the infinite-cache hits (best "
-            f"{g['hit_pct'].max():.0f} %)"
+            f"{reused_text(g['hit_pct'].max())} %)"  # rounded down: never across the threshold
         )
         gap = _lru_gap(g) if g["unexplained_pp"].notna().any() else ""
         per_block = g["kv_bytes_per_block"].dropna()
@@ -383,8 +420,10 @@ def cliff_notes(data: RunData) -> list[str]:
 
 
 def summary_csv(data: RunData, vs_baseline: pd.DataFrame, vs_round1: pd.DataFrame) -> pd.DataFrame:
-    """Every round of every cell, led by the headline: on with-cache rows of fresh stacks, the change
-    vs baseline (same scenario and round) with its intervals, as `vs_baseline_*` columns; on every
+    """Every round of every cell, led by the headline: on with-cache rows of isolated stacks (fresh, or
+    verified reset: each its own comparison), the change vs baseline (same scenario, isolation and
+    round) with its intervals, which noise they span and the targets read from them (met / not met /
+    inconclusive), as `vs_baseline_*` columns; on every
     warm round, the change vs round 1 of the same cell (`vs_round1_*`, analysis.changes_by_round).
     Changes are 100 * (new / old - 1): negative = lower."""
     rounds = data.rounds.drop(columns=["dir"])
@@ -395,15 +434,20 @@ def summary_csv(data: RunData, vs_baseline: pd.DataFrame, vs_round1: pd.DataFram
         rounds = rounds.merge(vs_round1, on=["label", "round"], how="left")
         added += [c for c in vs_round1.columns if c not in ("label", "round")]
     rounds = rounds.drop(columns="label")
+    for metric in TAIL_QUANTILE:  # "" where the round's requests support the percentile, else why not
+        if metric in rounds:
+            rounds[f"{metric}_support"] = [tail_support(metric, n) for n in num(rounds, "successes")]
     if not vs_baseline.empty:
         keep = {
             c: f"vs_baseline_{c}"
             for c in vs_baseline.columns
-            if c.endswith(("_change", "_lo", "_hi", "_method")) or c.startswith("paired_") or c == "pairs"
+            if c.endswith(("_change", "_lo", "_hi", "_method", "_target", "_support"))
+            or c.startswith("paired_")
+            or c in ("pairs", "spans")
         }
         on = ["scenario", "round", "mode", "isolation", *(["point"] if "point" in rounds else [])]
-        head = vs_baseline[["scenario", "point", "round", *keep]].rename(columns=keep)
-        head = head.assign(mode="with-cache", isolation="fresh")
+        head = vs_baseline[["scenario", "isolation", "point", "round", *keep]].rename(columns=keep)
+        head = head.assign(mode="with-cache")
         rounds = rounds.merge(head[[*on, *keep.values()]], on=on, how="left")
         added = [*keep.values(), *added]
     ident = [c for c in ("scenario", "point", "mode", "isolation", "repeat", "round", "phase") if c in rounds.columns]
@@ -445,9 +489,10 @@ def _evidence_word(d: pd.DataFrame, key: str) -> str:
     return "yes" if all(vals) else "NO"
 
 
-def _connector_means(r: pd.DataFrame, label_round: tuple[str, str, int], mode: str) -> dict[str, float]:
-    scen, point, rnd = label_round
-    g = r[(r["scenario"] == scen) & (r["round"] == rnd) & (r["mode"] == mode) & r["isolation"].isin(ISOLATED)]
+def _connector_means(r: pd.DataFrame, label_round: tuple[str, str, int, str], mode: str) -> dict[str, float]:
+    scen, point, rnd, iso = label_round
+    same = r["isolation"] == iso if iso else r["isolation"].isin(ISOLATED)
+    g = r[(r["scenario"] == scen) & (r["round"] == rnd) & (r["mode"] == mode) & same]
     if "point" in g:
         g = g[g["point"].fillna("").astype(str) == str(point)]
     cols = ("mc_lookup_ms_per_req", "mc_load_ms_per_req", "mc_save_ms_per_req", "mc_loaded_mb", "mc_saved_mb",
@@ -460,45 +505,71 @@ def _signed(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:+.1f}"
 
 
+def _prefill_change(saved: float) -> str:
+    """What the cache did to vLLM's prefill, in words that keep the sign: a negative saving is a longer prefill."""
+    return f"saved {fmt(saved)} ms of vLLM's prefill" if saved >= 0 else f"vLLM's prefill took {fmt(-saved)} ms longer"
+
+
+def _loss_cause(fetch: float, saved: float, waited: float) -> str:
+    """Why a cache that loaded KV still lost, only as far as the compared figures say it."""
+    if not saved > 0:  # NaN-safe
+        return "with the KV loaded, vLLM's prefill was no shorter, so nothing was saved to pay for the fetch"
+    if waited > saved and waited > fetch:
+        return (
+            f"the longer wait in vLLM's queue ({fmt(waited)} ms), not the transfer itself ({fmt(fetch, 2)} ms), "
+            f"outweighed the prefill it saved ({fmt(saved)} ms)"
+        )
+    if fetch > saved:
+        return f"fetching the KV ({fmt(fetch, 2)} ms) cost more than the prefill it saved ({fmt(saved)} ms)"
+    return (
+        f"the fetch ({fmt(fetch, 2)} ms) cost less than the prefill it saved ({fmt(saved)} ms), and the longer "
+        f"queue wait ({fmt(waited)} ms) did not outweigh it either: the loss is outside the connector's timers "
+        "and vLLM's prefill and queue histograms"
+    )
+
+
+def _clearly_lost(x: dict) -> tuple[bool, bool]:
+    """(TTFT higher, throughput lower) with the cache, each only where its whole 95 % interval says so: a
+    change inside its noise gets no story of why it was lost."""
+    return bool(x["ttft_mean_ms_lo"] > 0), bool(x["req_per_s_hi"] < 0)  # NaN-safe: no interval, no claim
+
+
 def why_lines(data: RunData, table: pd.DataFrame) -> list[str]:
-    """Why the cache lost or did not help, where it did, from the connector's own timers and vLLM's
-    histograms: what the fetch path cost each request (lookup and load RPCs, and the time a request
-    waits in vLLM's queue while its KV is loaded) against the prefill it saved, or, where nothing
-    was reused, what write-through cost. Nothing is said where the cache wins. `table`: the with
-    vs without comparison (verdict.reuse_buys)."""
+    """Why the cache lost, where its interval shows it did (TTFT higher, or throughput lower, with the
+    whole 95 % interval on that side), from the connector's own timers and vLLM's histograms: what
+    the fetch path cost each request (lookup and load RPCs, and the time a request waits in vLLM's
+    queue while its KV is loaded) against the prefill it saved, or, where nothing was reused, what
+    write-through cost. Nothing is said where the cache wins or the change is inside its noise.
+    `table`: the with vs without comparison (verdict.reuse_buys)."""
     r = data.rounds
     if table.empty or "mc_load_ms_per_req" not in r.columns:
         return []
     out = []
     for x in table.to_dict("records"):
-        key = (x["scenario"], x["point"], x["round"])
+        key = (x["scenario"], x["point"], x["round"], x.get("isolation", ""))
         c, b = _connector_means(r, key, "with-cache"), _connector_means(r, key, "baseline")
-        slower, lost_tput = x["ttft_mean_ms_change"] >= 0, x["req_per_s_change"] < 0
+        slower, lost_tput = _clearly_lost(x)
         if not (slower or lost_tput) or math.isnan(c["mc_save_ms_per_req"]):
             continue
         head = f"{x['label']} round {x['round']}: TTFT {_signed(x['ttft_mean_ms_change'])} %, throughput " \
-               f"{_signed(x['req_per_s_change'])} % with the cache."  # fmt: skip
+               f"{_signed(x['req_per_s_change'])} % with the cache ({'TTFT higher' if slower else 'throughput lower'}" \
+               " across the whole 95 % interval)."  # fmt: skip
         n = c["requests"]
         if c["mc_loaded_mb"] > 0:
             fetch = c["mc_lookup_ms_per_req"] + c["mc_load_ms_per_req"]
             saved = b["server_prefill_mean_ms"] - c["server_prefill_mean_ms"]
             waited = c["server_queue_mean_ms"] - b["server_queue_mean_ms"]
-            cause = (
-                "the wait for the KV to arrive, not the transfer itself, outweighed the prefill it saved"
-                if waited > fetch
-                else "fetching the KV cost more than recomputing it at this prefix length"
-            )
             out.append(
                 f"{head} Lookups and loads took {fmt(fetch, 2)} ms per request ({fmt(c['mc_loaded_mb'] / n, 2)} MB "
-                f"at {fmt(c['mc_load_gbps'], 2)} GB/s) and saved {fmt(saved)} ms of vLLM's prefill "
-                f"({fmt(c['server_prefill_mean_ms'])} vs {fmt(b['server_prefill_mean_ms'])} ms), but requests waited "
-                f"{fmt(c['server_queue_mean_ms'])} ms in vLLM's queue vs {fmt(b['server_queue_mean_ms'])} ms without "
-                "(the connector keeps a request queued while its store lookup and load are in flight; vLLM "
-                f"retries it on later engine steps): {cause}."
+                f"at {fmt(c['mc_load_gbps'], 2)} GB/s) and {_prefill_change(saved)} "
+                f"({fmt(c['server_prefill_mean_ms'])} vs {fmt(b['server_prefill_mean_ms'])} ms), while requests "
+                f"waited {fmt(c['server_queue_mean_ms'])} ms in vLLM's queue vs {fmt(b['server_queue_mean_ms'])} ms "
+                "without (the connector keeps a request queued while its store lookup and load are in flight; "
+                f"vLLM retries it on later engine steps): {_loss_cause(fetch, saved, waited)}."
             )
         else:
             out.append(
-                f"{head} Nothing was loaded; the connector's write-through saved {fmt(c['mc_saved_mb'] / n, 2)} MB "
+                f"{head} Nothing was loaded; the connector's write-through wrote {fmt(c['mc_saved_mb'] / n, 2)} MB "
                 f"per request ({fmt(c['mc_save_ms_per_req'], 2)} ms of store RPCs per request, "
                 f"{fmt(c['mc_save_gbps'], 2)} GB/s) and lookups took {fmt(c['mc_lookup_ms_per_req'], 2)} ms per "
                 "request: the connector's price when nothing is reused."
@@ -513,7 +584,7 @@ def short_why(data: RunData, x: dict) -> str:
     """One line on why the cache missed a target in this with-vs-without row (verdict.reuse_buys),
     "" where both targets are met. From the connector's timers and vLLM's histograms when the run
     has them (the long story is why_lines), else from the measured warmth."""
-    if x["ttft_target"] == "pass" and x["tput_target"] == "pass":
+    if x["ttft_target"] == MET and x["tput_target"] == MET:
         return ""
     r = data.rounds
     warm = x.get("reused_pct_cache", math.nan)
@@ -523,7 +594,7 @@ def short_why(data: RunData, x: dict) -> str:
             if warm < 90  # NaN-safe: an unknown warmth says nothing
             else "no connector or server timers in this run to say why"
         )
-    key = (x["scenario"], x["point"], x["round"])
+    key = (x["scenario"], x["point"], x["round"], x.get("isolation", ""))
     c, b = _connector_means(r, key, "with-cache"), _connector_means(r, key, "baseline")
     if not c["mc_loaded_mb"] > 0:
         rpc = fmt(c["mc_save_ms_per_req"], 1)
@@ -531,16 +602,18 @@ def short_why(data: RunData, x: dict) -> str:
     saved = b["server_prefill_mean_ms"] - c["server_prefill_mean_ms"]
     waited = c["server_queue_mean_ms"] - b["server_queue_mean_ms"]
     if waited > 0 and waited >= saved / 2:
-        return (
-            f"prefill {fmt(saved, 0)} ms shorter, but requests queued {fmt(waited, 0)} ms longer in vLLM "
-            "while their KV loaded"
+        prefill = (
+            f"prefill {fmt(saved, 0)} ms shorter, but" if saved >= 0 else f"prefill {fmt(-saved, 0)} ms longer, and"
         )
+        return f"{prefill} requests queued {fmt(waited, 0)} ms longer in vLLM while their KV loaded"
     if b["server_prefill_mean_ms"] < x["ttft_mean_ms_base"] / 2:
         return (
             f"prefill is only {fmt(b['server_prefill_mean_ms'], 0)} of the {fmt(x['ttft_mean_ms_base'], 0)} ms "
             "TTFT without the cache: at most that can be saved"
         )
     fetch = c["mc_lookup_ms_per_req"] + c["mc_load_ms_per_req"]
+    if not saved >= 0:  # NaN-safe
+        return f"lookups and loads took {fmt(fetch, 1)} ms per request and prefill {fmt(-saved, 0)} ms longer"
     return f"lookups and loads took {fmt(fetch, 1)} ms per request for {fmt(saved, 0)} ms of prefill saved"
 
 
@@ -639,6 +712,7 @@ EVIDENCE_QUESTIONS = (
         "Checks",
         (
             "status",
+            "engine warm-up",
             "cold verified",
             "reset proof",
             "engine restarts",

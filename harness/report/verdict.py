@@ -8,11 +8,16 @@ round, on the same prompts, each on its own fresh stack. Every change is 100 * (
 (harness.intervals):
 
 * TTFT mean change: one repeat, the change of the mean over the prompts answered in both (paired by
-  prompt, BCa over prompts); several repeats, Student-t over the repeats' changes;
+  prompt, BCa over prompts: an interval over the prompts of one stack, which leaves out how much
+  another stack would differ); several repeats, the geometric mean of the repeats' ratios with a
+  Student-t interval over their log ratios (every bound a possible change, never below -100 %);
 * per-prompt TTFT change (the geometric mean of each prompt's ratio): BCa over prompts, or
-  Student-t over the repeats' estimates;
-* other metrics (percentiles, throughput): Student-t over repeats; none with one repeat (one value
-  per stack).
+  Student-t over the repeats' log ratios;
+* other metrics (percentiles, throughput): Student-t over the repeats' log ratios; none with one
+  repeat (one value per stack).
+
+Each row says which noise its intervals span (`spans`). Fresh and reset cells are never pooled:
+a prompt is paired with itself in the same repeat and isolation only.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.frames import num
-from harness.analysis.intervals import Interval, change_pct, paired_change_pct_bca, paired_mean_change_pct, t_mean
+from harness.analysis.intervals import (
+    Interval,
+    change_pct,
+    geometric_mean,
+    paired_change_pct_bca,
+    paired_mean_change_pct,
+    repeats_change_pct,
+    target_verdict,
+)
+from harness.analysis.stats import tail_support
 from harness.records import ISOLATED
 from harness.records.metrics import HEADLINE
 from harness.report.data import RunData
@@ -45,23 +59,24 @@ def pair_up(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 def per_prompt_change(pairs: pd.DataFrame) -> Interval:
     """The typical per-prompt TTFT change A -> B (geometric mean): one repeat, BCa over its
-    prompts; several, each repeat's estimate and Student-t over them."""
+    prompts; several, each repeat's estimate and Student-t over their log ratios."""
     if pairs.empty:
         return NO_PAIRS
     per_rep = [paired_change_pct_bca(g["a"], g["b"]) for _, g in pairs.groupby("repeat")]
     if len(per_rep) == 1:
         return per_rep[0]
-    iv = t_mean([x.estimate for x in per_rep])
+    iv = repeats_change_pct([x.estimate for x in per_rep])
     return Interval(iv.estimate, iv.lo, iv.hi, len(pairs), iv.method)
 
 
 def mean_change(pairs: pd.DataFrame, per_repeat: list[float]) -> Interval:
-    """The change of the mean TTFT A -> B. Several repeats: the mean of the repeats' changes
-    (`per_repeat`, from rounds.csv), Student-t over them. One repeat: over the prompts answered
-    under both, paired by prompt, BCa over prompts; without request rows, the one figure and no
-    interval."""
+    """The change of the mean TTFT A -> B. Several repeats: the geometric mean of the repeats'
+    ratios (`per_repeat`: their changes in %, from rounds.csv), Student-t over their log ratios.
+    One repeat: over the prompts answered under both, paired by prompt, BCa over prompts (an
+    interval over the prompts of one stack: within-run); without request rows, the one figure
+    and no interval."""
     if len(per_repeat) >= 2 or pairs.empty:
-        return t_mean(per_repeat)
+        return repeats_change_pct(per_repeat)
     return paired_mean_change_pct(pairs["a"], pairs["b"])
 
 
@@ -69,37 +84,76 @@ def _per_repeat(rounds: pd.DataFrame, metric: str) -> dict[int, float]:
     return num(rounds, metric).groupby(rounds["repeat"]).mean().to_dict()
 
 
+WITHIN_RUN = "prompts of one stack"
+
+
+def spans(repeats: int, stacks: int, isolation: str) -> str:
+    """Which noise an interval over these cells spans, in words: the prompts of one stack (one
+    repeat: within-run; it leaves out how much a second stack would differ), or the repeats and
+    the stacks they ran on (isolation reset runs repeats on one stack after verified resets)."""
+    if repeats <= 1:
+        return WITHIN_RUN
+    if isolation == "reset":
+        return f"{repeats} repeats after verified resets on {stacks} stack(s) per arm"
+    return f"{repeats} stacks per arm"
+
+
+def _stacks(data: RunData, cells: pd.DataFrame) -> int:
+    """Distinct stacks (compose projects) these rounds.csv rows ran on."""
+    dirs = data.dirs
+    if "entry" not in dirs or "dir" not in cells:
+        return int(cells["repeat"].nunique())
+    projects = {getattr(dirs["entry"].iloc[int(d)], "project", "") or f"#{d}" for d in set(cells["dir"])}
+    return len(projects)
+
+
+def _label(scen: str, iso: str, point: str) -> str:
+    tags = [t for t in (iso if iso != "fresh" else "", point) if t]
+    return f"{scen} [{', '.join(tags)}]" if tags else scen
+
+
 def reuse_buys(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
-    """Per scenario (fresh stacks) and round: each headline metric with vs without the cache, its
-    change in %, the interval of that change, and the typical per-prompt TTFT change. `req`: the
-    run's successful requests (data.ok_requests)."""
+    """Per scenario, isolation (fresh stacks, or verified resets: never pooled, each its own row and
+    pairs) and round: each headline metric with vs without the cache, its change in %, the
+    interval of that change, which noise that interval spans, and the typical per-prompt TTFT
+    change. With several repeats the with / without figures are geometric means over the same
+    repeats as the change, so the change is exactly their ratio. `req`: the run's successful
+    requests (data.ok_requests)."""
     r = data.rounds
     if r.empty or not {"with-cache", "baseline"} <= set(r["mode"]):
         return pd.DataFrame()
     r = r[r["isolation"].isin(ISOLATED) & ~num(r, "partial").fillna(0).astype(bool)]
     rows = []
     r = r.assign(point=r["point"] if "point" in r else "")
-    for (scen, point, rnd), g in r.groupby(["scenario", "point", "round"], sort=False):
+    for (scen, iso, point, rnd), g in r.groupby(["scenario", "isolation", "point", "round"], sort=False):
         base, cache = g[g["mode"] == "baseline"], g[g["mode"] == "with-cache"]
-        if base.empty or cache.empty:
-            continue
         reps = sorted(set(base["repeat"]) & set(cache["repeat"]))
+        if not reps:
+            continue
+        base, cache = base[base["repeat"].isin(reps)], cache[cache["repeat"].isin(reps)]
         row: dict = {
             "scenario": scen,
+            "isolation": iso,
             "point": point,  # a sweep point: with and without the cache at the same settings
-            "label": f"{scen} [{point}]" if point else scen,
+            "label": _label(scen, iso, point),
             "round": int(rnd),
             "repeats": len(reps),
+            "spans": spans(len(reps), _stacks(data, cache), iso),
             "phase with cache": "/".join(sorted(set(cache["phase"].astype(str)))) if "phase" in cache else "?",
             # the measured warmth behind that word: share of prompt tokens served from cache
             "reused_pct_cache": float(num(cache, "reused_token_pct").mean()),
         }
         pairs = pair_up(side(req, base, int(rnd)), side(req, cache, int(rnd)))
+        requests = float(num(pd.concat([base, cache]), "successes").min())  # the smallest round behind a figure
         for metric in HEADLINE:
             b, c = _per_repeat(base, metric), _per_repeat(cache, metric)
             changes = [change_pct(b[k], c[k]) for k in reps]
-            row[f"{metric}_base"], row[f"{metric}_cache"] = np.mean(list(b.values())), np.mean(list(c.values()))
-            ch = mean_change(pairs, changes) if metric == "ttft_mean_ms" else t_mean(changes)
+            row[f"{metric}_base"] = geometric_mean([b[k] for k in reps])
+            row[f"{metric}_cache"] = geometric_mean([c[k] for k in reps])
+            row[f"{metric}_support"] = why = tail_support(metric, requests)
+            ch = mean_change(pairs, changes) if metric == "ttft_mean_ms" else repeats_change_pct(changes)
+            if why:  # a tail percentile of too few requests is about their maximum: no change of it is shown
+                ch = Interval(math.nan, math.nan, math.nan, ch.n, f"hidden: percentile of too few requests ({why})")
             row.update({f"{metric}_change": ch.estimate, f"{metric}_lo": ch.lo, f"{metric}_hi": ch.hi,
                         f"{metric}_method": ch.method})  # fmt: skip
         iv = per_prompt_change(pairs)
@@ -109,18 +163,18 @@ def reuse_buys(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
 
 
 def targets_vs_baseline(table: pd.DataFrame, ttft_reduction: float, tput_increase: float) -> pd.DataFrame:
-    """The seed's targets checked against the with-cache vs baseline comparison: a TTFT reduction
-    target of 60 is met by a mean TTFT change <= -60 %, a throughput target of 150 by >= +150 %."""
+    """The seed's targets checked against the with-cache vs baseline comparison, read from each
+    change's interval (intervals.target_verdict): a TTFT reduction target of 60 is met when the
+    whole interval of the mean TTFT change is <= -60 %, not met when all of it is above, and
+    inconclusive when it straddles -60 or there is none; a throughput target of 150 alike at +150 %."""
     if table.empty:
         return table
-
-    def verdict(v: float, ok: bool) -> str:
-        return "n/a" if math.isnan(v) else ("pass" if ok else "FAIL")
-
     return table.assign(
-        ttft_target=[verdict(v, v <= -ttft_reduction) for v in table["ttft_mean_ms_change"]],
-        tput_target=[verdict(v, v >= tput_increase) for v in table["req_per_s_change"]],
-    )
+        ttft_target=[target_verdict(*x, -ttft_reduction, "lower")
+                     for x in zip(table["ttft_mean_ms_change"], table["ttft_mean_ms_lo"], table["ttft_mean_ms_hi"])],
+        tput_target=[target_verdict(*x, tput_increase, "higher")
+                     for x in zip(table["req_per_s_change"], table["req_per_s_lo"], table["req_per_s_hi"])],
+    )  # fmt: skip
 
 
 def headline_round(table: pd.DataFrame) -> pd.DataFrame:
@@ -169,8 +223,21 @@ def fidelity(data: RunData, req: pd.DataFrame) -> pd.DataFrame:
         row.update(_same(cache[cache["round"] == 1], cache[cache["round"] > 1], ["dir", "pid"], "warm vs cold", names))
         base = g[g["mode"] == "baseline"]
         row.update(_same(base, cache, ["repeat", "round", "pid"], "with cache vs baseline", names))
+        row["check"] = _check(row)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _check(row: dict) -> str:
+    """The fidelity check's verdict: FAIL when any reused KV changed an output (the prompts are named
+    beside it), pass when every pair agreed and the outputs depend on the prompt, otherwise why it
+    cannot tell."""
+    names = (*row["warm vs cold differ"], *row["with cache vs baseline differ"])
+    if n := len(set(names)):
+        return f"FAIL: the output changed with reused KV for {n} prompt{'s' if n > 1 else ''}"
+    if not (row["warm vs cold pairs"] or row["with cache vs baseline pairs"]):
+        return "n/a: no pairs"
+    return "no evidence" if row["informative"] == "no" else "pass"
 
 
 # Fewer distinct cold outputs than this share of the distinct prompts: the check is weak evidence.

@@ -20,6 +20,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness.analysis.arms import verdict_line
+from harness.analysis.intervals import INCONCLUSIVE, MET, NOT_MET
 from harness.records import ISOLATED
 from harness.report import breakeven as BE
 from harness.report import compare
@@ -42,6 +43,7 @@ from harness.report.tables import (
     run_info,
     server_table,
     short_change_ci,
+    sizing_table,
     stats_tables,
     status_rows,
     summary_csv,
@@ -49,6 +51,7 @@ from harness.report.tables import (
     turns_table,
     verdict_table,
 )
+from harness.report.verdict import WITHIN_RUN
 from harness.results import write_table
 
 # The figures, in the order the report shows them: the headline (with the cache vs without) first,
@@ -211,6 +214,7 @@ def _sections(a: Analysis) -> dict[str, pd.DataFrame]:
         "connector": connector_table(data),
         "turns": turns_table(data),
         "cliff": a.cliff_table,
+        "sizing": sizing_table(data),
         "breakeven": BE.table(a.breakeven) if a.breakeven else pd.DataFrame(),
         "arms": arms_table(a.arms, a.arm_changes),
     }
@@ -240,9 +244,11 @@ def _verdict_lines(a: Analysis) -> tuple[str, str]:
     return answer[:1].upper() + answer[1:], (
         "One row per scenario: round 2 (warm) with the cache vs without it, same prompts, each on a stack "
         "of its own. Change % = 100 x (with / without - 1): negative = faster TTFT, positive = more "
-        f"throughput; the 95 % CI is for the figure beside it. Targets: TTFT <= -{t.ttft_reduction_percent:g} %, "
-        f"throughput >= +{t.throughput_increase_percent:g} %. Warmth: share of the with-cache round's prompt "
-        "tokens served from cache."
+        f"throughput; the 95 % CI is for the figure beside it ({spans_line(a.headline)}). Targets, read from "
+        f"the interval: TTFT <= -{t.ttft_reduction_percent:g} %, throughput >= +{t.throughput_increase_percent:g} "
+        "%: met when the whole interval is beyond the target, not met when the whole interval falls short, "
+        "inconclusive when it straddles the target or there is no interval. Warmth: share of the with-cache "
+        "round's prompt tokens served from cache."
     )
 
 
@@ -287,6 +293,7 @@ OPTIONAL = (
     ("connector", "Where the time goes in the KV connector (its own RPC timers, per round)"),
     ("breakeven", "Break-even prefix length: fetching vs recomputing the KV (warm round, concurrency 1)"),
     ("cliff", "Cache cliff: hit rate by store size (sweep), vs an infinite cache and a simulated LRU store"),
+    ("sizing", "Store sizing per round: segment, keys, eviction watermark, evictions, allocation failures"),
     ("turns", "Multi-turn: TTFT and reused history by turn"),
     ("fidelity", "Reuse fidelity (temperature 0: identical generated tokens)"),
     ("isolation", "Isolation: round 1 on a stack of its own (fresh or verified reset) vs one shared stack"),
@@ -521,6 +528,11 @@ def console_summary(run: Path | Analysis, width: int | None = None) -> str:
 # ------------------------------------------------------------------ console
 
 
+def _short(verdict: object) -> str:
+    """A target verdict in the console's narrow column ("inconcl." for inconclusive)."""
+    return "inconcl." if verdict == INCONCLUSIVE else str(verdict)
+
+
 def _seed_rows(a: Analysis) -> pd.DataFrame:
     """The round-over-round figures, compact: one row per cell label and warm round."""
     rr = a.round_over_round
@@ -534,7 +546,7 @@ def _seed_rows(a: Analysis) -> pd.DataFrame:
             "TTFT mean chg %": [short_change_ci(*x) for x in zip(rr["ttft_change"], rr["ttft_lo"], rr["ttft_hi"])],
             "thrpt chg %": [short_change_ci(*x) for x in zip(rr["tput_change"], rr["tput_lo"], rr["tput_hi"])],
             "targets": [
-                f"{x}/{y}" if not note else "no verdict"
+                f"{_short(x)}/{_short(y)}" if not note else "no verdict"
                 for x, y, note in zip(rr["ttft_verdict"], rr["tput_verdict"], rr["note"].fillna(""))
             ],
         }
@@ -552,24 +564,41 @@ def _verdict_rows(head: pd.DataFrame) -> pd.DataFrame:
             "thrpt chg %": [
                 short_change_ci(*x) for x in zip(head["req_per_s_change"], head["req_per_s_lo"], head["req_per_s_hi"])
             ],
-            "targets": [f"{x}/{y}" for x, y in zip(head["ttft_target"], head["tput_target"])],
+            "targets": [f"{_short(x)}/{_short(y)}" for x, y in zip(head["ttft_target"], head["tput_target"])],
         }
     )
 
 
 def _answer(head: pd.DataFrame) -> str:
-    """The one sentence that answers the question, counted over scenarios."""
+    """The one sentence that answers the question, counted over scenarios: how many intervals clear 0
+    (each at 95 %, unadjusted for the number of scenarios: say so), and the targets read from the
+    intervals (met / not met / inconclusive)."""
     n = len(head)
     lower = int((head["ttft_mean_ms_hi"] < 0).sum())
     higher = int((head["ttft_mean_ms_lo"] > 0).sum())
-    met = int(((head["ttft_target"] == "pass") & (head["tput_target"] == "pass")).sum())
+    both = (head["ttft_target"] == MET) & (head["tput_target"] == MET)
+    missed = (head["ttft_target"] == NOT_MET) | (head["tput_target"] == NOT_MET)
+    met, not_met = int(both.sum()), int(missed.sum())
     unclear = n - lower - higher
+    adjust = f", unadjusted for {n}" if n > 1 else ""
+    inconclusive = n - met - not_met
+    targets = [f"both targets met in {met} of {n}", *([f"a target not met in {not_met}"] if not_met else []),
+               *([f"inconclusive in {inconclusive}"] if inconclusive else [])]  # fmt: skip
     return (
-        f"Verdict: with the cache, the warm round's mean TTFT is lower in {lower} of {n} scenario(s) and higher "
-        f"in {higher} (95 % CI clear of 0)"
-        + (f", unclear in {unclear}" if unclear else "")
-        + f"; both targets met in {met} of {n}."
+        f"Verdict: with the cache, warm mean TTFT lower in {lower} of {n} scenario(s), higher in {higher} "
+        f"(95 % CIs clear of 0{adjust})" + (f", unclear in {unclear}" if unclear else "") + f"; {', '.join(targets)}."
     )
+
+
+def spans_line(head: pd.DataFrame) -> str:
+    """Which noise the headline's intervals span: the stacks per arm, or, with one repeat, only the
+    prompts of one stack (within-run: a second stack can differ by more, docs/statistics.md)."""
+    what = list(dict.fromkeys(head["spans"].astype(str))) if "spans" in head else []
+    if not what:
+        return ""
+    if what == [WITHIN_RUN]:
+        return "CIs within-run (prompts of one stack per arm): stack-to-stack noise not in them (--repeats N)"
+    return "CIs over " + "; ".join(what)
 
 
 def _verdict_block(a: Analysis, width: int) -> list[str]:
@@ -586,6 +615,7 @@ def _verdict_block(a: Analysis, width: int) -> list[str]:
             width,
         ),
         *fit_table(_verdict_rows(head), width, drop=("targets",), shrink="scenario"),
+        *(wrap(noise, width) if (noise := spans_line(head)) else []),
         *wrap(_answer(head), width),
     ]
 

@@ -31,7 +31,7 @@ class EngineDown(StackDown):
 
 
 class StoreDown(StackDown):
-    """The Mooncake master stopped answering during a with-cache round: what followed would have
+    """The Mooncake master or the store node stopped answering during a with-cache round: what followed would have
     measured a stack without its cache."""
 
 
@@ -62,7 +62,7 @@ def run_rounds(
     round is cut short (engine down, Ctrl-C): its rounds are then marked partial.
     `stack_watch` watches every component during each round (master included); `before_round(r)`
     runs before every round 2+ (topology engine-restart: the engine restarts there).
-    Raises EngineDown when the engine stopped answering, StoreDown when the master did; no later
+    Raises EngineDown when the engine stopped answering, StoreDown when the master or store node did; no later
     round is sent."""
     if isinstance(routes, Endpoint):
         routes = [(routes, None)]
@@ -95,7 +95,7 @@ def run_rounds(
                 if stack_watch:
                     stack_watch.stop()
             if stack_watch and (gone := stack_watch.down):
-                raise (StoreDown if gone.component == "master" else EngineDown)(f"round {rnd}: {gone.reason}")
+                raise (EngineDown if gone.component == "engine" else StoreDown)(f"round {rnd}: {gone.reason}")
             if probe and before:
                 counters[rnd] = {
                     "engine_url": endpoint.base_url,

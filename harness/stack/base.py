@@ -50,6 +50,11 @@ class Stack(Protocol):
     @property
     def master_metrics_url(self) -> str: ...
 
+    @property
+    def store_url(self) -> str | None:
+        """The store node's HTTP server (/health, /metrics); None when the engines hold the store."""
+        ...
+
     def up(self) -> None:
         """Create it and wait until every service is healthy; StackError (logs saved) if not."""
         ...

@@ -175,6 +175,10 @@ class ComposeStack:
     def master_metrics_url(self) -> str:
         return self.spec.master_metrics_url
 
+    @property
+    def store_url(self) -> str | None:
+        return self.spec.store_url
+
     def service_start_seconds(self) -> float | None:
         """The services' own start: master container start -> vLLM's "Application startup complete".
 

@@ -2,14 +2,16 @@
 
 ``ensure_images("cpu")`` returns ``{"engine": "kvbench/engine-cpu:<hash>",
 "master": "kvbench/master-cpu:<hash>"}``. The hash (12 hex digits of sha256)
-covers the Dockerfile, the lock file, the tiny-model script (engine) and the base
-image's id, so an unchanged image is found at once (one line, ~0.1 s) and never
-rebuilt. A missing image is built from the repo root with the legacy-builder-
-compatible ``docker build`` (python-on-whales ``docker.legacy_build``: Docker 20.10
-has no buildx; where ``docker build`` is BuildKit it works the same) after making,
-when missing, the local base image (``scripts/make_base_image.sh``) and the
-wheelhouse (``scripts/make_wheelhouse.sh``). Every Docker call goes through
-python-on-whales; the shell scripts are for what needs root and apt.
+covers exactly what the build reads besides the wheelhouse (which the lock pins):
+the Dockerfile, the lock files (the image's and the installer's), the tiny-model and
+engine-cache scripts (engine) and the base image's id, so an unchanged image is
+found at once (one line, ~0.1 s) and never rebuilt. A missing image is built from
+the repo root with the legacy-builder-compatible ``docker build`` (python-on-whales
+``docker.legacy_build``: Docker 20.10 has no buildx; where ``docker build`` is
+BuildKit it works the same) after making, when missing, the local base image
+(``scripts/make_base_image.sh``) and the wheelhouse (``scripts/make_wheelhouse.sh``).
+Every Docker call goes through python-on-whales (but ``--missing``'s, below); the
+shell scripts are for what needs root and apt.
 
 Quiet: each long step prints one line with its time when done, e.g.
 ``[images] engine image kvbench/engine-cpu:abc: built in 117.7 s (log: build/logs/engine-image.log)``;
@@ -17,13 +19,17 @@ its whole output goes to a log under ``build/logs/`` (``KVB_LOG_DIR``); on a
 terminal a spinner with the elapsed time shows it is alive. A failed step raises
 ``ImageBuildError`` with the last 20 lines of its log and the log's path.
 
-Environment: ``KVB_BASE_IMAGE`` (default ``kvbench/base:bookworm``; any Debian
-bookworm image with Python 3.11 works, e.g. ``python:3.11-slim``, which is then
-pulled), ``KVB_LOG_DIR`` (default ``build/logs``).
+Environment: ``KVB_BASE_IMAGE`` (default ``kvbench/base:bookworm``; a ``kvbench/...`` name is
+made locally like the default, any other Debian bookworm image with Python 3.11 is pulled, e.g.
+``python:3.11-slim``), ``KVB_LOG_DIR`` (default ``build/logs``).
 
 ``python -m harness.stack.images [--stack cpu] [--env-file FILE]`` builds both and prints
 ``KVB_ENGINE_IMAGE=...`` / ``KVB_MASTER_IMAGE=...`` lines on stdout (or writes them
 to FILE); progress goes to stderr.
+
+``python3 harness/stack/images.py --missing`` (stdlib only: it runs before the venv exists) prints
+what a build would have to make first, ``base`` and ``wheelhouse:<name>`` words, so that
+``scripts/setup.sh`` makes them while the venv and the Docker engine are being installed.
 """
 
 from __future__ import annotations
@@ -41,9 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from python_on_whales import ClientNotFoundError, DockerException, docker
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+try:
+    from python_on_whales import ClientNotFoundError, DockerException, docker
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+except ModuleNotFoundError:  # `python3 harness/stack/images.py --missing` before the venv exists: stdlib only
+    if __name__ != "__main__":
+        raise
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -55,7 +65,16 @@ TAIL_LINES = 20
 
 Echo = Callable[[str], object]
 
-_status = Console(stderr=True, highlight=False)  # spinners only; the one-line results go to `echo`
+
+def _status() -> Console:
+    """The terminal's stderr, for spinners only; the one-line results go to `echo`."""
+    global _STATUS
+    if _STATUS is None:
+        _STATUS = Console(stderr=True, highlight=False)
+    return _STATUS
+
+
+_STATUS: Console | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,9 @@ class ImageSpec:
         return (self.dockerfile, self.lock, *self.extra_inputs)
 
 
+# The installer the builds take from the wheelhouse (uv), in every image's inputs.
+INSTALLER_LOCK = "compose/requirements/installer.lock"
+
 STACKS: dict[str, tuple[ImageSpec, ...]] = {
     "cpu": (
         ImageSpec(
@@ -80,10 +102,15 @@ STACKS: dict[str, tuple[ImageSpec, ...]] = {
             "compose/engine.Dockerfile",
             "compose/requirements/engine.lock",
             "engine",
-            ("scripts/make_tiny_model.py",),
+            (INSTALLER_LOCK, "scripts/make_tiny_model.py", "scripts/engine_caches.py"),
         ),
         ImageSpec(
-            "master", "kvbench/master-cpu", "compose/master.Dockerfile", "compose/requirements/master.lock", "master"
+            "master",
+            "kvbench/master-cpu",
+            "compose/master.Dockerfile",
+            "compose/requirements/master.lock",
+            "master",
+            (INSTALLER_LOCK,),
         ),
     ),
 }
@@ -119,14 +146,14 @@ def _tail(path: Path, n: int = TAIL_LINES) -> list[str]:
 @contextmanager
 def _spinner(label: str) -> Iterator[None]:
     """A spinner with the elapsed time on a terminal; nothing otherwise."""
-    if not _status.is_terminal:
+    if not _status().is_terminal:
         yield
         return
     with Progress(
         SpinnerColumn(),
         TextColumn(label),
         TimeElapsedColumn(),
-        console=_status,
+        console=_status(),
         transient=True,
         redirect_stdout=False,
         redirect_stderr=False,
@@ -169,15 +196,20 @@ def _step(label: str, verb: str, log_name: str, echo: Echo) -> Iterator[TextIO]:
     ) from failure
 
 
-def _run_script(name: str, *args: str) -> None:
+def _run_script(name: str, *args: str, env: dict[str, str] | None = None) -> None:
     """Run one of scripts/*.sh on the terminal's stderr: each prints its own one-line
-    progress and keeps its full output in build/logs/ (scripts/logged.sh)."""
+    progress and keeps its full output in build/logs/ (scripts/logged.sh). `env`: added variables."""
     try:
         out: int | None = sys.stderr.fileno()  # keep stdout for the KVB_* lines
     except (AttributeError, OSError, ValueError):
         out = None
     rc = subprocess.run(
-        ["bash", str(SCRIPTS / name), *args], cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, check=False
+        ["bash", str(SCRIPTS / name), *args],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        check=False,
+        env={**os.environ, **env} if env else None,
     ).returncode
     if rc != 0:
         raise ImageBuildError(f"[images] scripts/{name} {' '.join(args)} failed (exit {rc}); its log is named above")
@@ -197,10 +229,40 @@ def image_id(ref: str) -> str | None:
 def _find_by_label(repository: str, files_digest: str) -> str | None:
     """A local ``repository:tag`` built from the same files (any base id)."""
     for image in docker.image.list(repository, filters=[("label", f"{LABEL_INPUTS}={files_digest}")]):
-        for tag in image.repo_tags:
-            if tag.startswith(f"{repository}:") and not tag.endswith((":latest", ":<none>")):
-                return tag
+        if tag := _content_tag(repository, image.repo_tags):
+            return tag
     return None
+
+
+def _content_tag(repository: str, tags: list[str]) -> str | None:
+    return next((t for t in tags if t.startswith(f"{repository}:") and not t.endswith((":latest", ":<none>"))), None)
+
+
+# The same two look-ups with the docker CLI and the standard library only, for `--missing`.
+
+
+def _cli_image_id(ref: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no docker CLI, or an engine that does not answer
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _cli_find_by_label(repository: str, files_digest: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["docker", "image", "ls", "--filter", f"label={LABEL_INPUTS}={files_digest}"]
+            + ["--format", "{{.Repository}}:{{.Tag}}", repository],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return _content_tag(repository, out.stdout.split()) if out.returncode == 0 else None
 
 
 def _ensure_engine() -> None:
@@ -233,13 +295,19 @@ def base_image_ref() -> str:
     return os.environ.get("KVB_BASE_IMAGE") or DEFAULT_BASE_IMAGE
 
 
+def made_locally(base: str) -> bool:
+    """kvbench's own base images (the default and other ``kvbench/...`` names) are made here, not pulled."""
+    return base == DEFAULT_BASE_IMAGE or base.startswith("kvbench/")
+
+
 def ensure_base_image(base: str, echo: Echo = print) -> str:
-    """Make (local default: debootstrap) or pull (other names) the base image; return its id."""
+    """Make (kvbench/...: scripts/make_base_image.sh) or pull (other names) the base image; return its id."""
     found = image_id(base)
     if found:
         return found
-    if base == DEFAULT_BASE_IMAGE:
-        _run_script("make_base_image.sh")  # one line, log build/logs/base-image.log
+    if made_locally(base):
+        # one line, log build/logs/base-image.log
+        _run_script("make_base_image.sh", env={"KVB_BASE_IMAGE": base})
     else:
         with _step(f"[images] base image {base}", "pulled", "base-pull.log", echo) as log:
             for _, line in docker.pull(base, stream_logs=True):  # type: ignore[union-attr,misc]
@@ -285,10 +353,42 @@ def build_image(spec: ImageSpec, tag: str, base: str, echo: Echo = print) -> flo
     return time.monotonic() - start
 
 
-def _existing_without_base(specs: tuple[ImageSpec, ...]) -> dict[str, str] | None:
-    """With the base image gone, reuse images built from the same files."""
-    found = {s.role: _find_by_label(s.repository, files_digest(s)) for s in specs}
-    return found if all(found.values()) else None  # type: ignore[return-value]
+@dataclass(frozen=True)
+class Plan:
+    """What a stack's images need, from two look-ups (by reference, by label)."""
+
+    base: str
+    base_id: str | None  # None: the base image is missing
+    tags: dict[str, str]  # role -> tag: the images to use (all roles), or {} when the base must be made first
+    missing: tuple[ImageSpec, ...]  # to build (all of them when the base is missing)
+    reused: bool = False  # base gone, images from the same files found by label (tags holds them)
+
+    def needs(self) -> list[str]:
+        """What must exist before a build: ``base`` and ``wheelhouse:<name>`` (none when nothing is built)."""
+        first = ["base"] if self.base_id is None and not self.reused else []
+        return first + [f"wheelhouse:{name}" for name in dict.fromkeys(s.wheelhouse for s in self.missing)]
+
+
+def plan_images(
+    stack: str,
+    inspect: Callable[[str], str | None] | None = None,
+    find: Callable[[str, str], str | None] | None = None,
+) -> Plan:
+    """Which images of `stack` are present and which must be built (base and wheelhouse first).
+
+    With the base image gone, images built from the same files are reused (found by label)."""
+    inspect = inspect or image_id
+    find = find or _find_by_label
+    specs = STACKS[stack]
+    base = base_image_ref()
+    base_id = inspect(base)
+    if base_id is None:
+        found = {s.role: find(s.repository, files_digest(s)) for s in specs}
+        if all(found.values()):
+            return Plan(base, None, {role: tag for role, tag in found.items() if tag}, (), reused=True)
+        return Plan(base, None, {}, specs)
+    tags = {s.role: image_tag(s, base_id) for s in specs}
+    return Plan(base, base_id, tags, tuple(s for s in specs if inspect(tags[s.role]) is None))
 
 
 def _present(tags: dict[str, str], start: float) -> str:
@@ -305,17 +405,13 @@ def ensure_images(stack: str = "cpu", *, echo: Echo = print) -> dict[str, str]:
     start = time.monotonic()
     specs = STACKS[stack]
     _ensure_engine()
-    base = base_image_ref()
-    base_id = image_id(base)
-    if base_id is None and (reuse := _existing_without_base(specs)):
-        echo(_present(reuse, start))
-        return reuse
-    base_id = base_id or ensure_base_image(base, echo)
+    plan = plan_images(stack)
+    if not plan.missing:
+        echo(_present(plan.tags, start))
+        return plan.tags
+    base, base_id = plan.base, plan.base_id or ensure_base_image(plan.base, echo)
     tags = {s.role: image_tag(s, base_id) for s in specs}
     missing = [s for s in specs if image_id(tags[s.role]) is None]
-    if not missing:
-        echo(_present(tags, start))
-        return tags
     ensure_wheelhouse(missing, echo)
     for spec in missing:
         build_image(spec, tags[spec.role], base, echo)
@@ -333,7 +429,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--stack", default="cpu", choices=sorted(STACKS))
     ap.add_argument("--env-file", type=Path, help="write the KVB_*_IMAGE=... lines to this file instead of stdout")
+    ap.add_argument(
+        "--missing",
+        action="store_true",
+        help="only print what a build would make first ('base', 'wheelhouse:<name>'; nothing when the images are "
+        "present); standard library and docker CLI only, an engine that does not answer counts as no images",
+    )
     args = ap.parse_args(argv)
+    if args.missing:
+        print(" ".join(plan_images(args.stack, _cli_image_id, _cli_find_by_label).needs()))
+        return 0
     try:
         tags = ensure_images(args.stack, echo=lambda s: print(s, file=sys.stderr, flush=True))
     except ImageBuildError as exc:  # names the step, the log's last lines and its path

@@ -11,6 +11,9 @@ on both backends. Per stack:
 - per service a Deployment (readiness from the compose healthcheck; engines wait for the
   master's readiness in an init container, as compose's depends_on does) and a ClusterIP
   Service with the same name, so `mooncake-master:50051` resolves as in compose;
+- the store node (`stack.store: store-node`) as a workload of its own: a Deployment that waits for
+  the master, engines that wait for it as well, and a headless Service (its transfer engine
+  listens on ports it picks at start, which a ClusterIP Service could not forward);
 - GPUs as `nvidia.com/gpu` limits, `ipc: host` as hostIPC, shm as a memory emptyDir, RDMA
   devices as hostPath devices with IPC_LOCK; engines of a cross-instance topology on different
   nodes (required pod anti-affinity);
@@ -31,7 +34,7 @@ from typing import Any
 import yaml
 from python_on_whales import DockerClient
 
-from harness.stack.spec import MASTER, StackSpec
+from harness.stack.spec import MASTER, STORE, StackSpec
 
 HF_SECRET = "hf-token"  # the Secret (key hf_token) the GPU engines read HF_TOKEN from
 ENGINE_ROLE = {"io.kvbench.role": "engine"}
@@ -236,21 +239,29 @@ def _seconds(text: str | None) -> float:
     return total
 
 
-def _wait_for_master(image: str) -> dict:
-    """compose's depends_on: service_healthy, as an init container polling the master's readiness."""
+# What each dependency's readiness looks like: its /health URL and the JSON field and value that say so.
+_READY = {
+    MASTER: (f"http://{MASTER}:9003/health", "service_ready", True),
+    STORE: (f"http://{STORE}:9300/health", "status", "healthy"),
+}
+
+
+def _wait_for(service: str, image: str) -> dict:
+    """compose's depends_on: service_healthy, as an init container polling the dependency's readiness."""
+    url, key, want = _READY[service]
     check = (
         "import json, time, urllib.request\n"
         "while True:\n"
         "    try:\n"
-        f"        r = urllib.request.urlopen('http://{MASTER}:9003/health', timeout=2)\n"
-        "        if json.load(r).get('service_ready'):\n"
+        f"        r = urllib.request.urlopen('{url}', timeout=2)\n"
+        f"        if json.load(r).get({key!r}) == {want!r}:\n"
         "            break\n"
         "    except Exception:\n"
         "        pass\n"
         "    time.sleep(1)\n"
     )
     return {
-        "name": "wait-for-master",
+        "name": f"wait-for-{service.removeprefix('mooncake-')}",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python3", "-c", check],
@@ -259,13 +270,13 @@ def _wait_for_master(image: str) -> dict:
 
 def _deployment(ns: str, labels: dict, name: str, svc: dict, files: Files, external: set[str], engines: int) -> dict:
     container, volumes, pod = _container(name, svc, files, external)
-    engine = name != MASTER
+    engine = name not in (MASTER, STORE)
     pod_labels = {**labels, "io.kvbench.service": name, **(ENGINE_ROLE if engine else {})}
     spec: dict[str, Any] = {"containers": [container], **pod}
     if volumes:
         spec["volumes"] = volumes
-    if engine and MASTER in (svc.get("depends_on") or {}):
-        spec["initContainers"] = [_wait_for_master(svc["image"])]
+    if waits := [_wait_for(d, svc["image"]) for d in (MASTER, STORE) if d in (svc.get("depends_on") or {})]:
+        spec["initContainers"] = waits
     if engine and engines > 1:  # cross-instance: A and B on different nodes, or the test means little
         spec["affinity"] = {
             "podAntiAffinity": {
@@ -296,6 +307,7 @@ def _service(ns: str, labels: dict, name: str, svc: dict) -> dict:
         "kind": "Service",
         "metadata": {"name": name, "namespace": ns, "labels": {**labels, "io.kvbench.service": name}},
         "spec": {
+            **({"clusterIP": "None"} if name == STORE else {}),  # the name resolves to the pod: every port
             "selector": {"io.kvbench.service": name},
             "ports": [{"name": f"p{p}", "port": p, "targetPort": p} for p in _ports(svc)],
         },

@@ -32,7 +32,7 @@ from kubernetes.stream import portforward
 from harness.config import KubernetesConfig
 from harness.stack import interrupts, kube
 from harness.stack.base import REGISTRY, StackError, TeardownResult, owner_dead
-from harness.stack.spec import MASTER, StackSpec
+from harness.stack.spec import MASTER, STORE, StackSpec
 
 # Waiting reasons that will not resolve by waiting: fail the bring-up at once, with the reason.
 FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff",
@@ -167,6 +167,10 @@ class KubeStack:
     @property
     def master_metrics_url(self) -> str:
         return self.urls[f"{MASTER}:metrics"]
+
+    @property
+    def store_url(self) -> str | None:
+        return self.urls.get(f"{STORE}:http")
 
     def up(self) -> None:
         REGISTRY.add(self)
@@ -310,6 +314,8 @@ class KubeStack:
         """Base URLs of the engines' APIs and the master's metrics, by the configured access."""
         targets = {e: (e, self._published_port(e)) for e in self.spec.engines}
         targets[f"{MASTER}:metrics"] = (MASTER, self._published_port(MASTER))
+        if self.spec.store_metrics_port:  # the store node's /health and /metrics
+            targets[f"{STORE}:http"] = (STORE, self._published_port(STORE))
         for key, (service, port) in targets.items():
             if self.cfg.access == "cluster-dns":
                 self.urls[key] = f"http://{service}.{self.namespace}.svc:{port}"

@@ -26,8 +26,14 @@ def preflight(cfg: Config, compose_dir: Path, config_path: Path | str) -> None:
     if cfg.stack.backend == "kubernetes":
         _cluster(cfg, config_path)
         return
+    s = cfg.stack
     allocate_ports(
-        cfg.stack.bind_address, {"vllm_port": cfg.stack.vllm_port, "master_metrics_port": cfg.stack.master_metrics_port}
+        s.bind_address,
+        {
+            "vllm_port": s.vllm_port,
+            "master_metrics_port": s.master_metrics_port,
+            "store_metrics_port": s.store_metrics_port,
+        },
     )
     left = leftovers()
     if left:

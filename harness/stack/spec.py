@@ -24,6 +24,7 @@ from harness.config import ARM_FLAGS, StackConfig
 
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 MASTER = "mooncake-master"
+STORE = "mooncake-store"  # the store node (stack.store: store-node): compose/store-node.yaml
 LMCACHE_TARGET = "/etc/kvbench/lmcache.yaml"  # where compose/gpu-lmcache.yaml mounts the LMCache config
 CONNECTORS = {"mooncake_store": "MooncakeStoreConnector", "lmcache": "LMCacheConnectorV1"}
 
@@ -72,6 +73,7 @@ class StackSpec:
     engine_ports: dict[str, int]  # engine service -> published API port
     master_metrics_port: int
     engines: list[str] = field(default_factory=lambda: ["vllm"])
+    store_metrics_port: int | None = None  # the store node's published HTTP port (None: embedded store)
 
     def engine_url(self, service: str = "vllm") -> str:
         return f"http://{self.bind}:{self.engine_ports[service]}"
@@ -83,6 +85,16 @@ class StackSpec:
     @property
     def master_metrics_url(self) -> str:
         return f"http://{self.bind}:{self.master_metrics_port}"
+
+    @property
+    def store_url(self) -> str | None:
+        """The store node's /health and /metrics (None: the engines hold the store)."""
+        return f"http://{self.bind}:{self.store_metrics_port}" if self.store_metrics_port else None
+
+    @property
+    def services(self) -> list[str]:
+        """Every service of the stack, engines first."""
+        return [*self.engines, *([STORE] if self.store_metrics_port else []), MASTER]
 
 
 def arm_flags(s: StackConfig, mode: str | None, with_connector: bool = True) -> tuple[bool, bool]:
@@ -129,13 +141,16 @@ def vllm_command(s: StackConfig, with_connector: bool = True, prefix_caching: bo
 
 
 def mooncake_client_config(s: StackConfig) -> dict:
+    """The engines' MOONCAKE_CONFIG_PATH file. With a store node the engines contribute no memory
+    (standalone-store mode requires global_segment_size 0); their local buffer stays for transfers."""
+    node = s.store == "store-node"
     return {
         "metadata_server": f"http://{MASTER}:8080/metadata",
         "master_server_address": f"{MASTER}:50051",
         "protocol": s.protocol,
         "device_name": s.device_name,
-        "mode": "embedded",
-        "global_segment_size": s.global_segment_size,
+        "mode": "standalone-store" if node else "embedded",
+        "global_segment_size": 0 if node else s.global_segment_size,
         "local_buffer_size": s.local_buffer_size,
     }
 
@@ -237,9 +252,12 @@ def prepare(
     `mode`: the arm's cell name (baseline, local, with-cache, local+store): sets prefix caching and the
     connector (without it: `with_connector` and stack.enable_prefix_caching)."""
     prefix_caching, with_connector = arm_flags(s, mode, with_connector)
+    node = s.store == "store-node" and with_connector  # a baseline stack has no store to keep
     wanted = {"vllm_port": s.vllm_port, "master_metrics_port": s.master_metrics_port}
     if s.topology == "cross-instance":
         wanted["vllm_b_port"] = 0
+    if node:
+        wanted["store_metrics_port"] = s.store_metrics_port
     chosen = allocate_ports(s.bind_address, wanted)
     ports = {"vllm": chosen["vllm_port"]}
     if s.topology == "cross-instance":
@@ -257,6 +275,7 @@ def prepare(
     files = [
         compose_dir / "base.yaml",
         *(compose_dir / f"{o}.yaml" for o in s.overlays),
+        *([compose_dir / "store-node.yaml"] if node else []),
         generated,
         *(extra_files or []),
     ]
@@ -271,6 +290,7 @@ def prepare(
         "KVB_PYTHONHASHSEED": str(s.pythonhashseed),
         "KVB_KVCACHE_SPACE": str(s.kvcache_space_gib),
         "KVB_CLIENT_TTL": str(s.client_ttl),
+        "KVB_EVICTION_WATERMARK": f"{s.eviction_high_watermark_ratio:g}",
         "KVB_DEV_MODE": "1" if dev_mode else "0",
         "KVB_ENGINE_IMAGE": images.get("engine", ""),
         "KVB_MASTER_IMAGE": images.get("master", ""),
@@ -278,16 +298,46 @@ def prepare(
         "KVB_MOONCAKE_IMAGE": s.gpu.mooncake_image or s.gpu.vllm_image,
         "KVB_MODEL_CACHE": s.gpu.model_cache,
         **({"KVB_LMCACHE_CONFIG": str(lm.resolve())} if lm else {}),
+        **(_store_env(s, images, chosen["store_metrics_port"]) if node else {}),
     }
-    spec = StackSpec(project_name(run_id, label), run_id, label, files, env, s.bind_address, ports, metrics, s.engines)
+    spec = StackSpec(
+        project_name(run_id, label),
+        run_id,
+        label,
+        files,
+        env,
+        s.bind_address,
+        ports,
+        metrics,
+        s.engines,
+        chosen["store_metrics_port"] if node else None,
+    )
     env_file = write_env_file(spec, workdir / "stack.env")
     if s.topology == "cross-instance":
         lm_b = workdir / "lmcache-b.yaml" if lm else None
         if lm_b:
             lm_b.write_text(yaml.safe_dump(lmcache_config(s, "vllm-b"), sort_keys=False))
+        # Engine B is A as compose merges it, extra overlays included. An extra overlay may address vllm-b
+        # itself (tests/compose/wrong-weights.yaml): a placeholder lets compose merge it meanwhile; it
+        # applies to the real B afterwards, as every overlay does.
+        overlay["services"]["vllm-b"] = {"image": "kvbench/placeholder:vllm-b"}
+        generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
         overlay["services"]["vllm-b"] = _second_engine(files, env_file, s, ports["vllm-b"], lm_b)
         generated.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return spec
+
+
+def _store_env(s: StackConfig, images: dict[str, str], port: int) -> dict[str, str]:
+    """compose/store-node.yaml's settings: the pool, its buffer and transport, and the master's image
+    (the store node is a client of that Mooncake release)."""
+    return {
+        "KVB_STORE_IMAGE": (s.gpu.mooncake_image or s.gpu.vllm_image) if s.on_gpu else images.get("master", ""),
+        "KVB_STORE_SEGMENT_SIZE": s.global_segment_size,
+        "KVB_STORE_BUFFER_SIZE": s.local_buffer_size,
+        "KVB_STORE_PROTOCOL": s.protocol,
+        "KVB_STORE_DEVICE": s.device_name,
+        "KVB_STORE_METRICS_PORT": str(port),
+    }
 
 
 def write_env_file(spec: StackSpec, path: Path) -> Path:

@@ -13,11 +13,13 @@ from harness.analysis.shortfall import cell_shortfalls
 from harness.analysis.status import cell_status, misconfigured
 from harness.client.tokenizer import ServerTokenizer
 from harness.config import ARM_FLAGS, Config
-from harness.observe.probes import Probe, Snapshot, cold_state
+from harness.observe.probes import Probe, Snapshot, cold_state, store_node_state
 from harness.observe.watch import StackWatch
 from harness.records import CellEntry
 from harness.runner import Endpoint, Route, run_rounds
+from harness.runner.warmup import warm_up
 from harness.stack import Stack
+from harness.stack.spec import size_bytes
 from harness.suite.console import print_rounds, round_progress, say, step
 from harness.suite.run import Run
 from harness.workload import Prompt, Tokenizer, Workload, build_workload
@@ -40,15 +42,17 @@ class Cell:
 @dataclass
 class Target:
     """Where a cell's requests go: the engines (round 1 to the first, rounds 2+ to the last), the
-    master's metrics, and the stack when it is one of ours (None: an external server)."""
+    master's metrics, the stack when it is one of ours (None: an external server), and the store
+    node's HTTP server when the stack has one."""
 
     urls: list[str]
     master_url: str | None
     stack: Stack | None = None
+    store_url: str | None = None
 
     @classmethod
     def of(cls, stack: Stack) -> Target:
-        return cls(stack.engine_urls, stack.master_metrics_url, stack)
+        return cls(stack.engine_urls, stack.master_metrics_url, stack, stack.store_url)
 
 
 def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None = None) -> Prompt | None:
@@ -59,7 +63,9 @@ def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None =
     cell.entry.status = "running"
     probes = [Probe(u, target.master_url) for u in target.urls]
     try:
-        cold, detail = _prove_cold(cell, probes, since)
+        if target.stack is not None:  # an external server is measured as it is
+            _warm_up(run, cell, target, probes)
+        cold, detail = _prove_cold(cell, probes, since, target.store_url)
         routes: list[Route] = [(Endpoint(u, run.model), p) for u, p in zip(target.urls, probes)]
         with run.local_tokenizer or ServerTokenizer(routes[0][0].base_url, run.model) as tok:
             run.manifest.tokenizer = tok.source
@@ -82,7 +88,24 @@ def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None =
             p.close()
 
 
-def _prove_cold(cell: Cell, probes: list[Probe], since: list[Snapshot] | None) -> tuple[bool, str]:
+def _warm_up(run: Run, cell: Cell, target: Target, probes: list[Probe]) -> None:
+    """Warm every engine of the stack before the cold proof (runner/warmup.py): requests that share
+    nothing with the workload and store nothing, so round 1 no longer carries the process's own
+    cold start; the proof that follows shows the warm-up left nothing. Evidence in the manifest."""
+    with step("engine warm-up (requests below one KV block)", cell.entry.timings, "warmup_s", transient=True):
+        evidence = [warm_up(u, run.model, p.snapshot().block_size, cell.cfg.request_timeout)
+                    for u, p in zip(target.urls, probes)]  # fmt: skip
+    cell.entry.warmup = evidence[0] if len(evidence) == 1 else {"engines": evidence}
+    first = [e["ttft_ms"][0] for e in evidence if e["ttft_ms"]]
+    later = [t for e in evidence for t in e["ttft_ms"][1:]]
+    span = f"{min(later):,.0f}-{max(later):,.0f}" if later else "n/a"
+    firsts = ", ".join(f"{t:,.0f}" for t in first)
+    say(f"  engine warm-up: {sum(e['requests'] for e in evidence)} requests, first TTFT {firsts} ms, then {span} ms")
+
+
+def _prove_cold(
+    cell: Cell, probes: list[Probe], since: list[Snapshot] | None, store_url: str | None = None
+) -> tuple[bool, str]:
     snapshots = [p.snapshot() for p in probes]
     results = [cold_state(s, since[i] if since else None) for i, s in enumerate(snapshots)]
     if len(results) == 1:
@@ -90,6 +113,9 @@ def _prove_cold(cell: Cell, probes: list[Probe], since: list[Snapshot] | None) -
     else:
         cold = all(ok for ok, _ in results)
         detail = "; ".join(f"engine {i + 1}: {d}" for i, (_, d) in enumerate(results))
+    if store_url and cell.entry.mode != "baseline":  # the pool must be the store node's, and it must serve
+        ok, why = store_node_state(snapshots[0], store_url, size_bytes(cell.cfg.stack.global_segment_size))
+        cold, detail = cold and ok, f"{detail}; {why}"
     first = snapshots[0]
     cell.entry.set(
         cold_verified=cold,
@@ -135,6 +161,7 @@ def _rounds(cell: Cell, wl: Workload, routes: list[Route], probe: Probe, target:
         cfg.watch.poll_s,
         cfg.watch.down_after_s,
         stack.spec.engines if stack else None,
+        target.store_url,
     )
 
     def restart(rnd: int) -> None:
@@ -158,11 +185,12 @@ def _rounds(cell: Cell, wl: Workload, routes: list[Route], probe: Probe, target:
 
 
 def restart_engines(stack: Stack, probe: Probe, entry: CellEntry, rnd: int) -> None:
-    """topology engine-restart: the engine starts again before round `rnd`, the master keeps
-    running. Recorded: what the store held before and after, and that the new engine is cold
+    """topology engine-restart: the engine starts again before round `rnd`, the master (and a store
+    node) keep running. Recorded: what the store held before and after, and that the new engine is cold
     (its own counters start at 0: no local hit, no external hit yet)."""
     before = probe.snapshot().counters()
-    with step(f"engine restart before round {rnd} (the master keeps running)"):
+    keeps = "master and store node keep" if stack.store_url else "the master keeps"
+    with step(f"engine restart before round {rnd} ({keeps} running)"):
         seconds = stack.restart_engines()
     c = probe.snapshot().counters()
     hits = {k: c[k] for k in ("local_hits", "external_hits")}  # a new process: its counters start at 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,13 +17,37 @@ from harness.records.metrics import fmt
 from harness.report.fit import wrap
 from harness.runner.rounds import RoundProgress
 
+_SAID: set[str] = set()  # the client warnings already said in full during this run
+
+
+def new_run() -> None:
+    """A run starts: every client warning is said in full once more (once per run)."""
+    _SAID.clear()
+
+
+def _again(kind: str, r: pd.Series) -> str:
+    """A client warning already said in full this run: this round's figures only."""
+    if kind == "saturation":
+        return (f"client again: {r['shared_stamp_pct']:.1f} % of tokens shared a read, reads up to "
+                f"{r['read_delay_p99_ms']:.1f} ms (p99) late")  # fmt: skip
+    if kind == "schedule":
+        return f"trace replay again up to {r['send_lag_p99_ms']:,.0f} ms (p99) late"
+    lag = max(r.get("read_delay_p99_ms", math.nan), r.get("client_lag_p99_ms", math.nan))
+    inflight = f"{r['inflight_mean']:.1f} of {r['concurrency']:.0f}"
+    return f"client-limited again: {inflight} in flight, reads {lag:.1f} ms late"
+
 
 def warn_saturation(rounds: pd.DataFrame) -> None:
-    """Say which rounds' times the client itself spoiled (stats.saturation_warning)."""
+    """Say which rounds' times the client itself spoiled (stats.saturation_warning and the others):
+    the paragraph once per run (new_run), then one line of figures per round it happens again."""
     for _, r in rounds.iterrows():
-        for warning in (saturation_warning(r), schedule_warning(r), client_limit_warning(r)):
-            if warning:
-                say(f"  [yellow]round {int(r['round'])}: {warning}[/yellow]")
+        for kind, warning in (("saturation", saturation_warning(r)), ("schedule", schedule_warning(r)),
+                              ("client", client_limit_warning(r))):  # fmt: skip
+            if not warning:
+                continue
+            text = warning if kind not in _SAID else _again(kind, r)
+            _SAID.add(kind)
+            say(f"  [yellow]round {int(r['round'])}: {text}[/yellow]")
 
 
 # Parts of a round's line dropped (in this order) while it is wider than the console.

@@ -70,7 +70,10 @@ def on_fresh_stack(
             mode=mode,  # the arm: vLLM's prefix cache and the KV connector on or off
             dev_mode=dev_mode,
         )
-        info.set(project=spec.project, ports={**spec.engine_ports, "master_metrics": spec.master_metrics_port})
+        ports = {**spec.engine_ports, "master_metrics": spec.master_metrics_port}
+        if spec.store_metrics_port:
+            ports["store_http"] = spec.store_metrics_port
+        info.set(project=spec.project, ports=ports)
         for entry in batch.entries:
             entry.set(project=spec.project, ports=info.ports)
         run.save()

@@ -20,7 +20,7 @@ from harness.results import RunDir, base_manifest, read_manifest, utc_now
 from harness.stack import versions
 from harness.suite import isolation
 from harness.suite.cell import Target
-from harness.suite.console import console, say, step
+from harness.suite.console import console, new_run, say, step
 from harness.suite.plan import arm_order, cells_of, register
 from harness.suite.run import ImageProvider, Run, SuiteOptions
 from harness.suite.steps import real_steps
@@ -99,6 +99,7 @@ class Suite:
         """True when every cell succeeded (on a shared stack or an external server contamination is
         expected, not a failure). `external`: measure each cell there instead of on stacks of ours."""
         run, plan = self.run, self.plan
+        new_run()  # the client's warnings: said in full once per run
         say(f"run [bold]{run.dir.run_id}[/bold] -> {run.root}")
         self.manifest.topology = self.cfg.stack.topology
         planned = cells_of(plan)
