@@ -147,6 +147,7 @@ def test_engine_exit_reason_is_its_own_last_error_line():
             "vllm-1  | 2026-12-07T09:00:01.0Z INFO Overriding num_gpu_blocks=8192 with num_gpu_blocks_override=64",
             "vllm-1  | 2026-12-07T09:00:02.0Z ValueError: To serve at least one request with the model's max seq "
             "len (8192), (1.00 GiB KV cache is needed, ...) estimated maximum model length is 8064.",
+            "vllm-1  | 2026-12-07T09:00:02.4Z RuntimeError: Engine core initialization failed. See root cause above.",
             "vllm-1  | 2026-12-07T09:00:02.5Z INFO shutting down",
         ]
     )

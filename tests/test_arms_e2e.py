@@ -96,3 +96,21 @@ def test_a_local_arm_without_its_prefix_cache_is_misconfigured_and_fails_the_run
     assert entry["status"] == "misconfigured", entry
     assert "0 local prefix-cache hits" in entry["reason"]
     assert "MISCONFIGURED" in proc.stderr and "MISCONFIGURED local/ws-x0p5" in (run_dir / "report.md").read_text()
+
+
+def test_an_engine_that_exits_during_bring_up_is_quoted_by_its_own_error_line(tmp_path, stack_images):
+    """An engine whose pool cannot hold one request refuses to start (the config check is bypassed by an
+    extra engine flag, the last one wins): the cell's reason quotes vLLM's own error, not only
+    'did not become healthy'."""
+    cfg = tmp_path / "small-pool.yaml"
+    cfg.write_text(
+        f"extends: {pinned(ARMS, tmp_path)}\nmode: local\n"
+        "stack: {extra_vllm_args: ['--num-gpu-blocks-override', '8']}\n"
+        "scenarios: {ws: {kind: working_set, document_tokens: 4096, ratios: [0.5]}}\n"
+    )
+    proc = subprocess.run([*KVBENCH, "bench-all", "--config", str(cfg), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    entry = json.loads((only_run(tmp_path / "r") / "manifest.json").read_text())["scenarios"]["local/ws-x0p5"]
+    assert entry["status"] == "failed" and "did not become healthy" in entry["reason"], entry
+    assert "vllm said:" in entry["reason"] and "maximum model length" in entry["reason"], entry["reason"]

@@ -16,7 +16,8 @@ measured rounds: the warm rounds (2+), which revisit exactly the prompts of roun
   measured requests (within-run: it says nothing of run-to-run spread); with several, Student-t
   over the repeats' means.
 - local+store vs local per ratio: the change of the mean TTFT, paired by prompt (one repeat:
-  intervals.paired_mean_change_pct, within-run) or over the repeats' changes (t).
+  intervals.paired_mean_change_pct, within-run) or over the repeats' changes
+  (intervals.repeats_change_pct: t on the log scale).
 - The crossover R0: the smallest measured ratio from which on local+store is faster than local at
   every measured ratio with its whole interval below 0. Named from the data, never extrapolated.
 - Controls (`control_problem`): an arm that measured something else than it claims is misconfigured.
@@ -33,7 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.analysis.frames import num
-from harness.analysis.intervals import Interval, change_pct, paired_mean_change_pct, t_mean
+from harness.analysis.intervals import Interval, change_pct, paired_mean_change_pct, repeats_change_pct, t_mean
 from harness.config import ARM_OF_MODE
 
 ARM_ORDER = ("none", "local", "store", "local+store")
@@ -137,8 +138,8 @@ def arm_table(
 
 def arm_change(rounds: pd.DataFrame, requests: pd.DataFrame, scenario: str, new: str, old: str) -> Interval:
     """The change of the measured rounds' mean TTFT from arm `old` to arm `new` (cell modes) on one
-    scenario, in %: one repeat, paired by prompt and round (within-run); several, Student-t over the
-    repeats' changes (repeat k of one arm against repeat k of the other)."""
+    scenario, in %: one repeat, paired by prompt and round (within-run); several, over the repeats'
+    changes (repeat k of one arm against repeat k of the other; intervals.repeats_change_pct)."""
     r = rounds[(rounds["scenario"] == scenario) & (rounds["round"] > 1)]
     dirs = {m: r.loc[r["mode"] == m, ["dir", "repeat"]].drop_duplicates() for m in (new, old)}
     if dirs[new].empty or dirs[old].empty:
@@ -156,8 +157,7 @@ def arm_change(rounds: pd.DataFrame, requests: pd.DataFrame, scenario: str, new:
         for k in reps:
             a, b = side(old, k), side(new, k)
             changes.append(change_pct(float(a.mean()), float(b.mean())))
-        iv = t_mean(changes)
-        return Interval(iv.estimate, iv.lo, iv.hi, iv.n, f"t over {len(changes)} repeats' changes")
+        return repeats_change_pct(changes)  # on the log scale: every bound a possible change
     a, b = side(old), side(new)
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1).dropna()
     iv = paired_mean_change_pct(both["a"].to_numpy(), both["b"].to_numpy())

@@ -281,10 +281,10 @@ _LOG_PREFIX = re.compile(r"^(?P<svc>[A-Za-z0-9_.-]+?)(-\d+)?\s+\|\s?(\d{4}-\d\d-
 _PY_ERROR = re.compile(r"\b[A-Za-z_.]*(Error|Exception|Exit)\b: \S")
 
 
-def last_error_line(compose_log: str, service: str, width: int = 300) -> str | None:
+def last_error_line(compose_log: str, service: str, width: int = 400) -> str | None:
     """A service's own last error line in `docker compose logs` output: the last Python exception
-    line (`ValueError: ...`), else the last line with ERROR, else its last line; None when it logged
-    nothing. Cut to `width` characters."""
+    line (`ValueError: ...`) that is not a wrapper pointing at an earlier one, else the last line with
+    ERROR, else its last line; None when it logged nothing. Cut to `width` characters."""
     own = []
     for raw in compose_log.splitlines():
         m = _LOG_PREFIX.match(raw)
@@ -292,6 +292,10 @@ def last_error_line(compose_log: str, service: str, width: int = 300) -> str | N
             own.append(m.group("text").strip())
     if not own:
         return None
-    pick = next((x for x in reversed(own) if _PY_ERROR.search(x)), None)
+    errors = [x for x in own if _PY_ERROR.search(x)]
+    # a wrapper that points back at the cause ("Engine core initialization failed. See root cause above.")
+    # is not the cause: the last error before it is
+    causes = [x for x in errors if "above" not in x.lower()]
+    pick = (causes or errors or [None])[-1]
     pick = pick or next((x for x in reversed(own) if "ERROR" in x), own[-1])
     return pick[:width]
