@@ -7,7 +7,13 @@
     plots     the figures (matplotlib, PNG)
     html_page self-contained HTML building blocks
     compare   several runs side by side
-    write     renders it all from one Analysis: report files, summary.csv, the console; `kvbench report`
+    fit       tables and text fitted to the terminal's width
+    figures   the report's figures made and saved (plots/*.png)
+    sections  what the report says, in order, for every output: tables, titles, texts, notes
+    markdown  report.md (and a comparison's)
+    html      report.html (html_page's blocks, figures inlined)
+    console   the end of a run: status lines, round over round, the verdict
+    write     the entry points: report files and summary.csv from one Analysis; `kvbench report`
 
 Imports flow down this list (data imports none of the others, write imports them all).
 """
