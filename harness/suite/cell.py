@@ -128,9 +128,9 @@ def _prove_cold(
     say(f"  cold state {'verified' if cold else '[yellow]NOT verified[/yellow]'} ({detail})")
     if first.pool_blocks is not None and first.block_size:
         asked = f"; asked {cell.cfg.stack.pool_blocks}" if cell.cfg.stack.pool_blocks is not None else ""
-        say(f"  engine KV pool: {first.pool_blocks:,} blocks of {first.block_size} tokens "
-            f"({first.pool_blocks * first.block_size:,} tokens{asked}), prefix caching "
-            f"{'on' if first.prefix_caching else 'off'}")  # fmt: skip
+        say(f"  engine KV pool: {first.pool_blocks:,} x {first.block_size} tokens = "
+            f"{first.pool_blocks * first.block_size:,}{asked}; prefix caching "
+            f"{'on' if first.prefix_caching else 'off'}")  # fmt: skip  (fits 80 columns)
     if not cold and "not cold" in detail and cell.cfg.on_contamination == "fail":
         raise RuntimeError(f"cold-state gate failed: {detail}")
     return cold, detail
