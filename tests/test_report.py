@@ -536,7 +536,7 @@ def test_with_and_without_the_cache_pair_up_within_each_sweep_point(tmp_path):
 
 def test_the_connector_section_shows_where_the_time_goes_and_baseline_rounds_stay_empty(tmp_path):
     """Per round: lookup / load / save ms per request, MB moved and GB/s from the connector's own
-    timers (harness/connector.py), next to TTFT; a baseline round has no connector figures."""
+    timers (harness/analysis/connector.py), next to TTFT; a baseline round has no connector figures."""
     timers = {"mc_lookup_ms_per_req": [0.5, 1.5], "mc_load_ms_per_req": [0.0, 12.25], "mc_loaded_mb": [0.0, 39.3],
               "mc_load_gbps": [float("nan"), 0.8], "mc_save_ms_per_req": [6.5, 0.2], "mc_saved_mb": [39.3, 0.0],
               "mc_save_gbps": [1.1, float("nan")], "fetch_share_pct": [0.4, 27.5]}  # fmt: skip

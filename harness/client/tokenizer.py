@@ -4,7 +4,7 @@ Word-count estimates drift by tens of percent between tokenizers; the harness as
 (vLLM's `POST /tokenize`) and caches every answer. An OpenAI-compatible endpoint without it (a
 router, a gateway, another server) gets the same exact counts from the model's Hugging Face
 tokenizer loaded locally and offline (`kvbench run --tokenizer PATH_OR_NAME`). Both are the
-`Tokenizer` the workload stage asks for (harness/workload.py).
+`Tokenizer` the workload stage asks for (harness/workload/).
 """
 
 from __future__ import annotations

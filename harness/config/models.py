@@ -105,7 +105,7 @@ class ColdStart(_ScenarioBase):
 
 
 class Trace(_ScenarioBase):
-    """Replay of a request trace in the Mooncake FAST'25 format (harness/trace.py): each hash id a
+    """Replay of a request trace in the Mooncake FAST'25 format (harness/config/trace.py): each hash id a
     deterministic 512-token block, arrivals at the trace's timestamps divided by `speed`."""
 
     kind: Literal["trace"]
@@ -369,7 +369,7 @@ class StackConfig(Strict):
 
 
 class WatchConfig(Strict):
-    """The stack watch during every round (harness/watch.py)."""
+    """The stack watch during every round (harness/observe/watch.py)."""
 
     # How often the engines' and the master's /health are asked.
     poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0

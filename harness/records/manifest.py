@@ -49,7 +49,7 @@ def parse_cell_key(key: str) -> dict[str, Any]:
 
 
 class ResetEvidence(Record):
-    """How a cell on a reused stack was made cold (harness/reset.py): the reset, the store's
+    """How a cell on a reused stack was made cold (harness/runner/reset.py): the reset, the store's
     emptiness, the canary, and the verdict."""
 
     external: bool = True  # reset_external=true: the store too, not only the engine's prefix cache

@@ -50,7 +50,7 @@ _ALL = [
     Metric("e2e_p90_ms", "E2E p90 ms", "ms", 1, "lower", "p90_e2el_ms"),
     Metric("duration_s", "duration s", "s", 2, None, "duration"),
     Metric("concurrency", "concurrency", "", 0),
-    # Time in the KV connector (harness/connector.py): empty for baseline rounds.
+    # Time in the KV connector (harness/analysis/connector.py): empty for baseline rounds.
     Metric("mc_lookup_ms_per_req", "lookup ms/req", "ms", 2, "lower"),
     Metric("mc_load_ms_per_req", "load ms/req", "ms", 2, "lower"),
     Metric("mc_save_ms_per_req", "save ms/req", "ms", 2, "lower"),
@@ -59,7 +59,7 @@ _ALL = [
     Metric("mc_load_gbps", "load GB/s", "GB/s", 2, "higher"),
     Metric("mc_save_gbps", "save GB/s", "GB/s", 2, "higher"),
     Metric("fetch_share_pct", "lookup+load % of TTFT", "%", 1),  # requested (bench_serve.json: max_concurrency)
-    # The store's read path failing (harness/connector.py store_health): a degraded round.
+    # The store's read path failing (harness/analysis/connector.py store_health): a degraded round.
     Metric("store_read_failed_keys", "store read failures", "", 0, "lower"),
     Metric("store_read_failed_pct", "store read failed %", "%", 2, "lower"),
     Metric("inflight_mean", "in flight (avg)", "", 1, "higher"),
@@ -194,7 +194,7 @@ def bench_serve_record(row: dict, settings: dict) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- server counters (harness/probes.py)
+# ---------------------------------------------------------------- server counters (harness/observe/probes.py)
 # The wire names probes scrape from vLLM's and the Mooncake master's /metrics, and the rounds.csv
 # columns they become: defined here so that records declares the columns without importing probes.
 

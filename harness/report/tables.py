@@ -271,7 +271,7 @@ def server_table(data: RunData) -> pd.DataFrame:
 
 
 def connector_table(data: RunData) -> pd.DataFrame:
-    """Where each round's time goes in the KV connector (harness/connector.py); baseline rounds show
+    """Where each round's time goes in the KV connector (harness/analysis/connector.py); baseline rounds show
     the same figures with the connector's parts empty."""
     r = data.rounds
     if r.empty or "mc_load_ms_per_req" not in r.columns or r["mc_load_ms_per_req"].isna().all():

@@ -130,7 +130,7 @@ def _prove_cold(
         asked = f"; asked {cell.cfg.stack.pool_blocks}" if cell.cfg.stack.pool_blocks is not None else ""
         say(f"  engine KV pool: {first.pool_blocks:,} x {first.block_size} tokens = "
             f"{first.pool_blocks * first.block_size:,}{asked}; prefix caching "
-            f"{'on' if first.prefix_caching else 'off'}")  # fmt: skip  (fits 80 columns)
+            f"{'on' if first.prefix_caching else 'off'}")  # fmt: skip
     if not cold and "not cold" in detail and cell.cfg.on_contamination == "fail":
         raise RuntimeError(f"cold-state gate failed: {detail}")
     return cold, detail
