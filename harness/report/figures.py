@@ -12,9 +12,7 @@ from harness.records import ISOLATED
 from harness.report import breakeven as BE
 from harness.report import plots as P
 from harness.report.analysis import Analysis
-from harness.report.tables import (
-    headline_name,
-)
+from harness.report.tables import headline_name
 
 # The figures, in the order the report shows them: the headline (with the cache vs without) first,
 # then the seed's round-over-round figures, then the rest.

@@ -29,9 +29,7 @@ from harness.report.sections import (
     targets_text,
     verdict_lines,
 )
-from harness.report.tables import (
-    run_info,
-)
+from harness.report.tables import run_info
 
 
 def md_table(df: pd.DataFrame) -> str:

@@ -25,9 +25,7 @@ from harness.report.fit import terminal_width
 from harness.report.html import html_figures, report_html
 from harness.report.markdown import comparison_markdown, report_markdown
 from harness.report.sections import TEXT_COLS, section_tables
-from harness.report.tables import (
-    summary_csv,
-)
+from harness.report.tables import summary_csv
 from harness.results import write_table
 
 
