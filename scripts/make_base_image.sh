@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Idempotently create the local base image kvbench/base:bookworm.
 #
-#   scripts/make_base_image.sh [all|rootfs|import]
+#   scripts/make_base_image.sh [all|tool|rootfs|import]
 #     all (default): both steps below, nothing when the image is present
+#     tool: install the bootstrap tool (mmdebstrap) when missing; scripts/setup.sh runs this first,
+#           alone, so that its apt-get does not queue behind Docker's (apt takes one at a time)
 #     rootfs: bootstrap the root file system into build/base/ (no Docker needed: scripts/setup.sh
 #             runs this while the Docker engine is being installed)
 #     import: `docker import` it as the image, then remove the directory
@@ -44,7 +46,7 @@ LOG="$LOGS/base-image.log"
 log() { printf '[base] %s\n' "$*"; }  # inside the logged step: into the log
 die() { printf '[base] ERROR: %s\n' "$*" >&2; exit 1; }
 
-case "$WHAT" in all|rootfs|import) ;; *) die "usage: $0 [all|rootfs|import]" ;; esac
+case "$WHAT" in all|tool|rootfs|import) ;; *) die "usage: $0 [all|tool|rootfs|import]" ;; esac
 
 if [ "${KVB_FORCE:-0}" != 1 ] && [ "$WHAT" != import ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
   log "image $IMAGE already present; nothing to do" >&2
@@ -157,6 +159,8 @@ import_rootfs() {  # the import step
 }
 
 case "$WHAT" in
+  tool)
+    run_logged "[base] bootstrap tool" installed "$LOGS/base-tool.log" pick_tool ;;
   rootfs)
     run_logged "[base] root file system ($SUITE, for $IMAGE)" made "$LOG" make_rootfs ;;
   import)

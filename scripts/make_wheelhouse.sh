@@ -97,4 +97,14 @@ build_one() {  # name
 
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(engine master)
-for n in "${names[@]}"; do build_one "$n"; done
+if [ "${KVB_PROGRESS:-}" != none ]; then  # one spinner line at a time
+  for n in "${names[@]}"; do build_one "$n"; done
+  exit 0
+fi
+# Without spinners (scripts/setup.sh): side by side, the master's few wheels do not wait for the
+# engine's 700 MB.
+pids=()
+for n in "${names[@]}"; do build_one "$n" & pids+=($!); done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=1; done
+exit "$rc"
