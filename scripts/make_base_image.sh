@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # Idempotently create the local base image kvbench/base:bookworm.
 #
-#   scripts/make_base_image.sh [all|tool|rootfs|import]
+#   scripts/make_base_image.sh [all|rootfs|import]
 #     all (default): both steps below, nothing when the image is present
-#     tool: install the bootstrap tool (mmdebstrap) when missing; scripts/setup.sh runs this first,
-#           alone, so that its apt-get does not queue behind Docker's (apt takes one at a time)
 #     rootfs: bootstrap the root file system into build/base/ (no Docker needed: scripts/setup.sh
 #             runs this while the Docker engine is being installed)
 #     import: `docker import` it as the image, then remove the directory
@@ -46,7 +44,7 @@ LOG="$LOGS/base-image.log"
 log() { printf '[base] %s\n' "$*"; }  # inside the logged step: into the log
 die() { printf '[base] ERROR: %s\n' "$*" >&2; exit 1; }
 
-case "$WHAT" in all|tool|rootfs|import) ;; *) die "usage: $0 [all|tool|rootfs|import]" ;; esac
+case "$WHAT" in all|rootfs|import) ;; *) die "usage: $0 [all|rootfs|import]" ;; esac
 
 if [ "${KVB_FORCE:-0}" != 1 ] && [ "$WHAT" != import ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
   log "image $IMAGE already present; nothing to do" >&2
@@ -86,15 +84,34 @@ apt_mirror() {
 MIRROR="${KVB_DEBIAN_MIRROR:-$(apt_mirror "$SUITE" | head -n1)}"
 [ -n "$MIRROR" ] || die "no Debian mirror for suite '$SUITE' found in /etc/apt/sources.list*; set KVB_DEBIAN_MIRROR"
 
-pick_tool() {  # prints the tool: mmdebstrap (installed now if need be: ~5 s that save 15-60), else debootstrap
-  local t
+TOOLS="$REPO/build/tools"
+
+# mmdebstrap is one Perl script (it needs apt, perl and python3, which Debian has): unpacked from its
+# package into build/tools/ it runs without being installed. `apt-get download` takes no lock, so this
+# does not queue behind Docker's apt-get, and skips the install's triggers (man-db, needrestart):
+# about 1 s where `apt-get install` took 10-17 s on a bare machine.
+unpack_mmdebstrap() {  # prints the script's path
+  local deb
+  command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 || return 1
+  rm -rf "$TOOLS/mmdebstrap" && mkdir -p "$TOOLS/mmdebstrap" || return 1
+  (cd "$TOOLS" && apt-get download mmdebstrap) >&2 || return 1
+  deb="$(find "$TOOLS" -maxdepth 1 -name 'mmdebstrap_*.deb' | head -n1)"
+  [ -n "$deb" ] && dpkg-deb -x "$deb" "$TOOLS/mmdebstrap" && rm -f "$deb" || return 1
+  [ -x "$TOOLS/mmdebstrap/usr/bin/mmdebstrap" ] && echo "$TOOLS/mmdebstrap/usr/bin/mmdebstrap"
+}
+
+pick_tool() {  # prints the tool's path: mmdebstrap (installed, else unpacked, else installed now), else debootstrap
+  local t path
   for t in ${KVB_BOOTSTRAP:-mmdebstrap debootstrap}; do
-    if ! command -v "$t" >/dev/null 2>&1; then
-      log "installing $t via apt" >&2
-      { bash "$REPO/scripts/apt_get.sh" update && bash "$REPO/scripts/apt_get.sh" install -y "$t"; } >&2 || continue
+    if path="$(command -v "$t")"; then echo "$path"; return; fi
+    if [ "$t" = mmdebstrap ] && path="$(unpack_mmdebstrap)"; then
+      log "mmdebstrap unpacked from its package: $path" >&2
+      echo "$path"
+      return
     fi
-    echo "$t"
-    return
+    log "installing $t via apt" >&2
+    { bash "$REPO/scripts/apt_get.sh" update && bash "$REPO/scripts/apt_get.sh" install -y "$t"; } >&2 || continue
+    command -v "$t" && return
   done
   die "neither mmdebstrap nor debootstrap could be installed"
 }
@@ -102,15 +119,18 @@ pick_tool() {  # prints the tool: mmdebstrap (installed now if need be: ~5 s tha
 bootstrap() {  # tool: the rootfs into $ROOTFS.tmp
   local keyring=() hooks=()
   [ -r /usr/share/keyrings/debian-archive-keyring.gpg ] && keyring=(--keyring=/usr/share/keyrings/debian-archive-keyring.gpg)
-  if [ "$1" = mmdebstrap ]; then
+  if [ "$(basename "$1")" = mmdebstrap ]; then
     # merged /usr without the usrmerge package (which pulls in perl: +50 MB); dpkg without fsync and
     # no recommends, as in Debian's own container images (both stay configured in the image).
-    [ -d /usr/share/mmdebstrap/hooks/merged-usr ] && hooks=(--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr)
-    mmdebstrap --variant=minbase --include="$INCLUDE" "${keyring[@]}" "${hooks[@]}" \
+    # The hooks lie beside the script (/usr/bin/../share), installed or unpacked.
+    local share
+    share="$(dirname "$1")/../share/mmdebstrap/hooks/merged-usr"
+    [ -d "$share" ] && hooks=(--hook-dir="$share")
+    "$1" --variant=minbase --include="$INCLUDE" "${keyring[@]}" "${hooks[@]}" \
       --dpkgopt=force-unsafe-io --aptopt='APT::Install-Recommends "false"' \
       "$SUITE" "$ROOTFS.tmp" "$MIRROR"
   else
-    debootstrap --variant=minbase --include="$INCLUDE" "${keyring[@]}" "$SUITE" "$ROOTFS.tmp" "$MIRROR" || {
+    "$1" --variant=minbase --include="$INCLUDE" "${keyring[@]}" "$SUITE" "$ROOTFS.tmp" "$MIRROR" || {
       [ -f "$ROOTFS.tmp/debootstrap/debootstrap.log" ] && tail -n 30 "$ROOTFS.tmp/debootstrap/debootstrap.log"
       return 1
     }
@@ -124,8 +144,8 @@ make_rootfs() {  # the rootfs step; its output is the step's log
   tool="$(pick_tool)"
   rm -rf "$ROOTFS" "$ROOTFS.tmp"
   mkdir -p "$(dirname "$ROOTFS")"
-  log "$tool --variant=minbase $SUITE (include: $INCLUDE) into $ROOTFS ..."
-  bootstrap "$tool" || die "$tool failed"
+  log "$(basename "$tool") --variant=minbase $SUITE (include: $INCLUDE) into $ROOTFS ..."
+  bootstrap "$tool" || die "$(basename "$tool") failed"
 
   # Make apt usable inside builds: the same mirrors as the host's apt for the
   # main suite, -updates and -security (those that the host has configured).
@@ -141,9 +161,9 @@ make_rootfs() {  # the rootfs step; its output is the step's log
   rm -rf "$ROOTFS.tmp"/var/cache/apt/archives/*.deb "$ROOTFS.tmp"/var/lib/apt/lists/* "$ROOTFS.tmp"/tmp/* "$ROOTFS.tmp"/var/log/*.log
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
     >"$ROOTFS.tmp/etc/apt/apt.conf.d/99kvbench-norecommends"
-  echo "$tool minbase $SUITE from $MIRROR" >"$ROOTFS.origin"
+  echo "$(basename "$tool") minbase $SUITE from $MIRROR" >"$ROOTFS.origin"
   mv "$ROOTFS.tmp" "$ROOTFS"
-  log "$tool done in $(( $(date +%s) - start )) s: $ROOTFS"
+  log "$(basename "$tool") done in $(( $(date +%s) - start )) s: $ROOTFS"
 }
 
 import_rootfs() {  # the import step
@@ -159,8 +179,6 @@ import_rootfs() {  # the import step
 }
 
 case "$WHAT" in
-  tool)
-    run_logged "[base] bootstrap tool" installed "$LOGS/base-tool.log" pick_tool ;;
   rootfs)
     run_logged "[base] root file system ($SUITE, for $IMAGE)" made "$LOG" make_rootfs ;;
   import)

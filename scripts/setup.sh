@@ -13,9 +13,8 @@
 #     chromium    headless Chromium for the report tests (scripts/ensure_chromium.sh)
 #
 # On a bare machine `venv docker images` run at once: the venv, the Docker install, the base
-# image's root file system and the wheelhouses need nothing from each other (but apt: the bootstrap
-# tool is installed first, Docker after it); the base image is imported once both Docker and its
-# root file system are there. Where Docker runs already, what
+# image's root file system and the wheelhouses need nothing from each other; the base image is
+# imported once both Docker and its root file system are there. Where Docker runs already, what
 # the images need is asked first (python3 harness/stack/images.py --missing: which base image and
 # wheelhouses the current Dockerfiles and locks need), so a fresh clone on a machine with the images
 # fetches nothing.
@@ -74,7 +73,6 @@ step_venv() {  # extra ("" or test)
   [ -z "$extra" ] || touch "$VENV/.installed-$extra"
 }
 step_docker() { bash "$REPO/scripts/ensure_docker.sh"; }
-step_base_tool() { bash "$REPO/scripts/make_base_image.sh" tool; }
 step_base_rootfs() { bash "$REPO/scripts/make_base_image.sh" rootfs; }
 step_base_import() { bash "$REPO/scripts/make_base_image.sh" import; }
 step_base() { bash "$REPO/scripts/make_base_image.sh"; }
@@ -210,19 +208,7 @@ if [ "$want_images" = 1 ]; then
     case "$item" in
       base)
         case "${KVB_BASE_IMAGE:-kvbench/base:bookworm}" in
-          kvbench/*)
-            if [ -n "$docker_step" ]; then
-              if ! command -v "${KVB_BOOTSTRAP:-mmdebstrap}" >/dev/null 2>&1; then
-                # apt-get runs one at a time (scripts/apt_get.sh): the bootstrap tool (~10 s) first, so
-                # that the root file system (the longest path) does not wait for Docker's install (~20 s).
-                add base-tool; DEPS[docker]=base-tool; add base-rootfs base-tool
-              else
-                add base-rootfs
-              fi
-              add base-import "docker base-rootfs"
-            else
-              add base
-            fi ;;
+          kvbench/*) if [ -n "$docker_step" ]; then add base-rootfs; add base-import "docker base-rootfs"; else add base; fi ;;
           *) ;;  # a public base image: kvbench pulls it
         esac ;;
       wheelhouse:*) WHEELHOUSES+=("${item#wheelhouse:}") ;;
