@@ -50,11 +50,13 @@ RUN set -eux; \
     printf 'Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0+cpu\n' > "$d/METADATA"; \
     : > "$d/RECORD"
 
-COPY scripts/make_tiny_model.py scripts/engine_caches.py /tmp/
+COPY scripts/make_tiny_model.py scripts/engine_caches.py harness/stack/version_probe.py /tmp/
 # The tiny model, then vLLM's model-info cache and the bytecode of what `vllm serve` imports
-# (scripts/engine_caches.py). The stack's named volume is created from the image's /var/lib/kvbench.
+# (scripts/engine_caches.py), and the image's versions line that kvbench checks before a stack starts
+# (harness/stack/versions.py). The stack's named volume is created from the image's /var/lib/kvbench.
 RUN set -eux; /opt/venv/bin/python /tmp/make_tiny_model.py /models/tiny; \
-    VLLM_CACHE_ROOT=/var/lib/kvbench/vllm-cache /opt/venv/bin/python /tmp/engine_caches.py /models/tiny; \
+    VLLM_CACHE_ROOT=/var/lib/kvbench/vllm-cache /opt/venv/bin/python /tmp/engine_caches.py /models/tiny \
+      /tmp/version_probe.py /var/lib/kvbench/versions.txt; \
     ls /var/lib/kvbench/vllm-cache/modelinfos/*.json
 
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fill the engine image's caches for a faster `vllm serve` start (run at build time, in the image's venv).
 
-Usage: VLLM_CACHE_ROOT=/var/lib/kvbench/vllm-cache python engine_caches.py MODEL_DIR
+Usage: VLLM_CACHE_ROOT=/var/lib/kvbench/vllm-cache python engine_caches.py MODEL_DIR [PROBE OUT]
 
 1. vLLM's model-info cache: vLLM inspects the model's class in a subprocess at every start
    (8 s of a 28 s start on 2 cores) unless this cache (class capabilities, keyed by the module's
@@ -13,13 +13,17 @@ Usage: VLLM_CACHE_ROOT=/var/lib/kvbench/vllm-cache python engine_caches.py MODEL
    Measured with vLLM 0.32: these imports cover 5,100 of the 5,400 modules a start imports; the
    rest is compiled at start (well under a second). A module missing from another vLLM release
    is skipped, not an error: this is a cache.
+3. With PROBE OUT: the image's versions line (harness/stack/version_probe.py, run here where vLLM is
+   imported already) into OUT, which kvbench reads instead of starting the image to import vLLM again.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import runpy
 import sys
+from pathlib import Path
 
 SERVE_IMPORTS = (
     "vllm.entrypoints.cli.main",
@@ -42,7 +46,7 @@ SERVE_IMPORTS = (
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) not in (1, 3):
         print(__doc__.splitlines()[2], file=sys.stderr)
         return 2
     import mooncake.store  # noqa: F401 - the connector's store client must import
@@ -59,6 +63,11 @@ def main(argv: list[str]) -> int:
         except ImportError as exc:
             skipped.append(f"{name} ({exc})")
     print(f"bytecode written for {len(sys.modules)} modules; skipped: {', '.join(skipped) or 'none'}")
+    if len(argv) == 3:
+        probe = runpy.run_path(argv[1], run_name="version_probe")
+        line = probe["report"]()
+        Path(argv[2]).write_text(line + "\n")
+        print("versions:", line)
     return 0
 
 

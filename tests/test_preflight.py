@@ -110,3 +110,16 @@ def test_a_probe_answer_is_kept_by_image_id_and_a_bad_entry_is_probed_again(tmp_
     assert versions.image_versions(image)["vllm"] == "0.32.0"
     assert json.loads(entry.read_text())["vllm"] == "0.32.0"
     versions.image_versions.cache_clear()
+
+
+@pytest.mark.stack
+def test_the_engine_image_records_at_build_time_what_the_probe_finds_in_it(stack_images):
+    """The check reads the engine image's record (written by its build, where vLLM is imported anyway)
+    instead of starting it to import vLLM once more: the record must be what the probe finds now."""
+    engine = stack_images["engine"]
+    recorded = str(docker.run(engine, ["cat", versions.RECORDED], entrypoint="", remove=True, networks=["none"]))
+    live = str(docker.run(engine, ["python3", "-c", versions.PROBE], entrypoint="", remove=True, networks=["none"]))
+    (recorded_line,) = [x for x in recorded.splitlines() if x.startswith("KVB")]
+    (live_line,) = [x for x in live.splitlines() if x.startswith("KVB")]
+    assert json.loads(recorded_line[3:]) == json.loads(live_line[3:])
+    assert "MooncakeStoreConnector" in json.loads(recorded_line[3:])["connectors"]

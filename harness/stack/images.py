@@ -106,7 +106,12 @@ STACKS: dict[str, tuple[ImageSpec, ...]] = {
             "compose/engine.Dockerfile",
             "compose/requirements/engine.lock",
             "engine",
-            (INSTALLER_LOCK, "scripts/make_tiny_model.py", "scripts/engine_caches.py"),
+            (
+                INSTALLER_LOCK,
+                "scripts/make_tiny_model.py",
+                "scripts/engine_caches.py",
+                "harness/stack/version_probe.py",
+            ),
         ),
         ImageSpec(
             "master",
