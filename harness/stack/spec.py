@@ -137,10 +137,6 @@ def vllm_command(s: StackConfig, with_connector: bool = True, prefix_caching: bo
         ]
     else:
         args.append("--enforce-eager")  # ~17 s to healthy instead of 25-50 s; the compile cache does not reload
-        # The worker inside the engine-core process, as vLLM runs one GPU: no third process importing torch
-        # and vLLM (a third of a start on 2 cores, and IPC on every step). vLLM's CPU platform turns
-        # `uni` into `mp` unless VLLM_ENABLE_V1_MULTIPROCESSING=0 (compose/cpu.yaml sets it).
-        args += ["--distributed-executor-backend", "uni"]
     return args + list(s.extra_vllm_args)
 
 
