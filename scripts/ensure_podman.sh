@@ -3,7 +3,7 @@
 #   scripts/ensure_podman.sh IMAGE [IMAGE ...]     (images to copy from Docker, e.g. the CPU stack's)
 # - Debian's podman (root only to install);
 # - /etc/containers/containers.conf with what a container host without systemd needs:
-#   default ulimits, cgroupfs, file events, and a local pause image as the pods' infra image
+#   default ulimits, cgroupfs, file events, runc (where installed), and a local pause image as the pods' infra image
 #   (no registry is reachable here to pull one);
 # - the pause image built from the local kvbench base image, and IMAGEs copied from Docker.
 # Quiet: one line per step that does something; output in build/logs/podman-*.log.
@@ -29,7 +29,13 @@ pid_max="$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 32768)"
 case "$nproc" in unlimited) nproc="$pid_max" ;; esac
 [ "$nproc" -le "$pid_max" ] || nproc="$pid_max"
 case "$nofile" in unlimited) nofile=1048576 ;; esac
-if ! grep -q "nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"\]  # kvbench" "$CONF" 2>/dev/null; then
+# runc where it is there (Docker's own runtime): crun refuses a host with cgroups in hybrid mode
+# (v1 controllers and a v2 mount: "crun: cgroups in hybrid mode not supported"), and podman prefers
+# crun whenever both are installed.
+runtime=""
+command -v runc >/dev/null 2>&1 && runtime='runtime = "runc"'
+if ! grep -q "nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"\]  # kvbench" "$CONF" 2>/dev/null \
+   || ! grep -qx "${runtime:-# runtime: the default}" "$CONF"; then
   mkdir -p "$(dirname "$CONF")"
   cat > "$CONF" <<CONF
 # kvbench: podman kube play of the rendered CPU manifests (scripts/ensure_podman.sh writes this)
@@ -37,6 +43,7 @@ if ! grep -q "nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"\]  # kvbench" "$
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]  # kvbench
 
 [engine]
+${runtime:-# runtime: the default}
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 infra_image = "$PAUSE"
