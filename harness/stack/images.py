@@ -36,16 +36,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -172,19 +169,17 @@ def _spinner(label: str) -> Iterator[None]:
 
 
 @contextmanager
-def _step(label: str, verb: str, log_name: str, echo: Echo, *, spinner: bool = True) -> Iterator[TextIO]:
+def _step(label: str, verb: str, log_name: str, echo: Echo) -> Iterator[TextIO]:
     """One long step: its output into build/logs/<log_name>, one line with its time when done.
 
     The body writes the step's output to the yielded file. An exception from the body
     (DockerException, ImageBuildError) becomes an ImageBuildError with the log's tail.
-    spinner=False: the caller shows one for steps side by side (rich shows one at a time).
     """
     log = log_dir() / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     failure: Exception | None = None
-    alive: AbstractContextManager[None] = _spinner(f"{label} ...") if spinner else nullcontext()
-    with log.open("w", errors="replace") as f, alive:
+    with log.open("w", errors="replace") as f, _spinner(f"{label} ..."):
         f.write(f"# {label}\n# started {time.strftime('%F %T')}\n")
         f.flush()
         try:
@@ -337,53 +332,15 @@ def ensure_wheelhouse(specs: list[ImageSpec], echo: Echo = print) -> None:
     _run_script("make_wheelhouse.sh", *dict.fromkeys(s.wheelhouse for s in specs))
 
 
-class _ThreadStdout(io.TextIOBase):
-    """sys.stdout while builds run side by side: legacy_build prints each build's output, and
-    redirect_stdout is process-wide, so each build thread names its own log here."""
-
-    def __init__(self, fallback: TextIO) -> None:
-        self.fallback = fallback
-        self.local = threading.local()
-
-    def _target(self) -> TextIO:
-        target: TextIO = getattr(self.local, "file", self.fallback)
-        return target
-
-    def write(self, text: str) -> int:
-        return self._target().write(text)
-
-    def flush(self) -> None:
-        self._target().flush()
-
-
-@contextmanager
-def _into(log: TextIO, shared: _ThreadStdout | None) -> Iterator[None]:
-    """This thread's prints into `log`: through the shared router, or redirect_stdout alone."""
-    if shared is None:
-        with redirect_stdout(log):
-            yield
-        return
-    shared.local.file = log
-    try:
-        yield
-    finally:
-        del shared.local.file
-
-
-def build_image(
-    spec: ImageSpec, tag: str, base: str, echo: Echo = print, *, shared: _ThreadStdout | None = None
-) -> float:
-    """docker build one image from the repo root (output: build/logs/<role>-image.log); return seconds.
-
-    shared: the stdout router of builds side by side (build_images); they show no spinner of their own."""
+def build_image(spec: ImageSpec, tag: str, base: str, echo: Echo = print) -> float:
+    """docker build one image from the repo root (output: build/logs/<role>-image.log); return seconds."""
     start = time.monotonic()
-    step = _step(f"[images] {spec.role} {tag}", "built", f"{spec.role}-image.log", echo, spinner=shared is None)
-    with step as log:
+    with _step(f"[images] {spec.role} {tag}", "built", f"{spec.role}-image.log", echo) as log:
         log.write(f"# base {base}\n")
         log.flush()
         # legacy_build(quiet=False) prints the build's output (stdout and stderr) line by line:
         # into the log. Nothing else writes to stdout while the build blocks this thread.
-        with _into(log, shared):
+        with redirect_stdout(log):
             try:
                 docker.legacy_build(
                     REPO_ROOT,
@@ -462,30 +419,9 @@ def ensure_images(stack: str = "cpu", *, echo: Echo = print) -> dict[str, str]:
     tags = {s.role: image_tag(s, base_id) for s in specs}
     missing = [s for s in specs if image_id(tags[s.role]) is None]
     ensure_wheelhouse(missing, echo)
-    build_images(missing, tags, base, echo)
+    for spec in missing:
+        build_image(spec, tags[spec.role], base, echo)
     return tags
-
-
-def build_images(specs: list[ImageSpec], tags: dict[str, str], base: str, echo: Echo = print) -> None:
-    """Build `specs` side by side: the master's few seconds hide inside the engine's minute.
-
-    One spinner for all; their lines when all are done (in the order they finished); a failure raised."""
-    if len(specs) <= 1:
-        for spec in specs:
-            build_image(spec, tags[spec.role], base, echo)
-        return
-    lines: list[str] = []
-    shared = _ThreadStdout(sys.stdout)
-    names = ", ".join(s.role for s in specs)
-    with redirect_stdout(shared), _spinner(f"[images] {names}: building side by side ..."):
-        with ThreadPoolExecutor(len(specs)) as pool:
-            futures = [pool.submit(build_image, s, tags[s.role], base, lines.append, shared=shared) for s in specs]
-        errors = [f.exception() for f in futures]
-    for line in lines:
-        echo(line)
-    for error in errors:
-        if error is not None:
-            raise error
 
 
 def image_env(tags: dict[str, str]) -> dict[str, str]:
