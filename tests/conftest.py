@@ -18,28 +18,19 @@ REPO = Path(__file__).resolve().parent.parent
 LIGHT_COMPOSE = REPO / "tests" / "compose"
 
 
-# The longest real-stack modules first, longest first (seconds on a quiet 2-core host): two workers
-# given the long ones first end close together (a long module starting last leaves a core idle).
-LONGEST_FIRST = (
-    "test_store_node_e2e.py",  # ~215: store node killed, engine restart, wrong KV (cross-instance, both arms)
-    "test_arms_e2e.py",  # ~160
-    "test_stack_e2e.py",  # ~130: one bench-all run of 4 fresh stacks
-    "test_reset_e2e.py",  # ~100
-    "test_trace_e2e.py",  # ~85
-    "test_isolation.py",  # ~75
-)
+# The longest real-stack module (one bench-all run of 6 stacks, ~4-5 min) starts first.
+LONGEST_FIRST = ("test_stack_e2e.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real-stack modules first (the longest ones first), then the other Docker tests, then the rest:
+    """Real-stack modules first (the longest one first), then the other Docker tests, then the rest:
     `make test` hands whole modules to two pytest-xdist workers in this order (--no-loadscope-reorder),
     and a long module starting last would leave one core idle at the end."""
     rank = {"stack": 0, "docker": 1}
 
     def key(item: pytest.Item) -> tuple[int, int]:
         marker = min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2)
-        name = item.path.name
-        return marker, LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return marker, 0 if item.path.name in LONGEST_FIRST else 1
 
     items.sort(key=key)
 
