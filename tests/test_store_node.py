@@ -93,8 +93,8 @@ def test_compose_renders_the_store_node_beside_the_master_and_every_engine_waits
     assert port["host_ip"] == "127.0.0.1" and int(port["published"]) == spec.store_metrics_port
     assert "9300/health" in " ".join(store["healthcheck"]["test"])
     for e in engines:
-        assert services[e]["depends_on"][STORE]["condition"] == "service_healthy"
-        assert services[e]["depends_on"]["mooncake-master"]["condition"] == "service_healthy"
+        assert services[e]["depends_on"][STORE]["condition"] == "service_started"
+        assert services[e]["depends_on"]["mooncake-master"]["condition"] == "service_started"
     master = services["mooncake-master"]["command"]
     assert "--eviction_high_watermark_ratio=0.9" in master
 

@@ -247,7 +247,8 @@ _READY = {
 
 
 def _wait_for(service: str, image: str) -> dict:
-    """compose's depends_on: service_healthy, as an init container polling the dependency's readiness."""
+    """compose's depends_on, as an init container polling the dependency's readiness (on a cluster a
+    dependency's pod may wait for a node or an image pull far longer than compose's ~1 s)."""
     url, key, want = _READY[service]
     check = (
         "import json, time, urllib.request\n"
