@@ -385,7 +385,8 @@ async def _handle(
             if path.endswith("/tokenize"):
                 await _json(_Conn(writer), 200, {"count": _words(body)})
                 continue
-            if path.endswith("/metrics"):
+            # /metrics: a server without metrics; the reset: vLLM without VLLM_SERVER_DEV_MODE
+            if path.endswith("/metrics") or path.split("?")[0].endswith("/reset_prefix_cache"):
                 await _json(_Conn(writer), 404, {"detail": "Not Found"})
                 continue
             INFLIGHT.change(+1)

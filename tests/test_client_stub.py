@@ -556,3 +556,27 @@ def test_a_rounds_configuration_crosses_few_modules(stub, tmp_path: Path):
     )
     climbs = sum(1 for i, m in enumerate(path) if m in path[:i])
     assert len(set(path)) <= 4 and climbs <= 1, path
+
+
+def test_kvbench_run_reset_is_refused_in_one_line_where_it_cannot_be_proven(tmp_path):
+    """`kvbench run --reset` needs the master's metrics (the store's key count is half the proof) and a
+    server with vLLM's reset endpoint (dev mode; the stub has none: 404). Each is one line naming the
+    flag, exit 2, before any request is measured or any run directory is written."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(RUN_CONFIG))
+    with StubServer() as engine, StubServer() as master:
+        argv = [sys.executable, "-m", "harness", "run", "--endpoint", engine.url("ok"), "--model", "stub",
+                "--config", str(config), "--results", str(tmp_path / "results"), "--reset"]  # fmt: skip
+        outs = [
+            subprocess.run(a, cwd=REPO, capture_output=True, text=True, timeout=120)
+            for a in (argv, [*argv, "--master-metrics", master.url("ok")])
+        ]
+        posted = [p for m, p, _ in engine.requests if m == "POST"]
+    lines = [o.stderr.strip().splitlines() for o in outs]
+    assert [o.returncode for o in outs] == [2, 2], [o.stderr[-2000:] for o in outs]
+    error = "kvbench: config error: --reset: "
+    assert lines[0] == [error + "needs --master-metrics (the proof counts the store's keys after the reset)"]
+    (line,) = lines[1]
+    assert line.startswith(error) and "/reset_prefix_cache: HTTP 404" in line and "VLLM_SERVER_DEV_MODE=1" in line
+    assert not [p for p in posted if p.endswith(("/completions", "/reset_prefix_cache"))], posted
+    assert not (tmp_path / "results").exists()

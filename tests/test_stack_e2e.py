@@ -197,80 +197,92 @@ def test_killed_engine_fails_its_cell_and_the_next_ones_still_run(bench_all):
     )
 
 
-def test_run_against_an_already_running_server(tmp_path, stack_images, tiny_tokenizer, no_harness_leftovers):
-    """The users' old way: `kvbench run` against a server someone else started (here: a stack
-    brought up directly). No isolation of ours, but the same rows, rounds and counters. And the
-    local tokenizer (`--tokenizer`, for endpoints without /tokenize) counts what vLLM counts."""
-    from harness.client.tokenizer import LocalTokenizer, ServerTokenizer
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory, stack_images):
+    """A stack brought up directly, as someone else would run it, with vLLM's dev endpoints (the
+    cache reset): the `kvbench run` tests below share it, each proving it cold again with --reset."""
     from harness.config import load_config
-    from harness.observe.probes import Probe
     from harness.stack.compose import ComposeStack
     from harness.stack.spec import prepare
 
-    cfg = load_config(pinned(E2E, tmp_path))
-    spec = prepare(cfg.stack, "t-external", "server", tmp_path / "stack", stack_images)
-    with ComposeStack(spec, tmp_path / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
+    work = tmp_path_factory.mktemp("server")
+    cfg = load_config(pinned(E2E, work))
+    spec = prepare(cfg.stack, "t-external", "server", work / "stack", stack_images, dev_mode=True)
+    with ComposeStack(spec, work / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout) as stack:
         stack.up()
-        out = subprocess.run(
-            [
-                *KVBENCH,
-                "run",
-                "--endpoint",
-                spec.vllm_url,
-                "--model",
-                "tiny",
-                "--master-metrics",
-                spec.master_metrics_url,
-                "--config",
-                str(E2E),
-                "--scenarios",
-                "cold_start",
-                "--results",
-                str(tmp_path / "results"),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=300,
-        )
-        probe = Probe(spec.vllm_url, spec.master_metrics_url)
-        block = probe.snapshot().block_size
-        probe.close()
-        local = LocalTokenizer(str(tiny_tokenizer))
-        text = "Mooncake keeps the KV cache; vLLM reads it back. " * 40
-        chat_prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
-        with ServerTokenizer(spec.vllm_url, "tiny") as server:
-            assert local.ids(text) == server.ids(text)
-            assert local.count_prompt(text) == server.count_prompt(text)
-            assert local.count_prompt(chat_prompt) == server.count_prompt(chat_prompt)
-        chat = subprocess.run(
-            [
-                *KVBENCH,
-                "run",
-                "--endpoint",
-                spec.vllm_url,
-                "--model",
-                "tiny",
-                "--config",
-                str(E2E_CHAT),
-                "--results",
-                str(tmp_path / "chat"),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=300,
-        )
+        yield spec
+    assert not find_resources(f"com.docker.compose.project={spec.project}")  # down -v left nothing
+
+
+def _run(spec, tmp: Path, name: str, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`kvbench run` against the dev server: its result and run directory."""
+    argv = [*KVBENCH, "run", "--endpoint", spec.vllm_url, "--model", "tiny", "--results", str(tmp / name), *args]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    return out, only_run(tmp / name)
+
+
+def test_run_against_an_already_running_server(dev_server, tmp_path, tiny_tokenizer):
+    """The users' old way: `kvbench run` against a server someone else started. No isolation of
+    ours, but the same rows, rounds and counters; --reset proves the server cold before each
+    scenario. And the local tokenizer (`--tokenizer`, for endpoints without /tokenize) counts what
+    vLLM counts."""
+    from harness.client.tokenizer import LocalTokenizer, ServerTokenizer
+    from harness.observe.probes import Probe
+
+    spec = dev_server
+    metrics = ("--master-metrics", spec.master_metrics_url)
+    out, run_dir = _run(spec, tmp_path, "results", *metrics, "--reset", "--config", str(E2E), "--scenarios",
+                        "cold_start")  # fmt: skip
+    probe = Probe(spec.vllm_url, spec.master_metrics_url)
+    block = probe.snapshot().block_size
+    probe.close()
+    local = LocalTokenizer(str(tiny_tokenizer))
+    text = "Mooncake keeps the KV cache; vLLM reads it back. " * 40
+    chat_prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+    with ServerTokenizer(spec.vllm_url, "tiny") as server:
+        assert local.ids(text) == server.ids(text)
+        assert local.count_prompt(text) == server.count_prompt(text)
+        assert local.count_prompt(chat_prompt) == server.count_prompt(chat_prompt)
+    chat, chat_dir = _run(spec, tmp_path, "chat", *metrics, "--reset", "--config", str(E2E_CHAT))
     assert out.returncode == 0, out.stderr[-2000:]
     assert chat.returncode == 0, chat.stderr[-2000:]
-    _check_chat_run(only_run(tmp_path / "chat"), block)
-    run_dir = only_run(tmp_path / "results")
+    _check_chat_run(chat_dir, block)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["driver"] == "external-endpoint" and manifest["scenarios"]["cold_start"]["status"] == "ok"
+    entry = manifest["scenarios"]["cold_start"]
+    assert manifest["driver"] == "external-endpoint" and entry["status"] == "ok"
+    assert entry["reset"]["verified"] is True and entry["cold_verified"] is True
     rounds = pd.read_csv(run_dir / "cold_start" / "rounds.csv").set_index("round")
     assert rounds.loc[1, "master_key_count_start"] == 0 and rounds.loc[2, "external_hits"] > 0
     assert rounds.loc[1, "isolation"] == "external"
     assert (run_dir / "report.html").is_file()
+
+
+def test_run_reset_proves_a_used_server_cold_where_its_lifetime_counters_cannot(dev_server, tmp_path):
+    """A server that has served traffic: without --reset its store holds keys and its hit counters
+    count its whole life, so `kvbench run` says contaminated (exit 0: an external server is measured
+    as it is). With --reset each scenario starts after a proven reset: the store empty, the previous
+    scenario's first prompt served nothing cached, the cold gate counting from there."""
+    spec = dev_server
+    metrics = ("--master-metrics", spec.master_metrics_url, "--config", str(E2E))
+    _run(spec, tmp_path, "warm", *metrics, "--reset", "--scenarios", "cold_start")  # leaves cold_start's KV
+    plain, plain_dir = _run(spec, tmp_path, "plain", *metrics, "--scenarios", "cold_start")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    entry = json.loads((plain_dir / "manifest.json").read_text())["scenarios"]["cold_start"]
+    assert entry["status"] == "contaminated" and entry["cold_verified"] is False, entry
+    assert entry.get("reset") is None
+    reset, reset_dir = _run(spec, tmp_path, "reset", *metrics, "--reset", "--scenarios", "cold_start", "short_batch")
+    assert reset.returncode == 0, reset.stderr[-3000:]
+    cells = json.loads((reset_dir / "manifest.json").read_text())["scenarios"]
+    for name in ("cold_start", "short_batch"):
+        assert cells[name]["status"] == "ok" and cells[name]["cold_verified"] is True, cells[name]
+        ev = cells[name]["reset"]
+        assert ev["verified"] is True and ev["keys_at_start"] == 0 and ev["keys_after_reset"] == 0, ev
+    assert cells["cold_start"]["reset"]["canary_prompt"] is None  # the first: nothing measured before it
+    canary = cells["short_batch"]["reset"]
+    assert canary["canary_prompt"].startswith("cold_start") and canary["canary_cached_tokens"] == 0, canary
+    assert canary["canary_external_hits"] == 0 and canary["canary_local_hits"] == 0, canary
+    assert "proven: store 0 keys, no canary" in (reset_dir / "report.md").read_text()
 
 
 def _check_chat_run(run_dir: Path, block: int) -> None:

@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--master-metrics", help="Mooncake master metrics URL, e.g. http://127.0.0.1:9003 (optional)")
     run.add_argument("--scenarios", nargs="+", help="override default_scenarios")
     run.add_argument(
+        "--reset",
+        action="store_true",
+        help="before every scenario, vLLM's cache reset (POST /reset_prefix_cache?reset_external=true: the "
+        "server needs VLLM_SERVER_DEV_MODE=1), proven (the store empty per --master-metrics, which it "
+        "needs; the previous scenario's first prompt served nothing cached); each scenario's cold gate "
+        "then counts from the reset, so a server that served traffic before can be proven cold",
+    )
+    run.add_argument(
         "--tokenizer",
         metavar="PATH_OR_NAME",
         help="the served model's Hugging Face tokenizer (a directory, or a name in the local Hugging Face "

@@ -20,6 +20,7 @@ from harness.client.tokenizer import (
     server_tokenize_error,
 )
 from harness.config import ConfigError
+from harness.runner import reset_endpoint_error
 from harness.stack import interrupts
 from harness.suite import Suite, SuiteOptions
 from harness.suite.console import say
@@ -35,12 +36,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if auth:
         set_api_key(args.endpoint, auth[1])  # held in memory only: the manifest says where it came from
     local = _tokenizer(args, auth[0] if auth else None)
+    if args.reset:
+        _check_reset(args)
     suite = Suite(cfg, images, SuiteOptions(Path(args.results)), sys.argv)
     suite.run.local_tokenizer = local
     if auth:
         suite.manifest.endpoint_auth = f"Authorization: Bearer from ${auth[0]} (the key is not recorded)"
         say(f"sending ${auth[0]} as the API key to {args.endpoint} only")
-    return 0 if suite.run_external(args.endpoint, args.model, args.master_metrics) else 1
+    return 0 if suite.run_external(args.endpoint, args.model, args.master_metrics, args.reset) else 1
+
+
+def _check_reset(args: argparse.Namespace) -> None:
+    """--reset needs the store's key count (half its proof) and a server that has the endpoint."""
+    if not args.master_metrics:
+        raise ConfigError("--reset: needs --master-metrics (the proof counts the store's keys after the reset)")
+    if why := reset_endpoint_error(args.endpoint):
+        raise ConfigError(f"--reset: {why}")
 
 
 def _tokenizer(args: argparse.Namespace, key_var: str | None) -> LocalTokenizer | None:

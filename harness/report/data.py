@@ -384,10 +384,12 @@ def _reset_proof(e: CellEntry) -> str:
         return "first on its stack" if e.isolation == "reset" else "n/a"
     if not ev.verified:
         return f"NOT proven ({ev.warm}); {ev.fallback or 'measured anyway'}"
-    return (
-        f"proven: store {ev.keys_at_start or 0:,.0f} keys, canary {ev.canary_cached_tokens} cached "
-        f"/ {ev.canary_external_hits or 0:,.0f} external hits, {ev.attempts} resets, {ev.seconds:.1f} s"
+    canary = (
+        "no canary (nothing measured before it)"
+        if ev.canary_prompt is None
+        else f"canary {ev.canary_cached_tokens} cached / {ev.canary_external_hits or 0:,.0f} external hits"
     )
+    return f"proven: store {ev.keys_at_start or 0:,.0f} keys, {canary}, {ev.attempts} resets, {ev.seconds:.1f} s"
 
 
 def _yes_no(v: object) -> str:

@@ -90,6 +90,19 @@ def post_reset(engine_url: str, settings: ResetSettings) -> tuple[bool, int]:
             time.sleep(RETRY_S)  # blocks still held: the endpoint's documented answer is to retry
 
 
+def reset_endpoint_error(engine_url: str) -> str | None:
+    """Why the engine cannot be reset (None: it has the endpoint), asked without resetting anything:
+    vLLM registers POST /reset_prefix_cache only in dev mode, so a GET is 405 with it and 404 without."""
+    url = f"{engine_url.rstrip('/')}{RESET_PATH}"
+    try:
+        r = httpx.get(url, timeout=10.0, headers=auth_headers(url))
+    except httpx.HTTPError as e:
+        return f"GET {url}: {type(e).__name__}: {e}"
+    if r.status_code == 404:
+        return f"{url}: HTTP 404: the server has no reset endpoint (vLLM needs VLLM_SERVER_DEV_MODE=1)"
+    return None
+
+
 def _success(r: httpx.Response) -> bool:
     try:
         body = r.json()

@@ -73,7 +73,7 @@ def _on_reused_stack(run: Run, stack: Stack, batch: Batch) -> None:
     for i, cell in enumerate(list(batch.cells)):
         entry = cell.entry
         if i:
-            entry.reset, since = run.steps.prove_reset(run, cell.cfg, stack, canary)
+            entry.reset, since = run.steps.prove_reset(run, cell.cfg, Target.of(stack), canary)
             run.save()
             if not entry.reset.verified:
                 if cell.cfg.on_reset_failure == "fresh":

@@ -13,7 +13,7 @@ from harness.records import CellEntry, ResetEvidence, StackInfo
 from harness.runner import ResetSettings, verified_reset
 from harness.stack import Stack, StackError
 from harness.stack.spec import prepare
-from harness.suite.cell import Cell
+from harness.suite.cell import Cell, Target
 from harness.suite.console import console, say, step
 from harness.suite.run import Run, fail
 from harness.workload import Prompt
@@ -122,13 +122,14 @@ def _teardown(run: Run, stack: Stack, entries: list[CellEntry], info: StackInfo,
     say(f"  stack {up}; teardown ({stack.DOWN_STEP}) {td.seconds:.1f} s: {done}")
 
 
-def prove_reset(run: Run, cfg: Config, stack: Stack, canary: Prompt | None) -> tuple[ResetEvidence, list[Snapshot]]:
-    """A verified reset on every engine of the stack (runner/reset.py); the evidence of all of them
-    in one record (the first failure's figures), and the snapshots the next cell's gate starts from."""
+def prove_reset(run: Run, cfg: Config, target: Target, canary: Prompt | None) -> tuple[ResetEvidence, list[Snapshot]]:
+    """A verified reset on every engine of the target (runner/reset.py): a stack of ours, or the server
+    of `kvbench run --reset`. The evidence of all engines in one record (the first failure's figures),
+    and the snapshots the next cell's gate starts from."""
     with step("verified reset (reset, store empty, canary, reset)"):
         results = []
-        for url in stack.engine_urls:
-            probe = Probe(url, stack.master_metrics_url)
+        for url in target.urls:
+            probe = Probe(url, target.master_url)
             try:
                 results.append(verified_reset(probe, run.model, cfg.api, canary, ResetSettings()))
             finally:
@@ -136,6 +137,6 @@ def prove_reset(run: Run, cfg: Config, stack: Stack, canary: Prompt | None) -> t
     # The first engine whose proof failed speaks for the stack (its verdict is then the stack's).
     evidence = next((ev for ev, _ in results if not ev.verified), results[-1][0])
     ok = "[green]proven cold[/green]" if evidence.verified else f"[yellow]NOT proven: {evidence.warm}[/yellow]"
-    say(f"  reset: {ok} (store {evidence.keys_at_start or 0:,.0f} keys, canary {evidence.canary_cached_tokens} "
-        f"cached tokens, {evidence.seconds:.1f} s)")  # fmt: skip
+    canary_said = "no canary" if canary is None else f"canary {evidence.canary_cached_tokens} cached tokens"
+    say(f"  reset: {ok} (store {evidence.keys_at_start or 0:,.0f} keys, {canary_said}, {evidence.seconds:.1f} s)")
     return evidence, [snap for _, snap in results]

@@ -29,7 +29,8 @@ class Steps:
 
     open_stack: Callable[[StackSpec, Path, StackConfig], Stack]
     measure: Callable[..., Prompt | None]  # (run, cell, target, since): cell.measure
-    prove_reset: Callable[..., tuple[ResetEvidence, list[Snapshot]]]  # (run, cfg, stack, canary): lifecycle.prove_reset
+    # (run, cfg, target, canary): lifecycle.prove_reset
+    prove_reset: Callable[..., tuple[ResetEvidence, list[Snapshot]]]
 
 
 @dataclass

@@ -24,6 +24,7 @@ from harness.suite.console import console, new_run, say, step
 from harness.suite.plan import arm_order, cells_of, register
 from harness.suite.run import ImageProvider, Run, SuiteOptions
 from harness.suite.steps import real_steps
+from harness.workload import Prompt
 
 
 class Suite:
@@ -172,17 +173,32 @@ class Suite:
         for line in wrap(versions.versions_line(self.manifest.versions or {}), console.width, indent="    "):
             say(line)
 
-    def run_external(self, endpoint: str, model: str, master_metrics: str | None) -> bool:
+    def run_external(self, endpoint: str, model: str, master_metrics: str | None, reset: bool = False) -> bool:
         """`kvbench run`: the scenarios back to back against a server someone else runs. No stack
-        of ours, so nothing isolates them from each other or from earlier traffic; the cold gate
-        and counters still show it. Same cells, rows, verdicts, signals and report as bench."""
+        of ours: without `reset` nothing isolates them from each other or from earlier traffic, and
+        the cold gate (counting from the server's start) shows it. With `reset`, a verified reset
+        before every scenario (runner/reset.py; the previous scenario's first prompt is the canary)
+        and the cold gate counts from it. Same cells, rows, verdicts, signals and report as bench."""
         self.run.model = model
         self.manifest.driver, self.manifest.endpoint = "external-endpoint", endpoint
         self.plan_cells(self.cfg.default_scenarios, ("external",), 1, self.cfg.modes[:1])
         target = Target([endpoint.rstrip("/")], master_metrics)
+        canary: list[Prompt] = []  # the last measured scenario's first prompt
 
         def measure(name: str, entry: CellEntry) -> None:
             cell = isolation.cell_for(self.run, name, None)
-            self.run.steps.measure(self.run, cell, target, None)
+            since = None
+            if reset:
+                last = canary[-1] if canary else None
+                entry.reset, since = self.run.steps.prove_reset(self.run, cell.cfg, target, last)
+                self.run.save()
+                if not entry.reset.verified:
+                    raise ResetNotProven(f"reset not proven: {entry.reset.warm}")
+            if first := self.run.steps.measure(self.run, cell, target, since):
+                canary.append(first)
 
         return self.run_all(measure)
+
+
+class ResetNotProven(RuntimeError):
+    """`kvbench run --reset`: the server kept something the reset should have dropped."""
