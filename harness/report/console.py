@@ -71,13 +71,14 @@ def _verdict_block(a: Analysis, width: int) -> list[str]:
     ]
 
 
-def _status_lines(status: pd.DataFrame, width: int) -> list[str]:
-    """Every cell ok (which means proven cold and torn down clean): one line; otherwise the table."""
+def _status_lines(status: pd.DataFrame, width: int, external: bool = False) -> list[str]:
+    """Every cell ok (which means proven cold and, on stacks of ours, torn down clean): one line;
+    otherwise the table. `external`: `kvbench run`'s server, which is not ours to tear down."""
     if status.empty:
         return ["no scenario results"]
     if (status["status"] == "ok").all():
-        return wrap(f"{len(status)} of {len(status)} cells ok: each proven cold before round 1, torn down, "
-                    "nothing left", width)  # fmt: skip
+        end = "on a server kvbench did not start (not torn down)" if external else "torn down, nothing left"
+        return wrap(f"{len(status)} of {len(status)} cells ok: each proven cold before round 1, {end}", width)
     return fit_table(
         status, width, drop=("reps", "r1 TTFT p50 ms", "r2 TTFT p50 ms"), shrink="scenario", label_floor=999
     )
@@ -90,7 +91,8 @@ def console_text(a: Analysis, html: Path, width: int | None = None) -> str:
     w = width or terminal_width()
     data = a.data
     out: list[str] = []
-    out += _status_lines(status_rows(data), w)
+    external = data.manifest is not None and data.manifest.driver == "external-endpoint"
+    out += _status_lines(status_rows(data), w, external)
     seed = _seed_rows(a)
     if not a.headline.empty:  # the verdict below compares modes: the seed's view is of the cache
         seed = seed[~seed["scenario"].str.contains(r"\[baseline\]", regex=True)]

@@ -132,7 +132,7 @@ def shared(run: Run, cells: list[Cell], mode: str) -> None:
 def external(run: Run, cell: Cell, measure: Callable[[str, CellEntry], object]) -> None:
     if run.todo(cell.key) is None:
         return
-    console.rule(f"{cell.name} (external server: no isolation)")
+    console.rule(f"{cell.name} (external server: {'a verified reset first' if run.external_reset else 'no isolation'})")
     try:
         measure(cell.name, cell.entry)
     except (KeyboardInterrupt, SystemExit):

@@ -56,6 +56,7 @@ class Run:
     image_tags: dict[str, str] = field(default_factory=dict)
     # `kvbench run --tokenizer`: the endpoint has no usable POST /tokenize (not vLLM)
     local_tokenizer: LocalTokenizer | None = None
+    external_reset: bool = False  # `kvbench run --reset`: a verified reset before every scenario
 
     @property
     def root(self) -> Path:

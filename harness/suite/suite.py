@@ -179,7 +179,7 @@ class Suite:
         the cold gate (counting from the server's start) shows it. With `reset`, a verified reset
         before every scenario (runner/reset.py; the previous scenario's first prompt is the canary)
         and the cold gate counts from it. Same cells, rows, verdicts, signals and report as bench."""
-        self.run.model = model
+        self.run.model, self.run.external_reset = model, reset
         self.manifest.driver, self.manifest.endpoint = "external-endpoint", endpoint
         self.plan_cells(self.cfg.default_scenarios, ("external",), 1, self.cfg.modes[:1])
         target = Target([endpoint.rstrip("/")], master_metrics)
