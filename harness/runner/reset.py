@@ -1,6 +1,6 @@
 """A verified cache reset between two cells on one stack (`isolation: reset`).
 
-A fresh stack per cell is isolation by construction, but costs an engine start (~23 s on the
+A fresh stack per cell is isolation by construction, but costs an engine start (~17 s on the
 CPU stack, minutes on a GPU with a real model). The peers reset instead and trust the answer;
 kvbench resets and then proves it:
 
