@@ -117,11 +117,16 @@ chromium:
 
 # Two workers, a test module each (2 cores: one real stack at a time per worker), in the order
 # tests/conftest.py sorts them (real stacks first; xdist would otherwise put the modules with the
-# most tests first, and the long real-stack modules last), then the few
-# tests that look at every run's Docker resources (marker serial) on their own.
+# most tests first, and the long real-stack modules last), then the few tests that look at every
+# run's Docker resources (marker serial) on their own, with lint beside them: they mostly wait on
+# light containers, and mypy from a clean clone takes ~30 s of one core. Every part runs even when
+# one before it failed; the exit code is the first failure's.
 test:
 	@$(SETUP) venv-test docker images chromium
-	@$(MAKE) --no-print-directory lint
 	@$(PY) -m harness.stack.images --stack $(STACK) --env-file build/images.env
-	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" $(DURATIONS) $(PYTEST_ARGS)
-	$(PY) -m pytest -q -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	@mkdir -p build/logs; rc=0; \
+	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" $(DURATIONS) $(PYTEST_ARGS) || rc=$$?; \
+	$(MAKE) --no-print-directory lint > build/logs/lint.log 2>&1 & lint=$$!; \
+	$(PY) -m pytest -q -m serial $(PYTEST_ARGS); s=$$?; [ $$s -eq 5 ] && s=0; [ $$rc -ne 0 ] || rc=$$s; \
+	wait $$lint; l=$$?; cat build/logs/lint.log; [ $$l -eq 0 ] || echo "make lint failed" >&2; \
+	[ $$rc -ne 0 ] || rc=$$l; exit $$rc
