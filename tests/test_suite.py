@@ -232,3 +232,33 @@ def test_resuming_a_shared_run_sets_finished_cells_aside_instead_of_appending_to
     assert (suite.run.root / "shared" / "a" / "requests.csv").read_text() == "row of a\n"  # not appended to
     assert (suite.run.root / ".attempts" / "shared-a-1" / "requests.csv").read_text() == "row of a\n"
     assert resumed.manifest.scenarios["shared/a"].previous_attempts[0].status == "ok"
+
+
+def test_kvbench_run_reset_fails_a_cell_its_proof_missed_or_that_is_still_contaminated(tmp_path, monkeypatch):
+    """`kvbench run` on an external server: without --reset a contaminated cell is shown, not a failure;
+    with --reset, a reset that cannot be proven fails its cell (the next one still runs, with the last
+    measured scenario's first prompt as its canary), and a cell contaminated after a proven reset fails
+    the run."""
+    proofs = iter([True, False, True])
+    canaries: list = []
+
+    def prove(run, cfg, target, canary):
+        canaries.append(canary)
+        ok = next(proofs)
+        return ResetEvidence(verified=ok, warm=None if ok else "store: 3 keys, 4,096 bytes at the cell's start"), []
+
+    def measure(run, cell, target, since):
+        cell.entry.status = "contaminated"
+        return f"first prompt of {cell.name}"
+
+    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    cfg = CFG.model_copy(update={"default_scenarios": ["a", "b", "c"]})
+    cfg.scenarios["c"] = cfg.scenarios["a"]
+    plain = Suite(cfg, lambda overlay: {}, _opts(tmp_path / "plain", measure), ["test"])
+    assert plain.run_external("http://127.0.0.1:1", "m", None) is True
+    reset = Suite(cfg, lambda overlay: {}, _opts(tmp_path / "reset", measure, prove), ["test"])
+    assert reset.run_external("http://127.0.0.1:1", "m", "http://127.0.0.1:2", reset=True) is False
+    cells = reset.manifest.scenarios
+    assert cells["b"].status == "failed" and cells["b"].reason.startswith("ResetNotProven: reset not proven: store: 3")
+    assert cells["a"].status == cells["c"].status == "contaminated" and cells["c"].reset.verified
+    assert canaries == [None, "first prompt of a", "first prompt of a"]

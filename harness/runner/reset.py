@@ -66,9 +66,13 @@ def wait_idle(probe: Probe, timeout_s: float) -> bool:
         time.sleep(0.1)  # polling the engine's gauges, bounded by the deadline
 
 
+def _reset_url(engine_url: str) -> str:
+    return f"{engine_url.rstrip('/')}{RESET_PATH}"
+
+
 def post_reset(engine_url: str, settings: ResetSettings) -> tuple[bool, int]:
     """POST the reset until it reports success or the timeout passes: (success, attempts)."""
-    url = f"{engine_url.rstrip('/')}{RESET_PATH}"
+    url = _reset_url(engine_url)
     params = {"reset_external": "true"} if settings.external else {}
     deadline = time.monotonic() + settings.timeout_s
     attempts = 0
@@ -93,7 +97,7 @@ def post_reset(engine_url: str, settings: ResetSettings) -> tuple[bool, int]:
 def reset_endpoint_error(engine_url: str) -> str | None:
     """Why the engine cannot be reset (None: it has the endpoint), asked without resetting anything:
     vLLM registers POST /reset_prefix_cache only in dev mode, so a GET is 405 with it and 404 without."""
-    url = f"{engine_url.rstrip('/')}{RESET_PATH}"
+    url = _reset_url(engine_url)
     try:
         r = httpx.get(url, timeout=10.0, headers=auth_headers(url))
     except httpx.HTTPError as e:
