@@ -159,14 +159,14 @@ def test_the_runner_keeps_the_recorded_arrivals_and_output_lengths(tmp_path):
         run_rounds(wl, cfg, Endpoint(stub.url("ok"), "stub"), tmp_path)
     rows = pd.read_csv(tmp_path / "requests.csv").sort_values("index")
     want = [p.send_at_s for p in (s.build(0, []) for s in wl.sessions)]
-    lag = rows["send_s"].to_numpy() - rows["send_s"].min() - want  # relative to the first send
-    # On schedule: the typical send within 30 ms of its recorded arrival (the first send itself may be a few ms
-    # late) and every one within 150 ms. In make test the other pytest worker runs a real engine on the second
-    # core: one send was seen 99 ms late there (a scheduling hiccup of the client, not a drift).
-    assert np.median(abs(lag)) < 0.03 and (abs(lag) < 0.15).all(), lag
-    assert rows["completion_tokens"].tolist() == [r.output_length for r in read_trace(path)]
+    sched = rows["scheduled_s"].to_numpy()
+    assert np.allclose(sched - sched[0], want, atol=1e-5)  # the recorded arrivals, on the round's clock
     lag_ms = (rows["send_s"] - rows["scheduled_s"]) * 1e3  # recorded per request, on the same clock
-    assert (lag_ms > -2).all() and (lag_ms < 30).all(), lag_ms
+    # Never early. Late only by the client's scheduling: on a loaded 2-core CI host, with a real engine
+    # on the other pytest worker, sends were seen up to 64 ms late (the first one included) and one 99 ms
+    # late. 150 ms still tells a send that waits for its arrival from one that waits for anything else.
+    assert (lag_ms > -2).all() and (lag_ms < 150).all() and np.median(lag_ms) < 75, lag_ms
+    assert rows["completion_tokens"].tolist() == [r.output_length for r in read_trace(path)]
     assert rows["expected_prompt_tokens"].tolist() == [600] * 5
 
 
