@@ -115,13 +115,15 @@ def pinned(config: Path, tmp: Path) -> Path:
     return out
 
 
-def cold_prompts_got_faster(requests) -> bool:
-    """The prompts that really were cold in round 1 (no cached tokens: the first request of
-    each prefix; later ones already reuse it within the round) have a lower TTFT in round 2."""
-    r1 = requests[(requests["round"] == 1) & (requests["cached_tokens"] == 0)].set_index("prompt_id")["ttft_ms"]
-    r2 = requests[requests["round"] == 2].set_index("prompt_id")["ttft_ms"]
-    pairs = r1.to_frame("cold").join(r2.rename("warm"), how="inner")
-    return len(pairs) > 0 and bool((pairs["warm"] < pairs["cold"]).all())
+def warm_beats_cold(requests) -> bool:
+    """Round 2 (every prompt's blocks in the store) is typically faster than round 1's cold prompts
+    (no cached tokens: the first request of each prefix; later ones already reuse it within the
+    round): the median TTFT of each. Medians: on 2 cores shared with the other pytest worker's
+    engine, single requests were seen slower than a cold prefill (738 vs 497 ms) when that engine
+    was busy; a store that loads slower than recomputing still fails this."""
+    r1 = requests[(requests["round"] == 1) & (requests["cached_tokens"] == 0)]["ttft_ms"]
+    r2 = requests[requests["round"] == 2]["ttft_ms"]
+    return len(r1) > 0 and len(r2) > 0 and bool(r2.median() < r1.median())
 
 
 def only_run(results: Path) -> Path:

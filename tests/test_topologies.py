@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from .conftest import REPO, cold_prompts_got_faster
+from .conftest import REPO, warm_beats_cold
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 KVBENCH = [sys.executable, "-m", "harness"]
@@ -54,5 +54,4 @@ def test_cross_instance_round_two_on_engine_b_loads_from_mooncake(tmp_path, stac
     reusable = sum(((int(n) - 1) // bs) * bs for n in r2["prompt_tokens"])
     assert rounds.loc[2, "external_hits"] >= 0.9 * reusable  # B got A's blocks through Mooncake
     assert rounds.loc[2, "mc_load_get_failed_keys"] == 0
-    assert rounds.loc[2, "ttft_mean_ms"] < rounds.loc[1, "ttft_mean_ms"]
-    assert cold_prompts_got_faster(req)
+    assert warm_beats_cold(req)
