@@ -31,10 +31,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from harness.analysis.frames import num
-from harness.analysis.intervals import Interval, change_pct, paired_mean_change_pct, repeats_change_pct, t_mean
+from harness.analysis.intervals import (
+    Interval,
+    change_pct,
+    paired_mean_change_pct,
+    repeats_change_pct,
+    t_interval,
+    t_mean,
+)
 from harness.config import ARM_OF_MODE
 
 ARM_ORDER = ("none", "local", "store", "local+store")
@@ -67,9 +73,8 @@ def _within(values: np.ndarray) -> Interval:
     v = values[np.isfinite(values)]
     if len(v) < 2:
         return Interval(float(v.mean()) if len(v) else math.nan, math.nan, math.nan, len(v), "n/a (< 2 requests)")
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    mean = float(v.mean())
-    return Interval(mean, mean - half, mean + half, len(v), f"t over {len(v)} requests (within-run: 1 repeat)")
+    lo, hi = t_interval(v)
+    return Interval(float(v.mean()), lo, hi, len(v), f"t over {len(v)} requests (within-run: 1 repeat)")
 
 
 def ratio_of(scenario: str, workloads: Mapping[str, tuple[int, int]], pool_tokens: float) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from harness.report import report_main
-
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import report_main  # matplotlib loads for this command only
+
     return report_main(args.run_dirs, args.out)

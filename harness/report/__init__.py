@@ -18,15 +18,34 @@
 Imports flow down this list (data imports none of the others, write imports them all).
 """
 
-from harness.report.analysis import Analysis, analyse
-from harness.report.write import (
-    console_summary,
-    render,
-    report_and_summary,
-    report_main,
-    write_comparison,
-    write_report,
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.report.analysis import Analysis, analyse
+    from harness.report.write import (
+        console_summary,
+        render,
+        report_and_summary,
+        report_main,
+        write_comparison,
+        write_report,
+    )
+
+# Loaded on first use: the suite imports this package for `fit` at start, and `write` brings in
+# matplotlib and scipy.stats (~1 s of every `kvbench` command's start, --help included).
+_HOME = {"Analysis": "analysis", "analyse": "analysis"} | dict.fromkeys(
+    ("console_summary", "render", "report_and_summary", "report_main", "write_comparison", "write_report"), "write"
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
 
 __all__ = [
     "Analysis",

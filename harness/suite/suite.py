@@ -14,7 +14,6 @@ from pathlib import Path
 
 from harness.config import ARM_FLAGS, Config, ConfigError
 from harness.records import CellEntry, Manifest, Plan, Resumed
-from harness.report import report_and_summary
 from harness.report.fit import wrap
 from harness.results import RunDir, base_manifest, read_manifest, utc_now
 from harness.stack import versions
@@ -150,6 +149,8 @@ class Suite:
         self.manifest.finished_at = utc_now()
         self.run.save()
         try:
+            from harness.report import report_and_summary  # matplotlib and scipy load here, not at start
+
             print(report_and_summary(self.run.root))
         except Exception as e:  # the results are on disk: a report fault must not hide them
             console.print(
