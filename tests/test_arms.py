@@ -153,6 +153,19 @@ def test_engine_exit_reason_is_its_own_last_error_line():
     )
     assert last_error_line(log, "vllm").startswith("ValueError: To serve at least one request")
     assert last_error_line(log, "vllm-b") is None
+    # pydantic's one-line header says only that something failed: the line after it says what
+    refused = "\n".join(
+        [
+            "vllm-1  | 2026-12-07T09:00:01.0Z pydantic_core._pydantic_core.ValidationError: 1 validation error for "
+            "ModelConfig",
+            "vllm-1  | 2026-12-07T09:00:01.0Z   Value error, User-specified max_model_len (65536) is greater than the "
+            "derived max_model_len (max_position_embeddings=32768.0 or model_max_length=None in model's config.json).",
+            "vllm-1  | 2026-12-07T09:00:01.0Z     For further information visit https://errors.pydantic.dev/2.14/v/value_error",
+        ]
+    )
+    line = last_error_line(refused, "vllm")
+    assert line is not None and line.startswith("pydantic_core._pydantic_core.ValidationError: 1 validation error")
+    assert "for ModelConfig: Value error, User-specified max_model_len (65536) is greater than" in line
 
 
 # ------------------------------------------------------------------ analysis

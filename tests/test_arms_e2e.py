@@ -101,13 +101,14 @@ def test_a_local_arm_without_its_prefix_cache_is_misconfigured_and_fails_the_run
 
 
 def test_an_engine_that_exits_during_bring_up_is_quoted_by_its_own_error_line(tmp_path, stack_images):
-    """An engine whose pool cannot hold one request refuses to start (the config check is bypassed by an
-    extra engine flag, the last one wins): the cell's reason quotes vLLM's own error, not only
-    'did not become healthy'."""
-    cfg = tmp_path / "small-pool.yaml"
+    """An engine asked for a context longer than its model's refuses to start (the config check is bypassed
+    by an extra engine flag, the last one wins): the cell's reason quotes vLLM's own error, what failed
+    included, not only 'did not become healthy'. vLLM refuses this flag before its engine process starts
+    (18 s here, where a pool too small to hold one request is found after the engine's start: 32 s)."""
+    cfg = tmp_path / "long-context.yaml"
     cfg.write_text(
         f"extends: {pinned(ARMS, tmp_path)}\nmode: local\n"
-        "stack: {extra_vllm_args: ['--num-gpu-blocks-override', '8']}\n"
+        "stack: {extra_vllm_args: ['--max-model-len', '65536']}\n"
         "scenarios: {ws: {kind: working_set, document_tokens: 4096, ratios: [0.5]}}\n"
     )
     proc = subprocess.run([*KVBENCH, "bench-all", "--config", str(cfg), "--results", str(tmp_path / "r")],
@@ -115,4 +116,4 @@ def test_an_engine_that_exits_during_bring_up_is_quoted_by_its_own_error_line(tm
     assert proc.returncode == 1, proc.stderr[-3000:]
     entry = json.loads((only_run(tmp_path / "r") / "manifest.json").read_text())["scenarios"]["local/ws-x0p5"]
     assert entry["status"] == "failed" and "did not become healthy" in entry["reason"], entry
-    assert "vllm said:" in entry["reason"] and "maximum model length" in entry["reason"], entry["reason"]
+    assert "vllm said:" in entry["reason"] and "max_model_len (65536) is greater than" in entry["reason"], entry

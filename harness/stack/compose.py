@@ -279,6 +279,7 @@ def _last_line(e: DockerException) -> str:
 
 _LOG_PREFIX = re.compile(r"^(?P<svc>[A-Za-z0-9_.-]+?)(-\d+)?\s+\|\s?(\d{4}-\d\d-\d\dT\S+\s)?(?P<text>.*)$")
 _PY_ERROR = re.compile(r"\b[A-Za-z_.]*(Error|Exception|Exit)\b: \S")
+_VALIDATION = re.compile(r"\d+ validation errors? for \S+$")  # e.g. vLLM's ModelConfig refusing a flag
 
 
 def last_error_line(compose_log: str, service: str, width: int = 400) -> str | None:
@@ -298,4 +299,7 @@ def last_error_line(compose_log: str, service: str, width: int = 400) -> str | N
     causes = [x for x in errors if "above" not in x.lower()]
     pick = (causes or errors or [None])[-1]
     pick = pick or next((x for x in reversed(own) if "ERROR" in x), own[-1])
+    i = len(own) - 1 - own[::-1].index(pick)
+    if _VALIDATION.search(pick) and i + 1 < len(own):  # pydantic's header; what failed is on the next line
+        pick = f"{pick}: {own[i + 1]}"
     return pick[:width]
