@@ -70,7 +70,7 @@ def _suite(tmp_path: Path, calls: list, monkeypatch, resume: Path | None = None)
         calls.append((cell.entry.scenario, cell.entry.mode, cell.entry.repeat))
         cell.entry.status = "failed" if (cell.entry.scenario, cell.entry.mode) == ("b", "baseline") else "ok"
 
-    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    monkeypatch.setattr("harness.report.report_and_summary", lambda root: "")
     if resume:
         return Suite.resume(resume, lambda overlay: {}, _opts(tmp_path, measure), ["resume"])
     return Suite(CFG, lambda overlay: {}, _opts(tmp_path, measure), ["test"])
@@ -99,7 +99,7 @@ def test_an_interrupted_run_lists_the_cells_it_never_reached(tmp_path, monkeypat
     def interrupted(run, cell, target, since) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    monkeypatch.setattr("harness.report.report_and_summary", lambda root: "")
     suite = Suite(CFG, lambda overlay: {}, _opts(tmp_path, interrupted), ["test"])
     suite.plan_cells(["a", "b"], ("fresh",), 1, ("with-cache",))
     with pytest.raises(KeyboardInterrupt):
@@ -128,7 +128,7 @@ def test_a_sweep_runs_every_point_with_its_own_settings_and_resumes_by_point(tmp
         cell.entry.status = "failed" if label == "point-02-baseline-b" else "ok"
 
     suite = Suite(cfg, lambda overlay: {}, _opts(tmp_path, measure), ["test"])
-    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    monkeypatch.setattr("harness.report.report_and_summary", lambda root: "")
     suite.plan_cells(["a", "b"], ("fresh",), 1, cfg.modes)
     assert suite.run_all() is False
     assert [s[0] for s in seen] == [
@@ -166,7 +166,7 @@ def _reset_suite(tmp_path: Path, monkeypatch, proofs: list[bool], on_failure: st
         return None
 
     suite = Suite(cfg, lambda overlay: {}, _opts(tmp_path, measure, prove, stacks), ["test"])
-    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    monkeypatch.setattr("harness.report.report_and_summary", lambda root: "")
     suite.plan_cells(["a", "b", "c"], ("reset",), 1, ("with-cache",))
     return suite, stacks
 
@@ -221,7 +221,7 @@ def test_resuming_a_shared_run_sets_finished_cells_aside_instead_of_appending_to
             fh.write(f"row of {cell.name}\n")
         cell.entry.status = outcome[cell.name]
 
-    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    monkeypatch.setattr("harness.report.report_and_summary", lambda root: "")
     suite = Suite(CFG, lambda overlay: {}, _opts(tmp_path, measure), ["test"])
     suite.plan_cells(["a", "b"], ("shared",), 1, ("with-cache",))
     suite.run_all()
@@ -251,7 +251,7 @@ def test_kvbench_run_reset_fails_a_cell_its_proof_missed_or_that_is_still_contam
         cell.entry.status = "contaminated"
         return f"first prompt of {cell.name}"
 
-    monkeypatch.setattr("harness.suite.suite.report_and_summary", lambda root: "")
+    monkeypatch.setattr("harness.report.report_and_summary", lambda root: "")
     cfg = CFG.model_copy(update={"default_scenarios": ["a", "b", "c"]})
     cfg.scenarios["c"] = cfg.scenarios["a"]
     plain = Suite(cfg, lambda overlay: {}, _opts(tmp_path / "plain", measure), ["test"])
