@@ -58,7 +58,7 @@ def _figure(width: float, height: float) -> Figure:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format="png")  # constrained layout fits it; bbox_inches="tight" drew every figure twice
     return buf.getvalue()
 
 
