@@ -104,14 +104,15 @@ def worker_core() -> str | None:
     return str(int(worker[2:]) % (os.cpu_count() or 1)) if worker[2:].isdigit() else None
 
 
-def pinned(config: Path, tmp: Path) -> Path:
+def pinned(config: Path, tmp: Path, engines: int = 1) -> Path:
     """`config` with this worker's engines on its own core (stack.engine_cpusets), as a config that
-    extends it; `config` itself outside xdist."""
+    extends it; `config` itself outside xdist. Two-engine topologies put both on it: spread over both
+    cores they met the other worker's engine on one (its engine process then took 2 min to start)."""
     core = worker_core()
     if core is None:
         return config
     out = tmp / f"{config.stem}-cpu{core}.yaml"
-    out.write_text(yaml.safe_dump({"extends": str(config), "stack": {"engine_cpusets": [core]}}))
+    out.write_text(yaml.safe_dump({"extends": str(config), "stack": {"engine_cpusets": [core] * engines}}))
     return out
 
 

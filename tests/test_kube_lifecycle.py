@@ -29,6 +29,7 @@ from harness.stack.compose import ComposeStack
 from harness.stack.kubestack import KubeStack, StackError, api_client, find, stale_namespaces
 from harness.stack.spec import prepare
 
+from .conftest import pinned
 from .kube_standin import StandInApiServer
 from .test_compose_render import REPO, SECRET, prepared
 
@@ -251,7 +252,7 @@ def test_kvbench_bench_on_the_kubernetes_backend_measures_through_the_port_forwa
     server, its pods' ports are a real vLLM + Mooncake CPU stack (compose), reached through the
     official client's port-forward. Cold gate, Mooncake reuse in round 2 and the teardown evidence
     must come through as on the compose backend."""
-    cfg = load_config(REPO / "tests" / "configs" / "e2e.yaml")
+    cfg = load_config(pinned(REPO / "tests" / "configs" / "e2e.yaml", tmp_path))
     spec = prepare(cfg.stack, "20261201t000000z-kube", "pods", tmp_path / "pods", stack_images)
     with ComposeStack(spec, tmp_path / "pods", cfg.stack.ready_timeout, 5) as pods:
         pods.up()

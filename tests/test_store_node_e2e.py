@@ -25,7 +25,7 @@ from python_on_whales import docker
 from harness.report.analysis import analyse
 from harness.stack.compose import find_resources
 
-from .conftest import REPO, bench_acting_mid_round
+from .conftest import REPO, bench_acting_mid_round, pinned
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 CONFIG = REPO / "tests" / "configs" / "store-node.yaml"
@@ -33,8 +33,10 @@ KVBENCH = [sys.executable, "-m", "harness"]
 
 
 def _config(tmp: Path, **stack: object) -> Path:
+    """The store-node config with `stack` over it, its engines on this worker's core (conftest.pinned)."""
+    engines = 2 if stack.get("topology") == "cross-instance" else 1
     out = tmp / "store-node-test.yaml"
-    out.write_text(yaml.safe_dump({"extends": str(CONFIG), "stack": stack}))
+    out.write_text(yaml.safe_dump({"extends": str(pinned(CONFIG, tmp, engines)), "stack": stack}))
     return out
 
 
@@ -73,7 +75,7 @@ def test_a_store_node_killed_mid_round_fails_the_cell_within_seconds_and_leaves_
             time.sleep(0.2)  # polling the manifest, bounded above
         failed_after.append(time.monotonic() - t)
 
-    code, err, run_dir = _bench(tmp_path, CONFIG, "short_batch", acts=[("short_batch", 3, kill_store)])
+    code, err, run_dir = _bench(tmp_path, _config(tmp_path), "short_batch", acts=[("short_batch", 3, kill_store)])
     assert code != 0, err[-2000:]
     cell = _manifest(run_dir)["scenarios"]["short_batch"]
     assert cell["status"] == "failed" and "StoreDown" in cell["reason"], cell
@@ -115,7 +117,7 @@ def test_wrong_kv_from_the_store_is_reported_by_the_fidelity_check(tmp_path, sta
     but the same keys. Round 1 on A fills the store, round 2 on B loads A's KV. With the cache vs
     without it (baseline: B recomputes), round 1 (both on A) agrees and round 2 differs: the
     fidelity check reports the mismatch and names the prompts instead of passing."""
-    cfg = _config(tmp_path, topology="cross-instance", engine_cpusets=["0", "1"])
+    cfg = _config(tmp_path, topology="cross-instance")
     overlay = REPO / "tests" / "compose" / "wrong-weights.yaml"
     code, err, run_dir = _bench(tmp_path, cfg, "wrong_kv_qa", "--mode", "both", "--compose-file", str(overlay))
     assert code == 0, err[-3000:]

@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from .conftest import REPO, warm_beats_cold
+from .conftest import REPO, pinned, warm_beats_cold
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 KVBENCH = [sys.executable, "-m", "harness"]
@@ -25,7 +25,7 @@ def _bench(tmp_path, config: str, *extra: str):
             *KVBENCH,
             "bench-all",
             "--config",
-            str(REPO / "tests" / "configs" / config),
+            str(pinned(REPO / "tests" / "configs" / config, tmp_path, engines=2)),
             "--results",
             str(results),
             *extra,
