@@ -82,7 +82,7 @@ from harness.config import ColdStart, Config, load_config  # noqa: E402
 from harness.observe.probes import Probe, Snapshot, deltas, settled  # noqa: E402
 from harness.records.metrics import SERVER_HISTOGRAMS  # noqa: E402
 from harness.runner import Endpoint, run_rounds  # noqa: E402
-from harness.stack import TeardownResult, interrupts  # noqa: E402
+from harness.stack import interrupts  # noqa: E402
 from harness.stack.compose import ComposeStack  # noqa: E402
 from harness.stack.spec import prepare  # noqa: E402
 from harness.workload import build_workload  # noqa: E402
@@ -526,21 +526,20 @@ def measure(cfg: Config, url: str, container: str, args: argparse.Namespace, wor
         probe.close()
 
 
-def _on_fresh_stack(cfg: Config, args: argparse.Namespace, work: Path, runs: list[Run]) -> TeardownResult:
+def _fresh_stack(cfg: Config, work: Path) -> ComposeStack:
     images = _images(cfg.stack.overlays)
-    run_id = f"peer-{time.strftime('%Y%m%d-%H%M%S')}"
-    spec = prepare(cfg.stack, run_id, "peer", work / "stack", images)
-    stack = ComposeStack(spec, work / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout)
-    try:
-        t = time.perf_counter()
-        print(f"bringing up {spec.project} ...", file=sys.stderr)
-        stack.up()
-        print(f"  stack healthy in {time.perf_counter() - t:.1f} s; engine {spec.vllm_url}", file=sys.stderr)
-        (container,) = stack.engine_container_ids()
-        measure(cfg, spec.vllm_url, container, args, work, runs)
-    finally:
-        teardown = stack.down()
-    return teardown
+    spec = prepare(cfg.stack, f"peer-{time.strftime('%Y%m%d-%H%M%S')}", "peer", work / "stack", images)
+    return ComposeStack(spec, work / "stack", cfg.stack.ready_timeout, cfg.stack.teardown_timeout)
+
+
+def _up(stack: ComposeStack) -> str:
+    """Bring the stack up; its engine container."""
+    t = time.perf_counter()
+    print(f"bringing up {stack.spec.project} ...", file=sys.stderr)
+    stack.up()
+    print(f"  stack healthy in {time.perf_counter() - t:.1f} s; engine {stack.spec.vllm_url}", file=sys.stderr)
+    (container,) = stack.engine_container_ids()
+    return container
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -559,7 +558,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.endpoint:  # someone else's server: measured as it is, never torn down
             measure(cfg, args.endpoint, args.engine_container, args, work, runs)
         else:
-            teardown = _on_fresh_stack(cfg, args, work, runs)
+            stack = _fresh_stack(cfg, work)
+            try:
+                measure(cfg, stack.spec.vllm_url, _up(stack), args, work, runs)
+            finally:  # also when a tool failed: its teardown line and JSON field still report it
+                teardown = stack.down()
     except ToolFailed as e:
         failure = str(e)
     except interrupts.Interrupted:
