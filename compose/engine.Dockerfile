@@ -59,6 +59,19 @@ RUN set -eux; /opt/venv/bin/python /tmp/make_tiny_model.py /models/tiny; \
       /tmp/version_probe.py /var/lib/kvbench/versions.txt; \
     ls /var/lib/kvbench/vllm-cache/modelinfos/*.json
 
+# kvbench's CPU platform plugin (compose/kvbench_cpu_platform.py: the engine-core process forked, not
+# spawned, when KVBENCH_ENGINE_FORK=1), installed as a vllm.platform_plugins entry point.
+COPY compose/kvbench_cpu_platform.py /tmp/
+RUN set -eux; sp="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+    install -m 644 /tmp/kvbench_cpu_platform.py "$sp/"; /opt/venv/bin/python -m compileall -q "$sp/kvbench_cpu_platform.py"; \
+    d="$sp/kvbench_cpu_platform-1.0.dist-info"; mkdir -p "$d"; \
+    printf 'Metadata-Version: 2.1\nName: kvbench-cpu-platform\nVersion: 1.0\n' > "$d/METADATA"; \
+    printf '[vllm.platform_plugins]\nkvbench_cpu = kvbench_cpu_platform:register\n' > "$d/entry_points.txt"; \
+    : > "$d/RECORD"; rm /tmp/kvbench_cpu_platform.py; test -f "$sp/torch/lib/libgomp.so.1"
+# PyTorch's libgomp preloaded in every process, as vLLM's CPU platform preloads it into the processes
+# it spawns (its thread binding needs it): a forked engine-core process then runs with the same library.
+ENV LD_PRELOAD=/opt/venv/lib/python3.11/site-packages/torch/lib/libgomp.so.1
+
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
 EXPOSE 8000

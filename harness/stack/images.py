@@ -108,6 +108,7 @@ STACKS: dict[str, tuple[ImageSpec, ...]] = {
                 "scripts/make_tiny_model.py",
                 "scripts/engine_caches.py",
                 "harness/stack/version_probe.py",
+                "compose/kvbench_cpu_platform.py",
             ),
         ),
         ImageSpec(
