@@ -7,10 +7,16 @@
 #   (no registry is reachable here to pull one);
 # - the pause image built from the local kvbench base image, and IMAGEs copied from Docker.
 # Quiet: one line per step that does something; output in build/logs/podman-*.log.
+# One run at a time (build/podman.lock): `make test` starts it in the background beside the tests
+# (copying the 3.2 GB engine image takes ~2 min, mostly disk), and the podman test's own call waits
+# for that one to finish, then finds everything done.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOGS="${KVB_LOG_DIR:-$REPO/build/logs}"
+mkdir -p "$REPO/build" "$LOGS"
+exec 9>"$REPO/build/podman.lock"
+flock 9
 # shellcheck source=scripts/logged.sh
 . "$REPO/scripts/logged.sh"
 PAUSE=localhost/kvbench/pause:1

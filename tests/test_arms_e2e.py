@@ -82,8 +82,9 @@ def test_the_store_pays_only_past_the_pool(arms_run):
 
 def test_a_local_arm_without_its_prefix_cache_is_misconfigured_and_fails_the_run(tmp_path, stack_images):
     """A real misconfiguration: the local arm with vLLM's prefix cache switched off again by an extra
-    engine flag (the last flag wins). The engine says so itself (cache_config_info) and its counters
-    show no local hit where the pool holds every document: misconfigured, loudly, exit 1."""
+    engine flag (the last flag wins). The engine says so itself (cache_config_info) before round 1:
+    misconfigured, loudly, exit 1, and no round is run to confirm it (a local arm whose counters show
+    no local hit is judged after its rounds: tests/test_arms.py)."""
     cfg = tmp_path / "broken.yaml"
     cfg.write_text(
         f"extends: {pinned(ARMS, tmp_path)}\nmode: local\nrounds: 2\n"
@@ -96,8 +97,10 @@ def test_a_local_arm_without_its_prefix_cache_is_misconfigured_and_fails_the_run
     run_dir = only_run(tmp_path / "r")
     entry = json.loads((run_dir / "manifest.json").read_text())["scenarios"]["local/ws-x0p5"]
     assert entry["status"] == "misconfigured", entry
-    assert "0 local prefix-cache hits" in entry["reason"]
-    assert "MISCONFIGURED" in proc.stderr and "MISCONFIGURED local/ws-x0p5" in (run_dir / "report.md").read_text()
+    assert entry["reason"] == "the engine reports prefix caching off, the arm wants it on", entry
+    assert not (run_dir / "local" / "ws-x0p5" / "requests.csv").exists()  # no round was run
+    assert "MISCONFIGURED" in proc.stderr and "no round run" in proc.stderr
+    assert f"MISCONFIGURED local/ws-x0p5: {entry['reason']}." in (run_dir / "report.md").read_text()
 
 
 def test_an_engine_that_exits_during_bring_up_is_quoted_by_its_own_error_line(tmp_path, stack_images):

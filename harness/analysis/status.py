@@ -68,8 +68,18 @@ def _unseen(cold_detail: str | None) -> bool:
 
 def misconfigured(table: pd.DataFrame, entry: CellEntry, stack: StackConfig) -> str | None:
     """Why the cell's arm measured something else than it claims (None: it did not): the engine runs
-    with another prefix-cache setting or another KV pool than asked, or its measured rounds' hit
-    counters contradict the arm (arms.control_problem)."""
+    with another prefix-cache setting or another KV pool than asked (`engine_mismatch`), or its
+    measured rounds' hit counters contradict the arm (arms.control_problem)."""
+    problems = engine_mismatch(entry, stack)
+    if "round" in table:
+        why = control_problem(entry.mode, table[table["round"] > 1], entry.block_size)
+        problems += [why] if why else []
+    return "; ".join(problems) or None
+
+
+def engine_mismatch(entry: CellEntry, stack: StackConfig) -> list[str]:
+    """What the engine reported before round 1 (its prefix-cache flag, its KV pool) against what the
+    cell's arm and stack asked for: known before any request."""
     problems = []
     flags = ARM_FLAGS.get(entry.mode)
     if flags is not None and entry.engine_prefix_caching is not None and entry.engine_prefix_caching != flags[0]:
@@ -85,7 +95,4 @@ def misconfigured(table: pd.DataFrame, entry: CellEntry, stack: StackConfig) -> 
         problems.append(
             f"the engine allocated {entry.engine_pool_blocks:,} KV blocks, {stack.pool_blocks:,} were asked"
         )
-    if "round" in table:
-        why = control_problem(entry.mode, table[table["round"] > 1], entry.block_size)
-        problems += [why] if why else []
-    return "; ".join(problems) or None
+    return problems

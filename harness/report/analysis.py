@@ -167,6 +167,8 @@ def _arms(data: RunData, req: pd.DataFrame) -> dict:
             why = A.control_problem(str(g["mode"].iloc[0]), g, block)
             if why:
                 bad[rel] = why
+    for rel, reason in data.dirs.loc[data.dirs["status"] == "misconfigured", ["dir", "reason"]].values:
+        bad.setdefault(str(rel), str(reason))  # found before its rounds (the engine's own flags): none ran
     if not table.empty:
         cells = {str(data.dirs.loc[d, "dir"]): (s, m) for d, s, m in zip(r["dir"], r["scenario"], r["mode"])}
         flagged = {cells[k] for k in bad if k in cells}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis.shortfall import cell_shortfalls
-from harness.analysis.status import cell_status, misconfigured
+from harness.analysis.status import cell_status, engine_mismatch, misconfigured
 from harness.client.tokenizer import ServerTokenizer
 from harness.config import ARM_FLAGS, Config
 from harness.observe.probes import Probe, Snapshot, cold_state, store_node_state
@@ -66,6 +66,12 @@ def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None =
         if target.stack is not None:  # an external server is measured as it is
             _warm_up(run, cell, target, probes)
         cold, detail = _prove_cold(cell, probes, since, target.store_url)
+        if target.stack is not None and (why := "; ".join(engine_mismatch(cell.entry, cell.cfg.stack))):
+            # the arm's engine runs another prefix cache or pool than asked: its rounds would measure
+            # something else, so none is run (an external server's flags are its operator's)
+            cell.entry.set(status="misconfigured", reason=why, misconfigured=why)
+            say(f"  [red]MISCONFIGURED: {why}: no round run[/red]")
+            return None
         routes: list[Route] = [(Endpoint(u, run.model), p) for u, p in zip(target.urls, probes)]
         with run.local_tokenizer or ServerTokenizer(routes[0][0].base_url, run.model) as tok:
             run.manifest.tokenizer = tok.source
