@@ -239,6 +239,24 @@ def test_no_r0_when_the_store_never_clearly_pays():
     assert "no R0" in A.verdict_line(x)
 
 
+def test_a_gain_without_a_token_from_the_store_is_not_the_stores():
+    """Below the pool both arms hit vLLM's own cache; seen on the CPU stack: local+store -37.3 %
+    [-53.7, -12.0] vs local at ratio 0.5 with 0 % from the store (two stacks at two moments of a busy
+    host). That ratio is no win: R0 comes from where the store served, and the verdict says why."""
+    c = pd.DataFrame({"scenario": ["a", "b"], "ratio": [0.5, 4.0], "change": [-37.3, -95.4], "lo": [-53.7, -96.0],
+                      "hi": [-12.0, -94.5], "n": [32, 32], "method": ["x; within-run"] * 2,
+                      "store_pct": [0.0, 99.4]})  # fmt: skip
+    x = A.crossover(c)
+    assert x is not None and x.r0 == 4.0 and x.no_store == [0.5]
+    line = A.verdict_line(x)
+    assert "from R0 = 4 on it is faster at every measured ratio" in line
+    assert "faster at 0.5 (-37.3 % [-53.7, -12.0]) without a token from the store: not the store's gain" in line
+    served = A.crossover(c.assign(store_pct=[3.0, 99.4]))  # the same figures with store hits: a win
+    assert served is not None and served.r0 == 0.5 and served.no_store == []
+    unknown = A.crossover(c.assign(store_pct=[math.nan, 99.4]))  # no counters: judged on TTFT alone
+    assert unknown is not None and unknown.r0 == 0.5
+
+
 @pytest.mark.docker  # kube.manifests renders the compose model with `docker compose config`
 @pytest.mark.parametrize("mode", ["baseline", "local", "with-cache", "local+store"])
 def test_gpu_kubernetes_renderings_carry_the_arm_and_the_pool(tmp_path, monkeypatch, mode):

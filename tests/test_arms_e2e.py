@@ -73,8 +73,10 @@ def test_the_store_pays_only_past_the_pool(arms_run):
         A.verdict_line(a.crossover), changes[["ratio", "change", "lo", "hi", "n"]].round(1), sep="\n", file=sys.stderr
     )
     small, big = changes.loc["ws-x0p5"], changes.loc["ws-x4"]
-    assert not small["hi"] < 0, small.to_dict()  # below the pool: local+store no better than local
-    assert big["hi"] < 0 and big["change"] < -20, big.to_dict()  # past it: clearly faster
+    # Below the pool the store serves nothing, so whatever the TTFTs of the two arms' stacks do there
+    # (seen: +25 to +34 %, and -37.3 % [-53.7, -12.0] on a busy host) is never counted as its gain.
+    assert small["store_pct"] == 0, small.to_dict()
+    assert big["hi"] < 0 and big["change"] < -20 and big["store_pct"] > 90, big.to_dict()  # past it: clearly faster
     assert a.crossover is not None and a.crossover.r0 == 4.0
     assert "R0 = 4" in A.verdict_line(a.crossover) and not a.misconfigured
     assert "R0 = 4" in (run_dir / "report.md").read_text() and (run_dir / "plots" / "arms.png").exists()

@@ -19,7 +19,10 @@ measured rounds: the warm rounds (2+), which revisit exactly the prompts of roun
   intervals.paired_mean_change_pct, within-run) or over the repeats' changes
   (intervals.repeats_change_pct: t on the log scale).
 - The crossover R0: the smallest measured ratio from which on local+store is faster than local at
-  every measured ratio with its whole interval below 0. Named from the data, never extrapolated.
+  every measured ratio with its whole interval below 0 and tokens from the store. A ratio where
+  local+store served nothing from the store is not a gain of the store, whatever its interval says:
+  the two arms differ there only in their stacks (a within-run interval does not span that).
+  Named from the data, never extrapolated.
 - Controls (`control_problem`): an arm that measured something else than it claims is misconfigured.
 """
 
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -57,6 +60,7 @@ class Crossover:
     change: Interval  # local+store vs local TTFT mean change at `at`
     below: list[tuple[float, Interval]]  # the ratios under R0 and their changes
     ratios: list[float]
+    no_store: list[float] = field(default_factory=list)  # ratios where local+store got 0 store hits
 
 
 def _sum(g: pd.DataFrame, col: str) -> float:
@@ -181,6 +185,7 @@ def changes_by_ratio(
         if not {new, old} <= set(g["arm"]):
             continue
         iv = arm_change(rounds, requests, str(scen), mode[new], mode[old])
+        store = g.loc[g["arm"] == new, "store_pct"] if "store_pct" in g else pd.Series(dtype=float)
         rows.append(
             {
                 "scenario": scen,
@@ -192,6 +197,7 @@ def changes_by_ratio(
                 "hi": iv.hi,
                 "n": iv.n,
                 "method": iv.method,
+                "store_pct": float(store.iloc[0]) if len(store) else math.nan,  # the new arm's
             }
         )
     return pd.DataFrame(rows).sort_values("ratio", ignore_index=True) if rows else pd.DataFrame()
@@ -199,13 +205,18 @@ def changes_by_ratio(
 
 def crossover(changes: pd.DataFrame) -> Crossover | None:
     """R0 from the measured ratios: the smallest ratio from which on every measured ratio has
-    local+store faster than local with its whole interval below 0. None without two arms' data."""
+    local+store faster than local with its whole interval below 0 and hits from the store (a ratio
+    with 0 % from the store is never a win). None without two arms' data."""
     if changes.empty:
         return None
     c = changes.dropna(subset=["ratio"]).sort_values("ratio")
     if c.empty:
         return None
-    wins = [bool(hi < 0) if not math.isnan(hi) else False for hi in c["hi"]]
+    store = c["store_pct"] if "store_pct" in c else pd.Series(math.nan, index=c.index)
+    no_store = [float(r) for r, pct in zip(c["ratio"], store) if pct == 0]
+    wins = [
+        bool(hi < 0) and float(r) not in no_store if not math.isnan(hi) else False for r, hi in zip(c["ratio"], c["hi"])
+    ]
     r0 = None
     for i in range(len(c)):
         if all(wins[i:]):
@@ -218,7 +229,7 @@ def crossover(changes: pd.DataFrame) -> Crossover | None:
         if r0 is None or x["ratio"] < r0
     ]
     head = Interval(last["change"], last["lo"], last["hi"], int(last["n"]), last["method"])
-    return Crossover(r0, float(last["ratio"]), head, below, [float(x) for x in c["ratio"]])
+    return Crossover(r0, float(last["ratio"]), head, below, [float(x) for x in c["ratio"]], no_store)
 
 
 def _ci(iv: Interval) -> str:
@@ -239,9 +250,17 @@ def verdict_line(x: Crossover | None) -> str:
         + (" (interval within-run: 1 repeat)" if within else "")
     )
     costs = [(r, iv) for r, iv in x.below if not math.isnan(iv.lo) and iv.lo > 0]
-    wins = [(r, iv) for r, iv in x.below if not math.isnan(iv.hi) and iv.hi < 0]
-    nothing = [r for r, iv in x.below if all(r != c[0] for c in costs + wins)]
+    wins = [(r, iv) for r, iv in x.below if not math.isnan(iv.hi) and iv.hi < 0 and r not in x.no_store]
+    unearned = [(r, iv) for r, iv in x.below if not math.isnan(iv.hi) and iv.hi < 0 and r in x.no_store]
+    nothing = [r for r, iv in x.below if all(r != c[0] for c in costs + wins + unearned)]
     parts = []
+    if unearned:
+        parts.append(
+            "is faster at "
+            + ", ".join(f"{r:g} ({iv.estimate:+.1f} % {_ci(iv)})" for r, iv in unearned)
+            + " without a token from the store: not the store's gain, the two arms' stacks differ"
+            + (" (a within-run interval does not span that)" if within else "")
+        )
     if nothing:
         parts.append(f"adds nothing within its interval at {', '.join(f'{r:g}' for r in nothing)}")
     if costs:
