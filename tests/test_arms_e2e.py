@@ -101,7 +101,7 @@ def test_a_local_arm_without_its_prefix_cache_is_misconfigured_and_fails_the_run
     assert entry["status"] == "misconfigured", entry
     assert entry["reason"] == "the engine reports prefix caching off, the arm wants it on", entry
     assert not (run_dir / "local" / "ws-x0p5" / "requests.csv").exists()  # no round was run
-    assert "MISCONFIGURED" in proc.stderr and "no round run" in proc.stderr
+    assert "MISCONFIGURED (no round run): the engine reports" in proc.stderr  # the line wraps after that
     assert f"MISCONFIGURED local/ws-x0p5: {entry['reason']}." in (run_dir / "report.md").read_text()
 
 

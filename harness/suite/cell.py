@@ -66,11 +66,11 @@ def measure(run: Run, cell: Cell, target: Target, since: list[Snapshot] | None =
         if target.stack is not None:  # an external server is measured as it is
             _warm_up(run, cell, target, probes)
         cold, detail = _prove_cold(cell, probes, since, target.store_url)
-        if target.stack is not None and (why := "; ".join(engine_mismatch(cell.entry, cell.cfg.stack))):
+        if target.stack is not None and (mismatch := "; ".join(engine_mismatch(cell.entry, cell.cfg.stack))):
             # the arm's engine runs another prefix cache or pool than asked: its rounds would measure
             # something else, so none is run (an external server's flags are its operator's)
-            cell.entry.set(status="misconfigured", reason=why, misconfigured=why)
-            say(f"  [red]MISCONFIGURED: {why}: no round run[/red]")
+            cell.entry.set(status="misconfigured", reason=mismatch, misconfigured=mismatch)
+            say(f"  [red]MISCONFIGURED (no round run): {mismatch}[/red]")
             return None
         routes: list[Route] = [(Endpoint(u, run.model), p) for u, p in zip(target.urls, probes)]
         with run.local_tokenizer or ServerTokenizer(routes[0][0].base_url, run.model) as tok:
