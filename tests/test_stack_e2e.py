@@ -321,6 +321,38 @@ def test_peer_agreement_with_vllm_bench_serve_on_the_dev_server(dev_server, tmp_
     assert set(result["summary"]) == {"kvbench", "vllm bench serve"}
 
 
+# Run inside the engine container: the start method of every vLLM engine-core process. A spawned
+# process is exec'd with the environment vLLM's CPU platform set (VLLM_WORKER_MULTIPROC_METHOD=spawn);
+# a forked one keeps the environment its API server was started with (/proc/PID/environ is the one
+# at exec).
+_START_METHODS = """
+import os, pathlib
+for p in pathlib.Path("/proc").glob("[0-9]*"):
+    if p.name == str(os.getpid()):
+        continue  # this script's own command line names EngineCore
+    try:
+        cmd, env = (p / "cmdline").read_bytes(), (p / "environ").read_bytes().split(b"\\0")
+    except OSError:
+        continue
+    if b"EngineCore" in cmd:
+        print("spawn" if b"VLLM_WORKER_MULTIPROC_METHOD=spawn" in env else "fork")
+"""
+
+
+def test_the_cpu_engine_core_is_forked_so_torch_and_vllm_are_imported_once(dev_server):
+    """compose/kvbench_cpu_platform.py (KVBENCH_ENGINE_FORK=1 in compose/cpu.yaml): the engine-core
+    process is forked from the API server, not spawned, so a start imports torch and vLLM once
+    (healthy in 15-19 s instead of 24-28 s). A vLLM whose platform plugins stop loading it would
+    start slower without failing anything else."""
+    labels = [
+        ("label", f"com.docker.compose.project={dev_server.project}"),
+        ("label", "com.docker.compose.service=vllm"),
+    ]
+    (engine,) = docker.container.list(filters=labels)
+    methods = engine.execute(["python", "-c", _START_METHODS]).split()
+    assert methods == ["fork"], methods
+
+
 def _check_chat_run(run_dir: Path, block: int) -> None:
     """Multi-turn over /v1/chat/completions on real vLLM: prompt lengths exact in the
     served tokenizer (chat template included), and every later turn re-uses its
