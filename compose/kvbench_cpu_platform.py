@@ -1,7 +1,8 @@
 """vLLM platform plugin in kvbench's CPU engine image: vLLM's own CPU platform, except that the
 engine-core process is forked from the API server instead of spawned. Active only with
 KVBENCH_ENGINE_FORK=1 (compose/cpu.yaml sets it); registered as a `vllm.platform_plugins` entry
-point by compose/engine.Dockerfile. vLLM logs "Platform plugin kvbench_cpu is activated".
+point by compose/engine.Dockerfile. Checked on the real stack by
+tests/test_stack_e2e.py::test_the_cpu_engine_core_is_forked_so_torch_and_vllm_are_imported_once.
 
 Why: vLLM's CPU platform always starts its processes with `spawn`, so the engine-core process
 imports torch and vLLM a second time after the API server has. Measured on one core, nothing beside

@@ -231,6 +231,10 @@ def _second_engine(files: list[Path], env_file: Path, s: StackConfig, port: int,
     for key in ("build", "container_name", "hostname"):
         b.pop(key, None)
     b["ports"] = [{"target": 8000, "published": str(port), "host_ip": s.bind_address, "protocol": "tcp"}]
+    # B's container after A's: both mount the stack's named volume, and Docker copying the image's
+    # files into the empty volume for two containers at once can fail one ("mkdir .../vllm-cache/
+    # modelinfos: file exists", seen once in a cross-instance bring-up). A started, not healthy: ~1 s.
+    b["depends_on"] = {**b.get("depends_on", {}), "vllm": {"condition": "service_started", "required": True}}
     if len(s.engine_cpusets) > 1:
         b["cpuset"] = s.engine_cpusets[1]
     if s.on_gpu and s.gpu.engine_devices:
