@@ -240,4 +240,5 @@ def test_an_extra_overlay_may_address_engine_b(tmp_path):
     assert b["entrypoint"] == ["python3", "/opt/kvbench/other_weights.py"] and a["entrypoint"] == ["vllm", "serve"]
     assert b["command"] == a["command"] and b["image"] == a["image"] and b["cpuset"] == "1"
     assert {v["target"] for v in a["volumes"]} < {v["target"] for v in b["volumes"]}
-    assert set(b["depends_on"]) == {"mooncake-master", STORE}
+    assert set(b["depends_on"]) == {"mooncake-master", STORE, "vllm"}  # after A: one copy into the shared volume
+    assert b["depends_on"]["vllm"]["condition"] == "service_started"
