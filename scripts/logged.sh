@@ -45,7 +45,11 @@ run_logged() {  # LABEL VERB LOG command...
   pid=$!
   # shellcheck disable=SC2064  # expand $pid now
   trap "kill $pid 2>/dev/null; wait $pid 2>/dev/null; printf '\n%s: interrupted (log: %s)\n' '$label' '$rel' >&2; exit 130" INT TERM
-  [ "$tty" = 1 ] || printf '%s' "$label" >&2
+  # Without spinner or dots the label waits for the outcome: one write per line, so steps run
+  # side by side (scripts/setup.sh) never interleave their halves.
+  local lead=""
+  if [ "$tty" = 0 ] && [ "$dots" = 1 ]; then printf '%s' "$label" >&2; fi
+  [ "$tty" = 1 ] || [ "$dots" = 1 ] || lead="$label"
   while kill -0 "$pid" 2>/dev/null; do
     sleep 0.2
     n=$((n + 1))
@@ -66,9 +70,9 @@ run_logged() {  # LABEL VERB LOG command...
     done_line=": $verb in $elapsed s (log: $rel)"
     # The log's path only where the line still fits 80 columns (a wrapped line is two on the screen).
     [ $((${#label} + ${#done_line})) -le 80 ] || done_line=": $verb in $elapsed s"
-    printf '%s\n' "$done_line" >&2
+    printf '%s%s\n' "$lead" "$done_line" >&2
   else
-    printf ': FAILED (exit %d) after %s s; last %d lines of %s:\n' "$rc" "$elapsed" "${KVB_LOG_TAIL:-20}" "$rel" >&2
+    printf '%s: FAILED (exit %d) after %s s; last %d lines of %s:\n' "$lead" "$rc" "$elapsed" "${KVB_LOG_TAIL:-20}" "$rel" >&2
     tail -n "${KVB_LOG_TAIL:-20}" "$log" | sed 's/^/  | /' >&2
     printf '%s: FAILED, full log: %s\n' "$label" "$rel" >&2
   fi

@@ -79,6 +79,26 @@ def test_logged_sh_failure_shows_the_tail_and_keeps_the_exit_code(tmp_path):
     assert lines[1:-1] == [f"  | {i}" for i in range(481, 501)]
 
 
+def test_logged_sh_steps_side_by_side_print_whole_lines(tmp_path):
+    """scripts/setup.sh runs steps at once with KVB_PROGRESS=none (the wheelhouses did: "[wheelhouse]
+    master (...)[wheelhouse] engine (...): fetched in 15.9 s" then ": fetched in 42.4 s" on a bare
+    machine): each step's line is written whole when it ends."""
+    script = (
+        f". {LOGGED}; run_logged '[t] slow' done slow.log sleep 1 & run_logged '[t] quick' done quick.log true; wait"
+    )
+    out = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={**os.environ, "KVB_PROGRESS": "none"},
+    )
+    lines = out.stderr.splitlines()
+    assert out.returncode == 0 and len(lines) == 2, out.stderr
+    assert sorted(line.split(": done in ")[0] for line in lines) == ["[t] quick", "[t] slow"], out.stderr
+
+
 @pytest.mark.docker
 def test_force_remove_removes_by_name_and_skips_what_is_gone(light_image):
     """stack.force_remove (python-on-whales): a running container with its volume, a network,
