@@ -91,7 +91,8 @@ def test_compose_renders_the_store_node_beside_the_master_and_every_engine_waits
     assert store["labels"]["io.kvbench.managed"] == "true" and store["init"] is True
     (port,) = store["ports"]
     assert port["host_ip"] == "127.0.0.1" and int(port["published"]) == spec.store_metrics_port
-    assert "9300/health" in " ".join(store["healthcheck"]["test"])
+    check = " ".join(store["healthcheck"]["test"])
+    assert "/dev/tcp/127.0.0.1/9300" in check and "GET /health " in check and "$" not in check
     for e in engines:
         assert services[e]["depends_on"][STORE]["condition"] == "service_started"
         assert services[e]["depends_on"]["mooncake-master"]["condition"] == "service_started"
