@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from python_on_whales import DockerClient, DockerException, docker
+from python_on_whales.exceptions import NoSuchContainer, NoSuchNetwork, NoSuchVolume
 
 from harness.stack import interrupts
 from harness.stack.base import REGISTRY, StackError, TeardownResult, owner_dead
@@ -42,12 +43,26 @@ class Leftovers:
         return f"{len(self.containers)} containers, {len(self.volumes)} volumes, {len(self.networks)} networks"
 
 
+def _kept(listed: list[Any], labels_of: Callable[[Any], dict | None], keep: Callable[[dict], bool]) -> list[str]:
+    """Names of the listed objects whose labels `keep` accepts. Each attribute is an inspect of its
+    own: an object removed after the list (another run's teardown in between) is gone, not left
+    over, and must not fail the check (seen with three pytest workers: NoSuchContainer)."""
+    names = []
+    for obj in listed:
+        try:
+            if keep(labels_of(obj) or {}):
+                names.append(obj.name)
+        except (NoSuchContainer, NoSuchVolume, NoSuchNetwork):
+            continue
+    return names
+
+
 def find_resources(label: str, keep: Callable[[dict], bool] = lambda labels: True) -> Leftovers:
     f: Any = [("label", label)]  # the CLI's filter literal types name each key; this one is "label"
     lookups = (
-        lambda: [c.name for c in docker.container.list(all=True, filters=f) if keep(c.config.labels or {})],
-        lambda: [v.name for v in docker.volume.list(filters=f) if keep(v.labels or {})],
-        lambda: [n.name for n in docker.network.list(filters=f) if keep(n.labels or {})],
+        lambda: _kept(docker.container.list(all=True, filters=f), lambda c: c.config.labels, keep),
+        lambda: _kept(docker.volume.list(filters=f), lambda v: v.labels, keep),
+        lambda: _kept(docker.network.list(filters=f), lambda n: n.labels, keep),
     )
     # Three docker CLI round trips: in parallel they cost one (teardown time is measured).
     with ThreadPoolExecutor(3) as pool:
