@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -176,5 +177,38 @@ def bench_acting_mid_round(
         code = proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _interrupt(proc)
     return code, err.read_text(), run_dir
+
+
+def _interrupt(proc: subprocess.Popen, grace: float = 60) -> None:
+    """Stop a kvbench that overran as Ctrl-C does, so it tears its stacks down: a SIGKILL leaves them
+    running, and a dead owner's stacks are leftovers that make every later `kvbench bench` refuse to
+    start. Killed only if it has not exited `grace` s later."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_interruptibly(
+    args: list[str], *, timeout: float, capture_output: bool = True, text: bool = True, **kwargs
+) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True, timeout=...) for kvbench, or a script
+    that runs it, but stopped by `_interrupt` at the timeout instead of subprocess.run's SIGKILL.
+    Raises TimeoutExpired as subprocess.run does."""
+    assert capture_output and text, "output is captured as text"
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise subprocess.TimeoutExpired(args, timeout, out, err) from None
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)

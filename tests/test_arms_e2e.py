@@ -9,7 +9,6 @@ over stacks, and the two extra repeats cost 2.5 minutes)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
@@ -19,7 +18,7 @@ import pytest
 from harness.analysis import arms as A
 from harness.report.analysis import analyse
 
-from .conftest import REPO, only_run, pinned
+from .conftest import REPO, only_run, pinned, run_interruptibly
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 ARMS = REPO / "tests" / "configs" / "arms.yaml"
@@ -30,7 +29,7 @@ KVBENCH = [sys.executable, "-m", "harness"]
 def arms_run(tmp_path_factory, stack_images):
     work = tmp_path_factory.mktemp("arms")
     t = time.perf_counter()
-    proc = subprocess.run(
+    proc = run_interruptibly(
         [*KVBENCH, "bench-all", "--config", str(pinned(ARMS, work)), "--isolation", "reset", "--repeats", "1",
          "--results", str(work / "results")],
         capture_output=True, text=True, timeout=600, cwd=REPO,
@@ -93,7 +92,7 @@ def test_a_local_arm_without_its_prefix_cache_is_misconfigured_and_fails_the_run
         "stack: {extra_vllm_args: ['--no-enable-prefix-caching']}\n"
         "scenarios: {ws: {kind: working_set, document_tokens: 4096, ratios: [0.5], visits: 8}}\n"
     )
-    proc = subprocess.run([*KVBENCH, "bench-all", "--config", str(cfg), "--results", str(tmp_path / "r")],
+    proc = run_interruptibly([*KVBENCH, "bench-all", "--config", str(cfg), "--results", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]
     run_dir = only_run(tmp_path / "r")
@@ -116,7 +115,7 @@ def test_an_engine_that_exits_during_bring_up_is_quoted_by_its_own_error_line(tm
         "stack: {extra_vllm_args: ['--max-model-len', '65536']}\n"
         "scenarios: {ws: {kind: working_set, document_tokens: 4096, ratios: [0.5]}}\n"
     )
-    proc = subprocess.run([*KVBENCH, "bench-all", "--config", str(cfg), "--results", str(tmp_path / "r")],
+    proc = run_interruptibly([*KVBENCH, "bench-all", "--config", str(cfg), "--results", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]
     entry = json.loads((only_run(tmp_path / "r") / "manifest.json").read_text())["scenarios"]["local/ws-x0p5"]

@@ -11,7 +11,6 @@ covered by tests/test_stack_e2e.py's bench-all run.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pandas as pd
@@ -19,7 +18,7 @@ import pytest
 
 from harness.stack.compose import find_resources
 
-from .conftest import REPO, pinned
+from .conftest import REPO, pinned, run_interruptibly
 from .report_synth import md_number, md_table
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
@@ -30,7 +29,7 @@ CONFIG = REPO / "tests" / "configs" / "isolation.yaml"
 def shared_and_reset(tmp_path_factory, stack_images):
     work = tmp_path_factory.mktemp("isolation")
     results = work / "results"
-    out = subprocess.run(
+    out = run_interruptibly(
         [sys.executable, "-m", "harness", "bench-all", "--config", str(pinned(CONFIG, work)),
          "--isolation", "shared,reset", "--results", str(results)],
         capture_output=True,

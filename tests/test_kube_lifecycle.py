@@ -29,7 +29,7 @@ from harness.stack.compose import ComposeStack
 from harness.stack.kubestack import KubeStack, StackError, api_client, find, stale_namespaces
 from harness.stack.spec import prepare
 
-from .conftest import pinned
+from .conftest import pinned, run_interruptibly
 from .kube_standin import StandInApiServer
 from .test_compose_render import REPO, SECRET, prepared
 
@@ -269,7 +269,7 @@ def test_kvbench_bench_on_the_kubernetes_backend_measures_through_the_port_forwa
         config.write_text(yaml.safe_dump(data))
         argv = [sys.executable, "-m", "harness", "bench", "--config", str(config), "--scenario", "cold_start",
                 "--mode", "with-cache", "--results", str(tmp_path / "results")]  # fmt: skip
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=600)
+        done = run_interruptibly(argv, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "delete namespace, verify" in done.stderr
     (run,) = (tmp_path / "results").iterdir()

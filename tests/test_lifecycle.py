@@ -22,7 +22,7 @@ from harness.config import StackConfig
 from harness.stack.compose import ComposeStack, find_resources, leftovers
 from harness.stack.spec import prepare
 
-from .conftest import LIGHT_COMPOSE, REPO
+from .conftest import LIGHT_COMPOSE, REPO, run_interruptibly
 
 pytestmark = pytest.mark.docker
 KVBENCH = [sys.executable, "-m", "harness"]
@@ -123,6 +123,26 @@ def test_bench_refuses_over_leftovers_and_clean_removes_them(tmp_path, light_ima
         dead.down()
 
 
+def test_a_kvbench_past_its_test_timeout_gets_ctrl_c_first(tmp_path):
+    """conftest.run_interruptibly, which the real-stack tests run kvbench with: at a test's timeout
+    kvbench is stopped as Ctrl-C stops it (its teardown runs), not with subprocess.run's SIGKILL,
+    which left its stacks running and every later `kvbench bench` refusing over them."""
+    child = (
+        "import signal, sys, time\n"
+        "def down(*_):\n"
+        "    open(sys.argv[1], 'w').write('torn down')\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, down)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    t = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired) as timed_out:
+        run_interruptibly([sys.executable, "-c", child, str(tmp_path / "down")], timeout=2)
+    assert (tmp_path / "down").read_text() == "torn down" and timed_out.value.stdout == "up\n"
+    assert time.monotonic() - t < 60  # stopped by the signal, not at the child's end
+
+
 def _suite_config(tmp_path: Path, overlay: str, names: list[str], **stack) -> Path:
     cfg = {
         "default_scenarios": names,
@@ -137,7 +157,7 @@ def _suite_config(tmp_path: Path, overlay: str, names: list[str], **stack) -> Pa
 
 def test_unhealthy_stack_fails_scenario_saves_logs_and_next_runs(tmp_path, light_image, no_harness_leftovers):
     config = _suite_config(tmp_path, "unhealthy", ["first", "second"])
-    out = subprocess.run(
+    out = run_interruptibly(
         [
             *KVBENCH,
             "bench-all",
@@ -174,7 +194,7 @@ def test_busy_fixed_port_is_a_clear_error_before_anything_starts(tmp_path, light
         s.listen()
         port = s.getsockname()[1]
         config = _suite_config(tmp_path, "light", ["only"], vllm_port=port)
-        out = subprocess.run(
+        out = run_interruptibly(
             [
                 *KVBENCH,
                 "bench-all",

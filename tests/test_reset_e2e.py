@@ -4,12 +4,11 @@ suite's verified reset between scenarios is tested in tests/test_isolation.py.""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
 import pytest
 
-from .conftest import REPO, pinned
+from .conftest import REPO, pinned, run_interruptibly
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 CONFIG = REPO / "tests" / "configs" / "isolation.yaml"
@@ -21,7 +20,7 @@ def test_reset_audit_shows_the_peers_reset_leaving_the_store_warm_and_kvbench_pr
     the store's keys, and the canary gets external hits: the proof catches it. kvbench's reset is
     proven; rounds 1 and 2 after it are compared with the fresh stack's, one ratio per pair, TOST.
     Two pairs rarely show equivalence within 10 %: exit 3 (not shown) is as expected as 0."""
-    out = subprocess.run(
+    out = run_interruptibly(
         [sys.executable, str(REPO / "benchmarks" / "reset_audit.py"), "--config", str(pinned(CONFIG, tmp_path)),
          "--scenarios", "rag_a", "--pairs", "2"],
         capture_output=True,

@@ -19,7 +19,7 @@ from python_on_whales import docker
 
 from harness.stack.compose import find_resources
 
-from .conftest import REPO, bench_acting_mid_round, only_run, pinned, warm_beats_cold
+from .conftest import REPO, bench_acting_mid_round, only_run, pinned, run_interruptibly, warm_beats_cold
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 E2E = REPO / "tests" / "configs" / "e2e.yaml"
@@ -218,7 +218,7 @@ def dev_server(tmp_path_factory, stack_images):
 def _run(spec, tmp: Path, name: str, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
     """`kvbench run` against the dev server: its result and run directory."""
     argv = [*KVBENCH, "run", "--endpoint", spec.vllm_url, "--model", "tiny", "--results", str(tmp / name), *args]
-    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = run_interruptibly(argv, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode in (0, 1), out.stderr[-2000:]
     return out, only_run(tmp / name)
 
@@ -298,7 +298,7 @@ def test_peer_agreement_with_vllm_bench_serve_on_the_dev_server(dev_server, tmp_
     argv = [sys.executable, str(REPO / "benchmarks" / "peer_agreement.py"), "--config", str(E2E),
             "--endpoint", spec.vllm_url, "--engine-container", engine.name, "--prompts", str(prompts),
             "--input-len", str(input_len), "--output-len", "4", "--pairs", "1", "--json", str(out_json)]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=480)
+    proc = run_interruptibly(argv, capture_output=True, text=True, cwd=REPO, timeout=480)
     print(proc.stdout[-3000:], file=sys.stderr)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     # The runs table comes first (the summary repeats each tool once below it): its first row per tool.

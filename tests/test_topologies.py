@@ -6,13 +6,12 @@ which already brings up both stacks of long_context_high_reuse."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
-from .conftest import REPO, pinned, warm_beats_cold
+from .conftest import REPO, pinned, run_interruptibly, warm_beats_cold
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 KVBENCH = [sys.executable, "-m", "harness"]
@@ -20,7 +19,7 @@ KVBENCH = [sys.executable, "-m", "harness"]
 
 def _bench(tmp_path, config: str, *extra: str):
     results = tmp_path / "results"
-    out = subprocess.run(
+    out = run_interruptibly(
         [
             *KVBENCH,
             "bench-all",

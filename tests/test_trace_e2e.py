@@ -10,7 +10,6 @@ a working set of ~80 MB of KV on the CPU reference model (1 KB per token), again
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, pinned
+from .conftest import REPO, pinned, run_interruptibly
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 
@@ -51,7 +50,7 @@ def test_a_trace_replays_exactly_and_a_small_store_falls_off_the_cliff(tmp_path,
     )
     (tmp_path / "trace.yaml").write_text(yaml.safe_dump(config))
     results = tmp_path / "results"
-    out = subprocess.run(
+    out = run_interruptibly(
         [sys.executable, "-m", "harness", "bench-all", "--config", str(tmp_path / "trace.yaml")]
         + ["--mode", "with-cache", "--results", str(results)],
         capture_output=True,
