@@ -60,3 +60,24 @@ def test_an_lru_store_big_enough_reuses_what_is_expected_and_a_small_one_thrashe
     assert unbounded.tolist() == expected_reuse(rows, BLOCK).tolist() == [0, 0, 0, 8, 8, 8]
     assert lru_reuse(rows, BLOCK, 6).tolist() == [0] * 6
     assert lru_reuse(rows, BLOCK, 9).tolist() == [0, 0, 0, 8, 8, 8]  # exactly the working set
+
+
+def test_a_chunk_of_a_prompt_still_prefilling_is_no_foreign_hit_but_the_whole_shared_prefix_is():
+    """Seen after a verified reset: two requests on one document sent together; the engine stored
+    the first's first chunk (16 of its 32 shared blocks) while it still prefilled, the second loaded
+    it and returned its first token first, and prefill order by first token called the 2,048 tokens
+    foreign. A strict part of the shared prefix, from a request still prefilling, is explained; all
+    of it (what a cache left by another scenario offers) stays foreign, as does a hit on a request
+    that had already returned its first token (prefill order covers that one)."""
+    from harness.analysis.reuse import reuse_by_round
+
+    doc = [7] * 32  # eight whole blocks both prompts share
+    rows = _rows([doc + [1, 2, 3], doc + [4, 5, 6]], [0.5, 0.3])  # sent together, the second first out
+    rows["cached_tokens"] = [0, 16]  # four of the eight shared blocks: a chunk of the first one's
+    assert reuse_by_round(rows, BLOCK)["foreign_hit_tokens"].tolist() == [0]
+    rows["cached_tokens"] = [0, 32]  # the whole document before anything of this round had it
+    assert reuse_by_round(rows, BLOCK)["foreign_hit_tokens"].tolist() == [32]
+    late = rows.assign(send_s=[0.0, 0.6], cached_tokens=[0, 16])  # sent after the first's first token
+    assert reuse_by_round(late, BLOCK)["foreign_hit_tokens"].tolist() == [0]  # prefill order expects all 32
+    apart = rows.assign(send_s=[0.0, 0.0], prefix_blocks=[rows["prefix_blocks"][0], block_chain([9] * 35, BLOCK)])
+    assert reuse_by_round(apart.assign(cached_tokens=[0, 16]), BLOCK)["foreign_hit_tokens"].tolist() == [16]

@@ -13,7 +13,8 @@ first one prefilled must compute it, so it can expect nothing - which is what
 exposes a polluted cold round.
 
 Hits beyond that are foreign: they came from outside the scenario, i.e. from a
-cache that was not cold.
+cache that was not cold. Except a strict part of a shared prefix that a request of the same
+round was still prefilling (`in_flight_partial`): chunked prefill stores it chunk by chunk.
 """
 
 from __future__ import annotations
@@ -108,6 +109,34 @@ def expected_reuse(requests: pd.DataFrame, block: int) -> pd.Series:
     return out
 
 
+def _leading_shared(a: list[str], b: list[str]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def in_flight_partial(requests: pd.DataFrame, block: int, cached: pd.Series) -> pd.Series:
+    """Hit tokens a request may have loaded from one of its round that was still prefilling. With
+    chunked prefill the engine stores a long prompt's blocks chunk by chunk, so a request sent
+    beside it can load its first chunks and still return its first token earlier: prefill order
+    by first token then calls the hit foreign (seen after a verified reset: 2,048 tokens, one
+    chunk of 16 blocks). Such a hit is a strict part of the prefix the two share; a cache from
+    outside the scenario offers all of it, so a whole-prefix hit stays foreign. Needs token ids."""
+    out = pd.Series(0, index=requests.index, dtype=int)
+    if "prefix_blocks" not in requests:
+        return out
+    first = (requests["send_s"] + requests["ttft_ms"].fillna(np.inf) / 1e3).to_numpy()
+    send, rounds = requests["send_s"].to_numpy(), requests["round"].to_numpy()
+    chains = [c.split() if isinstance(c, str) else [] for c in requests["prefix_blocks"]]
+    for i, idx in enumerate(requests.index):
+        hit = int(cached[idx] // block)
+        if hit == 0 or not chains[i]:
+            continue
+        # Sent before this one's first token, first token after it: prefilling when it looked up.
+        peers = np.flatnonzero((rounds == rounds[i]) & (send <= first[i]) & (first > first[i]))
+        if any(hit < _leading_shared(chains[i], chains[j]) for j in peers):
+            out[idx] = hit * block
+    return out
+
+
 def reuse_by_round(requests: pd.DataFrame, block: int | None) -> pd.DataFrame:
     """Per round: expected reusable tokens, achieved (cached_tokens), ratio, and foreign hits."""
     if not block or requests.empty:
@@ -115,7 +144,8 @@ def reuse_by_round(requests: pd.DataFrame, block: int | None) -> pd.DataFrame:
     df = requests.copy()
     df["expected_reuse"] = expected_reuse(df, block)
     df["cached"] = num(df, "cached_tokens").fillna(0)
-    df["foreign"] = (df["cached"] - df["expected_reuse"]).clip(lower=0)
+    explained = np.maximum(df["expected_reuse"], in_flight_partial(df, block, df["cached"]))
+    df["foreign"] = (df["cached"] - explained).clip(lower=0)
     rows = []
     for rnd, g in df.groupby("round"):
         exp, got = int(g["expected_reuse"].sum()), int(g["cached"].sum())
