@@ -181,16 +181,16 @@ def bench_acting_mid_round(
     return code, err.read_text(), run_dir
 
 
-def _interrupt(proc: subprocess.Popen, grace: float = 60) -> None:
+def _interrupt(proc: subprocess.Popen, grace: float = 60) -> tuple[str | None, str | None]:
     """Stop a kvbench that overran as Ctrl-C does, so it tears its stacks down: a SIGKILL leaves them
     running, and a dead owner's stacks are leftovers that make every later `kvbench bench` refuse to
-    start. Killed only if it has not exited `grace` s later."""
+    start. Killed only if it has not exited `grace` s later. Its (stdout, stderr) where piped."""
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(grace)
+        return proc.communicate(timeout=grace)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        return proc.communicate()
 
 
 def run_interruptibly(
@@ -204,11 +204,6 @@ def run_interruptibly(
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            try:
-                out, err = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, err = proc.communicate()
+            out, err = _interrupt(proc)
             raise subprocess.TimeoutExpired(args, timeout, out, err) from None
     return subprocess.CompletedProcess(args, proc.returncode, out, err)

@@ -214,9 +214,7 @@ def crossover(changes: pd.DataFrame) -> Crossover | None:
         return None
     store = c["store_pct"] if "store_pct" in c else pd.Series(math.nan, index=c.index)
     no_store = [float(r) for r, pct in zip(c["ratio"], store) if pct == 0]
-    wins = [
-        bool(hi < 0) and float(r) not in no_store if not math.isnan(hi) else False for r, hi in zip(c["ratio"], c["hi"])
-    ]
+    wins = [bool(hi < 0) and float(r) not in no_store for r, hi in zip(c["ratio"], c["hi"])]  # NaN < 0 is False
     r0 = None
     for i in range(len(c)):
         if all(wins[i:]):
@@ -250,8 +248,9 @@ def verdict_line(x: Crossover | None) -> str:
         + (" (interval within-run: 1 repeat)" if within else "")
     )
     costs = [(r, iv) for r, iv in x.below if not math.isnan(iv.lo) and iv.lo > 0]
-    wins = [(r, iv) for r, iv in x.below if not math.isnan(iv.hi) and iv.hi < 0 and r not in x.no_store]
-    unearned = [(r, iv) for r, iv in x.below if not math.isnan(iv.hi) and iv.hi < 0 and r in x.no_store]
+    faster = [(r, iv) for r, iv in x.below if iv.hi < 0]  # NaN < 0 is False: no interval, no claim
+    wins = [(r, iv) for r, iv in faster if r not in x.no_store]
+    unearned = [(r, iv) for r, iv in faster if r in x.no_store]
     nothing = [r for r, iv in x.below if all(r != c[0] for c in costs + wins + unearned)]
     parts = []
     if unearned:

@@ -48,9 +48,13 @@ def block_chain(token_ids: list[int] | None, block: int | None) -> str:
     return " ".join(keys)
 
 
+def _first_token_s(requests: pd.DataFrame) -> pd.Series:
+    """When each request's first token came (never, for one without)."""
+    return requests["send_s"] + requests["ttft_ms"].fillna(np.inf) / 1e3
+
+
 def _prefill_order(requests: pd.DataFrame) -> pd.Index:
-    first_token = requests["send_s"] + requests["ttft_ms"].fillna(np.inf) / 1e3
-    return requests.assign(_ft=first_token).sort_values(["round", "_ft", "send_s"]).index
+    return requests.assign(_ft=_first_token_s(requests)).sort_values(["round", "_ft", "send_s"]).index
 
 
 def lru_reuse(requests: pd.DataFrame, block: int, capacity_blocks: int) -> pd.Series:
@@ -123,7 +127,7 @@ def in_flight_partial(requests: pd.DataFrame, block: int, cached: pd.Series) -> 
     out = pd.Series(0, index=requests.index, dtype=int)
     if "prefix_blocks" not in requests:
         return out
-    first = (requests["send_s"] + requests["ttft_ms"].fillna(np.inf) / 1e3).to_numpy()
+    first = _first_token_s(requests).to_numpy()
     send, rounds = requests["send_s"].to_numpy(), requests["round"].to_numpy()
     chains = [c.split() if isinstance(c, str) else [] for c in requests["prefix_blocks"]]
     for i, idx in enumerate(requests.index):
