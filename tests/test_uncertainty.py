@@ -52,6 +52,13 @@ def test_changes_over_repeats_are_averaged_as_log_ratios_so_no_bound_is_impossib
     assert iv.method == "t over 2 repeats, log ratios"
 
 
+def test_repeats_that_agree_exactly_give_an_interval_that_still_holds_its_figure():
+    """Identical repeats: a zero-width interval on the figure itself. Found by the report property
+    test: numpy's expm1 for the estimate and math's for the bounds differed in the last bit."""
+    iv = repeats_change_pct([-72.07117974840479] * 2)
+    assert iv.lo <= iv.estimate <= iv.hi
+
+
 def test_one_repeat_has_no_interval_over_repeats():
     iv = repeats_change_pct([-40.0])
     assert iv.estimate == pytest.approx(-40.0) and math.isnan(iv.lo) and iv.n == 1

@@ -285,7 +285,7 @@ def repeats_change_pct(changes: Sequence[float], level: float = 0.95) -> Interva
     if not len(c):
         return Interval(math.nan, math.nan, math.nan, 0, "n/a (no values)")
     logs = np.log1p(c / 100)
-    est = float(np.expm1(logs.mean()) * 100)
+    est = math.expm1(float(logs.mean())) * 100  # math's expm1, as for the bounds: numpy's can differ in the last bit
     if len(c) < 2:
         return Interval(est, math.nan, math.nan, 1, "no CI: 1 repeat")
     lo, hi = t_interval(logs, level)
